@@ -1,0 +1,128 @@
+"""Serialization of events: canonical JSON, the hash chain, typed decoding.
+
+The canonical form is what the hash chain signs, so it must be byte-for-byte
+reproducible by any reader: sorted keys, no whitespace, UTF-8, timestamps in
+one fixed format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from events.models import EVENT_TYPES, Actor, DomainEvent, Envelope, KeyEvent
+
+GENESIS_HASH = "0" * 64
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+# (event_type, from_schema_version) -> function turning that data into the next version.
+_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class UnknownEventType(ValueError):
+    """An envelope names an event type this version of keyledger does not know."""
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC ISO-8601 with microseconds and a ``Z``: the one format in canonical JSON."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, non-ASCII kept as UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def envelope_body(envelope: Envelope) -> dict[str, Any]:
+    """The envelope as a JSON object, without ``hash``."""
+    return {
+        "event_id": str(envelope.event_id),
+        "event_type": envelope.event_type,
+        "schema_version": envelope.schema_version,
+        "org_id": envelope.org_id,
+        "key_id": envelope.key_id,
+        "stream_version": envelope.stream_version,
+        "position": envelope.position,
+        "occurred_at": format_timestamp(envelope.occurred_at),
+        "actor": envelope.actor.model_dump(mode="json"),
+        "data": envelope.data,
+    }
+
+
+def chain_hash(previous_hash: str, body: dict[str, Any]) -> str:
+    """SHA-256 over the previous hash followed by this event's canonical JSON."""
+    return hashlib.sha256((previous_hash + canonical_json(body)).encode()).hexdigest()
+
+
+def seal(
+    event: DomainEvent,
+    *,
+    event_id: UUID,
+    stream_version: int,
+    position: int,
+    actor: Actor,
+    previous_hash: str,
+) -> Envelope:
+    """Wrap a domain event into its envelope and link it into the hash chain."""
+    unsealed = Envelope(
+        event_id=event_id,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        org_id=event.org_id,
+        key_id=event.key_id,
+        stream_version=stream_version,
+        position=position,
+        occurred_at=event.occurred_at,
+        actor=actor,
+        data=event.data(),
+        hash="",
+    )
+    return unsealed.model_copy(update={"hash": chain_hash(previous_hash, envelope_body(unsealed))})
+
+
+def envelope_to_json(envelope: Envelope) -> str:
+    """The envelope as one line of JSON, hash included (what NATS carries)."""
+    return canonical_json({**envelope_body(envelope), "hash": envelope.hash})
+
+
+def envelope_from_json(raw: str | bytes) -> Envelope:
+    """Parse an envelope; unknown fields are ignored."""
+    return Envelope.model_validate_json(raw)
+
+
+def register_upcaster(event_type: str, from_version: int, upcaster: Upcaster) -> None:
+    """Teach the decoder to lift ``event_type`` data from ``from_version`` to the next."""
+    _UPCASTERS[(event_type, from_version)] = upcaster
+
+
+def to_domain_event(envelope: Envelope) -> KeyEvent:
+    """The typed domain event inside an envelope, upcast to the current schema."""
+    cls = EVENT_TYPES.get(envelope.event_type)
+    if cls is None:
+        raise UnknownEventType(envelope.event_type)
+    data = dict(envelope.data)
+    version = envelope.schema_version
+    while version < cls.schema_version:
+        data = _UPCASTERS[(envelope.event_type, version)](data)
+        version += 1
+    return cls.model_validate(  # type: ignore[return-value]
+        {
+            **data,
+            "key_id": envelope.key_id,
+            "org_id": envelope.org_id,
+            "occurred_at": envelope.occurred_at,
+        }
+    )
+
+
+def decode(raw: str | bytes | Any) -> tuple[Envelope, KeyEvent]:
+    """Decode a NATS message (or its raw bytes) into its envelope and typed event."""
+    payload = getattr(raw, "data", raw)
+    envelope = envelope_from_json(payload)
+    return envelope, to_domain_event(envelope)

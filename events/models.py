@@ -1,0 +1,151 @@
+"""The event vocabulary of keyledger.
+
+Every change to a key is one of these frozen models. They are shared by the
+event store, the projections, the outbox relay and external subscribers, so
+this module depends on nothing but pydantic.
+
+A *domain event* (``KeyGenerated``, ``KeyRevoked``…) carries the key it is
+about, when it happened and its own facts. The *envelope* adds what the log
+knows: its global position, stream version, actor and hash.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+KeyType = Literal["secret", "embed", "signing"]
+Environment = Literal["live", "test"]
+Algorithm = Literal["ed25519", "rsa-2048"]
+RevokeReason = Literal["compromised", "unused", "rotated", "leaked", "other"]
+RateWindow = Literal["1s", "1m", "1h"]
+
+
+class _Frozen(BaseModel):
+    # extra="ignore": an event written by a newer keyledger still decodes here.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class RateLimit(_Frozen):
+    """A key's own request budget, enforced at verification."""
+
+    limit: Annotated[int, Field(ge=1)]
+    window: RateWindow
+
+
+class Actor(_Frozen):
+    """Who caused an event and on whose behalf."""
+
+    id: str
+    on_behalf_of: str | None = None
+    request_id: str | None = None
+
+
+class DomainEvent(_Frozen):
+    """Base of every key event: the key it concerns and when it happened."""
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    key_id: str
+    org_id: str
+    occurred_at: datetime
+
+    def data(self) -> dict[str, Any]:
+        """The event's own facts, as they appear in the envelope's ``data``."""
+        return self.model_dump(mode="json", exclude={"key_id", "org_id", "occurred_at"})
+
+
+class KeyGenerated(DomainEvent):
+    event_type: ClassVar[str] = "KeyGenerated"
+
+    name: str
+    type: KeyType
+    environment: Environment
+    scopes: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    resource: str | None = None
+    algorithm: Algorithm | None = None
+    public_key: str | None = None
+    # HMAC-SHA256(pepper, secret) as hex; never the secret itself.
+    secret_hash: str | None = None
+    hint: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    expires_at: datetime | None = None
+
+
+class KeyRenamed(DomainEvent):
+    event_type: ClassVar[str] = "KeyRenamed"
+
+    name: str
+    previous_name: str
+
+
+class KeyDisabled(DomainEvent):
+    event_type: ClassVar[str] = "KeyDisabled"
+
+    reason: str | None = None
+
+
+class KeyEnabled(DomainEvent):
+    event_type: ClassVar[str] = "KeyEnabled"
+
+
+class KeyRevoked(DomainEvent):
+    event_type: ClassVar[str] = "KeyRevoked"
+
+    reason: RevokeReason
+
+
+class KeyRotated(DomainEvent):
+    event_type: ClassVar[str] = "KeyRotated"
+
+    secret_hash: str | None = None
+    hint: str | None = None
+    public_key: str | None = None
+    # The replaced secret or public key keeps verifying until this instant.
+    previous_valid_until: datetime
+
+
+class KeyExpired(DomainEvent):
+    event_type: ClassVar[str] = "KeyExpired"
+
+    expires_at: datetime
+
+
+KeyEvent = (
+    KeyGenerated | KeyRenamed | KeyDisabled | KeyEnabled | KeyRevoked | KeyRotated | KeyExpired
+)
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    cls.event_type: cls
+    for cls in (
+        KeyGenerated,
+        KeyRenamed,
+        KeyDisabled,
+        KeyEnabled,
+        KeyRevoked,
+        KeyRotated,
+        KeyExpired,
+    )
+}
+
+
+class Envelope(_Frozen):
+    """An event as recorded in the log and published to subscribers (SPEC §5)."""
+
+    event_id: UUID
+    event_type: str
+    schema_version: int
+    org_id: str
+    key_id: str
+    stream_version: int
+    position: int
+    occurred_at: datetime
+    actor: Actor
+    data: dict[str, Any]
+    hash: str

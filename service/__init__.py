@@ -1,0 +1,1 @@
+"""keyledger service: commands, domain, HTTP API, event store, CLI."""

@@ -1,0 +1,54 @@
+"""``keyledger admin create-service-key``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from events.models import Actor
+from service.errors import KeyledgerError
+from service.http.app import connect_database
+from service.service_keys import issue_service_key
+from service.settings import Settings
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    admin = commands.add_parser("admin", help="administrative tasks")
+    tasks = admin.add_subparsers(dest="task", required=True)
+    create = tasks.add_parser("create-service-key", help="issue a service key; prints it once")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--scopes", required=True, help="comma-separated, e.g. keys:read,keys:write"
+    )
+    create.add_argument("--orgs", help="comma-separated orgs the key is limited to")
+    create.set_defaults(run=run_create_service_key)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
+
+
+def run_create_service_key(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+
+    async def create() -> str:
+        pool = await connect_database(settings)
+        try:
+            issued = await issue_service_key(
+                pool,
+                settings.pepper_bytes,
+                name=args.name,
+                scopes=_split(args.scopes) or [],
+                orgs=_split(args.orgs),
+                actor=Actor(id="cli:admin"),
+            )
+            return issued.secret
+        finally:
+            await pool.close()
+
+    try:
+        secret = asyncio.run(create())
+    except KeyledgerError as exc:
+        raise RuntimeError(exc.message) from exc
+    print(secret)
+    return 0

@@ -1,0 +1,60 @@
+"""``keyledger serve`` and ``keyledger migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import asyncpg
+from aiohttp import web
+
+from service.http.app import create_app
+from service.log_config import configure_logging
+from service.settings import Settings
+from service.store.migrate import migrate
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run the API (settings from KEYLEDGER_*)")
+    serve.add_argument("--host", help="overrides KEYLEDGER_HOST")
+    serve.add_argument("--port", type=int, help="overrides KEYLEDGER_PORT")
+    serve.set_defaults(run=run_serve)
+    migrate_cmd = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate_cmd.set_defaults(run=run_migrate)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(host=args.host, port=args.port)
+    configure_logging(settings.log_level)
+    serve_app(settings)
+    return 0
+
+
+def serve_app(settings: Settings, on_ready: str | None = None) -> None:
+    """Run the API until SIGINT/SIGTERM, then shut down cleanly."""
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=(lambda _: print(on_ready, flush=True)) if on_ready else None,
+        access_log=None,
+        shutdown_timeout=10,
+    )
+
+
+def run_migrate(_: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    if not settings.database_url:
+        raise RuntimeError("KEYLEDGER_DATABASE_URL is not set")
+
+    async def apply() -> list[str]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(apply())
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0

@@ -1,0 +1,1 @@
+"""The pure key lifecycle: values, commands and the decider. No I/O here."""

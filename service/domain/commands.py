@@ -1,0 +1,99 @@
+"""Commands: what a caller asks of a key, as immutable values.
+
+Anything that needs I/O or randomness (new ids, key material, the clock, the
+number of active keys in the org) is resolved by the shell and carried in the
+command, so that ``decide`` stays a pure function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from events.models import RateLimit
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveKeyQuota:
+    """How many keys are active in the org and environment, and the ceiling.
+
+    ``limit`` is None where no limit applies (the ``_system`` org)."""
+
+    active: int
+    limit: int | None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.active >= self.limit
+
+
+UNLIMITED = ActiveKeyQuota(active=0, limit=None)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateKey:
+    key_id: str
+    org_id: str
+    name: str
+    type: str
+    environment: str
+    issued_at: datetime
+    scopes: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    resource: str | None = None
+    algorithm: str | None = None
+    public_key: str | None = None
+    secret_hash: str | None = None
+    hint: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    expires_at: datetime | None = None
+    quota: ActiveKeyQuota = UNLIMITED
+
+
+@dataclass(frozen=True, slots=True)
+class RenameKey:
+    key_id: str
+    name: str
+    issued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DisableKey:
+    key_id: str
+    issued_at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnableKey:
+    key_id: str
+    issued_at: datetime
+    quota: ActiveKeyQuota = UNLIMITED
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeKey:
+    key_id: str
+    reason: str
+    issued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RotateKey:
+    key_id: str
+    issued_at: datetime
+    grace_period: timedelta
+    secret_hash: str | None = None
+    hint: str | None = None
+    public_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireKey:
+    key_id: str
+    issued_at: datetime
+
+
+Command = GenerateKey | RenameKey | DisableKey | EnableKey | RevokeKey | RotateKey | ExpireKey

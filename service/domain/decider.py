@@ -1,0 +1,186 @@
+"""The key lifecycle as a decider (SPEC §4).
+
+``decide(command, state)`` returns the events a command produces, or raises
+``KeyledgerError``; ``evolve(state, event)`` folds one event into the state.
+Both are pure. An empty list means "nothing changes" (the command is a no-op).
+
+| state \\ command | Rename | Disable | Enable | Revoke | Rotate | Expire |
+|------------------|--------|---------|--------|--------|--------|--------|
+| active           | event  | event   | no-op  | event  | event  | event* |
+| disabled         | event  | no-op   | event  | event  | event  | event* |
+| expired          | 409    | 409     | 409    | event  | 409    | event† |
+| revoked          | 409    | 409     | 409    | no-op  | 409    | no-op  |
+
+``*`` only once ``expires_at`` has passed; ``†`` when the key is past
+``expires_at`` but ``KeyExpired`` is not yet written, else no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from events.models import (
+    KeyDisabled,
+    KeyEnabled,
+    KeyEvent,
+    KeyExpired,
+    KeyGenerated,
+    KeyRenamed,
+    KeyRevoked,
+    KeyRotated,
+)
+from service.domain.commands import (
+    ActiveKeyQuota,
+    Command,
+    DisableKey,
+    EnableKey,
+    ExpireKey,
+    GenerateKey,
+    RenameKey,
+    RevokeKey,
+    RotateKey,
+)
+from service.domain.state import KeyState
+from service.errors import KeyledgerError
+
+
+def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
+    """The events that ``command`` produces against ``state``."""
+    if isinstance(command, GenerateKey):
+        return _generate(command, state)
+    if state is None:
+        raise KeyledgerError("key_not_found", "no such key")
+    now = command.issued_at
+    status = state.status_at(now)
+    base = {"key_id": state.key_id, "org_id": state.org_id, "occurred_at": now}
+
+    if isinstance(command, RevokeKey):
+        if state.status == "revoked":
+            return []
+        return [KeyRevoked(**base, reason=command.reason)]
+    if isinstance(command, ExpireKey):
+        if state.status in ("revoked", "expired") or status != "expired":
+            return []
+        return [KeyExpired(**base, expires_at=state.expires_at)]
+    if status in ("revoked", "expired"):
+        raise KeyledgerError("key_not_mutable", f"the key is {status}; only revoke is allowed")
+
+    match command:
+        case RenameKey(name=name):
+            if name == state.name:
+                return []
+            return [KeyRenamed(**base, name=name, previous_name=state.name)]
+        case DisableKey(reason=reason):
+            if status == "disabled":
+                return []
+            return [KeyDisabled(**base, reason=reason)]
+        case EnableKey(quota=quota):
+            if status == "active":
+                return []
+            _check_quota(quota)
+            return [KeyEnabled(**base)]
+        case RotateKey():
+            return [
+                KeyRotated(
+                    **base,
+                    secret_hash=command.secret_hash,
+                    hint=command.hint,
+                    public_key=command.public_key,
+                    previous_valid_until=now + command.grace_period,
+                )
+            ]
+    raise TypeError(f"unknown command {command!r}")
+
+
+def _generate(command: GenerateKey, state: KeyState | None) -> list[KeyEvent]:
+    if state is not None:
+        raise KeyledgerError("key_exists", "a key with this id exists")
+    _check_quota(command.quota)
+    return [
+        KeyGenerated(
+            key_id=command.key_id,
+            org_id=command.org_id,
+            occurred_at=command.issued_at,
+            name=command.name,
+            type=command.type,
+            environment=command.environment,
+            scopes=command.scopes,
+            allowed_origins=command.allowed_origins,
+            resource=command.resource,
+            algorithm=command.algorithm,
+            public_key=command.public_key,
+            secret_hash=command.secret_hash,
+            hint=command.hint,
+            metadata=command.metadata,
+            rate_limit=command.rate_limit,
+            expires_at=command.expires_at,
+        )
+    ]
+
+
+def _check_quota(quota: ActiveKeyQuota) -> None:
+    if quota.exhausted:
+        raise KeyledgerError(
+            "active_key_limit",
+            f"the org already has {quota.active} active keys in this environment "
+            f"(limit {quota.limit}); disable or revoke one first",
+            {"limit": quota.limit},
+        )
+
+
+def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
+    """The state after ``event``."""
+    if isinstance(event, KeyGenerated):
+        return KeyState(
+            key_id=event.key_id,
+            org_id=event.org_id,
+            name=event.name,
+            type=event.type,
+            environment=event.environment,
+            status="active",
+            scopes=tuple(event.scopes),
+            allowed_origins=tuple(event.allowed_origins),
+            resource=event.resource,
+            algorithm=event.algorithm,
+            public_key=event.public_key,
+            secret_hash=event.secret_hash,
+            hint=event.hint,
+            metadata=dict(event.metadata),
+            rate_limit=event.rate_limit,
+            created_at=event.occurred_at,
+            updated_at=event.occurred_at,
+            expires_at=event.expires_at,
+            version=1,
+        )
+    if state is None:
+        raise ValueError(f"{event.event_type} before KeyGenerated for {event.key_id}")
+    changes: dict[str, object] = {"updated_at": event.occurred_at, "version": state.version + 1}
+    match event:
+        case KeyRenamed(name=name):
+            changes["name"] = name
+        case KeyDisabled():
+            changes |= {"status": "disabled", "disabled_at": event.occurred_at}
+        case KeyEnabled():
+            changes |= {"status": "active", "disabled_at": None}
+        case KeyRevoked():
+            changes |= {"status": "revoked", "revoked_at": event.occurred_at}
+        case KeyExpired():
+            changes["status"] = "expired"
+        case KeyRotated():
+            changes |= {
+                "secret_hash": event.secret_hash,
+                "hint": event.hint,
+                "public_key": event.public_key,
+                "previous_secret_hash": state.secret_hash,
+                "previous_public_key": state.public_key,
+                "previous_valid_until": event.previous_valid_until,
+            }
+    return dataclasses.replace(state, **changes)
+
+
+def fold(events: Iterable[KeyEvent], state: KeyState | None = None) -> KeyState | None:
+    """The state after all ``events``, starting from ``state``."""
+    for event in events:
+        state = evolve(state, event)
+    return state

@@ -1,0 +1,49 @@
+"""The duration vocabulary of the API: ``expires_in``, ``grace_period``, rate windows."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+EXPIRES_IN = ("never", "30d", "90d", "6mo", "1y")
+_DURATION = re.compile(r"^(\d{1,7})(s|m|h|d)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_GRACE = timedelta(days=7)
+WINDOW_SECONDS = {"1s": 1, "1m": 60, "1h": 3600}
+
+
+def expiry_from(expires_in: str, now: datetime) -> datetime | None:
+    """When a key created ``now`` with ``expires_in`` expires (None for never)."""
+    if expires_in == "never":
+        return None
+    if expires_in == "6mo":
+        return _add_months(now, 6)
+    if expires_in == "1y":
+        return _add_months(now, 12)
+    days = {"30d": 30, "90d": 90}.get(expires_in)
+    if days is None:
+        raise ValueError(f"expires_in must be one of {', '.join(EXPIRES_IN)}")
+    return now + timedelta(days=days)
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    # Clamp the day: 31 August + 6 months is the last day of February.
+    for day in range(moment.day, 27, -1):
+        try:
+            return moment.replace(year=year, month=month, day=day)
+        except ValueError:
+            continue
+    return moment.replace(year=year, month=month, day=min(moment.day, 28))
+
+
+def parse_grace_period(value: str) -> timedelta:
+    """``0s``…``7d`` in s, m, h or d units."""
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError("grace_period must look like 30s, 15m, 24h or 7d")
+    period = timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+    if period > MAX_GRACE:
+        raise ValueError("grace_period must be at most 7d")
+    return period

@@ -1,0 +1,1 @@
+"""The aiohttp entrypoint: routes, middlewares, request bodies."""

@@ -1,0 +1,76 @@
+"""The aiohttp application: resources set up and torn down with ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+
+from service.callers import CallerAuthenticator
+from service.expiry import ExpirySweeper
+from service.http import key_routes
+from service.http.body import MAX_BODY_BYTES
+from service.http.context import CALLERS, COMMANDS, POOL, SETTINGS
+from service.http.middleware import request_context
+from service.key_commands import KeyCommandHandler
+from service.settings import Settings
+from service.store.migrate import migrate
+
+
+async def connect_database(settings: Settings) -> asyncpg.Pool:
+    """Apply migrations, then open the connection pool."""
+    if not settings.database_url:
+        raise RuntimeError("KEYLEDGER_DATABASE_URL is not set")
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+    )
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await connect_database(settings)
+    app[POOL] = pool
+    app[COMMANDS] = KeyCommandHandler(
+        pool,
+        max_active_keys=settings.max_active_keys_per_org,
+        idempotency_ttl_hours=settings.idempotency_ttl_hours,
+    )
+    app[CALLERS] = CallerAuthenticator(pool, settings.pepper_bytes)
+    yield
+    await pool.close()
+
+
+async def _expiry_sweeper(app: web.Application) -> AsyncIterator[None]:
+    sweeper = ExpirySweeper(app[COMMANDS], app[SETTINGS].expiry_sweep_interval_seconds)
+    task = asyncio.create_task(sweeper.run(), name="expiry-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def healthz(_: web.Request) -> web.Response:
+    """The process is up."""
+    return web.json_response({"status": "ok"})
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The keyledger API, ready to be run by ``web.run_app`` or a test server."""
+    settings.pepper_bytes  # noqa: B018 - fail at construction, not on the first request
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_context])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_expiry_sweeper)
+    app.router.add_get("/healthz", healthz)
+    app.add_routes(key_routes.routes)
+    return app

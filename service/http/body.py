@@ -1,0 +1,59 @@
+"""Reading request bodies: content type, size, JSON syntax, then the model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from service.errors import KeyledgerError
+
+MAX_BODY_BYTES = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: web.Request) -> Any:
+    """The parsed JSON body; an absent or empty body is ``{}``."""
+    if not request.body_exists:
+        return {}
+    if request.content_type != "application/json":
+        raise KeyledgerError("unsupported_media_type", "send the body as application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise KeyledgerError("payload_too_large", "the body is over 64 KiB") from exc
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise KeyledgerError("malformed_json", "the body is not valid UTF-8 JSON") from exc
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors without the offending input (it may be a secret)."""
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors()
+    ]
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    """Validate ``data`` against ``model`` or refuse with 422 ``validation_error``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise KeyledgerError(
+            "validation_error", "the request body is invalid", validation_details(exc)
+        ) from exc
+
+
+async def read_model(request: web.Request, model: type[M]) -> tuple[M, Any]:
+    """The body validated as ``model``, and the raw JSON (for idempotency fingerprints)."""
+    data = await read_json(request)
+    return parse_model(model, data), data

@@ -1,0 +1,48 @@
+"""The one place where error codes become HTTP statuses and JSON bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+STATUS_BY_CODE: dict[str, int] = {
+    "malformed_json": 400,
+    "invalid_header": 400,
+    "unauthenticated": 401,
+    "invalid_api_key": 401,
+    "api_key_inactive": 401,
+    "insufficient_scope": 403,
+    "not_found": 404,
+    "key_not_found": 404,
+    "org_not_found": 404,
+    "method_not_allowed": 405,
+    "key_not_mutable": 409,
+    "key_exists": 409,
+    "active_key_limit": 409,
+    "version_mismatch": 412,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "validation_error": 422,
+    "idempotency_key_reused": 422,
+    "rate_limited": 429,
+    "internal_error": 500,
+    "not_caught_up": 503,
+    "unavailable": 503,
+}
+
+
+def error_response(
+    code: str,
+    message: str,
+    request_id: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """``{"error": {code, message, request_id, details?}}`` with the code's status."""
+    error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    if details is not None:
+        error["details"] = details
+    return web.json_response(
+        {"error": error}, status=STATUS_BY_CODE.get(code, 400), headers=headers
+    )

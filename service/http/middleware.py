@@ -1,0 +1,72 @@
+"""Request id, error mapping and the access log: one middleware, outermost."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from service.errors import KeyledgerError
+from service.http.errors import error_response
+
+log = structlog.get_logger("keyledger.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID = web.RequestKey("request_id", str)
+CALLER_ID = web.RequestKey("caller_id", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def request_id_of(request: web.Request) -> str:
+    """The request's id (from ``X-Request-Id`` when well-formed, else generated)."""
+    return request.get(REQUEST_ID) or "unknown"
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Assign the request id, turn every failure into a JSON error, log one line."""
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except KeyledgerError as exc:
+        response = error_response(exc.code, exc.message, request_id, exc.details)
+    except web.HTTPRequestEntityTooLarge:
+        response = error_response("payload_too_large", "the body is over 64 KiB", request_id)
+    except web.HTTPNotFound:
+        response = error_response("not_found", "no such route", request_id)
+    except web.HTTPMethodNotAllowed as exc:
+        response = error_response(
+            "method_not_allowed",
+            f"{request.method} is not allowed here",
+            request_id,
+            headers={"Allow": ",".join(sorted(exc.allowed_methods))},
+        )
+    except web.HTTPException as exc:
+        response = error_response(exc.reason.lower().replace(" ", "_"), exc.reason, request_id)
+        response.set_status(exc.status)
+    except Exception:
+        log.exception("unhandled_error", request_id=request_id, route=_route_name(request))
+        response = error_response("internal_error", "internal error", request_id)
+    response.headers["X-Request-Id"] = request_id
+    log.info(
+        "request",
+        request_id=request_id,
+        method=request.method,
+        route=_route_name(request),
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        caller_key_id=request.get(CALLER_ID),
+    )
+    return response

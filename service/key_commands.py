@@ -1,0 +1,163 @@
+"""The service layer for key commands: the thin I/O shell around the decider.
+
+One command is one transaction under the log's append lock: replay an
+idempotent retry, load the key's stream, check ``If-Match``, count active keys,
+decide, append, update the registry, remember the response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from events.codec import canonical_json
+from events.models import Actor, Envelope
+from service.clock import utc_now
+from service.domain.commands import ActiveKeyQuota, Command, EnableKey, GenerateKey
+from service.domain.decider import decide
+from service.domain.state import KeyState
+from service.errors import KeyledgerError
+from service.key_view import render_key
+from service.store.event_store import EventStore, fold_envelopes
+from service.store.idempotency import IdempotencyStore, StoredResponse
+from service.store.key_registry import KeyRegistry
+
+SYSTEM_ORG = "_system"
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentRequest:
+    """An ``Idempotency-Key`` and a fingerprint of what it was sent with."""
+
+    key: str
+    fingerprint: str
+
+    @staticmethod
+    def fingerprint_of(method: str, path: str, body: Any) -> str:
+        return hashlib.sha256(f"{method} {path} {canonical_json(body)}".encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """What a command did; ``body`` is the response without any secret."""
+
+    status: int
+    body: dict[str, Any]
+    state: KeyState | None
+    events: tuple[Envelope, ...]
+    replayed: bool = False
+
+
+class KeyCommandHandler:
+    """Runs key commands against PostgreSQL."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_active_keys: int,
+        idempotency_ttl_hours: int = 24,
+    ) -> None:
+        self.pool = pool
+        self.max_active_keys = max_active_keys
+        self.store = EventStore()
+        self.registry = KeyRegistry()
+        self.idempotency = IdempotencyStore(idempotency_ttl_hours)
+
+    async def handle(
+        self,
+        command: Command,
+        *,
+        org_id: str,
+        actor: Actor,
+        if_match: int | None = None,
+        idempotent: IdempotentRequest | None = None,
+    ) -> CommandOutcome:
+        """Decide and record ``command`` on a key of ``org_id``."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self.store.lock(conn)
+            if idempotent is not None:
+                stored = await self.idempotency.find(conn, actor.id, idempotent.key)
+                if stored is not None:
+                    return _replay(stored, idempotent)
+
+            envelopes = await self.store.load_stream(conn, command.key_id)
+            state = fold_envelopes(envelopes)
+            if state is not None and state.org_id != org_id:
+                state = None  # a key of another org does not exist for this caller
+            if state is None and not isinstance(command, GenerateKey):
+                raise KeyledgerError("key_not_found", "no such key")
+            if if_match is not None and (state is None or state.version != if_match):
+                raise KeyledgerError(
+                    "version_mismatch",
+                    "the key has changed since the version given in If-Match",
+                    {"current_version": state.version if state else None},
+                )
+            command = await self._with_quota(conn, command, state, org_id)
+
+            events = decide(command, state)
+            appended = await self.store.append(
+                conn, events, actor=actor, expected_version=state.version if state else 0
+            )
+            new_state = fold_envelopes(appended, state)
+            if appended:
+                await self.registry.save(conn, new_state)
+            outcome = CommandOutcome(
+                status=201 if isinstance(command, GenerateKey) else 200,
+                body={
+                    "key": render_key(new_state, command.issued_at),
+                    "position": new_state.position,
+                },
+                state=new_state,
+                events=tuple(appended),
+            )
+            if idempotent is not None:
+                await self.idempotency.remember(
+                    conn,
+                    actor.id,
+                    idempotent.key,
+                    StoredResponse(idempotent.fingerprint, outcome.status, outcome.body),
+                )
+            return outcome
+
+    async def _with_quota(
+        self, conn: asyncpg.Connection, command: Command, state: KeyState | None, org_id: str
+    ) -> Command:
+        if org_id == SYSTEM_ORG:
+            return command
+        if isinstance(command, GenerateKey):
+            environment = command.environment
+        elif isinstance(command, EnableKey) and state is not None:
+            environment = state.environment
+        else:
+            return command
+        active = await self.registry.count_active(conn, org_id, environment, command.issued_at)
+        return dataclasses.replace(
+            command, quota=ActiveKeyQuota(active=active, limit=self.max_active_keys)
+        )
+
+    async def due_for_expiry(self) -> list[tuple[str, str]]:
+        """(key_id, org_id) of keys past ``expires_at`` without a ``KeyExpired`` yet."""
+        async with self.pool.acquire() as conn:
+            return await self.registry.due_for_expiry(conn, utc_now())
+
+    async def load_state(self, org_id: str, key_id: str) -> KeyState | None:
+        """A key's current state straight from its stream (None if absent or foreign)."""
+        async with self.pool.acquire() as conn:
+            state = await self.store.load_state(conn, key_id)
+        return state if state is not None and state.org_id == org_id else None
+
+
+def _replay(stored: StoredResponse, idempotent: IdempotentRequest) -> CommandOutcome:
+    if stored.request_hash != idempotent.fingerprint:
+        raise KeyledgerError(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        )
+    return CommandOutcome(
+        status=stored.status, body=stored.body, state=None, events=(), replayed=True
+    )

@@ -1,0 +1,43 @@
+"""The public JSON shape of a key (SPEC §3): no secret, no hash."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from events.codec import format_timestamp
+from service.domain.state import KeyState
+
+
+def _ts(moment: datetime | None) -> str | None:
+    return None if moment is None else format_timestamp(moment)
+
+
+def render_key(
+    state: KeyState, now: datetime, last_used_at: datetime | None = None
+) -> dict[str, Any]:
+    """The key as callers see it at ``now``."""
+    return {
+        "id": state.key_id,
+        "org_id": state.org_id,
+        "name": state.name,
+        "type": state.type,
+        "environment": state.environment,
+        "status": state.status_at(now),
+        "scopes": list(state.scopes),
+        "allowed_origins": list(state.allowed_origins) if state.type == "embed" else None,
+        "resource": state.resource,
+        "algorithm": state.algorithm,
+        "public_key": state.public_key,
+        "hint": state.hint,
+        "metadata": state.metadata,
+        "rate_limit": state.rate_limit.model_dump() if state.rate_limit else None,
+        "created_at": _ts(state.created_at),
+        "updated_at": _ts(state.updated_at),
+        "last_used_at": _ts(last_used_at),
+        "expires_at": _ts(state.expires_at),
+        "disabled_at": _ts(state.disabled_at),
+        "revoked_at": _ts(state.revoked_at),
+        "previous_valid_until": _ts(state.previous_valid_until),
+        "version": state.version,
+    }

@@ -1,0 +1,55 @@
+"""The one settings object, read from ``KEYLEDGER_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM
+
+PREFIX = "KEYLEDGER_"
+
+
+class Settings(BaseModel):
+    """Every tunable of keyledger. Field ``foo`` is env var ``KEYLEDGER_FOO``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    database_url: str | None = None
+    nats_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # HMAC key for stored secret hashes; required by `serve`, made and kept by `dev`.
+    pepper: SecretStr | None = None
+    max_active_keys_per_org: int = Field(10, ge=1)
+    data_dir: Path = Path(".keyledger")
+    nats_stream: str = DEFAULT_STREAM
+    nats_subject_prefix: str = DEFAULT_PREFIX
+    nats_duplicate_window_seconds: float = Field(120.0, gt=0)
+    db_pool_min_size: int = Field(2, ge=1)
+    db_pool_max_size: int = Field(10, ge=1)
+    idempotency_ttl_hours: int = Field(24, ge=1)
+    expiry_sweep_interval_seconds: float = Field(1.0, gt=0)
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``), then ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            name.removeprefix(PREFIX).lower(): value
+            for name, value in environ.items()
+            if name.startswith(PREFIX) and value != ""
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+    @property
+    def pepper_bytes(self) -> bytes:
+        """The HMAC key as bytes; refuses to run without one."""
+        if self.pepper is None or not self.pepper.get_secret_value():
+            raise RuntimeError("KEYLEDGER_PEPPER is not set")
+        return self.pepper.get_secret_value().encode()

@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: migrations, the event store, the write side's key registry."""

@@ -1,0 +1,160 @@
+"""The event store: the append-only, hash-chained log in PostgreSQL.
+
+Appends are serialized by one transaction-scoped advisory lock. That one
+decision gives three guarantees at once: positions are dense (1, 2, 3…), the
+hash chain always links to the true previous event, and an event at position
+N is committed before any transaction can take position N+1, so readers in
+position order never skip an event that commits late. The price is that
+appends do not run in parallel; each holds the lock for one short
+transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Sequence
+from uuid import uuid4
+
+import asyncpg
+
+from events.codec import GENESIS_HASH, canonical_json, seal, to_domain_event
+from events.models import Actor, DomainEvent, Envelope
+from service.domain.decider import evolve
+from service.domain.state import KeyState
+from service.errors import KeyledgerError
+
+LOG_LOCK = 0x6B65796C_0002
+NOTIFY_CHANNEL = "keyledger_events"
+
+_COLUMNS = (
+    "position, event_id, event_type, schema_version, org_id, key_id, stream_version,"
+    " occurred_at, actor, data, hash"
+)
+
+
+def envelope_from_row(row: asyncpg.Record) -> Envelope:
+    """An ``events`` row as an envelope."""
+    return Envelope(
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        schema_version=row["schema_version"],
+        org_id=row["org_id"],
+        key_id=row["key_id"],
+        stream_version=row["stream_version"],
+        position=row["position"],
+        occurred_at=row["occurred_at"],
+        actor=Actor.model_validate_json(row["actor"]),
+        data=json.loads(row["data"]),
+        hash=row["hash"],
+    )
+
+
+def fold_envelopes(envelopes: Sequence[Envelope], state: KeyState | None = None) -> KeyState | None:
+    """A key's state from its envelopes, remembering the last global position."""
+    for envelope in envelopes:
+        state = evolve(state, to_domain_event(envelope))
+    if state is not None and envelopes:
+        state = dataclasses.replace(state, position=envelopes[-1].position)
+    return state
+
+
+class EventStore:
+    """Appends to and reads from the ``events`` table."""
+
+    async def lock(self, conn: asyncpg.Connection) -> None:
+        """Take the append lock for the rest of ``conn``'s transaction."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
+
+    async def append(
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[DomainEvent],
+        *,
+        actor: Actor,
+        expected_version: int,
+    ) -> list[Envelope]:
+        """Append ``events`` to one key's stream. Call inside a transaction after ``lock``.
+
+        ``expected_version`` is the stream version the events were decided
+        against; the unique (key_id, stream_version) constraint is the backstop.
+        """
+        head = await conn.fetchrow(
+            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        )
+        position, previous_hash = (head["position"], head["hash"]) if head else (0, GENESIS_HASH)
+        sealed = []
+        version = expected_version
+        for event in events:
+            position += 1
+            version += 1
+            envelope = seal(
+                event,
+                event_id=uuid4(),
+                stream_version=version,
+                position=position,
+                actor=actor,
+                previous_hash=previous_hash,
+            )
+            try:
+                await conn.execute(
+                    f"INSERT INTO events ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                    envelope.position,
+                    envelope.event_id,
+                    envelope.event_type,
+                    envelope.schema_version,
+                    envelope.org_id,
+                    envelope.key_id,
+                    envelope.stream_version,
+                    envelope.occurred_at,
+                    canonical_json(envelope.actor.model_dump(mode="json")),
+                    canonical_json(envelope.data),
+                    envelope.hash,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise KeyledgerError(
+                    "version_mismatch", "the key changed concurrently; retry"
+                ) from exc
+            previous_hash = envelope.hash
+            sealed.append(envelope)
+        if sealed:
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position))
+        return sealed
+
+    async def load_stream(self, conn: asyncpg.Connection, key_id: str) -> list[Envelope]:
+        """Every event of one key, in stream order."""
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE key_id = $1 ORDER BY stream_version", key_id
+        )
+        return [envelope_from_row(r) for r in rows]
+
+    async def load_state(self, conn: asyncpg.Connection, key_id: str) -> KeyState | None:
+        """The current state of one key, or None when it does not exist."""
+        return fold_envelopes(await self.load_stream(conn, key_id))
+
+    async def read_after(
+        self, conn: asyncpg.Connection, position: int, limit: int = 1000
+    ) -> list[Envelope]:
+        """Up to ``limit`` events after ``position``, in position order."""
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            position,
+            limit,
+        )
+        return [envelope_from_row(r) for r in rows]
+
+    async def iterate(
+        self, conn: asyncpg.Connection, after: int = 0, batch: int = 1000
+    ) -> AsyncIterator[Envelope]:
+        """Every event after ``after`` in position order, in bounded memory."""
+        while True:
+            page = await self.read_after(conn, after, batch)
+            for envelope in page:
+                yield envelope
+            if len(page) < batch:
+                return
+            after = page[-1].position
+
+    async def head(self, conn: asyncpg.Connection) -> int:
+        """The position of the last committed event (0 for an empty log)."""
+        return await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")

@@ -1,0 +1,84 @@
+"""The write side's registry of keys (see migration 0002).
+
+Updated in the same transaction as every append, under the append lock, so
+counts read here are exact even when many commands race.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from service.domain.state import KeyState
+
+
+class KeyRegistry:
+    """Active-key counts and secret-hash lookup for the write side."""
+
+    async def save(self, conn: asyncpg.Connection, state: KeyState) -> None:
+        """Record ``state`` as the key's current registry row."""
+        await conn.execute(
+            """
+            INSERT INTO key_registry (key_id, org_id, environment, status, expires_at,
+                secret_hash, previous_secret_hash, previous_valid_until, version, position)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (key_id) DO UPDATE SET
+                status = EXCLUDED.status,
+                expires_at = EXCLUDED.expires_at,
+                secret_hash = EXCLUDED.secret_hash,
+                previous_secret_hash = EXCLUDED.previous_secret_hash,
+                previous_valid_until = EXCLUDED.previous_valid_until,
+                version = EXCLUDED.version,
+                position = EXCLUDED.position
+            """,
+            state.key_id,
+            state.org_id,
+            state.environment,
+            state.status,
+            state.expires_at,
+            state.secret_hash,
+            state.previous_secret_hash,
+            state.previous_valid_until,
+            state.version,
+            state.position,
+        )
+
+    async def count_active(
+        self, conn: asyncpg.Connection, org_id: str, environment: str, now: datetime
+    ) -> int:
+        """Keys that hold an active slot: active and not past ``expires_at``."""
+        return await conn.fetchval(
+            """SELECT count(*) FROM key_registry
+               WHERE org_id = $1 AND environment = $2 AND status = 'active'
+                 AND (expires_at IS NULL OR expires_at > $3)""",
+            org_id,
+            environment,
+            now,
+        )
+
+    async def find_by_secret_hash(
+        self, conn: asyncpg.Connection, secret_hash: str, now: datetime
+    ) -> str | None:
+        """The key whose current, or still-in-grace previous, secret has this hash."""
+        return await conn.fetchval(
+            """SELECT key_id FROM key_registry WHERE secret_hash = $1
+               UNION ALL
+               SELECT key_id FROM key_registry
+               WHERE previous_secret_hash = $1 AND previous_valid_until > $2
+               LIMIT 1""",
+            secret_hash,
+            now,
+        )
+
+    async def due_for_expiry(
+        self, conn: asyncpg.Connection, now: datetime
+    ) -> list[tuple[str, str]]:
+        """(key_id, org_id) of keys past ``expires_at`` whose ``KeyExpired`` is not written."""
+        rows = await conn.fetch(
+            """SELECT key_id, org_id FROM key_registry
+               WHERE status IN ('active', 'disabled') AND expires_at <= $1
+               ORDER BY expires_at LIMIT 500""",
+            now,
+        )
+        return [(r["key_id"], r["org_id"]) for r in rows]

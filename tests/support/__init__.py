@@ -1,0 +1,1 @@
+"""Shared test infrastructure: real PostgreSQL and NATS, embedded when not given."""

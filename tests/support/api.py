@@ -1,0 +1,44 @@
+"""A small client for the keyledger HTTP API in tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+
+def new_org() -> str:
+    """A fresh org id, so tests sharing one database never collide."""
+    return f"org-{uuid.uuid4().hex[:12]}"
+
+
+class Api:
+    """Calls the API as one service key."""
+
+    def __init__(self, client: TestClient, service_key: str) -> None:
+        self.client = client
+        self.service_key = service_key
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.service_key}", **extra}
+
+    async def post(
+        self, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any], Any]:
+        response = await self.client.post(path, json=body, headers=self.headers(**(headers or {})))
+        return response.status, dict(response.headers), await response.json()
+
+    async def get(
+        self, path: str, *, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any], Any]:
+        response = await self.client.get(path, headers=self.headers(**(headers or {})))
+        payload = await response.json() if response.status != 304 else None
+        return response.status, dict(response.headers), payload
+
+    async def generate(self, org: str, **body: Any) -> dict[str, Any]:
+        body.setdefault("name", "Test key")
+        body.setdefault("type", "secret")
+        status, _, payload = await self.post(f"/v1/orgs/{org}/keys", body)
+        assert status == 201, payload
+        return payload

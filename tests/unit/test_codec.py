@@ -1,0 +1,117 @@
+"""The event envelope: canonical JSON, the hash chain, decoding and upcasting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from events import (
+    GENESIS_HASH,
+    Actor,
+    KeyRenamed,
+    KeyRevoked,
+    UnknownEventType,
+    canonical_json,
+    decode,
+    envelope_body,
+    envelope_to_json,
+    event_subject,
+    register_upcaster,
+    seal,
+    subject_filter,
+    to_domain_event,
+)
+from events.models import DomainEvent
+
+AT = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def revoked_envelope(previous_hash: str = GENESIS_HASH, position: int = 1):
+    event = KeyRevoked(key_id="key_x", org_id="acme", occurred_at=AT, reason="leaked")
+    return seal(
+        event,
+        event_id=uuid4(),
+        stream_version=2,
+        position=position,
+        actor=Actor(id="key_admin", on_behalf_of="user:42", request_id="r1"),
+        previous_hash=previous_hash,
+    )
+
+
+def test_canonical_json_sorts_keys_without_whitespace() -> None:
+    assert canonical_json({"b": 1, "a": ["é", {"d": None, "c": True}]}) == (
+        '{"a":["é",{"c":true,"d":null}],"b":1}'
+    )
+
+
+def test_hash_is_sha256_of_previous_hash_and_canonical_body() -> None:
+    envelope = revoked_envelope()
+    body = envelope_body(envelope)
+    assert "hash" not in body
+    expected = hashlib.sha256((GENESIS_HASH + canonical_json(body)).encode()).hexdigest()
+    assert envelope.hash == expected
+    assert body["occurred_at"] == "2026-05-01T12:00:00.123456Z"
+
+
+def test_hash_links_to_the_previous_event() -> None:
+    first = revoked_envelope()
+    assert revoked_envelope(first.hash, 2).hash != revoked_envelope(GENESIS_HASH, 2).hash
+
+
+def test_decode_round_trip() -> None:
+    envelope = revoked_envelope()
+    decoded, event = decode(envelope_to_json(envelope).encode())
+    assert decoded == envelope
+    assert event == KeyRevoked(key_id="key_x", org_id="acme", occurred_at=AT, reason="leaked")
+
+
+def test_unknown_fields_are_tolerated() -> None:
+    payload = json.loads(envelope_to_json(revoked_envelope()))
+    payload["new_envelope_field"] = 1
+    payload["data"]["new_data_field"] = "x"
+    _, event = decode(json.dumps(payload))
+    assert isinstance(event, KeyRevoked)
+
+
+def test_unknown_event_type_is_reported() -> None:
+    payload = json.loads(envelope_to_json(revoked_envelope()))
+    payload["event_type"] = "KeyTeleported"
+    with pytest.raises(UnknownEventType):
+        decode(json.dumps(payload))
+
+
+def test_upcaster_lifts_old_schema_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    class KeyRenamedV2(KeyRenamed):
+        schema_version = 2
+
+    monkeypatch.setitem(__import__("events.models").models.EVENT_TYPES, "KeyRenamed", KeyRenamedV2)
+    register_upcaster("KeyRenamed", 1, lambda d: {**d, "previous_name": d.pop("old", "?")})
+    event = KeyRenamed(key_id="k", org_id="o", occurred_at=AT, name="n", previous_name="p")
+    envelope = seal(
+        event,
+        event_id=uuid4(),
+        stream_version=2,
+        position=1,
+        actor=Actor(id="a"),
+        previous_hash=GENESIS_HASH,
+    )
+    old = envelope.model_copy(update={"data": {"name": "n", "old": "legacy"}})
+    upcast = to_domain_event(old)
+    assert isinstance(upcast, KeyRenamedV2) and upcast.previous_name == "legacy"
+
+
+def test_events_are_frozen() -> None:
+    event = KeyRevoked(key_id="k", org_id="o", occurred_at=AT, reason="other")
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's ValidationError on frozen models
+        event.reason = "leaked"  # type: ignore[misc]
+    assert isinstance(event, DomainEvent)
+
+
+def test_subjects() -> None:
+    assert event_subject("acme", "key_1", "KeyRevoked") == "keyledger.events.acme.key_1.KeyRevoked"
+    assert subject_filter(event_type="KeyRevoked") == "keyledger.events.*.*.KeyRevoked"
+    assert subject_filter(org_id="acme") == "keyledger.events.acme.*.*"
