@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 
 def new_org() -> str:
@@ -25,16 +26,16 @@ class Api:
 
     async def post(
         self, path: str, body: Any = None, *, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, Any], Any]:
+    ) -> tuple[int, CIMultiDict[str], Any]:
         response = await self.client.post(path, json=body, headers=self.headers(**(headers or {})))
-        return response.status, dict(response.headers), await response.json()
+        return response.status, CIMultiDict(response.headers), await response.json()
 
     async def get(
         self, path: str, *, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, Any], Any]:
+    ) -> tuple[int, CIMultiDict[str], Any]:
         response = await self.client.get(path, headers=self.headers(**(headers or {})))
         payload = await response.json() if response.status != 304 else None
-        return response.status, dict(response.headers), payload
+        return response.status, CIMultiDict(response.headers), payload
 
     async def generate(self, org: str, **body: Any) -> dict[str, Any]:
         body.setdefault("name", "Test key")
