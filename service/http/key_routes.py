@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from events.models import Actor
+from events.models import Actor, RateLimit
 from service.callers import SYSTEM_ORG, Caller
 from service.clock import utc_now
 from service.domain import key_material
@@ -168,7 +168,7 @@ async def generate_key(request: web.Request) -> web.Response:
         resource=body.resource,
         algorithm=(body.algorithm or "ed25519") if body.type == "signing" else None,
         metadata=body.metadata,
-        rate_limit=body.rate_limit,
+        rate_limit=RateLimit(**body.rate_limit.model_dump()) if body.rate_limit else None,
         expires_at=expires_at,
         **material,
     )

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from events.models import RateLimit, RevokeReason
+from events.models import RevokeReason
 from service.callers import SERVICE_SCOPES, SYSTEM_ORG
 from service.domain.durations import parse_grace_period
 from service.errors import KeyledgerError
@@ -60,6 +60,11 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RateLimitBody(StrictBody):
+    limit: Annotated[int, Field(ge=1, le=1_000_000_000)]
+    window: Literal["1s", "1m", "1h"]
+
+
 class GenerateKeyBody(StrictBody):
     name: Name
     type: Literal["secret", "embed", "signing"]
@@ -71,7 +76,7 @@ class GenerateKeyBody(StrictBody):
     resource: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     algorithm: Literal["ed25519", "rsa-2048"] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    rate_limit: RateLimit | None = None
+    rate_limit: RateLimitBody | None = None
 
     @model_validator(mode="after")
     def _fits_its_type(self) -> GenerateKeyBody:

@@ -1,0 +1,188 @@
+"""Bad input of every kind: a clear 4xx with a stable code, nothing written (SPEC §8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.support.api import Api, new_org
+
+VALID = {"name": "Key", "type": "secret"}
+
+
+async def raw_post(client: TestClient, api: Api, path: str, data: Any, content_type: str | None):
+    headers = api.headers()
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = await client.post(path, data=data, headers=headers)
+    return response.status, await response.json()
+
+
+async def count_events(pool: asyncpg.Pool, org: str) -> int:
+    return await pool.fetchval("SELECT count(*) FROM events WHERE org_id = $1", org)
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/json", 400, "malformed_json"),
+        (b'{"name": "x", "type": NaN}', "application/json", 400, "malformed_json"),
+        (b"\xff\xfe", "application/json", 400, "malformed_json"),
+        (b'{"name":"Key","type":"secret"}', "text/plain", 415, "unsupported_media_type"),
+        (b'{"name":"Key","type":"secret"}', None, 415, "unsupported_media_type"),
+        (b"[1, 2]", "application/json", 422, "validation_error"),
+        (b'"text"', "application/json", 422, "validation_error"),
+        (b"{}", "application/json", 422, "validation_error"),
+        (
+            b'{"name":"Key","type":"secret","x":' + b'"a' * 40_000 + b'"}',
+            "application/json",
+            413,
+            "payload_too_large",
+        ),
+    ],
+)
+async def test_malformed_bodies(
+    client: TestClient,
+    api: Api,
+    pool: asyncpg.Pool,
+    data: bytes,
+    content_type: str | None,
+    status: int,
+    code: str,
+) -> None:
+    org = new_org()
+    got_status, body = await raw_post(client, api, f"/v1/orgs/{org}/keys", data, content_type)
+    assert (got_status, body["error"]["code"]) == (status, code)
+    assert body["error"]["request_id"] and body["error"]["message"]
+    assert await count_events(pool, org) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**VALID, "expires_on": "30d"},  # a typo is not silently ignored
+        {**VALID, "name": ""},
+        {**VALID, "name": "   "},
+        {**VALID, "name": "x" * 101},
+        {**VALID, "name": 42},
+        {**VALID, "type": "public"},
+        {**VALID, "environment": "prod"},
+        {**VALID, "expires_in": "2w"},
+        {**VALID, "expires_in": "30d", "expires_at": "2999-01-01T00:00:00Z"},
+        {**VALID, "expires_at": "2000-01-01T00:00:00Z"},
+        {**VALID, "expires_at": "2999-01-01T00:00:00"},
+        {**VALID, "expires_at": "tomorrow"},
+        {**VALID, "scopes": "templates:read"},
+        {**VALID, "scopes": ["*"]},
+        {**VALID, "scopes": ["Templates:read"]},
+        {**VALID, "scopes": ["templ*tes"]},
+        {**VALID, "scopes": ["a" * 65]},
+        {**VALID, "metadata": {"blob": "x" * 5000}},
+        {**VALID, "metadata": [1]},
+        {**VALID, "rate_limit": {"limit": 0, "window": "1s"}},
+        {**VALID, "rate_limit": {"limit": 5, "window": "1d"}},
+        {**VALID, "rate_limit": {"limit": 5, "window": "1s", "burst": 3}},
+        {**VALID, "allowed_origins": ["https://a.example"]},
+        {**VALID, "resource": "tpl_1"},
+        {**VALID, "algorithm": "ed25519"},
+        {"name": "Embed", "type": "embed", "resource": "tpl"},
+        {"name": "Embed", "type": "embed", "allowed_origins": ["https://a.example"]},
+        {"name": "Embed", "type": "embed", "resource": "t", "allowed_origins": []},
+        {"name": "Embed", "type": "embed", "resource": "t", "allowed_origins": ["a.example"]},
+        {
+            "name": "Embed",
+            "type": "embed",
+            "resource": "t",
+            "allowed_origins": ["https://a.example/path"],
+        },
+        {
+            "name": "Embed",
+            "type": "embed",
+            "resource": "t",
+            "allowed_origins": [f"https://a{i}.example" for i in range(51)],
+        },
+        {"name": "Sig", "type": "signing", "algorithm": "dsa"},
+    ],
+)
+async def test_invalid_generate_bodies(api: Api, pool: asyncpg.Pool, body: dict) -> None:
+    org = new_org()
+    status, _, answer = await api.post(f"/v1/orgs/{org}/keys", body)
+    assert status == 422, body
+    assert answer["error"]["code"] == "validation_error"
+    assert isinstance(answer["error"]["details"], list)
+    assert await count_events(pool, org) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("rename", {}),
+        ("rename", {"name": ""}),
+        ("rename", {"name": "ok", "extra": 1}),
+        ("disable", {"reason": ""}),
+        ("disable", {"why": "x"}),
+        ("enable", {"force": True}),
+        ("revoke", {}),
+        ("revoke", {"reason": "bored"}),
+        ("rotate", {"grace_period": "8d"}),
+        ("rotate", {"grace_period": "soon"}),
+        ("rotate", {"grace_period": 3600}),
+    ],
+)
+async def test_invalid_command_bodies(api: Api, pool: asyncpg.Pool, path: str, body: dict) -> None:
+    org = new_org()
+    key_id = (await api.generate(org))["key"]["id"]
+    status, _, answer = await api.post(f"/v1/orgs/{org}/keys/{key_id}/{path}", body)
+    assert (status, answer["error"]["code"]) == (422, "validation_error")
+    assert await count_events(pool, org) == 1
+
+
+async def test_validation_details_do_not_echo_input(api: Api) -> None:
+    leaked = "sk_live_" + "A" * 49
+    status, _, answer = await api.post(f"/v1/orgs/{new_org()}/keys", {"name": "k", "type": leaked})
+    assert status == 422 and leaked not in str(answer)
+
+
+async def test_bad_ids_in_the_path(api: Api) -> None:
+    status, _, body = await api.post("/v1/orgs/Bad Org!/keys", VALID)
+    assert (status, body["error"]["code"]) == (422, "validation_error")
+    status, _, body = await api.post(f"/v1/orgs/{'a' * 64}/keys", VALID)
+    assert (status, body["error"]["code"]) == (422, "validation_error")
+    org = new_org()
+    for key_id in ["nope", "key_123", "key_01JBZ8Q6S1T8YQ4Y4W1S3M5N7P"]:
+        status, _, body = await api.post(f"/v1/orgs/{org}/keys/{key_id}/rename", {"name": "x"})
+        assert (status, body["error"]["code"]) == (404, "key_not_found")
+        status, _, body = await api.get(f"/v1/orgs/{org}/keys/{key_id}")
+        assert (status, body["error"]["code"]) == (404, "key_not_found")
+
+
+async def test_key_of_another_org_is_not_found(api: Api) -> None:
+    key_id = (await api.generate(new_org()))["key"]["id"]
+    other = new_org()
+    status, _, body = await api.get(f"/v1/orgs/{other}/keys/{key_id}")
+    assert (status, body["error"]["code"]) == (404, "key_not_found")
+    status, _, body = await api.post(f"/v1/orgs/{other}/keys/{key_id}/revoke", {"reason": "other"})
+    assert (status, body["error"]["code"]) == (404, "key_not_found")
+
+
+async def test_unknown_routes_and_methods_answer_json(client: TestClient, api: Api) -> None:
+    response = await client.get("/v2/nothing", headers=api.headers())
+    assert response.status == 404 and (await response.json())["error"]["code"] == "not_found"
+    response = await client.delete(f"/v1/orgs/{new_org()}/keys", headers=api.headers())
+    body = await response.json()
+    assert response.status == 405 and body["error"]["code"] == "method_not_allowed"
+
+
+async def test_bad_headers(api: Api) -> None:
+    org = new_org()
+    status, _, body = await api.post(
+        f"/v1/orgs/{org}/keys", VALID, headers={"X-On-Behalf-Of": "x" * 300}
+    )
+    assert (status, body["error"]["code"]) == (400, "invalid_header")
+    status, headers, _ = await api.post(
+        f"/v1/orgs/{org}/keys", VALID, headers={"X-Request-Id": "bad id with spaces"}
+    )
+    assert status == 201 and headers["X-Request-Id"].startswith("req_")
