@@ -1,0 +1,1 @@
+"""The transactional outbox: the events table relayed to NATS JetStream."""
