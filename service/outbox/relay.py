@@ -1,0 +1,314 @@
+"""The outbox relay: every committed event, published to JetStream in position order.
+
+The events table is the outbox, so a command commits without touching NATS
+and keeps succeeding while NATS is down. The relay reads the log after its
+checkpoint, publishes each event to ``{prefix}.{org}.{key}.{type}`` with
+``Nats-Msg-Id: <event_id>``, and advances the checkpoint only once JetStream
+has acknowledged (PubAck). A crash between PubAck and checkpoint republishes
+a few events; JetStream's duplicate window drops them by message id.
+
+It wakes on ``NOTIFY keyledger_events`` (sent by every append) rather than
+polling; the poll is a safety net. Exactly one replica relays at a time: the
+leader holds a session advisory lock on a dedicated connection, and when that
+connection dies PostgreSQL releases the lock and a waiting replica takes over
+within ``leader_retry_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from events.codec import envelope_to_json
+from events.models import Envelope
+from events.subjects import event_subject
+from service.outbox.stream import StreamConfigMismatch, ensure_stream
+from service.settings import Settings
+from service.store.event_store import NOTIFY_CHANNEL, EventStore
+
+# pg_try_advisory_lock(classid, objid): classid "kr" (keyledger relay), objid from the stream name.
+RELAY_LOCK_CLASS = 0x6B72
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTuning:
+    """Timings and sizes of the relay; the defaults suit production."""
+
+    batch_size: int = 500
+    # Safety net only: commits wake the relay through NOTIFY.
+    poll_interval_seconds: float = 5.0
+    leader_retry_seconds: float = 1.0
+    ack_timeout_seconds: float = 5.0
+    min_backoff_seconds: float = 0.1
+    max_backoff_seconds: float = 5.0
+    stop_timeout_seconds: float = 10.0
+
+
+class _Backoff:
+    """Exponential delay between failed attempts, reset by a success."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+        self.current = low
+
+    def reset(self) -> None:
+        self.current = self.low
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.current * 2, self.high)
+        return delay
+
+
+class OutboxRelay:
+    """Publishes the event log to JetStream; one leader among all replicas."""
+
+    def __init__(self, settings: Settings, tuning: RelayTuning | None = None) -> None:
+        if not settings.database_url or not settings.nats_url:
+            raise ValueError("the outbox relay needs both a database URL and a NATS URL")
+        self.settings = settings
+        self.tuning = tuning or RelayTuning()
+        self.store = EventStore()
+        self.is_leader = False
+        self.published_position = 0
+        # The last reason the relay could not publish, for readiness checks; None when healthy.
+        self.problem: str | None = None
+        self._nc: NatsClient | None = None
+        self._stream_ready = False
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._backoff = _Backoff(self.tuning.min_backoff_seconds, self.tuning.max_backoff_seconds)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting and relaying in the background; never blocks on NATS."""
+        self._tasks = [
+            asyncio.create_task(self._connect_nats(), name="outbox-nats-connect"),
+            asyncio.create_task(self._run(), name="outbox-relay"),
+        ]
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, release leadership, then drain NATS."""
+        self._stopping = True
+        self._wake.set()
+        connect, run = self._tasks or (None, None)
+        if connect is not None:
+            connect.cancel()
+        if run is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(run), self.tuning.stop_timeout_seconds)
+            except TimeoutError:
+                run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+        if connect is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await connect
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                if self._nc.is_connected:
+                    await self._nc.drain()
+                else:
+                    await self._nc.close()
+
+    def wake(self) -> None:
+        """Look for new events now (commits also wake the relay through NOTIFY)."""
+        self._wake.set()
+
+    @property
+    def nats_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def lag(self, db: asyncpg.Pool | asyncpg.Connection) -> int:
+        """Events committed but not yet acknowledged by JetStream (head − checkpoint)."""
+        return await db.fetchval(
+            """SELECT coalesce((SELECT max(position) FROM events), 0)
+                    - coalesce((SELECT position FROM outbox_checkpoint WHERE stream = $1), 0)""",
+            self.settings.nats_stream,
+        )
+
+    # -- NATS ----------------------------------------------------------------
+
+    async def _connect_nats(self) -> None:
+        """Connect (retrying forever), then provision the stream."""
+
+        async def disconnected() -> None:
+            log.warning("nats_disconnected")
+
+        async def reconnected() -> None:
+            log.info("nats_reconnected")
+            self._wake.set()
+
+        async def error(exc: Exception) -> None:
+            self.problem = f"nats: {exc!r}"
+            log.debug("nats_error", error=repr(exc))
+
+        # max_reconnect_attempts=-1 makes nats-py retry the first connection too,
+        # every reconnect_time_wait, so the app starts and serves while NATS is down.
+        self._nc = await nats.connect(
+            self.settings.nats_url,
+            name="keyledger-outbox-relay",
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+        )
+        log.info("nats_connected")
+        backoff = _Backoff(self.tuning.min_backoff_seconds, self.tuning.max_backoff_seconds)
+        while not self._stream_ready:
+            try:
+                await self._jetstream()
+            except Exception:
+                await asyncio.sleep(backoff.next())
+        self._wake.set()
+
+    async def _jetstream(self) -> JetStreamContext | None:
+        """JetStream with the stream provisioned, or None while NATS is unreachable."""
+        if self._nc is None or not self._nc.is_connected:
+            self.problem = "nats: not connected"
+            return None
+        js = self._nc.jetstream()
+        if not self._stream_ready:
+            try:
+                await ensure_stream(js, self.settings)
+            except StreamConfigMismatch as exc:
+                self.problem = str(exc)
+                log.error("jetstream_stream_mismatch", stream=exc.stream, error=str(exc))
+                raise
+            self._stream_ready = True
+        return js
+
+    # -- leadership and relaying ---------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.problem = f"relay: {exc!r}"
+                log.warning("outbox_relay_failed", error=repr(exc))
+                await self._pause(self._backoff.next())
+
+    async def _lead(self) -> None:
+        """Wait for leadership on a dedicated connection, then relay until it is lost."""
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            # A killed lock connection must not leave us believing we lead.
+            conn.add_termination_listener(lambda _: self._wake.set())
+            while not await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                RELAY_LOCK_CLASS,
+                self.settings.nats_stream,
+            ):
+                if self._stopping:
+                    return
+                await self._pause(self.tuning.leader_retry_seconds)
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            self.published_position = await self._checkpoint(conn)
+            self.is_leader = True
+            log.info("outbox_relay_leader", stream=self.settings.nats_stream)
+            while not self._stopping:
+                self._wake.clear()
+                caught_up = await self._relay_pending(conn)
+                if conn.is_closed():
+                    raise ConnectionError("the relay's lock connection was closed")
+                if caught_up:
+                    self._backoff.reset()
+                    await self._pause(self.tuning.poll_interval_seconds)
+                else:
+                    await self._pause(self._backoff.next())
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+
+    async def _relay_pending(self, conn: asyncpg.Connection) -> bool:
+        """Publish batches until caught up (True) or NATS fails (False)."""
+        while not self._stopping:
+            try:
+                js = await self._jetstream()
+            except StreamConfigMismatch:
+                return False
+            if js is None:
+                return False
+            batch = await self.store.read_after(
+                conn, self.published_position, self.tuning.batch_size
+            )
+            if not batch:
+                self.problem = None
+                return True
+            acked = await self._publish(js, batch)
+            if acked:
+                await self._save_checkpoint(conn, batch[acked - 1].position)
+            if acked < len(batch):
+                return False
+        return True
+
+    async def _publish(self, js: JetStreamContext, batch: Sequence[Envelope]) -> int:
+        """Publish a batch pipelined; the number of leading events JetStream acknowledged."""
+        prefix, stream = self.settings.nats_subject_prefix, self.settings.nats_stream
+        results = await asyncio.gather(
+            *(
+                js.publish(
+                    event_subject(e.org_id, e.key_id, e.event_type, prefix),
+                    envelope_to_json(e).encode(),
+                    timeout=self.tuning.ack_timeout_seconds,
+                    stream=stream,
+                    headers={MSG_ID_HEADER: str(e.event_id)},
+                )
+                for e in batch
+            ),
+            return_exceptions=True,
+        )
+        for acked, result in enumerate(results):
+            if isinstance(result, BaseException):
+                self.problem = f"publish: {result!r}"
+                # The stream may have vanished (a wiped NATS store): provision it again.
+                self._stream_ready = False
+                log.warning(
+                    "outbox_publish_failed", position=batch[acked].position, error=repr(result)
+                )
+                return acked
+        return len(results)
+
+    async def _checkpoint(self, conn: asyncpg.Connection) -> int:
+        position = await conn.fetchval(
+            "SELECT position FROM outbox_checkpoint WHERE stream = $1", self.settings.nats_stream
+        )
+        return position or 0
+
+    async def _save_checkpoint(self, conn: asyncpg.Connection, position: int) -> None:
+        # GREATEST: a deposed leader finishing late must never move the checkpoint back.
+        await conn.execute(
+            """INSERT INTO outbox_checkpoint (stream, position) VALUES ($1, $2)
+               ON CONFLICT (stream) DO UPDATE
+               SET position = GREATEST(outbox_checkpoint.position, EXCLUDED.position),
+                   updated_at = now()""",
+            self.settings.nats_stream,
+            position,
+        )
+        self.published_position = position
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; a commit, a reconnect or ``stop`` ends it early."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
