@@ -15,6 +15,7 @@ from service.http import key_routes
 from service.http.body import MAX_BODY_BYTES
 from service.http.context import CALLERS, COMMANDS, POOL, SETTINGS
 from service.http.middleware import request_context
+from service.http.outbox_side import run_outbox_relay
 from service.key_commands import KeyCommandHandler
 from service.settings import Settings
 from service.store.migrate import migrate
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_expiry_sweeper)
+    app.cleanup_ctx.append(run_outbox_relay)
     app.router.add_get("/healthz", healthz)
     app.add_routes(key_routes.routes)
     return app

@@ -12,19 +12,24 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from nats.aio.msg import Msg
 
 from events.codec import envelope_from_json, envelope_to_json
 from events.subjects import event_subject
 from events.subscriber import EventConsumer
 from service.embedded import EmbeddedNats, free_port
+from service.http.app import create_app
+from service.http.outbox_side import RELAY
 from service.key_commands import KeyCommandHandler
 from service.outbox.relay import RELAY_LOCK_CLASS, OutboxRelay, RelayTuning
+from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.store.event_store import EventStore
 from service.store.migrate import migrate
-from tests.support.api import new_org
+from tests.support.api import Api, new_org
 from tests.support.outbox import (
+    TEST_ACTOR,
     deleted_at_exit,
     eventually,
     generate_key,
@@ -270,3 +275,26 @@ async def _true_when(condition: bool) -> bool:
 
 def _position(message: Msg) -> int:
     return envelope_from_json(message.data).position
+
+
+async def test_the_app_serves_commands_while_nats_is_down_and_publishes_when_it_returns(
+    relay_settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    server = EmbeddedNats(tmp_path / "nats", port=free_port())
+    settings = relay_settings.model_copy(update={"nats_url": server.url})
+    async with TestClient(TestServer(create_app(settings))) as client:
+        relay = client.app[RELAY]
+        admin = await issue_service_key(
+            pool, settings.pepper_bytes, name="admin", scopes=["admin"], actor=TEST_ACTOR
+        )
+        await Api(client, admin.secret).generate(new_org())
+        assert await relay.lag(pool) == 2  # the service key and the generated key
+        try:
+            await asyncio.to_thread(server.start)
+            await caught_up(relay, pool)
+            async with jetstream(server.url) as js:
+                messages = await stream_messages(js, settings.nats_stream)
+        finally:
+            await client.close()  # the relay stops before its NATS server does
+            server.stop()
+    assert [_position(m) for m in messages] == [1, 2]
