@@ -33,6 +33,9 @@ class Settings(BaseModel):
     db_pool_max_size: int = Field(10, ge=1)
     idempotency_ttl_hours: int = Field(24, ge=1)
     expiry_sweep_interval_seconds: float = Field(1.0, gt=0)
+    # Verification index: PostgreSQL poll when no NOTIFY comes; last_used_at flush period.
+    verify_fallback_poll_seconds: float = Field(2.0, gt=0)
+    usage_flush_interval_seconds: float = Field(10.0, gt=0, le=50)
     log_level: str = "info"
 
     @classmethod

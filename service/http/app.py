@@ -11,7 +11,7 @@ from aiohttp import web
 
 from service.callers import CallerAuthenticator
 from service.expiry import ExpirySweeper
-from service.http import key_routes
+from service.http import key_routes, verify_routes
 from service.http.body import MAX_BODY_BYTES
 from service.http.context import CALLERS, COMMANDS, POOL, SETTINGS
 from service.http.middleware import request_context
@@ -71,8 +71,10 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_context])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(verify_routes.verification_context)
     app.cleanup_ctx.append(_expiry_sweeper)
     app.cleanup_ctx.append(run_outbox_relay)
     app.router.add_get("/healthz", healthz)
     app.add_routes(key_routes.routes)
+    app.add_routes(verify_routes.routes)
     return app

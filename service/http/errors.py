@@ -43,6 +43,9 @@ def error_response(
     error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
     if details is not None:
         error["details"] = details
+    if isinstance(details, dict) and isinstance(details.get("retry_after"), int):
+        # 429 for a caller over its own rate limit carries Retry-After (SPEC §8).
+        headers = {**(headers or {}), "Retry-After": str(details["retry_after"])}
     return web.json_response(
         {"error": error}, status=STATUS_BY_CODE.get(code, 400), headers=headers
     )

@@ -1,0 +1,256 @@
+"""The verification decision (SPEC §7), pure: no I/O, no clock of its own.
+
+Check order, the first failing check decides the code:
+
+1. ``MALFORMED`` — the presented credential fails its format before any
+   lookup: a bearer secret's shape or CRC32 checksum
+   (``key_material.is_well_formed``); for a signed request a key id that is not
+   ``key_`` + ULID, a signature that is not base64, a method that is not a
+   token, a path not starting with ``/`` or a timestamp that is not unix
+   seconds.
+2. ``NOT_FOUND`` — no key has this secret's HMAC (compared with
+   ``hmac.compare_digest``), or the signature does not hold under the key's
+   public key, or the signed timestamp is more than 300 s away from now.
+   A secret or public key replaced by a rotation still matches during its
+   grace; after it, 3. answers ``REVOKED``. A key in an org the calling
+   service key may not see is ``NOT_FOUND`` too.
+3. ``REVOKED`` / ``EXPIRED`` / ``DISABLED`` — the key's status at ``now``
+   (``expires_at`` in the past is expired even before ``KeyExpired`` is
+   written); a rotated-out secret past its grace is ``REVOKED``.
+4. ``WRONG_ENVIRONMENT`` — ``environment`` was given and differs.
+5. ``ORIGIN_NOT_ALLOWED`` — an embed key without an ``origin`` or with one not
+   exactly in ``allowed_origins``; or a secret key presented with an origin
+   (a browser must never hold a secret key).
+6. ``RESOURCE_NOT_ALLOWED`` — an embed key and ``resource`` missing or not
+   its one resource.
+7. ``INSUFFICIENT_SCOPE`` — a requested scope is not granted (``a:*`` grants
+   every scope starting with ``a:``).
+8. ``RATE_LIMITED`` — the key's own rate limit is used up; ``retry_after``.
+9. ``VALID``.
+
+A key is identified (``key`` in the answer) from step 3 on; before that the
+answer says nothing about any key.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from events.codec import format_timestamp
+from projections.rate_limits import RateLimiter
+from projections.signing import (
+    TIMESTAMP_PATTERN,
+    decode_signature,
+    is_method,
+    signature_holds,
+    signing_payload,
+)
+from projections.verification_index import IndexEntry
+from service.domain import key_material
+from service.domain.ids import is_key_id
+
+TIMESTAMP_WINDOW_SECONDS = 300
+
+HTTP_STATUS: dict[str, int] = {
+    "VALID": 200,
+    "MALFORMED": 401,
+    "NOT_FOUND": 401,
+    "DISABLED": 401,
+    "REVOKED": 401,
+    "EXPIRED": 401,
+    "ORIGIN_NOT_ALLOWED": 403,
+    "RESOURCE_NOT_ALLOWED": 403,
+    "INSUFFICIENT_SCOPE": 403,
+    "WRONG_ENVIRONMENT": 403,
+    "RATE_LIMITED": 429,
+}
+_STATUS_CODES = {"revoked": "REVOKED", "expired": "EXPIRED", "disabled": "DISABLED"}
+
+
+class KeyLookup(Protocol):
+    """Where keys are found: the in-memory index, or one key read from PostgreSQL."""
+
+    def by_secret_hash(self, digest: bytes) -> IndexEntry | None: ...
+
+    def by_key_id(self, key_id: str) -> IndexEntry | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """What the protected request needs, besides a good credential."""
+
+    origin: str | None = None
+    resource: str | None = None
+    scopes: tuple[str, ...] = ()
+    environment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """A request signed with a signing key's private key, as presented."""
+
+    key_id: str
+    signature: str
+    method: str
+    path: str
+    body: str | None = None
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer: a code, and the key once it is identified."""
+
+    code: str
+    entry: IndexEntry | None = None
+    retry_after: int | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.code == "VALID"
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"valid", "code", "http_status", "key", "retry_after"?}``."""
+        body: dict[str, Any] = {
+            "valid": self.code == "VALID",
+            "code": self.code,
+            "http_status": HTTP_STATUS[self.code],
+            "key": render_verified_key(self.entry) if self.entry is not None else None,
+        }
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        return body
+
+
+def render_verified_key(entry: IndexEntry) -> dict[str, Any]:
+    """The key as a verify answer shows it (no secret, no hash, no public key)."""
+    return {
+        "id": entry.key_id,
+        "org_id": entry.org_id,
+        "name": entry.name,
+        "type": entry.type,
+        "environment": entry.environment,
+        "scopes": list(entry.scopes),
+        "metadata": entry.metadata or {},
+        "expires_at": format_timestamp(entry.expires_at) if entry.expires_at else None,
+    }
+
+
+def scope_granted(granted: tuple[str, ...], requested: str) -> bool:
+    """``requested`` is granted exactly or by a ``prefix:*``-style wildcard."""
+    if requested in granted:
+        return True
+    return any(
+        scope.endswith("*") and len(scope) > 1 and requested.startswith(scope[:-1])
+        for scope in granted
+    )
+
+
+def secret_digest(pepper: bytes, secret: str) -> bytes:
+    """The raw HMAC the index is keyed by."""
+    return bytes.fromhex(key_material.secret_hash(pepper, secret))
+
+
+def verify_bearer(
+    lookup: KeyLookup,
+    pepper: bytes,
+    secret: str,
+    requirements: Requirements,
+    now: datetime,
+    limiter: RateLimiter | None = None,
+    can_see_org: Callable[[str], bool] | None = None,
+) -> Verdict:
+    """Check a bearer secret (``sk_…`` / ``rk_…``) in the documented order."""
+    if not key_material.is_well_formed(secret):
+        return Verdict("MALFORMED")
+    digest = secret_digest(pepper, secret)
+    entry = lookup.by_secret_hash(digest)
+    if entry is None:
+        return Verdict("NOT_FOUND")
+    if entry.secret_hash is not None and hmac.compare_digest(entry.secret_hash, digest):
+        in_grace = True
+    elif entry.previous_hash is not None and hmac.compare_digest(entry.previous_hash, digest):
+        in_grace = entry.previous_valid_until is not None and now < entry.previous_valid_until
+    else:
+        return Verdict("NOT_FOUND")
+    if can_see_org is not None and not can_see_org(entry.org_id):
+        return Verdict("NOT_FOUND")
+    return check_key(entry, requirements, now, limiter, replaced_past_grace=not in_grace)
+
+
+def verify_signed(
+    lookup: KeyLookup,
+    signed: SignedRequest,
+    requirements: Requirements,
+    now: datetime,
+    limiter: RateLimiter | None = None,
+    can_see_org: Callable[[str], bool] | None = None,
+) -> Verdict:
+    """Check a signed request against a signing key, in the documented order."""
+    signature = decode_signature(signed.signature)
+    if (
+        signature is None
+        or not is_key_id(signed.key_id)
+        or not is_method(signed.method)
+        or not signed.path.startswith("/")
+        or (signed.timestamp is not None and not TIMESTAMP_PATTERN.match(signed.timestamp))
+    ):
+        return Verdict("MALFORMED")
+    entry = lookup.by_key_id(signed.key_id)
+    signer = entry.signer if entry is not None else None
+    if entry is None or signer is None:
+        return Verdict("NOT_FOUND")
+    if can_see_org is not None and not can_see_org(entry.org_id):
+        return Verdict("NOT_FOUND")
+    if (
+        signed.timestamp is not None
+        and abs(now.timestamp() - int(signed.timestamp)) > TIMESTAMP_WINDOW_SECONDS
+    ):
+        return Verdict("NOT_FOUND")
+    payload = signing_payload(signed.method, signed.path, signed.body, signed.timestamp)
+    if signature_holds(signer.verifier, signature, payload):
+        past_grace = False
+    elif signer.previous_verifier is not None and signature_holds(
+        signer.previous_verifier, signature, payload
+    ):
+        past_grace = entry.previous_valid_until is None or now >= entry.previous_valid_until
+    else:
+        return Verdict("NOT_FOUND")
+    return check_key(entry, requirements, now, limiter, replaced_past_grace=past_grace)
+
+
+def check_key(
+    entry: IndexEntry,
+    requirements: Requirements,
+    now: datetime,
+    limiter: RateLimiter | None = None,
+    *,
+    replaced_past_grace: bool = False,
+) -> Verdict:
+    """Steps 3–9 for a key whose credential has been proven."""
+    if replaced_past_grace:
+        return Verdict("REVOKED", entry)
+    status = entry.status_at(now)
+    if status != "active":
+        return Verdict(_STATUS_CODES[status], entry)
+    if requirements.environment is not None and requirements.environment != entry.environment:
+        return Verdict("WRONG_ENVIRONMENT", entry)
+    if entry.type == "embed":
+        if requirements.origin is None or requirements.origin not in entry.allowed_origins:
+            return Verdict("ORIGIN_NOT_ALLOWED", entry)
+        if requirements.resource is None or requirements.resource != entry.resource:
+            return Verdict("RESOURCE_NOT_ALLOWED", entry)
+    elif entry.type == "secret" and requirements.origin is not None:
+        return Verdict("ORIGIN_NOT_ALLOWED", entry)
+    for scope in requirements.scopes:
+        if not scope_granted(entry.scopes, scope):
+            return Verdict("INSUFFICIENT_SCOPE", entry)
+    if limiter is not None and entry.rate_limit is not None:
+        retry_after = limiter.take(entry.key_id, entry.rate_limit)
+        if retry_after is not None:
+            return Verdict("RATE_LIMITED", entry, retry_after)
+    return Verdict("VALID", entry)

@@ -1,0 +1,205 @@
+"""Keeping a replica's ``VerificationIndex`` current.
+
+Start: fold the whole log into the index (positions 1…head). Then two feeds
+offer envelopes to it, and the index applies each position exactly once, in
+order:
+
+- JetStream (fast path, when NATS is configured): an ordered, ephemeral
+  consumer on the event stream delivering new messages. JetStream sequence
+  numbers are not log positions, so each message is placed by its envelope's
+  ``position``. A message more than one past the applied position means a
+  gap: PostgreSQL fills it.
+- PostgreSQL (source of truth and fallback): ``LISTEN keyledger_events`` wakes
+  a catch-up that reads ``EventStore.read_after(applied)``; a slow poll covers
+  a lost notification or a dropped listening connection.
+
+Lag (``VerificationIndex.lag``) is the highest position this replica has
+heard of (notifications, JetStream, reads) minus the applied position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import asyncpg
+import structlog
+
+from events.codec import envelope_from_json
+from projections.verification_index import Offer, VerificationIndex
+from service.store.event_store import NOTIFY_CHANNEL, EventStore
+
+log = structlog.get_logger(__name__)
+TASK_PREFIX = "keyledger-background:"
+
+
+class IndexFeed:
+    """Loads ``index`` from the log and follows new events until stopped."""
+
+    def __init__(
+        self,
+        index: VerificationIndex,
+        pool: asyncpg.Pool,
+        database_url: str,
+        *,
+        nats_url: str | None = None,
+        nats_stream: str = "KEYLEDGER",
+        nats_subject_prefix: str = "keyledger.events",
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.index = index
+        self.pool = pool
+        self.database_url = database_url
+        self.nats_url = nats_url
+        self.nats_stream = nats_stream
+        self.nats_subject_prefix = nats_subject_prefix
+        self.poll_interval = poll_interval
+        self.store = EventStore()
+        self.loaded_position = 0
+        self.jetstream_connected = False
+        self.last_applied_at = time.monotonic()
+        self._wake = asyncio.Event()
+        self._advanced = asyncio.Event()
+        self._catching_up = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, *, follow_postgres: bool = True) -> None:
+        """Load the log into the index, then follow it in the background.
+
+        ``follow_postgres=False`` leaves JetStream as the only live feed (tests
+        use it to show that the fast path works on its own).
+        """
+        await self.catch_up()
+        self.loaded_position = self.index.position
+        log.info("verification_index_loaded", position=self.loaded_position, keys=len(self.index))
+        if follow_postgres:
+            self._tasks.append(
+                asyncio.create_task(self._follow_postgres(), name=f"{TASK_PREFIX}index-postgres")
+            )
+        if self.nats_url:
+            self._tasks.append(
+                asyncio.create_task(self._follow_jetstream(), name=f"{TASK_PREFIX}index-jetstream")
+            )
+
+    async def stop(self) -> None:
+        """Stop following."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def catch_up(self) -> int:
+        """Apply every committed event after the applied position; returns how many."""
+        applied = 0
+        async with self._catching_up:
+            while True:
+                async with self.pool.acquire() as conn:
+                    page = await self.store.read_after(conn, self.index.position, 1000)
+                for envelope in page:
+                    if self.index.offer(envelope) is Offer.APPLIED:
+                        applied += 1
+                if page:
+                    self._heard(page[-1].position)
+                    self._notify_advanced()
+                if len(page) < 1000:
+                    return applied
+
+    async def wait_for(self, position: int, within: float) -> bool:
+        """Wait until the index has applied ``position`` (True) or ``within`` seconds pass."""
+        deadline = time.monotonic() + within
+        while self.index.position < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wake.set()  # nudge a catch-up rather than wait for the poll
+            advanced = self._advanced
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(advanced.wait(), remaining)
+        return True
+
+    def offer(self, envelope_json: bytes | str) -> None:
+        """Offer one published envelope (JetStream); a gap wakes the PostgreSQL catch-up."""
+        envelope = envelope_from_json(envelope_json)
+        self._heard(envelope.position)
+        outcome = self.index.offer(envelope)
+        if outcome is Offer.APPLIED:
+            self._notify_advanced()
+        elif outcome is Offer.GAP:
+            self._wake.set()
+
+    def _heard(self, position: int) -> None:
+        self.index.note_head(position)
+
+    def _notify_advanced(self) -> None:
+        self.last_applied_at = time.monotonic()
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._heard(int(payload))
+        self._wake.set()
+
+    async def _follow_postgres(self) -> None:
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.database_url)
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                await self.catch_up()  # events committed while we were not listening
+                while not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    self._wake.clear()
+                    await self.catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("verification_feed_postgres_failed")
+                await asyncio.sleep(1.0)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+
+    async def _follow_jetstream(self) -> None:
+        import nats
+        from nats.js.api import DeliverPolicy
+
+        while True:
+            client = None
+            try:
+                client = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
+                js = client.jetstream()
+
+                async def deliver(msg: nats.aio.msg.Msg) -> None:
+                    try:
+                        self.offer(msg.data)
+                    except Exception:
+                        log.exception("verification_feed_bad_message", subject=msg.subject)
+
+                await js.subscribe(
+                    f"{self.nats_subject_prefix}.>",
+                    stream=self.nats_stream,
+                    cb=deliver,
+                    ordered_consumer=True,
+                    deliver_policy=DeliverPolicy.NEW,
+                )
+                self.jetstream_connected = True
+                # Anything published between the load and this subscription is
+                # in PostgreSQL; the next gap or notification brings it in.
+                self._wake.set()
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Typically: the stream is not provisioned yet. PostgreSQL carries on alone.
+                log.info("verification_feed_jetstream_unavailable", error=type(exc).__name__)
+                await asyncio.sleep(2.0)
+            finally:
+                self.jetstream_connected = False
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.close()

@@ -1,0 +1,206 @@
+"""``POST /v1/verify`` and ``GET /v1/authorize`` (SPEC §7), and their wiring.
+
+Both answer from this replica's verification index; the check order is
+documented in ``projections.verification``. ``verify`` always answers 200
+with the verdict in the body; ``authorize`` (for reverse proxies) answers the
+verdict's ``http_status`` itself, with ``X-Keyledger-*`` headers on success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal, Self
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+
+from projections.rate_limits import RateLimiter
+from projections.verification import Requirements, SignedRequest, Verdict
+from projections.verification_feed import TASK_PREFIX, IndexFeed
+from projections.verification_index import VerificationIndex
+from service.callers import CallerAuthenticator
+from service.errors import KeyledgerError
+from service.http.body import parse_model, read_json
+from service.http.context import CALLERS, POOL, SETTINGS, authenticate, bearer_token
+from service.http.middleware import CALLER_ID
+from service.key_usage import UsageRecorder
+from service.verifier import Credential, Verifier
+
+VERIFICATION_INDEX = web.AppKey("verification_index", VerificationIndex)
+VERIFIER = web.AppKey("verifier", Verifier)
+
+routes = web.RouteTableDef()
+Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:*-]{0,63}$")]
+_SCOPE = re.compile(r"^[a-z][a-z0-9_.:*-]{0,63}$")
+_MAX_SCOPES = 100
+
+
+class VerifyBody(BaseModel):
+    """A verify request: a bearer ``key``, or a signed request by ``key_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str | None = None
+    key_id: str | None = None
+    signature: str | None = None
+    method: str | None = None
+    path: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    body: str | None = None
+    timestamp: StrictInt | str | None = None
+    origin: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    resource: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    scopes: Annotated[list[Scope], Field(max_length=_MAX_SCOPES)] | None = None
+    environment: Literal["live", "test"] | None = None
+    min_position: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Self:
+        signed_fields = ("signature", "method", "path", "body", "timestamp")
+        if (self.key is None) == (self.key_id is None):
+            raise ValueError("give either 'key' (bearer) or 'key_id' (signed request)")
+        if self.key is not None and any(getattr(self, f) is not None for f in signed_fields):
+            raise ValueError("signature fields go with 'key_id', not with 'key'")
+        if self.key_id is not None:
+            missing = [f for f in ("signature", "method", "path") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"a signed request needs {', '.join(missing)}")
+        return self
+
+    def credential(self) -> Credential:
+        if self.key is not None:
+            return self.key
+        return SignedRequest(
+            key_id=self.key_id or "",
+            signature=self.signature or "",
+            method=self.method or "",
+            path=self.path or "",
+            body=self.body,
+            timestamp=None if self.timestamp is None else str(self.timestamp),
+        )
+
+    def requirements(self) -> Requirements:
+        return Requirements(
+            origin=self.origin,
+            resource=self.resource,
+            scopes=tuple(self.scopes or ()),
+            environment=self.environment,
+        )
+
+
+@routes.post("/v1/verify")
+async def verify(request: web.Request) -> web.Response:
+    """Is this key good for this request? Always 200; the verdict is in the body."""
+    caller = await authenticate(request)
+    caller.require("keys:verify")
+    body = parse_model(VerifyBody, await read_json(request))
+    verdict = await request.app[VERIFIER].verify(
+        body.credential(),
+        body.requirements(),
+        min_position=body.min_position,
+        can_see_org=caller.can_see_org,
+    )
+    return web.json_response(verdict.to_json())
+
+
+@routes.get("/v1/authorize")
+async def authorize(request: web.Request) -> web.Response:
+    """Forward-auth for reverse proxies: the verdict's status, headers and body."""
+    caller = await request.app[CALLERS].authenticate(request.headers.get("X-Keyledger-Service-Key"))
+    request[CALLER_ID] = caller.key_id
+    caller.require("keys:verify")
+    requirements, min_position = _query_requirements(request)
+    credential = _forwarded_credential(request)
+    if credential is None:
+        verdict = Verdict("MALFORMED")
+    else:
+        verdict = await request.app[VERIFIER].verify(
+            credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
+        )
+    payload = verdict.to_json()
+    headers = {}
+    if verdict.valid and verdict.entry is not None:
+        headers = {
+            "X-Keyledger-Key-Id": verdict.entry.key_id,
+            "X-Keyledger-Org-Id": verdict.entry.org_id,
+            "X-Keyledger-Scopes": ",".join(verdict.entry.scopes),
+        }
+    elif verdict.retry_after is not None:
+        headers = {"Retry-After": str(verdict.retry_after)}
+    return web.json_response(payload, status=payload["http_status"], headers=headers)
+
+
+def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]:
+    query = request.query
+    scopes = tuple(s for s in query.get("scopes", "").split(",") if s)
+    environment = query.get("environment") or None
+    problems = []
+    if len(scopes) > _MAX_SCOPES or not all(_SCOPE.match(s) for s in scopes):
+        problems.append({"loc": ["query", "scopes"], "msg": "comma-separated scopes"})
+    if environment not in (None, "live", "test"):
+        problems.append({"loc": ["query", "environment"], "msg": "live or test"})
+    raw_position = query.get("min_position")
+    min_position = None
+    if raw_position is not None:
+        if not raw_position.isdigit() or len(raw_position) > 18:
+            problems.append({"loc": ["query", "min_position"], "msg": "a log position"})
+        else:
+            min_position = int(raw_position)
+    if problems:
+        raise KeyledgerError("validation_error", "the query parameters are invalid", problems)
+    requirements = Requirements(
+        origin=request.headers.get("Origin"),
+        resource=query.get("resource"),
+        scopes=scopes,
+        environment=environment,
+    )
+    return requirements, min_position
+
+
+def _forwarded_credential(request: web.Request) -> Credential | None:
+    """The customer's credential from the proxied request's headers, if any."""
+    headers = request.headers
+    token = bearer_token(headers.get("Authorization"))
+    if token:
+        return token
+    key_id, signature = headers.get("X-API-Key"), headers.get("X-API-Signature")
+    if key_id is None or signature is None:
+        return None
+    # The body is not forwarded to an auth subrequest: it counts as absent.
+    return SignedRequest(
+        key_id=key_id,
+        signature=signature,
+        method=headers.get("X-Forwarded-Method", ""),
+        path=headers.get("X-Forwarded-Uri", ""),
+        timestamp=headers.get("X-API-Timestamp"),
+    )
+
+
+async def verification_context(app: web.Application) -> AsyncIterator[None]:
+    """Load the index from the log, follow it, serve verification; then stop."""
+    settings = app[SETTINGS]
+    pool = app[POOL]
+    index = VerificationIndex()
+    feed = IndexFeed(
+        index,
+        pool,
+        settings.database_url or "",
+        nats_url=settings.nats_url,
+        nats_stream=settings.nats_stream,
+        nats_subject_prefix=settings.nats_subject_prefix,
+        poll_interval=settings.verify_fallback_poll_seconds,
+    )
+    await feed.start()
+    limiter = RateLimiter()
+    usage = UsageRecorder(pool, settings.usage_flush_interval_seconds)
+    app[VERIFICATION_INDEX] = index
+    app[VERIFIER] = Verifier(index, feed, pool, settings.pepper_bytes, limiter, usage)
+    app[CALLERS] = CallerAuthenticator(pool, settings.pepper_bytes, index=index, limiter=limiter)
+    flusher = asyncio.create_task(usage.run(), name=f"{TASK_PREFIX}key-usage")
+    yield
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    await feed.stop()

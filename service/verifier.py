@@ -1,0 +1,131 @@
+"""Verification as a replica serves it: the index, its feed, limits, usage.
+
+The hot path is ``Verifier.verify`` with no ``min_position`` (or one the
+index has reached): an HMAC or a signature check, dictionary lookups, a rate
+limit counter and a usage note — no database round trip. Only a caller that
+asks for a position this replica has not applied waits (≤ 1 s, woken as the
+index advances) and then, if still behind, is answered from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+
+from projections.rate_limits import RateLimiter
+from projections.verification import (
+    KeyLookup,
+    Requirements,
+    SignedRequest,
+    Verdict,
+    secret_digest,
+    verify_bearer,
+    verify_signed,
+)
+from projections.verification_feed import IndexFeed
+from projections.verification_index import (
+    IndexEntry,
+    SingleKey,
+    VerificationIndex,
+    entry_from_state,
+)
+from service.clock import utc_now
+from service.domain import key_material
+from service.domain.ids import is_key_id
+from service.errors import KeyledgerError
+from service.key_usage import UsageRecorder
+from service.store.event_store import EventStore
+from service.store.key_registry import KeyRegistry
+
+MIN_POSITION_WAIT_SECONDS = 1.0
+# Passed as "now" to the registry lookup so that a previous secret is found
+# whatever its grace; the verdict then decides between valid and REVOKED.
+_BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+
+Credential = str | SignedRequest
+
+
+class Verifier:
+    """Answers verify requests from this replica's index."""
+
+    def __init__(
+        self,
+        index: VerificationIndex,
+        feed: IndexFeed,
+        pool: asyncpg.Pool,
+        pepper: bytes,
+        limiter: RateLimiter,
+        usage: UsageRecorder,
+    ) -> None:
+        self.index = index
+        self.feed = feed
+        self.pool = pool
+        self.pepper = pepper
+        self.limiter = limiter
+        self.usage = usage
+        self.store = EventStore()
+        self.registry = KeyRegistry()
+
+    def check(
+        self,
+        lookup: KeyLookup,
+        credential: Credential,
+        requirements: Requirements,
+        now: datetime,
+        can_see_org: Callable[[str], bool] | None = None,
+    ) -> Verdict:
+        """The verdict for ``credential`` from ``lookup`` (pure apart from the limiter)."""
+        if isinstance(credential, SignedRequest):
+            verdict = verify_signed(
+                lookup, credential, requirements, now, self.limiter, can_see_org
+            )
+        else:
+            verdict = verify_bearer(
+                lookup, self.pepper, credential, requirements, now, self.limiter, can_see_org
+            )
+        if verdict.valid and verdict.entry is not None:
+            self.usage.touch(verdict.entry.key_id, now)
+        return verdict
+
+    async def verify(
+        self,
+        credential: Credential,
+        requirements: Requirements,
+        *,
+        min_position: int | None = None,
+        can_see_org: Callable[[str], bool] | None = None,
+    ) -> Verdict:
+        """Verify from the index, or honour ``min_position`` first (SPEC §6, §7)."""
+        lookup: KeyLookup = self.index
+        if min_position is not None and self.index.position < min_position:
+            lookup = await self._lookup_at(credential, min_position)
+        return self.check(lookup, credential, requirements, utc_now(), can_see_org)
+
+    async def _lookup_at(self, credential: Credential, min_position: int) -> KeyLookup:
+        async with self.pool.acquire() as conn:
+            head = await self.store.head(conn)
+        self.index.note_head(head)
+        if min_position > head:
+            raise KeyledgerError(
+                "not_caught_up",
+                f"position {min_position} is beyond the log's head ({head})",
+                {"min_position": min_position, "head": head},
+            )
+        if await self.feed.wait_for(min_position, MIN_POSITION_WAIT_SECONDS):
+            return self.index
+        return SingleKey(await self.entry_from_database(credential))
+
+    async def entry_from_database(self, credential: Credential) -> IndexEntry | None:
+        """The presented key read straight from the log (read-your-writes fallback)."""
+        async with self.pool.acquire() as conn:
+            if isinstance(credential, SignedRequest):
+                key_id = credential.key_id if is_key_id(credential.key_id) else None
+            elif key_material.is_well_formed(credential):
+                digest = secret_digest(self.pepper, credential)
+                key_id = await self.registry.find_by_secret_hash(conn, digest.hex(), _BEGINNING)
+            else:
+                key_id = None
+            state = await self.store.load_state(conn, key_id) if key_id else None
+        return entry_from_state(state) if state is not None else None

@@ -1,0 +1,154 @@
+"""The verification index: loading, following, gaps, JetStream, and no DB on the hot path."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+import nats
+import pytest
+from aiohttp.test_utils import TestClient
+
+from events.codec import envelope_to_json
+from projections.verification import Requirements
+from projections.verification_feed import IndexFeed
+from projections.verification_index import VerificationIndex
+from service.errors import KeyledgerError
+from service.http.context import CALLERS
+from service.http.verify_routes import VERIFIER
+from service.settings import Settings
+from service.store.event_store import EventStore
+from tests.support.api import Api, new_org
+
+_QUERY_METHODS = ("execute", "executemany", "fetch", "fetchrow", "fetchval", "prepare")
+
+
+@contextmanager
+def queries_by_task() -> Iterator[dict[asyncio.Task[Any] | None, int]]:
+    """Count every asyncpg query, by the task that issued it."""
+    counts: dict[asyncio.Task[Any] | None, int] = {}
+    originals = {name: getattr(asyncpg.Connection, name) for name in _QUERY_METHODS}
+
+    def counting(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapper(self: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+            task = asyncio.current_task()
+            counts[task] = counts.get(task, 0) + 1
+            return await original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name, original in originals.items():
+        setattr(asyncpg.Connection, name, counting(original))
+    try:
+        yield counts
+    finally:
+        for name, original in originals.items():
+            setattr(asyncpg.Connection, name, original)
+
+
+async def test_hot_path_makes_no_database_round_trip(
+    api: Api, client: TestClient, admin_key: str
+) -> None:
+    created = await api.generate(new_org(), scopes=["a:*"])
+    verifier = client.app[VERIFIER]
+    assert await verifier.feed.wait_for(created["position"], 5.0)
+    me = asyncio.current_task()
+    with queries_by_task() as counts:
+        for _ in range(200):
+            caller = await client.app[CALLERS].authenticate(admin_key)
+            verdict = await verifier.verify(
+                created["secret"], Requirements(scopes=("a:b",)), can_see_org=caller.can_see_org
+            )
+            assert verdict.code == "VALID"
+        assert counts.get(me, 0) == 0
+        # The counter does see queries: a position past the head needs the database.
+        with pytest.raises(KeyledgerError):
+            await verifier.verify(created["secret"], Requirements(), min_position=10**12)
+        assert counts.get(me, 0) >= 1
+
+
+async def test_loads_from_the_log_and_records_its_position(
+    api: Api, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    created = await api.generate(new_org())
+    index = VerificationIndex()
+    feed = IndexFeed(index, pool, settings.database_url or "")
+    await feed.start(follow_postgres=False)
+    try:
+        async with pool.acquire() as conn:
+            head = await EventStore().head(conn)
+        assert feed.loaded_position == index.position == head >= created["position"]
+        assert index.by_key_id(created["key"]["id"]) is not None
+        assert index.lag == 0
+    finally:
+        await feed.stop()
+
+
+async def test_a_gap_is_filled_from_postgres(
+    api: Api, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    index = VerificationIndex()
+    feed = IndexFeed(index, pool, settings.database_url or "")
+    await feed.start(follow_postgres=False)
+    try:
+        loaded = index.position
+        first = await api.generate(new_org())
+        second = await api.generate(new_org())
+        async with pool.acquire() as conn:
+            envelopes = await EventStore().read_after(conn, loaded)
+        later = next(e for e in envelopes if e.position == second["position"])
+        feed.offer(envelope_to_json(later))  # as if JetStream skipped an event
+        assert index.position == loaded
+        assert index.lag >= second["position"] - loaded
+        await feed.catch_up()
+        assert index.position >= second["position"]
+        assert index.by_key_id(first["key"]["id"]) is not None
+        assert index.by_key_id(second["key"]["id"]) is not None
+        assert index.lag == 0
+    finally:
+        await feed.stop()
+
+
+async def test_follows_jetstream_alone(
+    api: Api, pool: asyncpg.Pool, settings: Settings, nats_url: str
+) -> None:
+    token = uuid.uuid4().hex[:10]
+    stream, prefix = f"VERIFYTEST_{token}", f"verifytest.{token}"
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    await js.add_stream(name=stream, subjects=[f"{prefix}.>"])
+    index = VerificationIndex()
+    feed = IndexFeed(
+        index,
+        pool,
+        settings.database_url or "",
+        nats_url=nats_url,
+        nats_stream=stream,
+        nats_subject_prefix=prefix,
+    )
+    try:
+        await feed.start(follow_postgres=False)
+        for _ in range(200):
+            if feed.jetstream_connected:
+                break
+            await asyncio.sleep(0.02)
+        assert feed.jetstream_connected
+        created = await api.generate(new_org())
+        async with pool.acquire() as conn:
+            envelopes = await EventStore().read_after(conn, index.position)
+        for envelope in envelopes:  # what the outbox relay publishes
+            await js.publish(
+                f"{prefix}.{envelope.org_id}.{envelope.key_id}.{envelope.event_type}",
+                envelope_to_json(envelope).encode(),
+                headers={"Nats-Msg-Id": str(envelope.event_id)},
+            )
+        assert await feed.wait_for(created["position"], 5.0)
+        assert index.by_key_id(created["key"]["id"]) is not None
+    finally:
+        await feed.stop()
+        await js.delete_stream(stream)
+        await client.close()

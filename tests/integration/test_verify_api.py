@@ -1,0 +1,320 @@
+"""POST /v1/verify and GET /v1/authorize over HTTP, against real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from projections.signing import sign, signing_payload
+from service.domain import key_material
+from service.http.verify_routes import VERIFIER
+from tests.support.api import Api, new_org
+
+
+async def verify(api: Api, **body: Any) -> dict[str, Any]:
+    status, _, payload = await api.post("/v1/verify", body)
+    assert status == 200, payload
+    return payload
+
+
+async def code_of(api: Api, **body: Any) -> str:
+    return (await verify(api, **body))["code"]
+
+
+async def test_bearer_key_lifecycle(api: Api) -> None:
+    org = new_org()
+    created = await api.generate(org, scopes=["orders:*"], metadata={"plan": "pro"})
+    secret, key = created["secret"], created["key"]
+    answer = await verify(api, key=secret, min_position=created["position"])
+    assert answer == {
+        "valid": True,
+        "code": "VALID",
+        "http_status": 200,
+        "key": {
+            "id": key["id"],
+            "org_id": org,
+            "name": "Test key",
+            "type": "secret",
+            "environment": "live",
+            "scopes": ["orders:*"],
+            "metadata": {"plan": "pro"},
+            "expires_at": None,
+        },
+    }
+    assert "hash" not in str(answer) and secret not in str(answer)
+
+    path = f"/v1/orgs/{org}/keys/{key['id']}"
+    _, _, disabled = await api.post(f"{path}/disable", {})
+    assert await code_of(api, key=secret, min_position=disabled["position"]) == "DISABLED"
+    _, _, enabled = await api.post(f"{path}/enable")
+    assert await code_of(api, key=secret, min_position=enabled["position"]) == "VALID"
+    _, _, revoked = await api.post(f"{path}/revoke", {"reason": "leaked"})
+    answer = await verify(api, key=secret, min_position=revoked["position"])
+    assert (answer["code"], answer["http_status"], answer["key"]["id"]) == (
+        "REVOKED",
+        401,
+        key["id"],
+    )
+
+
+async def test_codes_for_requirements(api: Api) -> None:
+    org = new_org()
+    created = await api.generate(org, scopes=["orders:*", "prices:read"], environment="test")
+    secret, at = created["secret"], created["position"]
+    assert await code_of(api, key=secret, min_position=at, scopes=["orders:create"]) == "VALID"
+    assert await code_of(api, key=secret, scopes=["prices:write"]) == "INSUFFICIENT_SCOPE"
+    assert await code_of(api, key=secret, environment="live") == "WRONG_ENVIRONMENT"
+    assert await code_of(api, key=secret, origin="https://evil.example") == "ORIGIN_NOT_ALLOWED"
+    typo = secret[:-1] + ("1" if secret[-1] == "0" else "0")
+    assert await code_of(api, key=typo) == "MALFORMED"
+    assert await code_of(api, key="sk_live_" + "A" * 49) == "MALFORMED"
+    assert await code_of(api, key="x" * 20_000) == "MALFORMED"
+    assert await code_of(api, key=key_material.new_secret("secret", "test")) == "NOT_FOUND"
+
+
+async def test_embed_keys(api: Api) -> None:
+    org = new_org()
+    created = await api.generate(
+        org,
+        type="embed",
+        allowed_origins=["https://app.example.com"],
+        resource="tmpl_42",
+        scopes=["templates:read"],
+    )
+    secret, at = created["secret"], created["position"]
+    origin = "https://app.example.com"
+    assert await code_of(api, key=secret, min_position=at, origin=origin, resource="tmpl_42") == (
+        "VALID"
+    )
+    assert await code_of(api, key=secret, resource="tmpl_42") == "ORIGIN_NOT_ALLOWED"
+    assert await code_of(api, key=secret, origin="https://app.example.co", resource="tmpl_42") == (
+        "ORIGIN_NOT_ALLOWED"
+    )
+    assert await code_of(api, key=secret, origin=origin) == "RESOURCE_NOT_ALLOWED"
+    assert await code_of(api, key=secret, origin=origin, resource="tmpl_43") == (
+        "RESOURCE_NOT_ALLOWED"
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["ed25519", "rsa-2048"])
+async def test_signing_keys(api: Api, algorithm: str) -> None:
+    org = new_org()
+    created = await api.generate(org, type="signing", algorithm=algorithm)
+    key_id, private_pem = created["key"]["id"], created["private_key"]
+    body = '{"symbol": "OIL-BTC", "side": "buy", "qty": 12}'
+    signature = sign(private_pem, b"POST:/api/v1/orders:qty=12&side=buy&symbol=OIL-BTC")
+    request = {"key_id": key_id, "method": "POST", "path": "/api/v1/orders", "body": body}
+    answer = await verify(api, **request, signature=signature, min_position=created["position"])
+    assert (answer["code"], answer["key"]["type"]) == ("VALID", "signing")
+    assert await code_of(api, **request | {"path": "/api/v1/orders?x"}, signature=signature) == (
+        "NOT_FOUND"
+    )
+    assert await code_of(api, **request, signature="%%%not-base64%%%") == "MALFORMED"
+    stamp = str(int(datetime.now(UTC).timestamp()))
+    stamped = sign(private_pem, signing_payload("GET", "/p?q=1", None, stamp))
+    signed_get = {"key_id": key_id, "method": "GET", "path": "/p?q=1", "signature": stamped}
+    assert await code_of(api, **signed_get, timestamp=stamp) == "VALID"
+    assert await code_of(api, **signed_get, timestamp=int(stamp)) == "VALID"
+    assert await code_of(api, **signed_get) == "NOT_FOUND"
+    old = str(int(stamp) - 400)
+    stale = sign(private_pem, signing_payload("GET", "/p?q=1", None, old))
+    assert await code_of(api, **signed_get | {"signature": stale}, timestamp=old) == "NOT_FOUND"
+
+
+async def test_rotation_grace_and_expiry(api: Api) -> None:
+    org = new_org()
+    created = await api.generate(org)
+    old = created["secret"]
+    path = f"/v1/orgs/{org}/keys/{created['key']['id']}"
+    _, _, rotated = await api.post(f"{path}/rotate", {"grace_period": "1h"})
+    at = rotated["position"]
+    assert await code_of(api, key=old, min_position=at) == "VALID"
+    assert await code_of(api, key=rotated["secret"], min_position=at) == "VALID"
+    _, _, again = await api.post(f"{path}/rotate", {"grace_period": "0s"})
+    at = again["position"]
+    assert await code_of(api, key=rotated["secret"], min_position=at) == "REVOKED"
+    assert await code_of(api, key=again["secret"], min_position=at) == "VALID"
+
+    expires_at = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    expiring = await api.generate(org, expires_at=expires_at)
+    secret = expiring["secret"]
+    assert await code_of(api, key=secret, min_position=expiring["position"]) == "VALID"
+    await asyncio.sleep(1.1)
+    assert await code_of(api, key=secret) == "EXPIRED"
+
+
+async def test_rate_limited_with_retry_after(api: Api) -> None:
+    created = await api.generate(new_org(), rate_limit={"limit": 2, "window": "1h"})
+    secret = created["secret"]
+    assert await code_of(api, key=secret, min_position=created["position"]) == "VALID"
+    assert await code_of(api, key=secret) == "VALID"
+    answer = await verify(api, key=secret)
+    assert (answer["code"], answer["http_status"], answer["valid"]) == ("RATE_LIMITED", 429, False)
+    assert 1 <= answer["retry_after"] <= 3600
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"origin": "https://x"},
+        {"key": None},
+        {"key": 12345},
+        {"key": "sk_live_x", "key_id": "key_x"},
+        {"key": "sk_live_x", "scopes": "orders:read"},
+        {"key": "sk_live_x", "scopes": [1]},
+        {"key": "sk_live_x", "scopes": ["Bad Scope"]},
+        {"key": "sk_live_x", "environment": "prod"},
+        {"key": "sk_live_x", "min_position": -1},
+        {"key": "sk_live_x", "signature": "abc"},
+        {"key_id": "key_x", "signature": "abc"},
+        {
+            "key_id": "key_x",
+            "signature": "a",
+            "method": "GET",
+            "path": "/",
+            "algorithm": "rsa-4096",
+        },
+        {"key_id": "key_x", "signature": "a", "method": "GET", "path": "/", "timestamp": 1.5},
+        [1, 2],
+        "sk_live_x",
+    ],
+)
+async def test_bad_input_is_422(api: Api, body: Any) -> None:
+    status, _, payload = await api.post("/v1/verify", body)
+    assert (status, payload["error"]["code"]) == (422, "validation_error"), payload
+
+
+async def test_beyond_the_head_is_not_caught_up(api: Api) -> None:
+    status, _, payload = await api.post("/v1/verify", {"key": "sk_live_x", "min_position": 10**12})
+    assert (status, payload["error"]["code"]) == (503, "not_caught_up")
+
+
+async def test_verify_needs_the_scope(api: Api) -> None:
+    _, _, reader = await api.post(
+        "/v1/orgs/_system/keys", {"name": "reader", "type": "secret", "scopes": ["keys:read"]}
+    )
+    as_reader = Api(api.client, reader["secret"])
+    status, _, payload = await as_reader.post("/v1/verify", {"key": "sk_live_x"})
+    assert (status, payload["error"]["code"]) == (403, "insufficient_scope")
+
+
+async def test_org_restricted_callers_see_only_their_orgs(api: Api) -> None:
+    mine, theirs = new_org(), new_org()
+    _, _, verifier = await api.post(
+        "/v1/orgs/_system/keys",
+        {"name": "v", "type": "secret", "scopes": ["keys:verify"], "metadata": {"orgs": [mine]}},
+    )
+    restricted = Api(api.client, verifier["secret"])
+    own = await api.generate(mine)
+    foreign = await api.generate(theirs)
+    at = foreign["position"]
+    assert await code_of(restricted, key=own["secret"], min_position=at) == "VALID"
+    assert await code_of(restricted, key=foreign["secret"], min_position=at) == "NOT_FOUND"
+
+
+async def test_caller_rate_limit_is_429_with_retry_after(api: Api) -> None:
+    _, _, limited = await api.post(
+        "/v1/orgs/_system/keys",
+        {
+            "name": "limited",
+            "type": "secret",
+            "scopes": ["keys:verify"],
+            "rate_limit": {"limit": 1, "window": "1h"},
+        },
+    )
+    caller = Api(api.client, limited["secret"])
+    status, _, _ = await caller.post("/v1/verify", {"key": "sk_live_x"})
+    assert status == 200  # authenticated at once (read-your-writes)
+    status, headers, payload = await caller.post("/v1/verify", {"key": "sk_live_x"})
+    assert (status, payload["error"]["code"]) == (429, "rate_limited")
+    assert 1 <= int(headers["Retry-After"]) <= 3600
+
+
+async def test_caller_errors_keep_their_codes(api: Api, client: TestClient) -> None:
+    response = await client.post("/v1/verify", json={"key": "sk_live_x"})
+    assert (response.status, (await response.json())["error"]["code"]) == (401, "unauthenticated")
+    bad = Api(client, "sk_live_" + "0" * 49)
+    status, _, payload = await bad.post("/v1/verify", {"key": "sk_live_x"})
+    assert (status, payload["error"]["code"]) == (401, "invalid_api_key")
+    _, _, revoked = await api.post(
+        "/v1/orgs/_system/keys", {"name": "gone", "type": "secret", "scopes": ["keys:verify"]}
+    )
+    await api.post(f"/v1/orgs/_system/keys/{revoked['key']['id']}/revoke", {"reason": "unused"})
+    gone = Api(client, revoked["secret"])
+    for _ in range(50):  # until this replica's index has the revocation
+        status, _, payload = await gone.post("/v1/verify", {"key": "sk_live_x"})
+        if status == 401:
+            break
+        await asyncio.sleep(0.02)
+    assert (status, payload["error"]["code"]) == (401, "api_key_inactive")
+
+
+async def test_authorize_for_reverse_proxies(api: Api, client: TestClient) -> None:
+    org = new_org()
+    created = await api.generate(org, scopes=["orders:*"])
+    assert await client.app[VERIFIER].feed.wait_for(created["position"], 5.0)
+    proxy = {"X-Keyledger-Service-Key": api.service_key}
+    response = await client.get(
+        "/v1/authorize?scopes=orders:read&environment=live",
+        headers=proxy | {"Authorization": f"Bearer {created['secret']}"},
+    )
+    assert response.status == 200
+    assert response.headers["X-Keyledger-Key-Id"] == created["key"]["id"]
+    assert response.headers["X-Keyledger-Org-Id"] == org
+    assert response.headers["X-Keyledger-Scopes"] == "orders:*"
+    assert (await response.json())["code"] == "VALID"
+
+    response = await client.get(
+        "/v1/authorize?scopes=admin:all",
+        headers=proxy | {"Authorization": f"Bearer {created['secret']}"},
+    )
+    assert (response.status, (await response.json())["code"]) == (403, "INSUFFICIENT_SCOPE")
+    assert "X-Keyledger-Key-Id" not in response.headers
+
+    response = await client.get("/v1/authorize", headers=proxy)
+    assert (response.status, (await response.json())["code"]) == (401, "MALFORMED")
+
+    response = await client.get("/v1/authorize?environment=prod", headers=proxy)
+    assert (response.status, (await response.json())["error"]["code"]) == (422, "validation_error")
+
+    response = await client.get(
+        "/v1/authorize", headers={"Authorization": f"Bearer {created['secret']}"}
+    )
+    assert (response.status, (await response.json())["error"]["code"]) == (401, "unauthenticated")
+
+
+async def test_authorize_signed_requests(api: Api, client: TestClient) -> None:
+    created = await api.generate(new_org(), type="signing")
+    key_id = created["key"]["id"]
+    assert await client.app[VERIFIER].feed.wait_for(created["position"], 5.0)
+    signature = sign(created["private_key"], b"DELETE:/orders/7?force=1")
+    headers = {
+        "X-Keyledger-Service-Key": api.service_key,
+        "X-API-Key": key_id,
+        "X-API-Signature": signature,
+        "X-Forwarded-Method": "DELETE",
+        "X-Forwarded-Uri": "/orders/7?force=1",
+    }
+    response = await client.get("/v1/authorize", headers=headers)
+    assert (response.status, response.headers.get("X-Keyledger-Key-Id")) == (200, key_id)
+    response = await client.get("/v1/authorize", headers=headers | {"X-Forwarded-Method": "GET"})
+    assert (response.status, (await response.json())["code"]) == (401, "NOT_FOUND")
+
+
+async def test_last_used_at_reaches_the_key(api: Api, client: TestClient) -> None:
+    org = new_org()
+    created = await api.generate(org)
+    key_id = created["key"]["id"]
+    status, _, _ = await api.get(f"/v1/orgs/{org}/keys/{key_id}?min_position={created['position']}")
+    assert status == 200
+    await verify(api, key=created["secret"], min_position=created["position"])
+    assert await client.app[VERIFIER].usage.flush() >= 1
+    _, _, shown = await api.get(f"/v1/orgs/{org}/keys/{key_id}")
+    used = datetime.fromisoformat(shown["last_used_at"].replace("Z", "+00:00"))
+    assert used.second == 0 and used.microsecond == 0
+    assert datetime.now(UTC) - used < timedelta(minutes=2)
