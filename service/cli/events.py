@@ -1,0 +1,99 @@
+"""``keyledger events tail``: live events from JetStream, one JSON envelope per line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TextIO
+
+import nats
+import nats.errors
+from nats.js.api import DeliverPolicy
+from pydantic import ValidationError
+
+from events.codec import envelope_from_json, envelope_to_json
+from events.models import EVENT_TYPES
+from events.subjects import subject_filter
+from service.settings import Settings
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    events = commands.add_parser("events", help="the published event stream")
+    tasks = events.add_subparsers(dest="task", required=True)
+    tail = tasks.add_parser(
+        "tail", help="print events as they arrive (KEYLEDGER_NATS_URL), one JSON line each"
+    )
+    tail.add_argument("--type", choices=sorted(EVENT_TYPES), help="only this event type")
+    tail.add_argument("--org", help="only this org")
+    tail.add_argument(
+        "--from-start", action="store_true", help="replay the whole stream first, then follow"
+    )
+    tail.add_argument("--max", type=int, metavar="N", help="exit after N events")
+    tail.set_defaults(run=run_tail)
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if not settings.nats_url:
+        raise RuntimeError("KEYLEDGER_NATS_URL is not set")
+    if args.max is not None and args.max < 1:
+        raise RuntimeError("--max must be at least 1")
+    try:
+        asyncio.run(
+            tail_events(
+                settings,
+                event_type=args.type,
+                org_id=args.org,
+                from_start=args.from_start,
+                limit=args.max,
+                out=sys.stdout,
+            )
+        )
+    except (nats.errors.Error, OSError) as exc:
+        raise RuntimeError(
+            f"cannot follow stream {settings.nats_stream!r} at {settings.nats_url}: {exc!r}"
+        ) from exc
+    return 0
+
+
+async def tail_events(
+    settings: Settings,
+    *,
+    event_type: str | None,
+    org_id: str | None,
+    from_start: bool,
+    limit: int | None,
+    out: TextIO,
+) -> None:
+    """Follow the stream with an ephemeral ordered consumer, printing each envelope."""
+
+    async def quiet(_: Exception) -> None:
+        """Connection errors surface once, as the command's exit message."""
+
+    nc = await nats.connect(
+        settings.nats_url, name="keyledger-events-tail", connect_timeout=3, error_cb=quiet
+    )
+    try:
+        subscription = await nc.jetstream().subscribe(
+            subject_filter(
+                org_id=org_id, event_type=event_type, prefix=settings.nats_subject_prefix
+            ),
+            stream=settings.nats_stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW,
+            idle_heartbeat=5.0,
+        )
+        printed = 0
+        async for msg in subscription.messages:
+            try:
+                line = envelope_to_json(envelope_from_json(msg.data))
+            except ValidationError:
+                print(f"keyledger: skipped a malformed message on {msg.subject}", file=sys.stderr)
+                continue
+            print(line, file=out, flush=True)
+            printed += 1
+            if limit is not None and printed >= limit:
+                return
+    finally:
+        await nc.close()
