@@ -146,7 +146,8 @@ class OutboxRelay:
         """Connect (retrying forever), then provision the stream."""
 
         async def disconnected() -> None:
-            log.warning("nats_disconnected")
+            if not self._stopping:
+                log.warning("nats_disconnected")
 
         async def reconnected() -> None:
             log.info("nats_reconnected")
