@@ -174,9 +174,11 @@ class OutboxRelay:
         backoff = _Backoff(self.tuning.min_backoff_seconds, self.tuning.max_backoff_seconds)
         while not self._stream_ready:
             try:
-                await self._jetstream()
-            except Exception:
-                await asyncio.sleep(backoff.next())
+                if await self._jetstream() is not None:
+                    break
+            except Exception as exc:
+                log.debug("stream_provisioning_retry", error=repr(exc))
+            await asyncio.sleep(backoff.next())
         self._wake.set()
 
     async def _jetstream(self) -> JetStreamContext | None:

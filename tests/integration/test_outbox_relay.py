@@ -23,6 +23,7 @@ from service.http.app import create_app
 from service.http.outbox_side import RELAY
 from service.key_commands import KeyCommandHandler
 from service.outbox.relay import RELAY_LOCK_CLASS, OutboxRelay, RelayTuning
+from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.store.event_store import EventStore
@@ -298,3 +299,22 @@ async def test_the_app_serves_commands_while_nats_is_down_and_publishes_when_it_
             await client.close()  # the relay stops before its NATS server does
             server.stop()
     assert [_position(m) for m in messages] == [1, 2]
+
+
+async def test_a_stream_with_another_configuration_is_reported_not_recreated(
+    relay_settings: Settings,
+) -> None:
+    async with (
+        jetstream(relay_settings.nats_url) as js,
+        deleted_at_exit(js, relay_settings.nats_stream),
+    ):
+        await js.add_stream(
+            name=relay_settings.nats_stream,
+            subjects=[f"{relay_settings.nats_subject_prefix}.>"],
+            duplicate_window=30,
+        )
+        await js.publish(f"{relay_settings.nats_subject_prefix}.keep.me", b"precious")
+        with pytest.raises(StreamConfigMismatch, match="duplicate_window: expected 120"):
+            await ensure_stream(js, relay_settings)
+        info = await js.stream_info(relay_settings.nats_stream)
+        assert info.state.messages == 1 and info.config.duplicate_window == 30
