@@ -33,6 +33,9 @@ class Settings(BaseModel):
     db_pool_max_size: int = Field(10, ge=1)
     idempotency_ttl_hours: int = Field(24, ge=1)
     expiry_sweep_interval_seconds: float = Field(1.0, gt=0)
+    # Projection runner: events per transaction, and the safety-net poll when no NOTIFY comes.
+    projection_batch_size: int = Field(1000, ge=1, le=10000)
+    projection_fallback_poll_seconds: float = Field(5.0, gt=0)
     # Verification index: PostgreSQL poll when no NOTIFY comes; last_used_at flush period.
     verify_fallback_poll_seconds: float = Field(2.0, gt=0)
     usage_flush_interval_seconds: float = Field(10.0, gt=0, le=50)
@@ -49,6 +52,10 @@ class Settings(BaseModel):
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with ``changes`` applied and validated."""
+        return Settings.model_validate({**self.model_dump(), **changes})
 
     @property
     def pepper_bytes(self) -> bytes:

@@ -51,12 +51,10 @@ def run_dev(args: argparse.Namespace) -> int:
                 data_dir / "nats", port=4222 if not port_open("127.0.0.1", 4222) else free_port()
             )
             nats_url = nats.start()
-        settings = base.model_copy(
-            update={
-                "database_url": database_url,
-                "nats_url": nats_url,
-                "pepper": base.pepper or _pepper(data_dir),
-            }
+        settings = base.replace(
+            database_url=database_url,
+            nats_url=nats_url,
+            pepper=base.pepper or _pepper(data_dir),
         )
         secret = asyncio.run(_admin_key(settings))
         serve_app(settings, on_ready=_banner(settings, secret, data_dir))

@@ -1,0 +1,126 @@
+"""The ``keyledger`` command line as a user runs it: real processes, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from service.domain import key_material
+from service.embedded import free_port
+from service.settings import Settings
+
+KEYLEDGER = [sys.executable, "-m", "service.cli.main"]
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KEYLEDGER, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_migrate_and_create_service_key(settings: Settings) -> None:
+    env = {
+        "KEYLEDGER_DATABASE_URL": settings.database_url,
+        "KEYLEDGER_PEPPER": settings.pepper.get_secret_value(),
+    }
+    assert run_cli(["migrate"], env).returncode == 0
+    result = run_cli(
+        [
+            "admin",
+            "create-service-key",
+            "--name",
+            "ci",
+            "--scopes",
+            "keys:read,keys:write",
+            "--orgs",
+            "acme,beta",
+        ],
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and key_material.is_well_formed(lines[0])
+    assert lines[0] not in result.stderr
+
+    bad = run_cli(["admin", "create-service-key", "--name", "x", "--scopes", "root"], env)
+    assert bad.returncode != 0 and "scopes" in bad.stderr
+
+
+def test_serve_refuses_to_start_without_a_pepper(settings: Settings) -> None:
+    result = run_cli(
+        ["serve"], {"KEYLEDGER_DATABASE_URL": settings.database_url, "KEYLEDGER_PEPPER": ""}
+    )
+    assert result.returncode != 0 and "KEYLEDGER_PEPPER" in result.stderr
+
+
+def _start_dev(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYLEDGER_")}
+    process = subprocess.Popen(
+        [*KEYLEDGER, "dev", "--data-dir", str(data_dir), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    banner = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        banner.append(line)
+        if "Press Ctrl-C" in line:
+            text = "".join(banner)
+            secret = re.search(r"^(sk_live_\w+)$", text, re.MULTILINE)[1]
+            curl = text[text.index("curl -s") : text.index("Press Ctrl-C")]
+            return process, secret, curl
+    process.kill()
+    raise AssertionError("keyledger dev did not start:\n" + "".join(banner))
+
+
+def _stop(process: subprocess.Popen[str]) -> int:
+    process.send_signal(signal.SIGINT)
+    return process.wait(30)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the banner's example uses curl")
+def test_dev_runs_the_pasted_curl_and_keeps_data(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "kl", free_port()
+    process, secret, curl = _start_dev(data_dir, port)
+    try:
+        assert key_material.is_well_formed(secret)
+        shell = f"export KEYLEDGER_ADMIN_KEY={secret}\n{curl}"
+        pasted = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=30)
+        created = json.loads(pasted.stdout)
+        assert created["key"]["name"] == "My first key"
+        assert key_material.is_well_formed(created["secret"])
+    finally:
+        assert _stop(process) == 0
+
+    process, second_secret, _ = _start_dev(data_dir, port)
+    try:
+        assert second_secret != secret
+        fetched = subprocess.run(
+            [
+                "curl",
+                "-s",
+                f"http://127.0.0.1:{port}/v1/orgs/acme/keys/{created['key']['id']}",
+                "-H",
+                f"Authorization: Bearer {secret}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert json.loads(fetched.stdout)["id"] == created["key"]["id"]
+    finally:
+        assert _stop(process) == 0
