@@ -74,12 +74,14 @@ class CallerAuthenticator:
         self.registry = KeyRegistry()
 
     async def authenticate(self, secret: str | None) -> Caller:
-        if not secret:
+        if secret is None:
             raise KeyledgerError(
                 "unauthenticated", "send a service key as 'Authorization: Bearer sk_…'"
             )
         if not key_material.is_well_formed(secret):
-            raise KeyledgerError("invalid_api_key", "the service key is malformed")
+            raise KeyledgerError(
+                "invalid_api_key", "the Authorization header does not carry a well-formed key"
+            )
         now = utc_now()
         verdict = None
         if self.index is not None:
