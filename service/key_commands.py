@@ -7,6 +7,7 @@ decide, append, update the registry, remember the response.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from service.domain.decider import decide
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.key_view import render_key
-from service.store.event_store import EventStore, fold_envelopes
+from service.store.event_store import EventStore, LogHead, fold_envelopes
 from service.store.idempotency import IdempotencyStore, StoredResponse
 from service.store.key_registry import KeyRegistry
 
@@ -52,8 +53,30 @@ class CommandOutcome:
     replayed: bool = False
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A command waiting for the writer, and where its outcome goes."""
+
+    command: Command
+    org_id: str
+    actor: Actor
+    if_match: int | None
+    idempotent: IdempotentRequest | None
+    outcome: asyncio.Future[CommandOutcome]
+
+
 class KeyCommandHandler:
-    """Runs key commands against PostgreSQL."""
+    """Runs key commands against PostgreSQL.
+
+    Appends are serialized by the log's advisory lock, so a transaction per
+    command would cap throughput at one commit (one WAL flush) at a time.
+    Instead one writer task per handler takes every command waiting and runs
+    them in a single transaction, each in its own savepoint: a batch costs
+    one flush, and the commands still apply strictly one after another, each
+    seeing the ones before it (active-key counts, idempotency keys). A refusal
+    writes nothing, so it needs no savepoint; a database error fails the
+    batch, which is then retried one command at a time.
+    """
 
     def __init__(
         self,
@@ -61,12 +84,16 @@ class KeyCommandHandler:
         *,
         max_active_keys: int,
         idempotency_ttl_hours: int = 24,
+        max_batch: int = 100,
     ) -> None:
         self.pool = pool
         self.max_active_keys = max_active_keys
+        self.max_batch = max_batch
         self.store = EventStore()
         self.registry = KeyRegistry()
         self.idempotency = IdempotencyStore(idempotency_ttl_hours)
+        self._waiting: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def handle(
         self,
@@ -77,52 +104,111 @@ class KeyCommandHandler:
         if_match: int | None = None,
         idempotent: IdempotentRequest | None = None,
     ) -> CommandOutcome:
-        """Decide and record ``command`` on a key of ``org_id``."""
+        """Decide and record ``command`` on a key of ``org_id``; returns once committed."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Pending(command, org_id, actor, if_match, idempotent, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all(), name="key-command-writer")
+        # shield: a caller that goes away must not cancel a batch other callers share.
+        return await asyncio.shield(future)
+
+    async def _write_all(self) -> None:
+        while self._waiting:
+            batch, self._waiting = (
+                self._waiting[: self.max_batch],
+                self._waiting[self.max_batch :],
+            )
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._commit(batch)
+        except (asyncpg.PostgresError, KeyledgerError) as exc:
+            if len(batch) == 1:
+                results = [exc]
+            else:
+                # The batch failed as a whole; retry each command alone so that
+                # one failing command cannot fail its neighbours.
+                for item in batch:
+                    await self._write_batch([item])
+                return
+        except Exception as exc:
+            results = [_unavailable(exc)] * len(batch)
+        for item, result in zip(batch, results, strict=True):
+            if item.outcome.done():
+                continue
+            if isinstance(result, BaseException):
+                item.outcome.set_exception(result)
+            else:
+                item.outcome.set_result(result)
+
+    async def _commit(self, batch: list[_Pending]) -> list[CommandOutcome | KeyledgerError]:
+        """Apply ``batch`` in one transaction; refusals are results, not failures."""
+        results: list[CommandOutcome | KeyledgerError] = []
         async with self.pool.acquire() as conn, conn.transaction():
             await self.store.lock(conn)
-            if idempotent is not None:
-                stored = await self.idempotency.find(conn, actor.id, idempotent.key)
-                if stored is not None:
-                    return _replay(stored, idempotent)
+            head = await self.store.read_head(conn)
+            start = head.position
+            for item in batch:
+                try:
+                    results.append(await self._apply(conn, item, head))
+                except KeyledgerError as exc:
+                    # Refusals are decided before anything is written.
+                    results.append(exc)
+            if head.position > start:
+                await self.store.notify(conn, head.position)
+        return results
 
-            envelopes = await self.store.load_stream(conn, command.key_id)
-            state = fold_envelopes(envelopes)
-            if state is not None and state.org_id != org_id:
-                state = None  # a key of another org does not exist for this caller
-            if state is None and not isinstance(command, GenerateKey):
-                raise KeyledgerError("key_not_found", "no such key")
-            if if_match is not None and (state is None or state.version != if_match):
-                raise KeyledgerError(
-                    "version_mismatch",
-                    "the key has changed since the version given in If-Match",
-                    {"current_version": state.version if state else None},
-                )
-            command = await self._with_quota(conn, command, state, org_id)
+    async def _apply(
+        self, conn: asyncpg.Connection, item: _Pending, head: LogHead
+    ) -> CommandOutcome:
+        """One command inside the batch's transaction, under the append lock."""
+        command, org_id, actor, idempotent = item.command, item.org_id, item.actor, item.idempotent
+        if idempotent is not None:
+            stored = await self.idempotency.find(conn, actor.id, idempotent.key)
+            if stored is not None:
+                return _replay(stored, idempotent)
 
-            events = decide(command, state)
-            appended = await self.store.append(
-                conn, events, actor=actor, expected_version=state.version if state else 0
+        # A GenerateKey names a fresh ULID: its stream is empty (the unique
+        # stream-version constraint would catch the impossible collision).
+        state = (
+            None
+            if isinstance(command, GenerateKey)
+            else fold_envelopes(await self.store.load_stream(conn, command.key_id))
+        )
+        if state is not None and state.org_id != org_id:
+            state = None  # a key of another org does not exist for this caller
+        if state is None and not isinstance(command, GenerateKey):
+            raise KeyledgerError("key_not_found", "no such key")
+        if item.if_match is not None and (state is None or state.version != item.if_match):
+            raise KeyledgerError(
+                "version_mismatch",
+                "the key has changed since the version given in If-Match",
+                {"current_version": state.version if state else None},
             )
-            new_state = fold_envelopes(appended, state)
-            if appended:
-                await self.registry.save(conn, new_state)
-            outcome = CommandOutcome(
-                status=201 if isinstance(command, GenerateKey) else 200,
-                body={
-                    "key": render_key(new_state, command.issued_at),
-                    "position": new_state.position,
-                },
-                state=new_state,
-                events=tuple(appended),
+        command = await self._with_quota(conn, command, state, org_id)
+
+        events = decide(command, state)
+        appended = await self.store.append(
+            conn, events, actor=actor, expected_version=state.version if state else 0, head=head
+        )
+        new_state = fold_envelopes(appended, state)
+        if appended:
+            await self.registry.save(conn, new_state)
+        outcome = CommandOutcome(
+            status=201 if isinstance(command, GenerateKey) else 200,
+            body={"key": render_key(new_state, command.issued_at), "position": new_state.position},
+            state=new_state,
+            events=tuple(appended),
+        )
+        if idempotent is not None:
+            await self.idempotency.remember(
+                conn,
+                actor.id,
+                idempotent.key,
+                StoredResponse(idempotent.fingerprint, outcome.status, outcome.body),
             )
-            if idempotent is not None:
-                await self.idempotency.remember(
-                    conn,
-                    actor.id,
-                    idempotent.key,
-                    StoredResponse(idempotent.fingerprint, outcome.status, outcome.body),
-                )
-            return outcome
+        return outcome
 
     async def _with_quota(
         self, conn: asyncpg.Connection, command: Command, state: KeyState | None, org_id: str
@@ -150,6 +236,12 @@ class KeyCommandHandler:
         async with self.pool.acquire() as conn:
             state = await self.store.load_state(conn, key_id)
         return state if state is not None and state.org_id == org_id else None
+
+
+def _unavailable(cause: BaseException | None) -> KeyledgerError:
+    error = KeyledgerError("unavailable", "the command was not recorded; retry")
+    error.__cause__ = cause
+    return error
 
 
 def _replay(stored: StoredResponse, idempotent: IdempotentRequest) -> CommandOutcome:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from uuid import uuid4
 
 import asyncpg
@@ -31,6 +32,8 @@ _COLUMNS = (
     "position, event_id, event_type, schema_version, org_id, key_id, stream_version,"
     " occurred_at, actor, data, hash"
 )
+# The columns ``envelope_from_row`` reads, for other readers of the log (audit queries).
+EVENT_COLUMNS = _COLUMNS
 
 
 def envelope_from_row(row: asyncpg.Record) -> Envelope:
@@ -59,6 +62,14 @@ def fold_envelopes(envelopes: Sequence[Envelope], state: KeyState | None = None)
     return state
 
 
+@dataclass(slots=True)
+class LogHead:
+    """The last position and hash of the log, carried through a batch of appends."""
+
+    position: int
+    hash: str
+
+
 class EventStore:
     """Appends to and reads from the ``events`` table."""
 
@@ -73,16 +84,20 @@ class EventStore:
         *,
         actor: Actor,
         expected_version: int,
+        head: LogHead | None = None,
     ) -> list[Envelope]:
         """Append ``events`` to one key's stream. Call inside a transaction after ``lock``.
 
         ``expected_version`` is the stream version the events were decided
         against; the unique (key_id, stream_version) constraint is the backstop.
+        A caller appending several times in one transaction passes the ``head``
+        from ``read_head`` (it is advanced here) and calls ``notify`` once at
+        the end; without one, the head is read and listeners are notified here.
         """
-        head = await conn.fetchrow(
-            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
-        )
-        position, previous_hash = (head["position"], head["hash"]) if head else (0, GENESIS_HASH)
+        standalone = head is None
+        if head is None:
+            head = await self.read_head(conn)
+        position, previous_hash = head.position, head.hash
         sealed = []
         version = expected_version
         for event in events:
@@ -117,9 +132,23 @@ class EventStore:
                 ) from exc
             previous_hash = envelope.hash
             sealed.append(envelope)
-        if sealed:
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position))
+        head.position, head.hash = position, previous_hash
+        if sealed and standalone:
+            await self.notify(conn, position)
         return sealed
+
+    async def read_head(self, conn: asyncpg.Connection) -> LogHead:
+        """The log's last position and hash (0 and the genesis hash when empty)."""
+        row = await conn.fetchrow(
+            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        )
+        return LogHead(row["position"], row["hash"]) if row else LogHead(0, GENESIS_HASH)
+
+    async def notify(self, conn: asyncpg.Connection, position: int) -> None:
+        """Tell listeners (relay, projections, indexes) the log reached ``position``.
+
+        Delivered at commit, so a listener never reads ahead of what is visible."""
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position))
 
     async def load_stream(self, conn: asyncpg.Connection, key_id: str) -> list[Envelope]:
         """Every event of one key, in stream order."""
