@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from service.cli import admin, dev, events, serve
+from service.cli import admin, audit, dev, events, projections, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keyledger", description="Event-sourced API key lifecycle service."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (serve, dev, admin, events):
+    for module in (serve, dev, admin, projections, audit, events):
         module.register(commands)
     return parser
 

@@ -11,11 +11,12 @@ from aiohttp import web
 
 from service.callers import CallerAuthenticator
 from service.expiry import ExpirySweeper
-from service.http import key_routes, verify_routes
+from service.http import key_routes, query_routes, verify_routes
 from service.http.body import MAX_BODY_BYTES
 from service.http.context import CALLERS, COMMANDS, POOL, SETTINGS
 from service.http.middleware import request_context
 from service.http.outbox_side import run_outbox_relay
+from service.http.read_side import run_projections
 from service.key_commands import KeyCommandHandler
 from service.settings import Settings
 from service.store.migrate import migrate
@@ -74,7 +75,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(verify_routes.verification_context)
     app.cleanup_ctx.append(_expiry_sweeper)
     app.cleanup_ctx.append(run_outbox_relay)
+    app.cleanup_ctx.append(run_projections)
     app.router.add_get("/healthz", healthz)
     app.add_routes(key_routes.routes)
     app.add_routes(verify_routes.routes)
+    app.add_routes(query_routes.routes)
     return app

@@ -39,7 +39,6 @@ from service.http.schemas import (
     is_org_id,
 )
 from service.key_commands import CommandOutcome, IdempotentRequest
-from service.key_view import render_key
 
 routes = web.RouteTableDef()
 _IF_MATCH = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
@@ -246,20 +245,6 @@ async def rotate_key(request: web.Request) -> web.Response:
         **material,
     )
     return await _run(request, ctx, command, raw, handed_out)
-
-
-@routes.get("/v1/orgs/{org_id}/keys/{key_id}")
-async def get_key(request: web.Request) -> web.Response:
-    caller = await authenticate(request)
-    caller.require("keys:read")
-    org_id = visible_org(request, caller)
-    state = await request.app[COMMANDS].load_state(org_id, path_key_id(request))
-    if state is None:
-        raise KeyledgerError("key_not_found", "no such key")
-    etag = f'"{state.version}"'
-    if request.headers.get("If-None-Match") == etag:
-        return web.Response(status=304, headers={"ETag": etag})
-    return web.json_response(render_key(state, utc_now()), headers={"ETag": etag})
 
 
 __all__ = ["CALLERS", "routes"]

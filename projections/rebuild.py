@@ -1,0 +1,139 @@
+"""Rebuilding a projection from the first event, while the service keeps answering.
+
+1. Fill a fresh table (``<table>_rebuild``, a ``LIKE`` copy of the live one)
+   from position 1 to the log head, in large batches, outside any lock.
+2. Swap, in one short transaction: lock the projection's checkpoint row (the
+   live runners wait), lock the live table, apply whatever the live table got
+   meanwhile, carry over what events do not hold, drop the live table, rename
+   the fresh one in its place, and move the checkpoint.
+
+Readers see either the old table or the new one, never a half-built one;
+queries that arrive during the swap wait a moment and then read the new table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from projections.runner import Projection, check_contiguous, lock_checkpoint, save_checkpoint
+from service.store.event_store import EventStore
+
+log = structlog.get_logger(__name__)
+
+
+class RebuildRefused(RuntimeError):
+    """The projection cannot be rebuilt now (no table, or a rebuild is running)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    """What a rebuild did."""
+
+    name: str
+    events: int
+    position: int
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+async def _fill(
+    conn: asyncpg.Connection,
+    target: Projection,
+    store: EventStore,
+    name: str,
+    after: int,
+    until: int,
+    batch_size: int,
+) -> int:
+    """Apply events (after, until] to ``target``; returns the last position applied."""
+    position = after
+    while position < until:
+        async with conn.transaction():
+            envelopes = await store.read_after(conn, position, min(batch_size, until - position))
+            if not envelopes:
+                break
+            check_contiguous(name, position, envelopes)
+            await target.apply(conn, envelopes)
+        position = envelopes[-1].position
+    return position
+
+
+async def _swap(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    fresh: str,
+    store: EventStore,
+    filled_to: int,
+    batch_size: int,
+) -> int:
+    live = projection.table
+    assert live is not None
+    async with conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '10s'")
+        checkpoint = await lock_checkpoint(conn, projection.name)
+        await conn.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
+        target = projection.on_table(fresh)
+        position = await _fill(
+            conn, target, store, projection.name, filled_to, checkpoint, batch_size
+        )
+        await projection.carry_over(conn, live, fresh)
+        indexes = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = $1", fresh)
+        await conn.execute(f"DROP TABLE {live}")
+        await conn.execute(f"ALTER TABLE {fresh} RENAME TO {live}")
+        for row in indexes:
+            # LIKE … INCLUDING ALL named them after the fresh table; give back the live names.
+            old_name = row["indexname"]
+            if old_name.startswith(fresh):
+                await conn.execute(
+                    f"ALTER INDEX {old_name} RENAME TO {live}{old_name[len(fresh) :]}"
+                )
+        await save_checkpoint(conn, projection.name, position)
+        return position
+
+
+async def rebuild(
+    pool: asyncpg.Pool, projection: Projection, *, batch_size: int = 5000
+) -> RebuildReport:
+    """Rebuild ``projection`` from event 1 into a fresh table and swap it in atomically."""
+    live = projection.table
+    if live is None:
+        raise RebuildRefused(f"{projection.name} has no table to rebuild")
+    fresh = f"{live}_rebuild"
+    store = EventStore()
+    started = time.perf_counter()
+    async with pool.acquire() as conn:
+        locked = await conn.fetchval(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", f"rebuild:{projection.name}"
+        )
+        if not locked:
+            raise RebuildRefused(f"a rebuild of {projection.name} is already running")
+        try:
+            await conn.execute(f"DROP TABLE IF EXISTS {fresh}")
+            await conn.execute(f"CREATE TABLE {fresh} (LIKE {live} INCLUDING ALL)")
+            try:
+                head = await store.head(conn)
+                target = projection.on_table(fresh)
+                filled = await _fill(conn, target, store, projection.name, 0, head, batch_size)
+                position = await _swap(conn, projection, fresh, store, filled, batch_size)
+            except BaseException:
+                await conn.execute(f"DROP TABLE IF EXISTS {fresh}")
+                raise
+        finally:
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtextextended($1, 0))", f"rebuild:{projection.name}"
+            )
+    report = RebuildReport(projection.name, position, position, time.perf_counter() - started)
+    log.info(
+        "projection_rebuilt",
+        projection=projection.name,
+        events=report.events,
+        seconds=round(report.seconds, 3),
+    )
+    return report

@@ -1,0 +1,263 @@
+"""The projection runner: feeds the event log to every projection, exactly once.
+
+Each projection has a checkpoint row in ``projection_checkpoints``. One batch
+is one transaction: lock the checkpoint row, read the events after it in
+position order, let the projection apply them, move the checkpoint. The
+changes and the checkpoint commit together, so an event is applied exactly
+once, and the row lock makes replicas (and a rebuild's swap) take turns.
+
+The runner catches up from the log, then follows it: PostgreSQL ``LISTEN`` on
+the channel every append notifies, plus ``wake()`` for callers in this
+process. A slow fallback poll is only a safety net for a lost notification.
+
+Positions are dense (appends are serialized by one advisory lock, see
+``service.store.event_store``), so an event that commits late cannot be
+overtaken. The runner still checks that every batch starts at checkpoint + 1
+and has no holes; a gap means the log is damaged, and the projection stops
+rather than skip an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncpg
+import structlog
+
+from events.models import Envelope
+from service.store.event_store import NOTIFY_CHANNEL, EventStore
+
+log = structlog.get_logger(__name__)
+
+
+class Projection(Protocol):
+    """A read model built from the log. Everything runs inside the runner's transaction."""
+
+    #: The projection's name; also its checkpoint row and its CLI name.
+    name: str
+    #: The table a rebuild recreates, or None when there is nothing to rebuild.
+    table: str | None
+
+    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        """Apply consecutive events, in position order, to the projection's table."""
+
+    def on_table(self, table: str) -> Projection:
+        """The same projection writing to another table (a rebuild's fresh copy)."""
+
+    async def carry_over(self, conn: asyncpg.Connection, old_table: str, new_table: str) -> None:
+        """Copy what the events do not hold (e.g. ``last_used_at``) into a rebuilt table."""
+
+
+class ProjectionGap(RuntimeError):
+    """The log skipped a position: applying on would silently lose an event."""
+
+    def __init__(self, projection: str, expected: int, found: int) -> None:
+        super().__init__(f"{projection}: expected position {expected}, found {found}")
+        self.expected = expected
+        self.found = found
+
+
+def check_contiguous(name: str, checkpoint: int, envelopes: Sequence[Envelope]) -> None:
+    """Refuse a batch that does not continue exactly at ``checkpoint`` + 1."""
+    expected = checkpoint + 1
+    for envelope in envelopes:
+        if envelope.position != expected:
+            raise ProjectionGap(name, expected, envelope.position)
+        expected += 1
+
+
+async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:
+    """Lock a projection's checkpoint row for this transaction; returns its position."""
+    await conn.execute(
+        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+        name,
+    )
+    return await conn.fetchval(
+        "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE", name
+    )
+
+
+async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) -> None:
+    """Move a projection's checkpoint (inside the transaction that applied the events)."""
+    await conn.execute(
+        "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
+        name,
+        position,
+    )
+
+
+async def apply_next_batch(
+    conn: asyncpg.Connection, projection: Projection, store: EventStore, batch_size: int
+) -> tuple[int, int]:
+    """One exactly-once step: (new checkpoint, events applied). Opens its own transaction."""
+    async with conn.transaction():
+        checkpoint = await lock_checkpoint(conn, projection.name)
+        envelopes = await store.read_after(conn, checkpoint, batch_size)
+        if not envelopes:
+            return checkpoint, 0
+        check_contiguous(projection.name, checkpoint, envelopes)
+        await projection.apply(conn, envelopes)
+        position = envelopes[-1].position
+        await save_checkpoint(conn, projection.name, position)
+        return position, len(envelopes)
+
+
+@dataclass
+class _Follower:
+    """The runner's view of one projection."""
+
+    projection: Projection
+    position: int = 0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class ProjectionRunner:
+    """Runs projections in the background and tells how far each one is."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        database_url: str,
+        projections: Sequence[Projection],
+        *,
+        batch_size: int = 1000,
+        fallback_poll_seconds: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self.database_url = database_url
+        self.batch_size = batch_size
+        self.fallback_poll_seconds = fallback_poll_seconds
+        self.store = EventStore()
+        self._followers = {p.name: _Follower(p) for p in projections}
+        self._progress = asyncio.Condition()
+        self._log_head = 0
+        self._listener: asyncpg.Connection | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening and following; returns once every follower has started."""
+        async with self.pool.acquire() as conn:
+            self._log_head = await self.store.head(conn)
+            for follower in self._followers.values():
+                async with conn.transaction():
+                    follower.position = await lock_checkpoint(conn, follower.projection.name)
+        self._listen_task = asyncio.create_task(self._listen(), name="projection-listener")
+        for name, follower in self._followers.items():
+            follower.task = asyncio.create_task(self._follow(follower), name=f"projection-{name}")
+
+    async def stop(self) -> None:
+        """Stop every task and close the listening connection."""
+        tasks = [f.task for f in self._followers.values() if f.task] + [self._listen_task]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        for task in tasks:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+
+    # -- what others ask -----------------------------------------------------
+
+    def wake(self, position: int | None = None) -> None:
+        """Tell every projection that the log has grown (to ``position`` if known)."""
+        if position is not None:
+            self._log_head = max(self._log_head, position)
+        for follower in self._followers.values():
+            follower.wakeup.set()
+
+    def position(self, name: str) -> int:
+        """The last position projection ``name`` has applied."""
+        return self._followers[name].position
+
+    def lag(self) -> dict[str, int]:
+        """Events each projection is behind the newest position this runner has heard of."""
+        return {
+            name: max(0, self._log_head - follower.position)
+            for name, follower in self._followers.items()
+        }
+
+    def failures(self) -> dict[str, str]:
+        """Projections that stopped for good (a gap in the log), with the reason."""
+        return {name: f.failure for name, f in self._followers.items() if f.failure}
+
+    async def wait_for(self, name: str, position: int, within: float = 1.0) -> bool:
+        """Wait up to ``within`` seconds for projection ``name`` to apply ``position``."""
+        follower = self._followers[name]
+        if follower.position >= position:
+            return True
+        if follower.failure is not None:
+            return False
+        self.wake(position)
+        try:
+            async with asyncio.timeout(within), self._progress:
+                await self._progress.wait_for(lambda: follower.position >= position)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- the work ------------------------------------------------------------
+
+    async def _follow(self, follower: _Follower) -> None:
+        name = follower.projection.name
+        while True:
+            follower.wakeup.clear()  # before reading, so a wake during the catch-up is kept
+            try:
+                await self._catch_up(follower)
+            except asyncio.CancelledError:
+                raise
+            except ProjectionGap as exc:
+                follower.failure = str(exc)
+                log.error("projection_gap", projection=name, expected=exc.expected, found=exc.found)
+                return
+            except Exception:
+                log.exception("projection_failed", projection=name, position=follower.position)
+                await asyncio.sleep(1.0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.fallback_poll_seconds):
+                    await follower.wakeup.wait()
+
+    async def _catch_up(self, follower: _Follower) -> None:
+        while True:
+            async with self.pool.acquire() as conn:
+                position, applied = await apply_next_batch(
+                    conn, follower.projection, self.store, self.batch_size
+                )
+            follower.position = position
+            self._log_head = max(self._log_head, position)
+            async with self._progress:
+                self._progress.notify_all()
+            if applied < self.batch_size:
+                return
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.wake(int(payload) if payload.isdigit() else None)
+
+    async def _listen(self) -> None:
+        """Keep a LISTEN connection open; reconnect (and catch up) when it drops."""
+        while True:
+            try:
+                self._listener = await asyncpg.connect(self.database_url)
+                await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                self.wake()  # anything appended while we were not listening
+                closed = asyncio.Event()
+                self._listener.add_termination_listener(lambda _c, lost=closed: lost.set())
+                await closed.wait()
+                log.warning("projection_listener_lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("projection_listener_failed")
+            await asyncio.sleep(1.0)

@@ -1,0 +1,61 @@
+"""``keyledger projections rebuild [NAME]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from projections.catalog import all_projections, projection_named
+from projections.rebuild import RebuildRefused, RebuildReport, rebuild
+from service.http.app import connect_database
+from service.log_config import configure_logging
+from service.settings import Settings
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    group = commands.add_parser("projections", help="read models built from the event log")
+    tasks = group.add_subparsers(dest="task", required=True)
+    rebuild_cmd = tasks.add_parser(
+        "rebuild",
+        help="rebuild from the first event into a fresh table and swap it in (service may run)",
+    )
+    rebuild_cmd.add_argument(
+        "name", nargs="?", help="the projection (default: all); e.g. key_views"
+    )
+    rebuild_cmd.add_argument(
+        "--batch-size", type=int, default=5000, help="events per read (default 5000)"
+    )
+    rebuild_cmd.set_defaults(run=run_rebuild)
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    try:
+        chosen = [projection_named(args.name)] if args.name else all_projections()
+    except KeyError as exc:
+        raise RuntimeError(exc.args[0]) from exc
+    if args.batch_size < 1:
+        raise RuntimeError("--batch-size must be at least 1")
+
+    async def rebuild_all() -> list[RebuildReport]:
+        pool = await connect_database(settings)
+        try:
+            return [
+                await rebuild(pool, projection, batch_size=args.batch_size)
+                for projection in chosen
+                if projection.table is not None
+            ]
+        finally:
+            await pool.close()
+
+    try:
+        reports = asyncio.run(rebuild_all())
+    except RebuildRefused as exc:
+        raise RuntimeError(str(exc)) from exc
+    for report in reports:
+        print(
+            f"{report.name}: rebuilt up to position {report.position} in"
+            f" {report.seconds:.2f}s ({report.events_per_second:,.0f} events/s)"
+        )
+    return 0

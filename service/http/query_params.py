@@ -1,0 +1,169 @@
+"""Query strings of the read endpoints, parsed strictly (SPEC §6).
+
+Every refusal is a 422 with a stable code: ``invalid_limit``,
+``invalid_cursor``, ``invalid_min_position``, ``invalid_timestamp``,
+``invalid_time_range``, ``unknown_status``, ``unknown_event_type``, and
+``validation_error`` for an unknown parameter or a malformed value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Collection, Mapping
+from datetime import datetime
+
+from multidict import MultiMapping
+
+from events.models import EVENT_TYPES
+from projections.key_views import STATUSES, KeyFilter
+from service.domain.ids import is_key_id
+from service.errors import KeyledgerError
+from service.http.schemas import is_org_id
+
+_POSITION = re.compile(r"^[0-9]{1,18}$")
+_ACTOR = re.compile(r"^[\x21-\x7e]{1,255}$")
+KEY_TYPES = ("secret", "embed", "signing")
+ENVIRONMENTS = ("live", "test")
+KEY_LIST_PARAMS = ("status", "type", "environment", "limit", "cursor", "min_position")
+AUDIT_PARAMS = (
+    *("org_id", "key_id", "event_type", "actor", "since", "until", "after", "limit"),
+    "min_position",
+)
+
+
+def _invalid(code: str, name: str, message: str) -> KeyledgerError:
+    return KeyledgerError(code, message, [{"loc": ["query", name], "msg": message}])
+
+
+def reject_unknown(query: MultiMapping[str], allowed: Collection[str]) -> None:
+    """Refuse unknown or repeated parameters (a typo must not be silently ignored)."""
+    for name in set(query.keys()):
+        if name not in allowed:
+            raise _invalid("validation_error", name, f"unknown query parameter {name!r}")
+        if len(query.getall(name)) > 1:
+            raise _invalid("validation_error", name, f"{name} is given more than once")
+
+
+def limit_of(query: Mapping[str, str], *, default: int, maximum: int) -> int:
+    """``limit``: an integer from 1 to ``maximum``."""
+    raw = query.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise _invalid("invalid_limit", "limit", f"limit must be an integer from 1 to {maximum}")
+    return int(raw)
+
+
+def position_of(query: Mapping[str, str], name: str, code: str) -> int | None:
+    """A non-negative log position (``min_position``, ``after``), or None when absent."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not _POSITION.match(raw):
+        raise _invalid(code, name, f"{name} must be a non-negative integer position")
+    return int(raw)
+
+
+def min_position_of(query: Mapping[str, str]) -> int | None:
+    """``min_position``: the consistency token a command returned."""
+    return position_of(query, "min_position", "invalid_min_position")
+
+
+def choice_of(
+    query: Mapping[str, str], name: str, choices: Collection[str], code: str = "validation_error"
+) -> str | None:
+    """A value from a closed set, or None when absent."""
+    raw = query.get(name)
+    if raw is None or raw in choices:
+        return raw
+    raise _invalid(code, name, f"{name} must be one of {', '.join(choices)}")
+
+
+def timestamp_of(query: Mapping[str, str], name: str) -> datetime | None:
+    """An ISO-8601 instant with a timezone, or None when absent."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise _invalid(
+            "invalid_timestamp", name, f"{name} must be ISO-8601 with a timezone, e.g. …Z"
+        )
+    return moment
+
+
+def key_filter_of(query: Mapping[str, str]) -> KeyFilter:
+    """The filters of the key list."""
+    return KeyFilter(
+        status=choice_of(query, "status", STATUSES, "unknown_status"),
+        type=choice_of(query, "type", KEY_TYPES),
+        environment=choice_of(query, "environment", ENVIRONMENTS),
+    )
+
+
+def audit_org_of(query: Mapping[str, str]) -> str | None:
+    """``org_id`` of the audit query (the reserved ``_system`` org included)."""
+    raw = query.get("org_id")
+    if raw is not None and raw != "_system" and not is_org_id(raw):
+        raise _invalid("validation_error", "org_id", "org_id is not a valid org id")
+    return raw
+
+
+def audit_key_of(query: Mapping[str, str]) -> str | None:
+    """``key_id`` of the audit query."""
+    raw = query.get("key_id")
+    if raw is not None and not is_key_id(raw):
+        raise _invalid("validation_error", "key_id", "key_id must be key_ + a 26-character ULID")
+    return raw
+
+
+def audit_event_type_of(query: Mapping[str, str]) -> str | None:
+    """``event_type`` of the audit query: one of the known event types."""
+    return choice_of(query, "event_type", tuple(EVENT_TYPES), "unknown_event_type")
+
+
+def audit_actor_of(query: Mapping[str, str]) -> str | None:
+    """``actor`` of the audit query: a service key id or another actor id."""
+    raw = query.get("actor")
+    if raw is not None and not _ACTOR.match(raw):
+        raise _invalid("validation_error", "actor", "actor must be 1-255 printable characters")
+    return raw
+
+
+# -- the key list's opaque cursor ------------------------------------------------
+
+
+def _filter_tag(where: KeyFilter) -> str:
+    return f"{where.status or ''}|{where.type or ''}|{where.environment or ''}"
+
+
+def encode_key_cursor(org_id: str, where: KeyFilter, last_key_id: str) -> str:
+    """A cursor for the page after ``last_key_id``; it is bound to the org and filters."""
+    payload = json.dumps({"o": org_id, "f": _filter_tag(where), "k": last_key_id})
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_key_cursor(raw: str | None, org_id: str, where: KeyFilter) -> str | None:
+    """The key id a cursor continues after; 422 ``invalid_cursor`` if it is not ours."""
+    if raw is None:
+        return None
+    message = "cursor is not a next_cursor of this list (same org and filters)"
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise _invalid("invalid_cursor", "cursor", message) from exc
+    if (
+        not isinstance(payload, dict)
+        or payload.get("o") != org_id
+        or payload.get("f") != _filter_tag(where)
+        or not isinstance(payload.get("k"), str)
+        or not is_key_id(payload["k"])
+    ):
+        raise _invalid("invalid_cursor", "cursor", message)
+    return payload["k"]
