@@ -9,7 +9,6 @@ batches with ``record_last_used``, and a rebuild carries it over.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -78,7 +77,7 @@ class KeyFilter:
     environment: str | None = None
 
 
-def _row(state: KeyState) -> tuple[Any, ...]:
+def _row(state: KeyState, position: int) -> tuple[Any, ...]:
     return (
         state.key_id,
         state.org_id,
@@ -101,7 +100,7 @@ def _row(state: KeyState) -> tuple[Any, ...]:
         state.revoked_at,
         state.previous_valid_until,
         state.version,
-        state.position,
+        position,
     )
 
 
@@ -136,19 +135,20 @@ def view_from_record(record: asyncpg.Record) -> KeyView:
     return KeyView(state, record["last_used_at"])
 
 
-def fold_batch(envelopes: Sequence[Envelope], known: dict[str, KeyState]) -> dict[str, KeyState]:
-    """The new state of every key touched by ``envelopes``, starting from ``known``."""
-    changed: dict[str, KeyState] = {}
-    positions: dict[str, int] = {}
+def fold_batch(
+    envelopes: Sequence[Envelope], known: dict[str, KeyState]
+) -> dict[str, tuple[KeyState, int]]:
+    """(new state, position of its last event) of every key ``envelopes`` touch.
+
+    The position is kept beside the state rather than copied into it: one
+    ``dataclasses.replace`` per key is a measurable share of a rebuild.
+    """
+    changed: dict[str, tuple[KeyState, int]] = {}
     for envelope in envelopes:
         key_id = envelope.key_id
-        previous = changed.get(key_id) or known.get(key_id)
-        changed[key_id] = evolve(previous, to_domain_event(envelope))
-        positions[key_id] = envelope.position
-    return {
-        key_id: dataclasses.replace(state, position=positions[key_id])
-        for key_id, state in changed.items()
-    }
+        previous = changed[key_id][0] if key_id in changed else known.get(key_id)
+        changed[key_id] = (evolve(previous, to_domain_event(envelope)), envelope.position)
+    return changed
 
 
 class KeyViews:
@@ -180,11 +180,17 @@ class KeyViews:
         needed = list({e.key_id for e in envelopes} - born_here)
         known = await self._states(conn, needed) if needed else {}
         changed = fold_batch(envelopes, known)
-        await self.save(conn, changed.values())
+        new = [_row(*changed[key_id]) for key_id in born_here]
+        if new:
+            # Keys born in this batch have no row yet: COPY is several times faster.
+            await conn.copy_records_to_table(self.table, records=new, columns=_STATE_COLUMNS)
+        await self.save(conn, (v for k, v in changed.items() if k not in born_here))
 
-    async def save(self, conn: asyncpg.Connection, states: Iterable[KeyState]) -> None:
-        """Insert or replace the rows of ``states`` (``last_used_at`` is left alone)."""
-        await conn.executemany(self._upsert, [_row(s) for s in states])
+    async def save(self, conn: asyncpg.Connection, states: Iterable[tuple[KeyState, int]]) -> None:
+        """Insert or replace the rows of (state, position) (``last_used_at`` is left alone)."""
+        rows = [_row(s, p) for s, p in states]
+        if rows:
+            await conn.executemany(self._upsert, rows)
 
     async def carry_over(self, conn: asyncpg.Connection, old_table: str, new_table: str) -> None:
         """Keep ``last_used_at``, which no event records, across a rebuild."""

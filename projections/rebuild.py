@@ -13,12 +13,14 @@ queries that arrive during the swap wait a moment and then read the new table.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
 
+from events.models import Envelope
 from projections.runner import Projection, check_contiguous, lock_checkpoint, save_checkpoint
 from service.store.event_store import EventStore
 
@@ -51,17 +53,37 @@ async def _fill(
     after: int,
     until: int,
     batch_size: int,
+    reader: asyncpg.Connection | None = None,
 ) -> int:
-    """Apply events (after, until] to ``target``; returns the last position applied."""
+    """Apply events (after, until] to ``target``; returns the last position applied.
+
+    With a second ``reader`` connection the next page is read while this one
+    is applied, so the database works while Python folds (events never change,
+    so reading them on another connection is safe).
+    """
+    reader = reader or conn
+
+    async def page(position: int) -> list[Envelope]:
+        if position >= until:
+            return []
+        return await store.read_after(reader, position, min(batch_size, until - position))
+
     position = after
-    while position < until:
-        async with conn.transaction():
-            envelopes = await store.read_after(conn, position, min(batch_size, until - position))
-            if not envelopes:
-                break
-            check_contiguous(name, position, envelopes)
-            await target.apply(conn, envelopes)
+    envelopes = await page(position)
+    while envelopes:
+        upcoming = (
+            asyncio.ensure_future(page(envelopes[-1].position)) if reader is not conn else None
+        )
+        try:
+            async with conn.transaction():
+                check_contiguous(name, position, envelopes)
+                await target.apply(conn, envelopes)
+        except BaseException:
+            if upcoming is not None:
+                upcoming.cancel()
+            raise
         position = envelopes[-1].position
+        envelopes = await upcoming if upcoming is not None else await page(position)
     return position
 
 
@@ -120,7 +142,10 @@ async def rebuild(
             try:
                 head = await store.head(conn)
                 target = projection.on_table(fresh)
-                filled = await _fill(conn, target, store, projection.name, 0, head, batch_size)
+                async with pool.acquire() as reader:
+                    filled = await _fill(
+                        conn, target, store, projection.name, 0, head, batch_size, reader
+                    )
                 position = await _swap(conn, projection, fresh, store, filled, batch_size)
             except BaseException:
                 await conn.execute(f"DROP TABLE IF EXISTS {fresh}")

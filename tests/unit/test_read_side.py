@@ -53,12 +53,13 @@ def test_fold_batch_folds_per_key_and_keeps_the_last_position() -> None:
         previous_name="old",
     )
     other = generated("acme", "other")
-    states = fold_batch(sealed([born, other, rename]), {})
-    assert states[born.key_id].name == "new" and states[born.key_id].version == 2
-    assert states[born.key_id].position == 3 and states[other.key_id].position == 2
+    folded = fold_batch(sealed([born, other, rename]), {})
+    state, position = folded[born.key_id]
+    assert (state.name, state.version, position) == ("new", 2, 3)
+    assert folded[other.key_id][1] == 2
     # A later batch starts from what is known.
-    again = fold_batch(sealed([rename], first_position=4), states)
-    assert again[born.key_id].version == 3 and set(again) == {born.key_id}
+    again = fold_batch(sealed([rename], first_position=4), {born.key_id: state})
+    assert again[born.key_id][0].version == 3 and set(again) == {born.key_id}
 
 
 def test_key_cursor_round_trip_and_binding() -> None:
