@@ -115,8 +115,7 @@ async def generate_rate(database_url: str, clients: int, seconds: float) -> tupl
         )
         started = time.perf_counter()
         load.start()
-        while load.is_alive():
-            await asyncio.sleep(0.1)
+        await asyncio.to_thread(load.join)
         elapsed = time.perf_counter() - started
         ok, failed = queue.get(timeout=5)
         return ok / min(elapsed, seconds + 1), failed
