@@ -12,12 +12,12 @@ from projections.verification import Requirements, verify_bearer
 from projections.verification_index import SingleKey, VerificationIndex, entry_from_state
 from service.clock import utc_now
 from service.domain import key_material
+from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
 
-SYSTEM_ORG = "_system"
 SERVICE_SCOPES = ("keys:read", "keys:write", "keys:verify", "audit:read", "admin")
 _NO_REQUIREMENTS = Requirements()
 

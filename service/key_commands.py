@@ -20,14 +20,13 @@ from events.models import Actor, Envelope
 from service.clock import utc_now
 from service.domain.commands import ActiveKeyQuota, Command, EnableKey, GenerateKey
 from service.domain.decider import decide
+from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.key_view import render_key
 from service.store.event_store import EventStore, LogHead, fold_envelopes
 from service.store.idempotency import IdempotencyStore, StoredResponse
 from service.store.key_registry import KeyRegistry
-
-SYSTEM_ORG = "_system"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from events.models import Actor
-from service.callers import SERVICE_SCOPES, SYSTEM_ORG
+from service.callers import SERVICE_SCOPES
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import GenerateKey
 from service.domain.ids import new_key_id
+from service.domain.orgs import ORG_PATTERN, SYSTEM_ORG
 from service.errors import KeyledgerError
-from service.http.schemas import ORG_PATTERN
 from service.key_commands import KeyCommandHandler
 
 

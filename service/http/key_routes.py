@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from events.models import Actor, RateLimit
-from service.callers import SYSTEM_ORG, Caller
+from service.callers import Caller
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import (
@@ -24,6 +24,7 @@ from service.domain.commands import (
 )
 from service.domain.durations import expiry_from, parse_grace_period
 from service.domain.ids import is_key_id, new_key_id
+from service.domain.orgs import SYSTEM_ORG, is_org_id
 from service.errors import KeyledgerError
 from service.http.body import read_model
 from service.http.context import CALLERS, COMMANDS, SETTINGS, authenticate
@@ -36,7 +37,6 @@ from service.http.schemas import (
     RevokeKeyBody,
     RotateKeyBody,
     check_service_key,
-    is_org_id,
 )
 from service.key_commands import CommandOutcome, IdempotentRequest
 

@@ -20,8 +20,8 @@ from multidict import MultiMapping
 from events.models import EVENT_TYPES
 from projections.key_views import STATUSES, KeyFilter
 from service.domain.ids import is_key_id
+from service.domain.orgs import is_org_id
 from service.errors import KeyledgerError
-from service.http.schemas import is_org_id
 
 _POSITION = re.compile(r"^[0-9]{1,18}$")
 _ACTOR = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -110,7 +110,7 @@ def key_filter_of(query: Mapping[str, str]) -> KeyFilter:
 def audit_org_of(query: Mapping[str, str]) -> str | None:
     """``org_id`` of the audit query (the reserved ``_system`` org included)."""
     raw = query.get("org_id")
-    if raw is not None and raw != "_system" and not is_org_id(raw):
+    if raw is not None and not is_org_id(raw):
         raise _invalid("validation_error", "org_id", "org_id is not a valid org id")
     return raw
 

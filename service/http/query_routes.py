@@ -17,8 +17,9 @@ from events.codec import envelope_body
 from events.models import Envelope
 from projections.key_views import NAME as KEY_VIEWS
 from projections.key_views import KeyViews
-from service.callers import SYSTEM_ORG, Caller
+from service.callers import Caller
 from service.clock import utc_now
+from service.domain.orgs import SYSTEM_ORG
 from service.errors import KeyledgerError
 from service.http import query_params as q
 from service.http.context import POOL, authenticate

@@ -17,11 +17,11 @@ from pydantic import (
 )
 
 from events.models import RevokeReason
-from service.callers import SERVICE_SCOPES, SYSTEM_ORG
+from service.callers import SERVICE_SCOPES
 from service.domain.durations import parse_grace_period
+from service.domain.orgs import ORG_PATTERN
 from service.errors import KeyledgerError
 
-ORG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SCOPE = re.compile(r"^[a-z][a-z0-9_.:*-]{0,63}$")
 _ORIGIN = re.compile(
     r"^https?://(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
@@ -135,8 +135,3 @@ class RotateKeyBody(StrictBody):
     def _grace(self) -> RotateKeyBody:
         parse_grace_period(self.grace_period)
         return self
-
-
-def is_org_id(value: str) -> bool:
-    """A tenant id, or the reserved service-key org."""
-    return value == SYSTEM_ORG or bool(ORG_PATTERN.match(value))
