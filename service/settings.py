@@ -39,6 +39,10 @@ class Settings(BaseModel):
     # Verification index: PostgreSQL poll when no NOTIFY comes; last_used_at flush period.
     verify_fallback_poll_seconds: float = Field(2.0, gt=0)
     usage_flush_interval_seconds: float = Field(10.0, gt=0, le=50)
+    # /readyz: how many events the index, projections and outbox relay may trail the log head.
+    ready_max_lag: int = Field(100, ge=0)
+    # `keyledger serve`: seconds to let in-flight requests finish after SIGTERM.
+    shutdown_timeout_seconds: float = Field(10.0, gt=0)
     log_level: str = "info"
 
     @classmethod

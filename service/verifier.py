@@ -9,6 +9,7 @@ index advances) and then, if still behind, is answered from PostgreSQL.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -67,6 +68,8 @@ class Verifier:
         self.usage = usage
         self.store = EventStore()
         self.registry = KeyRegistry()
+        # Verdicts by code, exported by /metrics; a dict increment keeps the hot path cheap.
+        self.outcomes: Counter[str] = Counter()
 
     def check(
         self,
@@ -87,6 +90,7 @@ class Verifier:
             )
         if verdict.valid and verdict.entry is not None:
             self.usage.touch(verdict.entry.key_id, now)
+        self.outcomes[verdict.code] += 1
         return verdict
 
     async def verify(

@@ -38,7 +38,9 @@ def serve_app(settings: Settings, on_ready: str | None = None) -> None:
         port=settings.port,
         print=(lambda _: print(on_ready, flush=True)) if on_ready else None,
         access_log=None,
-        shutdown_timeout=10,
+        # SIGTERM/SIGINT: stop accepting, give in-flight requests this long, then run the
+        # app's cleanup in the order documented in service/http/app.py.
+        shutdown_timeout=settings.shutdown_timeout_seconds,
     )
 
 

@@ -11,9 +11,10 @@ from aiohttp import web
 
 from service.callers import CallerAuthenticator
 from service.expiry import ExpirySweeper
-from service.http import key_routes, query_routes, verify_routes
+from service.http import health_routes, key_routes, openapi, query_routes, verify_routes
 from service.http.body import MAX_BODY_BYTES
 from service.http.context import CALLERS, COMMANDS, POOL, SETTINGS
+from service.http.metrics import install_metrics
 from service.http.middleware import request_context
 from service.http.outbox_side import run_outbox_relay
 from service.http.read_side import run_projections
@@ -61,22 +62,25 @@ async def _expiry_sweeper(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-async def healthz(_: web.Request) -> web.Response:
-    """The process is up."""
-    return web.json_response({"status": "ok"})
-
-
 def create_app(settings: Settings) -> web.Application:
     """The keyledger API, ready to be run by ``web.run_app`` or a test server."""
     settings.pepper_bytes  # noqa: B018 - fail at construction, not on the first request
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_context])
     app[SETTINGS] = settings
+    # Shutdown order (SIGTERM, see `keyledger serve`): aiohttp first stops accepting
+    # connections and lets in-flight requests finish (`shutdown_timeout`), then tears the
+    # cleanup_ctx entries down in REVERSE order of this list:
+    #   expiry sweeper (no new events) → projections → outbox relay (publishes what the
+    #   requests committed, then drains NATS) → verification (flushes last_used_at,
+    #   closes its JetStream feed) → database pool (last: everything above uses it).
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(verify_routes.verification_context)
-    app.cleanup_ctx.append(_expiry_sweeper)
     app.cleanup_ctx.append(run_outbox_relay)
     app.cleanup_ctx.append(run_projections)
-    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(_expiry_sweeper)
+    install_metrics(app)
+    app.add_routes(health_routes.routes)
+    app.add_routes(openapi.routes)
     app.add_routes(key_routes.routes)
     app.add_routes(verify_routes.routes)
     app.add_routes(query_routes.routes)

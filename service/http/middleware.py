@@ -12,6 +12,7 @@ from aiohttp import web
 
 from service.errors import KeyledgerError
 from service.http.errors import error_response
+from service.log_config import log_access
 
 log = structlog.get_logger("keyledger.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -19,6 +20,9 @@ REQUEST_ID = web.RequestKey("request_id", str)
 CALLER_ID = web.RequestKey("caller_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Sees every request: (route template, method, status, seconds); set by service.http.metrics.
+RequestObserver = Callable[[str, str, int, float], None]
+REQUEST_OBSERVER = web.AppKey("request_observer", RequestObserver)
 
 
 def request_id_of(request: web.Request) -> str:
@@ -60,13 +64,17 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         log.exception("unhandled_error", request_id=request_id, route=_route_name(request))
         response = error_response("internal_error", "internal error", request_id)
     response.headers["X-Request-Id"] = request_id
-    log.info(
-        "request",
-        request_id=request_id,
-        method=request.method,
-        route=_route_name(request),
-        status=response.status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        caller_key_id=request.get(CALLER_ID),
+    seconds = time.perf_counter() - started
+    route = _route_name(request)
+    observe = request.app.get(REQUEST_OBSERVER)
+    if observe is not None:
+        observe(route, request.method, response.status, seconds)
+    log_access(
+        request_id,
+        request.method,
+        route,
+        response.status,
+        round(seconds * 1000, 3),
+        request.get(CALLER_ID),
     )
     return response

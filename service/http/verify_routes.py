@@ -115,6 +115,7 @@ async def authorize(request: web.Request) -> web.Response:
     credential = _forwarded_credential(request)
     if credential is None:
         verdict = Verdict("MALFORMED")
+        request.app[VERIFIER].outcomes[verdict.code] += 1
     else:
         verdict = await request.app[VERIFIER].verify(
             credential, requirements, min_position=min_position, can_see_org=caller.can_see_org

@@ -238,14 +238,21 @@ class OutboxRelay:
                     await self._pause(self.tuning.poll_interval_seconds)
                 else:
                     await self._pause(self._backoff.next())
+            if not conn.is_closed():
+                # Stopping (SIGTERM): requests have finished, so publish what they committed
+                # now rather than leave it to the next start (bounded by stop_timeout_seconds).
+                await self._relay_pending(conn, draining=True)
         finally:
             self.is_leader = False
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 2)
 
-    async def _relay_pending(self, conn: asyncpg.Connection) -> bool:
-        """Publish batches until caught up (True) or NATS fails (False)."""
-        while not self._stopping:
+    async def _relay_pending(self, conn: asyncpg.Connection, draining: bool = False) -> bool:
+        """Publish batches until caught up (True) or NATS fails (False).
+
+        A stop request ends the loop early, unless ``draining`` (the last pass on stop).
+        """
+        while draining or not self._stopping:
             try:
                 js = await self._jetstream()
             except StreamConfigMismatch:

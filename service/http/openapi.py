@@ -1,0 +1,320 @@
+"""``GET /openapi.json``: the API description, built from the models the handlers use.
+
+Request bodies are the pydantic models the handlers validate with
+(``service.http.schemas``, ``VerifyBody``); answers are the models of
+``service.http.response_shapes``; query parameters are built from the same
+constants ``service.http.query_params`` checks against. ``OPERATIONS`` below
+is the one table of route → description; a test checks it names every route
+the app serves, and a schemathesis run checks the server against it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from events.models import EVENT_TYPES
+from projections.key_views import STATUSES
+from service.http import response_shapes as shapes
+from service.http.query_params import ENVIRONMENTS, KEY_TYPES
+from service.http.schemas import (
+    DisableKeyBody,
+    EnableKeyBody,
+    GenerateKeyBody,
+    RenameKeyBody,
+    RevokeKeyBody,
+    RotateKeyBody,
+)
+from service.http.verify_routes import VerifyBody
+
+routes = web.RouteTableDef()
+_REF = "#/components/schemas/{model}"
+_ORG = {"type": "string", "pattern": r"^(_system|[a-z0-9][a-z0-9_-]{0,62})$"}
+_KEY_ID = {"type": "string", "pattern": r"^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$"}
+_POSITION = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
+
+
+def _param(where: str, name: str, schema: dict[str, Any], doc: str, required: bool = False) -> dict:
+    return {"in": where, "name": name, "required": required, "schema": schema, "description": doc}
+
+
+_MIN_POSITION = _param(
+    "query", "min_position", _POSITION, "Answer only from state at or past this log position."
+)
+_ORG_PATH = _param("path", "org_id", _ORG, "The tenant (or `_system` for service keys).", True)
+_KEY_PATH = _param("path", "key_id", _KEY_ID, "`key_` + a 26-character ULID.", True)
+_COMMAND_HEADERS = [
+    _param(
+        "header",
+        "Idempotency-Key",
+        {"type": "string", "minLength": 1, "maxLength": 255},
+        "A retry with the same key and body within 24 h returns the first result.",
+    ),
+    _param("header", "If-Match", {"type": "string"}, 'Conditional command: `"<version>"`.'),
+    _param(
+        "header",
+        "X-On-Behalf-Of",
+        {"type": "string", "maxLength": 255},
+        "Recorded in the event's actor (e.g. `user:42`).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route as ``/openapi.json`` describes it."""
+
+    method: str
+    path: str
+    summary: str
+    tag: str
+    security: str | None = "ServiceKey"
+    body: type[BaseModel] | None = None
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    # status → response model (None: no body); error statuses use the error shape.
+    answers: dict[str, type[BaseModel] | None] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+
+
+_AUTHENTICATED = ("400", "401", "403", "422", "429")
+_WITH_BODY = ("400", "413", "415", "422")
+_COMMAND = (*_AUTHENTICATED, *_WITH_BODY, "404", "409", "412")
+_READ = (*_AUTHENTICATED, "404", "503")
+
+
+def _command(path: str, summary: str, body: type[BaseModel], status: str = "200") -> Operation:
+    params = [_ORG_PATH] + ([_KEY_PATH] if "{key_id}" in path else []) + _COMMAND_HEADERS
+    return Operation(
+        "post",
+        path,
+        summary,
+        "commands",
+        body=body,
+        parameters=params,
+        answers={status: shapes.CommandResult},
+        errors=_COMMAND,
+    )
+
+
+_KEY = "/v1/orgs/{org_id}/keys/{key_id}"
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get", "/healthz", "The process is up", "operations", None, answers={"200": shapes.Health}
+    ),
+    Operation(
+        "get",
+        "/readyz",
+        "Database, NATS, index, projections and relay are healthy and caught up",
+        "operations",
+        None,
+        answers={"200": shapes.Readiness, "503": shapes.Readiness},
+    ),
+    Operation("get", "/metrics", "Prometheus metrics (text)", "operations", None),
+    Operation("get", "/openapi.json", "This document", "operations", None),
+    _command("/v1/orgs/{org_id}/keys", "GenerateKey", GenerateKeyBody, "201"),
+    _command(f"{_KEY}/rename", "RenameKey", RenameKeyBody),
+    _command(f"{_KEY}/disable", "DisableKey", DisableKeyBody),
+    _command(f"{_KEY}/enable", "EnableKey", EnableKeyBody),
+    _command(f"{_KEY}/revoke", "RevokeKey", RevokeKeyBody),
+    _command(f"{_KEY}/rotate", "RotateKey", RotateKeyBody),
+    Operation(
+        "get",
+        "/v1/orgs/{org_id}/keys",
+        "List keys, newest first",
+        "queries",
+        parameters=[
+            _ORG_PATH,
+            _param("query", "status", {"type": "string", "enum": list(STATUSES)}, "Filter."),
+            _param("query", "type", {"type": "string", "enum": list(KEY_TYPES)}, "Filter."),
+            _param(
+                "query", "environment", {"type": "string", "enum": list(ENVIRONMENTS)}, "Filter."
+            ),
+            _param("query", "limit", {"type": "integer", "minimum": 1, "maximum": 100}, "1-100."),
+            _param("query", "cursor", {"type": "string"}, "A `next_cursor` of this list."),
+            _MIN_POSITION,
+        ],
+        answers={"200": shapes.KeyPage},
+        errors=_READ,
+    ),
+    Operation(
+        "get",
+        _KEY,
+        "One key (with ETag)",
+        "queries",
+        parameters=[
+            _ORG_PATH,
+            _KEY_PATH,
+            _MIN_POSITION,
+            _param("header", "If-None-Match", {"type": "string"}, "304 when it matches."),
+        ],
+        answers={"200": shapes.Key, "304": None},
+        errors=_READ,
+    ),
+    Operation(
+        "get",
+        f"{_KEY}/events",
+        "A key's events in stream order",
+        "queries",
+        parameters=[_ORG_PATH, _KEY_PATH, _MIN_POSITION],
+        answers={"200": shapes.KeyEvents},
+        errors=_READ,
+    ),
+    Operation(
+        "get",
+        "/v1/audit",
+        "Events in position order (scope audit:read)",
+        "audit",
+        parameters=[
+            _param("query", "org_id", _ORG, "Filter."),
+            _param("query", "key_id", _KEY_ID, "Filter."),
+            _param("query", "event_type", {"type": "string", "enum": list(EVENT_TYPES)}, "Filter."),
+            _param("query", "actor", {"type": "string", "minLength": 1}, "Filter."),
+            _param("query", "since", {"type": "string", "format": "date-time"}, "From (incl.)."),
+            _param("query", "until", {"type": "string", "format": "date-time"}, "Until (incl.)."),
+            _param("query", "after", _POSITION, "A `next_cursor`."),
+            _param("query", "limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "1-1000."),
+            _MIN_POSITION,
+        ],
+        answers={"200": shapes.AuditPage},
+        errors=_READ,
+    ),
+    Operation(
+        "get",
+        "/v1/audit/verify",
+        "Walk the hash chain",
+        "audit",
+        parameters=[_MIN_POSITION],
+        answers={"200": shapes.ChainReport},
+        errors=_READ,
+    ),
+    Operation(
+        "post",
+        "/v1/verify",
+        "Verify a bearer key or a signed request (always 200; the verdict is in the body)",
+        "verification",
+        body=VerifyBody,
+        answers={"200": shapes.VerifyResult},
+        errors=(*_AUTHENTICATED, *_WITH_BODY, "503"),
+    ),
+    Operation(
+        "get",
+        "/v1/authorize",
+        "Forward auth for reverse proxies: answers the verdict's status. The customer's "
+        "credential is read from `Authorization: Bearer …` or `X-API-Key` + `X-API-Signature` "
+        "[+ `X-API-Timestamp`], with `Origin`, `X-Forwarded-Method`, `X-Forwarded-Uri`.",
+        "verification",
+        security="ProxyServiceKey",
+        parameters=[
+            _param("query", "resource", {"type": "string"}, "The protected resource."),
+            _param("query", "scopes", {"type": "string"}, "Required scopes, comma-separated."),
+            _param("query", "environment", {"type": "string", "enum": ["live", "test"]}, "Env."),
+            _MIN_POSITION,
+            _param("header", "X-API-Key", {"type": "string"}, "Signed request: the key id."),
+            _param("header", "X-API-Signature", {"type": "string"}, "Signed request."),
+            _param("header", "X-API-Timestamp", {"type": "string"}, "Unix seconds (replay)."),
+            _param("header", "X-Forwarded-Method", {"type": "string"}, "The proxied method."),
+            _param("header", "X-Forwarded-Uri", {"type": "string"}, "The proxied path+query."),
+        ],
+        answers={"200": shapes.VerifyResult},
+        errors=("400", "422", "503"),
+    ),
+)
+# authorize answers 401/403/429 with the verdict, or with an error about the proxy's own key.
+_VERDICT_OR_ERROR = ("401", "403", "429")
+
+
+def _schema_ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    error = _schema_ref(shapes.ErrorBody)
+    out: dict[str, Any] = {}
+    for status, model in op.answers.items():
+        out[status] = _json(_schema_ref(model), "OK") if model else {"description": "Not modified"}
+    if op.path == "/metrics":
+        out["200"] = {
+            "description": "Prometheus text exposition",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    elif op.path == "/openapi.json":
+        out["200"] = _json({"type": "object"}, "This OpenAPI document")
+    for status in op.errors:
+        out[status] = _json(error, "Error")
+    if op.path == "/v1/authorize":
+        for status in _VERDICT_OR_ERROR:
+            out[status] = _json(
+                {"anyOf": [_schema_ref(shapes.VerifyResult), error]},
+                "The verdict (customer key refused) or an error (proxy's service key refused)",
+            )
+    out["default"] = _json(error, "Any other error (same shape)")
+    return out
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_').replace('.', '_')}",
+        "tags": [op.tag],
+        "parameters": list(op.parameters),
+        "responses": _responses(op),
+        "security": [{op.security: []}] if op.security else [],
+    }
+    if op.body is not None:
+        spec["requestBody"] = {
+            "required": op.body is not EnableKeyBody,
+            "content": {"application/json": {"schema": _schema_ref(op.body)}},
+        }
+    return spec
+
+
+@functools.cache
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this version of keyledger."""
+    models = {op.body for op in OPERATIONS if op.body} | set(shapes.RESPONSE_MODELS)
+    _, components = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)], ref_template=_REF
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "keyledger",
+            "version": "0.1.0",
+            "description": "Event-sourced API key lifecycle service.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components.get("$defs", {}),
+            "securitySchemes": {
+                "ServiceKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A keyledger service key (org `_system`).",
+                },
+                "ProxyServiceKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Keyledger-Service-Key",
+                    "description": "The proxy's own service key (scope keys:verify).",
+                },
+            },
+        },
+    }
+
+
+@routes.get("/openapi.json")
+async def openapi(_: web.Request) -> web.Response:
+    """The OpenAPI document."""
+    return web.json_response(build_openapi())

@@ -1,0 +1,140 @@
+"""The JSON the API answers with, as pydantic models, for ``/openapi.json``.
+
+Handlers build their answers with ``render_key``, ``Verdict.to_json``,
+``envelope_json`` and ``error_response``; these models describe exactly
+those shapes (the events themselves reuse ``events.models.Envelope``), and
+the schemathesis contract test checks every answer against them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from events.models import Envelope
+from projections.verification import HTTP_STATUS
+from service.http.schemas import RateLimitBody
+
+VerifyCode = Literal[tuple(HTTP_STATUS)]  # type: ignore[valid-type]
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Key(_Shape):
+    """A key as callers see it (SPEC §3): never a secret or a hash."""
+
+    id: str = Field(pattern=r"^key_[0-9A-HJKMNP-TV-Z]{26}$")
+    org_id: str
+    name: str
+    type: Literal["secret", "embed", "signing"]
+    environment: Literal["live", "test"]
+    status: Literal["active", "disabled", "revoked", "expired"]
+    scopes: list[str]
+    allowed_origins: list[str] | None
+    resource: str | None
+    algorithm: Literal["ed25519", "rsa-2048"] | None
+    public_key: str | None
+    hint: str | None
+    metadata: dict[str, Any]
+    rate_limit: RateLimitBody | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    disabled_at: datetime | None
+    revoked_at: datetime | None
+    previous_valid_until: datetime | None
+    version: int
+
+
+class CommandResult(_Shape):
+    """A command's answer; ``secret``/``private_key`` only once, from GenerateKey and RotateKey."""
+
+    key: Key
+    position: int = Field(ge=1)
+    secret: str | None = None
+    private_key: str | None = None
+    replayed: bool | None = None
+
+
+class KeyPage(_Shape):
+    data: list[Key]
+    next_cursor: str | None
+
+
+class KeyEvents(_Shape):
+    data: list[Envelope]
+
+
+class AuditPage(_Shape):
+    data: list[Envelope]
+    next_cursor: int | None
+
+
+class ChainReport(_Shape):
+    ok: bool
+    events: int = Field(ge=0)
+    broken_at: int | None
+    reason: str | None = None
+
+
+class VerifiedKey(_Shape):
+    id: str
+    org_id: str
+    name: str
+    type: Literal["secret", "embed", "signing"]
+    environment: Literal["live", "test"]
+    scopes: list[str]
+    metadata: dict[str, Any]
+    expires_at: datetime | None
+
+
+class VerifyResult(_Shape):
+    """Always the body of ``POST /v1/verify`` (status 200) and of ``GET /v1/authorize``."""
+
+    valid: bool
+    code: VerifyCode
+    http_status: Literal[200, 401, 403, 429]
+    key: VerifiedKey | None
+    retry_after: int | None = None
+
+
+class ErrorDetail(_Shape):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    message: str
+    request_id: str
+    details: Any = None
+
+
+class ErrorBody(_Shape):
+    """Every error: ``{"error": {code, message, request_id, details?}}`` (SPEC §8)."""
+
+    error: ErrorDetail
+
+
+class Health(_Shape):
+    status: Literal["ok"]
+
+
+class Readiness(_Shape):
+    status: Literal["ready", "not_ready"]
+    problems: list[str] | None = None
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Key,
+    CommandResult,
+    KeyPage,
+    KeyEvents,
+    AuditPage,
+    ChainReport,
+    VerifiedKey,
+    VerifyResult,
+    ErrorBody,
+    Health,
+    Readiness,
+)

@@ -1,0 +1,105 @@
+"""How far this replica is behind the log: the one reading behind ``/readyz`` and ``/metrics``.
+
+Every lag is measured against the log head read from PostgreSQL at that
+moment (not against what a component last heard of), so a component that
+stopped hearing anything still shows as behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiohttp import web
+
+from service.http.context import POOL, SETTINGS
+from service.http.outbox_side import RELAY
+from service.http.read_side import PROJECTIONS
+from service.http.verify_routes import VERIFICATION_INDEX
+from service.store.event_store import EventStore
+
+# A readiness probe must answer quickly even when PostgreSQL does not.
+DATABASE_TIMEOUT_SECONDS = 2.0
+_store = EventStore()
+
+
+@dataclass(frozen=True, slots=True)
+class Vitals:
+    """One reading of the replica's state; ``None`` means unknown or not configured."""
+
+    database_ok: bool
+    log_head: int | None
+    nats_configured: bool
+    nats_connected: bool | None
+    relay_problem: str | None
+    outbox_lag: int | None
+    index_keys: int | None
+    index_position: int | None
+    projection_positions: dict[str, int] = field(default_factory=dict)
+    projection_failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def index_lag(self) -> int | None:
+        """Events committed but not yet in this replica's verification index."""
+        if self.log_head is None or self.index_position is None:
+            return None
+        return max(0, self.log_head - self.index_position)
+
+    def projection_lags(self) -> dict[str, int]:
+        """Events committed but not yet applied, per projection (when the head is known)."""
+        if self.log_head is None:
+            return {}
+        head = self.log_head
+        return {name: max(0, head - pos) for name, pos in self.projection_positions.items()}
+
+
+async def _read_database(
+    pool: asyncpg.Pool, stream: str, with_outbox: bool
+) -> tuple[int, int | None]:
+    async with pool.acquire() as conn:
+        head = await _store.head(conn)
+        if not with_outbox:
+            return head, None
+        checkpoint = await conn.fetchval(
+            "SELECT position FROM outbox_checkpoint WHERE stream = $1", stream
+        )
+    return head, max(0, head - (checkpoint or 0))
+
+
+async def read_vitals(app: web.Application) -> Vitals:
+    """Read the database head and every component's position, never raising."""
+    settings = app[SETTINGS]
+    relay = app.get(RELAY)
+    runner = app.get(PROJECTIONS)
+    index = app.get(VERIFICATION_INDEX)
+    pool = app.get(POOL)
+    head: int | None = None
+    outbox_lag: int | None = None
+    database_ok = False
+    if pool is not None:
+        try:
+            async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
+                head, outbox_lag = await _read_database(
+                    pool, settings.nats_stream, with_outbox=relay is not None
+                )
+            database_ok = True
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            database_ok = False
+    projection_positions: dict[str, int] = {}
+    projection_failures: dict[str, str] = {}
+    if runner is not None:
+        projection_positions = {name: runner.position(name) for name in runner.lag()}
+        projection_failures = runner.failures()
+    return Vitals(
+        database_ok=database_ok,
+        log_head=head,
+        nats_configured=bool(settings.nats_url),
+        nats_connected=relay.nats_connected if relay is not None else None,
+        relay_problem=relay.problem if relay is not None else None,
+        outbox_lag=outbox_lag,
+        index_keys=len(index) if index is not None else None,
+        index_position=index.position if index is not None else None,
+        projection_positions=projection_positions,
+        projection_failures=projection_failures,
+    )

