@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 
 import asyncpg
 import structlog
 
 from events.codec import envelope_from_json
+from events.models import Envelope
 from projections.verification_index import Offer, VerificationIndex
 from service.store.event_store import NOTIFY_CHANNEL, EventStore
 
@@ -119,6 +121,19 @@ class IndexFeed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(advanced.wait(), remaining)
         return True
+
+    async def apply_committed(self, envelopes: Sequence[Envelope]) -> None:
+        """Apply events this replica has just committed, before their command answers.
+
+        In order after the applied position they apply at once; otherwise the
+        index first catches up from PostgreSQL, so a key revoked through this
+        replica is refused here as soon as the revoke returns."""
+        for envelope in envelopes:
+            self._heard(envelope.position)
+            if self.index.offer(envelope) is Offer.GAP:
+                await self.catch_up()
+                break
+        self._notify_advanced()
 
     def offer(self, envelope_json: bytes | str) -> None:
         """Offer one published envelope (JetStream); a gap wakes the PostgreSQL catch-up."""

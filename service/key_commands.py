@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import structlog
 
 from events.codec import canonical_json
 from events.models import Actor, Envelope
@@ -27,6 +29,8 @@ from service.key_view import render_key
 from service.store.event_store import EventStore, LogHead, fold_envelopes
 from service.store.idempotency import IdempotencyStore, StoredResponse
 from service.store.key_registry import KeyRegistry
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,9 @@ class CommandOutcome:
     state: KeyState | None
     events: tuple[Envelope, ...]
     replayed: bool = False
+
+
+CommitObserver = Callable[[Sequence[Envelope]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -93,6 +100,10 @@ class KeyCommandHandler:
         self.idempotency = IdempotencyStore(idempotency_ttl_hours)
         self._waiting: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        # Awaited with each batch's new events, in position order, after the commit and
+        # before any caller hears back: this replica's in-memory views (the verification
+        # index) then reflect a command by the time its response is sent.
+        self.committed: list[CommitObserver] = []
 
     async def handle(
         self,
@@ -133,6 +144,9 @@ class KeyCommandHandler:
                 return
         except Exception as exc:
             results = [_unavailable(exc)] * len(batch)
+        appended = [e for r in results if isinstance(r, CommandOutcome) for e in r.events]
+        if appended:
+            await self._announce(appended)
         for item, result in zip(batch, results, strict=True):
             if item.outcome.done():
                 continue
@@ -140,6 +154,14 @@ class KeyCommandHandler:
                 item.outcome.set_exception(result)
             else:
                 item.outcome.set_result(result)
+
+    async def _announce(self, envelopes: list[Envelope]) -> None:
+        for observer in self.committed:
+            try:
+                await observer(envelopes)
+            except Exception:
+                # The events are committed whatever an observer does; it catches up later.
+                log.exception("commit_observer_failed")
 
     async def _commit(self, batch: list[_Pending]) -> list[CommandOutcome | KeyledgerError]:
         """Apply ``batch`` in one transaction; refusals are results, not failures."""

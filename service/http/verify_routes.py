@@ -24,7 +24,7 @@ from projections.verification_index import VerificationIndex
 from service.callers import CallerAuthenticator
 from service.errors import KeyledgerError
 from service.http.body import parse_model, read_json
-from service.http.context import CALLERS, POOL, SETTINGS, authenticate, bearer_token
+from service.http.context import CALLERS, COMMANDS, POOL, SETTINGS, authenticate, bearer_token
 from service.http.middleware import CALLER_ID
 from service.key_usage import UsageRecorder
 from service.verifier import Credential, Verifier
@@ -194,6 +194,7 @@ async def verification_context(app: web.Application) -> AsyncIterator[None]:
         poll_interval=settings.verify_fallback_poll_seconds,
     )
     await feed.start()
+    app[COMMANDS].committed.append(feed.apply_committed)
     limiter = RateLimiter()
     usage = UsageRecorder(pool, settings.usage_flush_interval_seconds)
     app[VERIFICATION_INDEX] = index
