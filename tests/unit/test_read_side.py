@@ -7,12 +7,13 @@ from uuid import uuid4
 import pytest
 from multidict import MultiDict
 
-from events.codec import GENESIS_HASH, seal
+from events.codec import GENESIS_HASH, seal, to_domain_event
 from events.models import Envelope, KeyEvent, KeyRenamed
 from projections.key_views import KeyFilter, fold_batch
 from projections.runner import ProjectionGap, check_contiguous
 from service.errors import KeyledgerError
 from service.http import query_params as q
+from service.store.event_store import LoggedEvent
 from tests.support.event_log import TEST_ACTOR, generated
 
 
@@ -31,6 +32,10 @@ def sealed(events: list[KeyEvent], first_position: int = 1) -> list[Envelope]:
         envelopes.append(envelope)
         previous = envelope.hash
     return envelopes
+
+
+def logged(envelopes: list[Envelope]) -> list[LoggedEvent]:
+    return [LoggedEvent(e.position, to_domain_event(e)) for e in envelopes]
 
 
 def test_contiguity_is_checked() -> None:
@@ -53,12 +58,12 @@ def test_fold_batch_folds_per_key_and_keeps_the_last_position() -> None:
         previous_name="old",
     )
     other = generated("acme", "other")
-    folded = fold_batch(sealed([born, other, rename]), {})
+    folded = fold_batch(logged(sealed([born, other, rename])), {})
     state, position = folded[born.key_id]
     assert (state.name, state.version, position) == ("new", 2, 3)
     assert folded[other.key_id][1] == 2
     # A later batch starts from what is known.
-    again = fold_batch(sealed([rename], first_position=4), {born.key_id: state})
+    again = fold_batch(logged(sealed([rename], first_position=4)), {born.key_id: state})
     assert again[born.key_id][0].version == 3 and set(again) == {born.key_id}
 
 
