@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from events.codec import GENESIS_HASH, canonical_json, seal
+from events.codec import GENESIS_HASH, seal
 from events.models import (
     Actor,
     KeyDisabled,
@@ -44,22 +44,11 @@ from projections.key_views import KeyViews
 from projections.rebuild import rebuild
 from service.domain.ids import new_key_id
 from service.store.audit_chain import verify_chain
+from service.store.event_store import EVENT_COLUMNS, row_of
 from service.store.migrate import migrate
 
 ACTOR = Actor(id="bench", request_id="bench")
-_COLUMNS = [
-    "position",
-    "event_id",
-    "event_type",
-    "schema_version",
-    "org_id",
-    "key_id",
-    "stream_version",
-    "occurred_at",
-    "actor",
-    "data",
-    "hash",
-]
+_COLUMNS = [name.strip() for name in EVENT_COLUMNS.split(",")]
 
 
 def _key_story(key_id: str, org_id: str, start: datetime, rng: random.Random) -> list[KeyEvent]:
@@ -135,19 +124,7 @@ def event_rows(count: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
             previous_hash=previous,
         )
         previous = envelope.hash
-        yield (
-            envelope.position,
-            envelope.event_id,
-            envelope.event_type,
-            envelope.schema_version,
-            envelope.org_id,
-            envelope.key_id,
-            envelope.stream_version,
-            envelope.occurred_at,
-            canonical_json(envelope.actor.model_dump(mode="json")),
-            canonical_json(envelope.data),
-            envelope.hash,
-        )
+        yield row_of(envelope)
 
 
 def _with_database(url: str, database: str) -> str:

@@ -110,6 +110,23 @@ class LogHead:
     hash: str
 
 
+def row_of(envelope: Envelope) -> tuple[Any, ...]:
+    """An envelope as an ``events`` row, in ``EVENT_COLUMNS`` order (for INSERT or COPY)."""
+    return (
+        envelope.position,
+        envelope.event_id,
+        envelope.event_type,
+        envelope.schema_version,
+        envelope.org_id,
+        envelope.key_id,
+        envelope.stream_version,
+        envelope.occurred_at,
+        canonical_json(envelope.actor.model_dump(mode="json")),
+        canonical_json(envelope.data),
+        envelope.hash,
+    )
+
+
 class EventStore:
     """Appends to and reads from the ``events`` table."""
 
@@ -154,17 +171,7 @@ class EventStore:
             try:
                 await conn.execute(
                     f"INSERT INTO events ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
-                    envelope.position,
-                    envelope.event_id,
-                    envelope.event_type,
-                    envelope.schema_version,
-                    envelope.org_id,
-                    envelope.key_id,
-                    envelope.stream_version,
-                    envelope.occurred_at,
-                    canonical_json(envelope.actor.model_dump(mode="json")),
-                    canonical_json(envelope.data),
-                    envelope.hash,
+                    *row_of(envelope),
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise KeyledgerError(
