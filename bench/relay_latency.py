@@ -117,8 +117,9 @@ async def measure_relay(
     commands = KeyCommandHandler(pool, max_active_keys=10**9)
     relay = OutboxRelay(settings)
     relay.start()
-    # Serialized by the append lock anyway; a bounded number in flight keeps the pool honest.
-    in_flight = asyncio.Semaphore(8)
+    # The handler commits whatever is waiting as one batch; bound what may wait so that a
+    # stall shows up as lower achieved rate rather than unbounded queueing.
+    in_flight = asyncio.Semaphore(64)
     pending_revokes: list[tuple[str, str]] = []
 
     async def one_command(index: int) -> None:
