@@ -8,8 +8,19 @@ from datetime import datetime
 import asyncpg
 
 from projections.rate_limits import RateLimiter
-from projections.verification import Requirements, verify_bearer
-from projections.verification_index import SingleKey, VerificationIndex, entry_from_state
+from projections.verification import (
+    Requirements,
+    Verdict,
+    secret_digest,
+    verify_bearer,
+    verify_digest,
+)
+from projections.verification_index import (
+    IndexEntry,
+    SingleKey,
+    VerificationIndex,
+    entry_from_state,
+)
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.orgs import SYSTEM_ORG
@@ -20,6 +31,8 @@ from service.store.key_registry import KeyRegistry
 
 SERVICE_SCOPES = ("keys:read", "keys:write", "keys:verify", "audit:read", "admin")
 _NO_REQUIREMENTS = Requirements()
+# Bound on remembered callers: service keys are few; this only caps a pathological case.
+_KNOWN_CALLERS_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,28 +85,53 @@ class CallerAuthenticator:
         self.limiter = limiter
         self.store = EventStore()
         self.registry = KeyRegistry()
+        # Callers already authenticated, by secret HMAC, with the index entry they came from.
+        self._known: dict[bytes, tuple[IndexEntry, Caller]] = {}
 
     async def authenticate(self, secret: str | None) -> Caller:
+        """The ``Caller`` presenting ``secret``, or a 401 / 429 ``KeyledgerError``."""
         if secret is None:
             raise KeyledgerError(
                 "unauthenticated", "send a service key as 'Authorization: Bearer sk_…'"
             )
+        now = utc_now()
+        index = self.index
+        digest = b""
+        if index is not None:
+            # Fast path: a secret that authenticated before, whose index entry is
+            # still the very same object. Entries are never mutated, and every
+            # applied event for a key stores a new one, so a rename, disable,
+            # revoke or rotation of the service key falls through to the full
+            # check at once. Grace, expiry and the rate limit depend on ``now``:
+            # ``verify_digest`` checks them on every request.
+            digest = secret_digest(self.pepper, secret)
+            known = self._known.get(digest)
+            if known is not None and index.by_secret_hash(digest) is known[0]:
+                verdict = verify_digest(index, digest, _NO_REQUIREMENTS, now, self.limiter)
+                return self._caller(verdict, now, known[1])
         if not key_material.is_well_formed(secret):
             raise KeyledgerError(
                 "invalid_api_key", "the Authorization header does not carry a well-formed key"
             )
-        now = utc_now()
         verdict = None
-        if self.index is not None:
-            verdict = verify_bearer(
-                self.index, self.pepper, secret, _NO_REQUIREMENTS, now, self.limiter
-            )
+        if index is not None:
+            verdict = verify_digest(index, digest, _NO_REQUIREMENTS, now, self.limiter)
         if verdict is None or verdict.code == "NOT_FOUND":
             state = await self._state_from_database(secret, now)
             lookup = SingleKey(entry_from_state(state) if state is not None else None)
             verdict = verify_bearer(
                 lookup, self.pepper, secret, _NO_REQUIREMENTS, now, self.limiter
             )
+        caller = self._caller(verdict, now)
+        if index is not None and verdict.entry is index.by_secret_hash(digest):
+            if len(self._known) >= _KNOWN_CALLERS_MAX:
+                self._known.clear()
+            self._known[digest] = (verdict.entry, caller)
+        return caller
+
+    @staticmethod
+    def _caller(verdict: Verdict, now: datetime, known: Caller | None = None) -> Caller:
+        """The caller a verdict on a service key stands for, or the refusal."""
         entry = verdict.entry
         if entry is None or entry.org_id != SYSTEM_ORG:
             raise KeyledgerError("invalid_api_key", "unknown service key")
@@ -105,6 +143,8 @@ class CallerAuthenticator:
             )
         if not verdict.valid:
             raise KeyledgerError("api_key_inactive", f"the service key is {entry.status_at(now)}")
+        if known is not None:
+            return known
         orgs = (entry.metadata or {}).get("orgs")
         return Caller(
             key_id=entry.key_id,

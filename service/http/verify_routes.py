@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Literal, Self
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 from projections.rate_limits import RateLimiter
-from projections.verification import Requirements, SignedRequest, Verdict
+from projections.verification import HTTP_STATUS, Requirements, SignedRequest, Verdict
 from projections.verification_feed import TASK_PREFIX, IndexFeed
-from projections.verification_index import VerificationIndex
+from projections.verification_index import IndexEntry, VerificationIndex
 from service.callers import CallerAuthenticator
 from service.errors import KeyledgerError
-from service.http.body import parse_model, read_json
+from service.http.body import read_body
 from service.http.context import CALLERS, COMMANDS, POOL, SETTINGS, authenticate, bearer_token
 from service.http.middleware import CALLER_ID
 from service.key_usage import UsageRecorder
@@ -58,15 +60,22 @@ class VerifyBody(BaseModel):
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
-        signed_fields = ("signature", "method", "path", "body", "timestamp")
         if (self.key is None) == (self.key_id is None):
             raise ValueError("give either 'key' (bearer) or 'key_id' (signed request)")
-        if self.key is not None and any(getattr(self, f) is not None for f in signed_fields):
-            raise ValueError("signature fields go with 'key_id', not with 'key'")
-        if self.key_id is not None:
-            missing = [f for f in ("signature", "method", "path") if getattr(self, f) is None]
-            if missing:
-                raise ValueError(f"a signed request needs {', '.join(missing)}")
+        if self.key is not None:
+            # Plain attribute tests, not a loop over names: this runs on every verify.
+            if (
+                self.signature is not None
+                or self.method is not None
+                or self.path is not None
+                or self.body is not None
+                or self.timestamp is not None
+            ):
+                raise ValueError("signature fields go with 'key_id', not with 'key'")
+            return self
+        missing = [f for f in ("signature", "method", "path") if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a signed request needs {', '.join(missing)}")
         return self
 
     def credential(self) -> Credential:
@@ -95,14 +104,14 @@ async def verify(request: web.Request) -> web.Response:
     """Is this key good for this request? Always 200; the verdict is in the body."""
     caller = await authenticate(request)
     caller.require("keys:verify")
-    body = parse_model(VerifyBody, await read_json(request))
+    body = await read_body(request, VerifyBody)
     verdict = await request.app[VERIFIER].verify(
         body.credential(),
         body.requirements(),
         min_position=body.min_position,
         can_see_org=caller.can_see_org,
     )
-    return web.json_response(verdict.to_json())
+    return verdict_response(verdict)
 
 
 @routes.get("/v1/authorize")
@@ -120,7 +129,6 @@ async def authorize(request: web.Request) -> web.Response:
         verdict = await request.app[VERIFIER].verify(
             credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
         )
-    payload = verdict.to_json()
     headers = {}
     if verdict.valid and verdict.entry is not None:
         headers = {
@@ -130,7 +138,32 @@ async def authorize(request: web.Request) -> web.Response:
         }
     elif verdict.retry_after is not None:
         headers = {"Retry-After": str(verdict.retry_after)}
-    return web.json_response(payload, status=payload["http_status"], headers=headers)
+    return verdict_response(verdict, HTTP_STATUS[verdict.code], headers)
+
+
+def verdict_response(
+    verdict: Verdict, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """The verdict as JSON (``Verdict.to_json``), as ``web.json_response`` would encode it."""
+    if verdict.retry_after is None:
+        body = _encoded_verdict(verdict.code, verdict.entry)
+    else:
+        body = json.dumps(verdict.to_json()).encode()
+    return web.Response(
+        body=body,
+        status=status,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded_verdict(code: str, entry: IndexEntry | None) -> bytes:
+    # Keyed by the entry object itself: entries are never mutated (every event
+    # stores a new one), so the same key verified again answers the same bytes
+    # without rendering and encoding them each time.
+    return json.dumps(Verdict(code, entry).to_json()).encode()
 
 
 def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]:

@@ -318,3 +318,48 @@ async def test_last_used_at_reaches_the_key(api: Api, client: TestClient) -> Non
     used = datetime.fromisoformat(shown["last_used_at"].replace("Z", "+00:00"))
     assert used.second == 0 and used.microsecond == 0
     assert datetime.now(UTC) - used < timedelta(minutes=2)
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/json", 400, "malformed_json"),
+        (b'{"key": NaN}', "application/json", 400, "malformed_json"),
+        (b'{"key": "x", "min_position": Infinity}', "application/json", 400, "malformed_json"),
+        (b"\xff\xfe", "application/json", 400, "malformed_json"),
+        (b'{"key": "x"}', "text/plain", 415, "unsupported_media_type"),
+        (b"[1, 2]", "application/json", 422, "validation_error"),
+        (b"   ", "application/json", 422, "validation_error"),
+        (b'{"key": 5}', "application/json", 422, "validation_error"),
+        (b'{"key": "x", "scopes": "a:read"}', "application/json", 422, "validation_error"),
+        (b'{"key": "x", "signature": "c2ln"}', "application/json", 422, "validation_error"),
+        (b'{"key": "x", "extra": 1}', "application/json", 422, "validation_error"),
+    ],
+)
+async def test_bad_verify_bodies_keep_their_codes(
+    api: Api, client: TestClient, data: bytes, content_type: str, status: int, code: str
+) -> None:
+    # The body is validated from the raw bytes in one pass; every refusal must
+    # still be the one the two-step path (json.loads, then the model) gives.
+    headers = {**api.headers(), "Content-Type": content_type}
+    response = await client.post("/v1/verify", data=data, headers=headers)
+    body = await response.json()
+    assert (response.status, body["error"]["code"]) == (status, code)
+    if code == "validation_error":
+        details = body["error"]["details"]
+        assert details and all(set(d) == {"loc", "msg", "type"} for d in details)
+
+
+async def test_verify_answers_are_json_as_before(api: Api, client: TestClient) -> None:
+    created = await api.generate(new_org(), scopes=["a:*"])
+    body = {"key": created["secret"], "min_position": created["position"]}
+    for _ in range(2):  # the second answer comes from the encoded-verdict cache
+        response = await client.post("/v1/verify", json=body, headers=api.headers())
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert (await response.json())["key"]["id"] == created["key"]["id"]
+    _, _, revoked = await api.post(
+        f"/v1/orgs/{created['key']['org_id']}/keys/{created['key']['id']}/revoke",
+        {"reason": "leaked"},
+    )
+    answer = await verify(api, key=created["secret"], min_position=revoked["position"])
+    assert answer["code"] == "REVOKED"

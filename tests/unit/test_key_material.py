@@ -65,6 +65,22 @@ def test_secret_hash_is_hmac_sha256_with_the_pepper() -> None:
     assert key_material.secret_hash(b"other", secret) != expected
 
 
+@pytest.mark.parametrize("pepper_length", [0, 1, 16, 32, 63, 64, 65, 200])
+def test_secret_digest_is_the_standard_hmac(pepper_length: int) -> None:
+    # secret_digest builds HMAC from precomputed SHA-256 states: pin it to hmac's.
+    pepper = bytes(range(256))[:pepper_length]
+    for _ in range(20):
+        secret = key_material.new_secret("secret", "live")
+        expected = hmac.digest(pepper, secret.encode(), "sha256")
+        assert key_material.secret_digest(pepper, secret) == expected
+        assert key_material.secret_hash(pepper, secret) == expected.hex()
+
+
+@pytest.mark.parametrize("crc", [0, 1, 61, 62, 3843, 3844, 62**4 - 1, 62**4, 2**31, 2**32 - 1])
+def test_checksum_digits_match_the_generic_base62(crc: int) -> None:
+    assert key_material._crc_digits(crc) == key_material._base62(crc, 6)
+
+
 def test_hint_shows_first_twelve_and_last_four() -> None:
     secret = key_material.new_secret("embed", "test")
     assert key_material.hint(secret) == secret[:12] + "…" + secret[-4:]
