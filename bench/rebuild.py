@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -46,6 +45,7 @@ from service.domain.ids import new_key_id
 from service.store.audit_chain import verify_chain
 from service.store.event_store import EVENT_COLUMNS, row_of
 from service.store.migrate import migrate
+from tests.support.servers import scratch_database
 
 ACTOR = Actor(id="bench", request_id="bench")
 _COLUMNS = [name.strip() for name in EVENT_COLUMNS.split(",")]
@@ -127,18 +127,9 @@ def event_rows(count: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
         yield row_of(envelope)
 
 
-def _with_database(url: str, database: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
-
-
 async def run(server_url: str, count: int, batch_size: int) -> dict[str, float]:
     """Every measurement of one run, in a scratch database dropped afterwards."""
-    name = f"keyledger_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = _with_database(server_url, name)
-    try:
+    async with scratch_database(server_url, prefix="keyledger_bench") as url:
         conn = await asyncpg.connect(url)
         await migrate(conn)
         started = time.perf_counter()
@@ -174,10 +165,6 @@ async def run(server_url: str, count: int, batch_size: int) -> dict[str, float]:
             keys = await pool.fetchval("SELECT count(*) FROM key_views")
         finally:
             await pool.close()
-    finally:
-        admin = await asyncpg.connect(server_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     return {
         "events": count,
         "keys": keys,

@@ -26,7 +26,6 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import nats
@@ -43,6 +42,7 @@ from service.outbox.relay import OutboxRelay
 from service.outbox.stream import ensure_stream
 from service.settings import Settings
 from service.store.migrate import migrate
+from tests.support.servers import scratch_database
 
 ACTOR = Actor(id="bench:relay-latency")
 
@@ -188,28 +188,23 @@ async def run(rate: float, seconds: float, async_commit: bool) -> str:
         "KEYLEDGER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
     )
     token = uuid.uuid4().hex[:10]
-    database = f"keyledger_bench_{token}"
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    url = urlunsplit(urlsplit(server)._replace(path=f"/{database}"))
-    settings = Settings(
-        database_url=url,
-        nats_url=os.environ.get("KEYLEDGER_TEST_NATS_URL", "nats://127.0.0.1:4222"),
-        nats_stream=f"KLBENCH_{token.upper()}",
-        nats_subject_prefix=f"klbench{token}",
-    )
-    try:
-        conn = await asyncpg.connect(url)
-        await migrate(conn)
-        await conn.close()
-        relay_ms, achieved = await measure_relay(settings, rate, seconds, async_commit)
-        baseline_ms = await measure_bare_publish(settings, rate, min(seconds, 5))
-    finally:
-        nc = await nats.connect(settings.nats_url)
-        await nc.jetstream().delete_stream(settings.nats_stream)
-        await nc.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database(server, prefix="keyledger_bench") as url:
+        settings = Settings(
+            database_url=url,
+            nats_url=os.environ.get("KEYLEDGER_TEST_NATS_URL", "nats://127.0.0.1:4222"),
+            nats_stream=f"KLBENCH_{token.upper()}",
+            nats_subject_prefix=f"klbench{token}",
+        )
+        try:
+            conn = await asyncpg.connect(url)
+            await migrate(conn)
+            await conn.close()
+            relay_ms, achieved = await measure_relay(settings, rate, seconds, async_commit)
+            baseline_ms = await measure_bare_publish(settings, rate, min(seconds, 5))
+        finally:
+            nc = await nats.connect(settings.nats_url)
+            await nc.jetstream().delete_stream(settings.nats_stream)
+            await nc.close()
     return "\n".join(
         [
             f"commands: {int(rate * seconds)} at a target of {rate:g}/s"
