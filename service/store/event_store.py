@@ -28,12 +28,11 @@ from service.errors import KeyledgerError
 LOG_LOCK = 0x6B65796C_0002
 NOTIFY_CHANNEL = "keyledger_events"
 
-_COLUMNS = (
+# Every column of an event, in the order ``row_of`` writes and ``envelope_from_row`` reads.
+EVENT_COLUMNS = (
     "position, event_id, event_type, schema_version, org_id, key_id, stream_version,"
     " occurred_at, actor, data, hash"
 )
-# The columns ``envelope_from_row`` reads, for other readers of the log (audit queries).
-EVENT_COLUMNS = _COLUMNS
 # The columns ``read_events_after`` reads, in the order ``_logged_event`` unpacks them.
 _EVENT_ONLY_COLUMNS = "position, event_type, schema_version, key_id, org_id, occurred_at, data"
 _raw_decode = json.JSONDecoder().raw_decode
@@ -170,7 +169,8 @@ class EventStore:
             )
             try:
                 await conn.execute(
-                    f"INSERT INTO events ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                    f"INSERT INTO events ({EVENT_COLUMNS})"
+                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
                     *row_of(envelope),
                 )
             except asyncpg.UniqueViolationError as exc:
@@ -200,7 +200,7 @@ class EventStore:
     async def load_stream(self, conn: asyncpg.Connection, key_id: str) -> list[Envelope]:
         """Every event of one key, in stream order."""
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE key_id = $1 ORDER BY stream_version", key_id
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE key_id = $1 ORDER BY stream_version", key_id
         )
         return [envelope_from_row(r) for r in rows]
 
@@ -213,7 +213,7 @@ class EventStore:
     ) -> list[Envelope]:
         """Up to ``limit`` events after ``position``, in position order."""
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
             position,
             limit,
         )
