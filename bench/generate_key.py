@@ -30,6 +30,7 @@ from events.models import Actor
 from service.embedded import EmbeddedPostgres, free_port
 from service.http.app import create_app
 from service.http.context import POOL
+from service.http.verify_routes import VERIFIER
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
@@ -107,6 +108,8 @@ async def generate_rate(database_url: str, clients: int, seconds: float) -> tupl
         issued = await issue_service_key(
             app[POOL], settings.pepper_bytes, name="bench", scopes=["admin"], actor=Actor(id="b")
         )
+        # The index learns of the new service key from its notification.
+        await app[VERIFIER].feed.wait_for(issued.position, 10.0)
         spawn = multiprocessing.get_context("spawn")
         queue = spawn.Queue()
         load = spawn.Process(

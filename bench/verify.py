@@ -38,6 +38,7 @@ from projections.verification_index import VerificationIndex
 from service.embedded import EmbeddedNats, EmbeddedPostgres
 from service.http.app import create_app
 from service.http.context import POOL
+from service.http.verify_routes import VERIFIER
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
@@ -114,6 +115,7 @@ async def bench_http(database_url: str, seconds: int) -> list[str]:
             scopes=["admin"],
             actor=Actor(id="bench"),
         )
+        await api[VERIFIER].feed.wait_for(admin.position, 10.0)
         auth = {"Authorization": f"Bearer {admin.secret}"}
         async with aiohttp.ClientSession(headers=auth) as http:
             bearer = await _generate(http, base, {"name": "b", "type": "secret", "scopes": ["a:*"]})
@@ -189,6 +191,7 @@ async def bench_propagation(database_url: str, nats_url: str | None, rounds: int
         after_ack: list[float] = []
         auth = {"Authorization": f"Bearer {admin.secret}"}
         async with aiohttp.ClientSession(headers=auth) as http:
+            await replicas.until_accepted(http, admin.secret)
             for number in range(rounds):
                 via = replicas.urls[number % 3]
                 created = await _generate(http, via, {"name": f"r{number}", "type": "secret"})

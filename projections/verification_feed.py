@@ -83,9 +83,11 @@ class IndexFeed:
             self._tasks.append(
                 asyncio.create_task(self._follow_jetstream(), name=f"{TASK_PREFIX}index-jetstream")
             )
+        self.index.following = bool(self._tasks)
 
     async def stop(self) -> None:
         """Stop following."""
+        self.index.following = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

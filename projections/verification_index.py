@@ -213,6 +213,8 @@ class VerificationIndex:
         self.position = 0
         # The highest log position this replica has heard of (notifications, JetStream, reads).
         self.head_seen = 0
+        # Set by the feed once the whole log has been loaded and is being followed.
+        self.following = False
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -221,6 +223,18 @@ class VerificationIndex:
     def lag(self) -> int:
         """Positions heard of but not yet applied."""
         return max(0, self.head_seen - self.position)
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether a miss here is an answer: loaded, followed, and nothing heard but unapplied.
+
+        While this holds, an unknown secret is unknown to the whole log as far as
+        this replica can tell, so it is refused without asking PostgreSQL (a flood
+        of random keys must not become a flood of queries, SPEC §10). A key made
+        through another replica a moment ago is found as soon as its notification
+        arrives, within milliseconds.
+        """
+        return self.following and self.head_seen <= self.position
 
     def note_head(self, position: int) -> None:
         """Remember that the log has reached at least ``position``."""

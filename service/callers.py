@@ -67,9 +67,9 @@ class CallerAuthenticator:
 
     Service keys are checked against this replica's verification index (no
     database round trip), with the same checks as ``POST /v1/verify``, their
-    own rate limit included (429 ``rate_limited``). A key the index does not
-    know yet, e.g. created a moment ago through another replica, is looked up
-    in PostgreSQL: a miss costs two queries, a hit none.
+    own rate limit included (429 ``rate_limited``). A secret the index does
+    not know is refused from the index alone while it is caught up; only a
+    replica still loading or behind the log looks it up in PostgreSQL.
     """
 
     def __init__(
@@ -116,7 +116,11 @@ class CallerAuthenticator:
         verdict = None
         if index is not None:
             verdict = verify_digest(index, digest, _NO_REQUIREMENTS, now, self.limiter)
-        if verdict is None or verdict.code == "NOT_FOUND":
+        if (
+            index is None
+            or verdict is None
+            or (verdict.code == "NOT_FOUND" and not index.caught_up)
+        ):
             state = await self._state_from_database(secret, now)
             lookup = SingleKey(entry_from_state(state) if state is not None else None)
             verdict = verify_bearer(

@@ -21,6 +21,8 @@ from service.key_commands import KeyCommandHandler
 class IssuedServiceKey:
     key_id: str
     secret: str
+    # The log position of its KeyGenerated: replicas accept the key once their index has it.
+    position: int
 
 
 async def issue_service_key(
@@ -57,4 +59,6 @@ async def issue_service_key(
     )
     handler = KeyCommandHandler(pool, max_active_keys=0)
     outcome = await handler.handle(command, org_id=SYSTEM_ORG, actor=actor)
-    return IssuedServiceKey(key_id=outcome.body["key"]["id"], secret=secret)
+    return IssuedServiceKey(
+        key_id=outcome.body["key"]["id"], secret=secret, position=outcome.body["position"]
+    )

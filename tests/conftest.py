@@ -18,7 +18,7 @@ from service.http.context import POOL
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
-from tests.support.api import Api
+from tests.support.api import Api, indexed
 from tests.support.servers import scratch_database
 
 TEST_PEPPER = "test-pepper-" + secrets.token_hex(8)
@@ -86,10 +86,11 @@ async def pool(client: TestClient) -> asyncpg.Pool:
 
 
 @pytest.fixture(scope="session")
-async def admin_key(pool: asyncpg.Pool, settings: Settings) -> str:
+async def admin_key(client: TestClient, pool: asyncpg.Pool, settings: Settings) -> str:
     issued = await issue_service_key(
         pool, settings.pepper_bytes, name="test admin", scopes=["admin"], actor=Actor(id="test")
     )
+    await indexed(client, issued.position)
     return issued.secret
 
 

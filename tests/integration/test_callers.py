@@ -7,15 +7,22 @@ from aiohttp.test_utils import TestClient
 
 from events.models import Actor
 from service.domain import key_material
+from service.http.context import POOL
 from service.service_keys import issue_service_key
 from service.settings import Settings
-from tests.support.api import Api, new_org
+from tests.support.api import Api, indexed, new_org
 
 
-async def service_key(pool: asyncpg.Pool, settings: Settings, scopes: list[str], orgs=None) -> str:
+async def service_key(client: TestClient, settings: Settings, scopes: list[str], orgs=None) -> str:
     issued = await issue_service_key(
-        pool, settings.pepper_bytes, name="svc", scopes=scopes, orgs=orgs, actor=Actor(id="test")
+        client.app[POOL],
+        settings.pepper_bytes,
+        name="svc",
+        scopes=scopes,
+        orgs=orgs,
+        actor=Actor(id="test"),
     )
+    await indexed(client, issued.position)
     return issued.secret
 
 
@@ -47,7 +54,7 @@ async def test_customer_keys_are_not_service_keys(api: Api, client: TestClient) 
 async def test_revoked_service_key_is_401(
     api: Api, client: TestClient, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    secret = await service_key(pool, settings, ["keys:write"])
+    secret = await service_key(client, settings, ["keys:write"])
     caller = Api(client, secret)
     await caller.generate(new_org())
     key_id = await pool.fetchval(
@@ -63,8 +70,8 @@ async def test_revoked_service_key_is_401(
 
 
 async def test_scopes_are_enforced(client: TestClient, pool: asyncpg.Pool, settings: Settings):
-    reader = Api(client, await service_key(pool, settings, ["keys:read"]))
-    writer = Api(client, await service_key(pool, settings, ["keys:write"]))
+    reader = Api(client, await service_key(client, settings, ["keys:read"]))
+    writer = Api(client, await service_key(client, settings, ["keys:write"]))
     org = new_org()
     status, _, body = await reader.post(f"/v1/orgs/{org}/keys", {"name": "k", "type": "secret"})
     assert (status, body["error"]["code"]) == (403, "insufficient_scope")
@@ -79,7 +86,7 @@ async def test_org_restricted_key_sees_only_its_orgs(
     client: TestClient, pool: asyncpg.Pool, settings: Settings
 ) -> None:
     mine, theirs = new_org(), new_org()
-    restricted = Api(client, await service_key(pool, settings, ["keys:write"], orgs=[mine]))
+    restricted = Api(client, await service_key(client, settings, ["keys:write"], orgs=[mine]))
     await restricted.generate(mine)
     status, _, body = await restricted.post(
         f"/v1/orgs/{theirs}/keys", {"name": "k", "type": "secret"}
@@ -88,7 +95,7 @@ async def test_org_restricted_key_sees_only_its_orgs(
 
 
 async def test_system_org_needs_admin(client: TestClient, pool: asyncpg.Pool, settings: Settings):
-    writer = Api(client, await service_key(pool, settings, ["keys:write", "keys:read"]))
+    writer = Api(client, await service_key(client, settings, ["keys:write", "keys:read"]))
     status, _, body = await writer.post("/v1/orgs/_system/keys", {"name": "k", "type": "secret"})
     assert (status, body["error"]["code"]) == (404, "org_not_found")
 

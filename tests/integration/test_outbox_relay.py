@@ -28,7 +28,7 @@ from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.store.event_store import EventStore
 from service.store.migrate import migrate
-from tests.support.api import Api, new_org
+from tests.support.api import Api, indexed, new_org
 from tests.support.outbox import (
     TEST_ACTOR,
     deleted_at_exit,
@@ -288,6 +288,7 @@ async def test_the_app_serves_commands_while_nats_is_down_and_publishes_when_it_
         admin = await issue_service_key(
             pool, settings.pepper_bytes, name="admin", scopes=["admin"], actor=TEST_ACTOR
         )
+        await indexed(client, admin.position)
         await Api(client, admin.secret).generate(new_org())
         assert await relay.lag(pool) == 2  # the service key and the generated key
         try:

@@ -13,7 +13,7 @@ from events.models import Actor
 from projections.key_views import KeyFilter, KeyViews
 from service.http.context import SETTINGS
 from service.service_keys import issue_service_key
-from tests.support.api import Api, new_org
+from tests.support.api import Api, indexed, new_org
 
 
 async def service_api(
@@ -28,6 +28,7 @@ async def service_api(
         orgs=orgs,
         actor=Actor(id="test"),
     )
+    await indexed(client, issued.position)
     return Api(client, issued.secret), issued.key_id
 
 

@@ -64,6 +64,7 @@ async def test_a_revocation_reaches_every_replica(own_database: str, nats_url: s
             await pool.close()
         headers = {"Authorization": f"Bearer {admin.secret}"}
         async with aiohttp.ClientSession() as session:
+            await replicas.until_accepted(session, admin.secret)
             first = replicas.urls[0]
             async with session.post(
                 f"{first}/v1/orgs/acme/keys", json={"name": "k", "type": "secret"}, headers=headers

@@ -17,11 +17,13 @@ from events.codec import envelope_to_json
 from projections.verification import Requirements
 from projections.verification_feed import IndexFeed
 from projections.verification_index import VerificationIndex
+from service.domain import key_material
 from service.errors import KeyledgerError
 from service.http.context import CALLERS
 from service.http.verify_routes import VERIFIER
 from service.settings import Settings
 from service.store.event_store import EventStore
+from service.store.key_registry import KeyRegistry
 from tests.support.api import Api, new_org
 
 _QUERY_METHODS = ("execute", "executemany", "fetch", "fetchrow", "fetchval", "prepare")
@@ -152,3 +154,51 @@ async def test_follows_jetstream_alone(
         await feed.stop()
         await js.delete_stream(stream)
         await client.close()
+
+
+async def test_unknown_secrets_are_refused_from_the_index_alone(
+    client: TestClient, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of random well-formed secrets costs no query while the index is caught up."""
+    lookups: list[str] = []
+    original = KeyRegistry.find_by_secret_hash
+
+    async def counted(self: KeyRegistry, conn: Any, digest: str, now: Any) -> str | None:
+        lookups.append(digest)
+        return await original(self, conn, digest, now)
+
+    monkeypatch.setattr(KeyRegistry, "find_by_secret_hash", counted)
+    index = client.app[VERIFIER].index
+    assert await client.app[VERIFIER].feed.wait_for(index.head_seen, 5.0)
+    assert index.caught_up
+
+    me = asyncio.current_task()
+    with queries_by_task() as counts:
+        for _ in range(50):
+            with pytest.raises(KeyledgerError) as refused:
+                await client.app[CALLERS].authenticate(key_material.new_secret("secret", "live"))
+            assert refused.value.code == "invalid_api_key"
+            verdict = await client.app[VERIFIER].verify(
+                key_material.new_secret("embed", "test"), Requirements()
+            )
+            assert verdict.code == "NOT_FOUND"
+        assert counts.get(me, 0) == 0
+    for secret in (key_material.new_secret("secret", "live") for _ in range(50)):
+        response = await client.post(
+            "/v1/verify", json={"key": secret}, headers={"Authorization": f"Bearer {secret}"}
+        )
+        assert response.status == 401
+        assert (await response.json())["error"]["code"] == "invalid_api_key"
+        response = await client.post(
+            "/v1/verify", json={"key": secret}, headers={"Authorization": f"Bearer {admin_key}"}
+        )
+        assert (await response.json())["code"] == "NOT_FOUND"
+    assert lookups == []
+
+    # The counter does count: an index that has heard of a position it has not
+    # applied yet cannot tell "unknown" from "not here yet", so it asks PostgreSQL.
+    monkeypatch.setattr(index, "head_seen", index.position + 1)
+    assert not index.caught_up
+    with pytest.raises(KeyledgerError):
+        await client.app[CALLERS].authenticate(key_material.new_secret("secret", "live"))
+    assert len(lookups) == 1

@@ -9,6 +9,17 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
 
+async def indexed(client: TestClient, position: int) -> None:
+    """Wait until the app's verification index has applied ``position``.
+
+    A key written behind the app's back (``issue_service_key`` on a pool) reaches
+    the index through its notification; until then the index refuses it.
+    """
+    from service.http.verify_routes import VERIFIER
+
+    assert await client.app[VERIFIER].feed.wait_for(position, 10.0), "index did not catch up"
+
+
 def new_org() -> str:
     """A fresh org id, so tests sharing one database never collide."""
     return f"org-{uuid.uuid4().hex[:12]}"

@@ -30,6 +30,18 @@ class Replicas:
     urls: tuple[str, ...]
     pepper: str
 
+    async def until_accepted(self, session: aiohttp.ClientSession, service_key: str) -> None:
+        """Wait until every replica accepts ``service_key`` (its index has the new key)."""
+        headers = {"Authorization": f"Bearer {service_key}"}
+        for url in self.urls:
+            for _ in range(100):
+                async with session.get(f"{url}/v1/orgs/_system/keys?limit=1", headers=headers) as r:
+                    if r.status != 401:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise TimeoutError(f"{url} never accepted the new service key")
+
 
 async def _wait_healthy(
     session: aiohttp.ClientSession, url: str, process: asyncio.subprocess.Process
