@@ -21,15 +21,18 @@ from service.http.read_side import run_projections
 from service.key_commands import KeyCommandHandler
 from service.settings import Settings
 from service.store.migrate import migrate
+from service.store.pepper_fingerprint import check_pepper
 
 
 async def connect_database(settings: Settings) -> asyncpg.Pool:
-    """Apply migrations, then open the connection pool."""
+    """Apply migrations, check the pepper's fingerprint (when one is set), open the pool."""
     if not settings.database_url:
         raise RuntimeError("KEYLEDGER_DATABASE_URL is not set")
     conn = await asyncpg.connect(settings.database_url)
     try:
         await migrate(conn)
+        if settings.pepper is not None:
+            await check_pepper(conn, settings.pepper_bytes)
     finally:
         await conn.close()
     return await asyncpg.create_pool(
