@@ -29,6 +29,9 @@ def readiness_problems(vitals: Vitals, max_lag: int) -> list[str]:
     problems: list[str] = []
     if not vitals.database_ok:
         problems.append("database: not answering")
+    if vitals.log_truncated:
+        # This replica would answer from a log missing events: never ready (SPEC §10).
+        problems.append(vitals.log_truncated)
     if vitals.nats_configured and not vitals.nats_connected:
         problems.append("nats: not connected")
     if vitals.relay_problem:
