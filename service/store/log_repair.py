@@ -51,12 +51,16 @@ class RepairReport:
         }
 
 
-async def published_after(js: JetStreamContext, stream: str, head: int) -> list[Envelope]:
+async def published_after(
+    js: JetStreamContext, stream: str, head: int, head_hash: str
+) -> list[Envelope]:
     """The published envelopes after position ``head``, one per position, in position order.
 
     The stream is read backwards from its last message until every position
     after ``head`` up to the highest one seen is found (a message republished
-    after a relay crash may appear twice; both copies must agree).
+    after a relay crash may appear twice; both copies must agree). A published
+    event at ``head`` itself with another hash means the log was not cut but
+    rewritten there: refused.
     """
     try:
         info = await js.stream_info(stream)
@@ -75,12 +79,17 @@ async def published_after(js: JetStreamContext, stream: str, head: int) -> list[
         data = message.data or b""
         published = published_position(data)
         if published is None:
-            raise RepairRefused(f"message {message.seq} of {stream!r} is not a keyledger event")
-        position, _ = published
+            continue  # not an event of ours; a position it should have held shows as missing
+        position, published_hash = published
+        if position == head and published_hash != head_hash:
+            raise RepairRefused(
+                f"the log's event at position {head} is not the one published to JetStream;"
+                " the log was rewritten, not only cut, and repair does not overwrite"
+            )
         if position > head:
             try:
                 envelope = envelope_from_json(data)
-            except ValidationError as exc:
+            except (ValidationError, ValueError, RecursionError) as exc:
                 raise RepairRefused(
                     f"the published event at position {position} cannot be read"
                 ) from exc
@@ -114,15 +123,16 @@ async def repair_log(conn: asyncpg.Connection, js: JetStreamContext, stream: str
     """Re-append the published events the log lacks; a no-op when it lacks none."""
     store = EventStore()
     head = await store.read_head(conn)
-    tail = await published_after(js, stream, head.position)
-    check_continues(head.position, head.hash.strip(), tail)
+    head_hash = head.hash.strip()
+    tail = await published_after(js, stream, head.position, head_hash)
+    check_continues(head.position, head_hash, tail)
     if not tail:
         return RepairReport(head.position, head.position)
     registry = KeyRegistry()
     async with conn.transaction():
         await store.lock(conn)
         now = await store.read_head(conn)
-        if (now.position, now.hash.strip()) != (head.position, head.hash.strip()):
+        if (now.position, now.hash.strip()) != (head.position, head_hash):
             raise RepairRefused("the log changed while repairing; run repair again")
         await conn.executemany(
             f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
