@@ -168,7 +168,8 @@ async def test_a_lost_revocation_is_refused_until_repaired_from_jetstream(
             assert await verify_status(api, other_key["secret"]) == (503, "log_truncated")
             status, body = await authorize_status(api, revoked_key["secret"])
             assert status == 503 and body["error"]["code"] == "log_truncated"
-            status, _, body = await api.post(f"/v1/orgs/{org}/keys", {"name": "x"})
+            new_key = {"name": "x", "type": "secret"}
+            status, _, body = await api.post(f"/v1/orgs/{org}/keys", new_key)
             assert status == 503 and body["error"]["code"] == "log_truncated"
             status, _, body = await api.get("/v1/audit/verify")
             assert status == 200 and body["ok"] is False and body["log_truncated"] is True
