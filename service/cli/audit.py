@@ -97,8 +97,8 @@ def run_verify(_: argparse.Namespace) -> int:
         try:
             await migrate(conn)
             chain = await verify_chain(conn)
-            # Read after the walk, the witness can only be further along than the log
-            # the walk saw if events were lost; read before the head, never a false alarm.
+            # JetStream is read before the head (inside read_witness_report): an event
+            # committed meanwhile makes the head further along, never a false alarm.
             witness, problem = await _published_witness(settings)
             report = await read_witness_report(
                 conn, [witness] if witness else [], [problem] if problem else []

@@ -156,6 +156,16 @@ async def read_witness_report(
     )
 
 
+async def refuse_if_truncated(db: asyncpg.Connection | asyncpg.Pool) -> None:
+    """For appends outside a running app (CLI): never write onto a truncated log.
+
+    A new event would take the position of a lost one, and the lost tail could
+    then not be re-appended from JetStream."""
+    report = await read_witness_report(db)
+    if report.truncated:
+        raise RuntimeError(f"{report.describe()}; run `keyledger audit repair` first")
+
+
 def published_position(payload: bytes) -> tuple[int, str] | None:
     """Position and hash of a published envelope, or None when it does not carry them.
 

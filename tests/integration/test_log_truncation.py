@@ -101,6 +101,7 @@ def cli(args: list[str], settings: Settings) -> subprocess.CompletedProcess[str]
         "KEYLEDGER_NATS_URL": settings.nats_url or "",
         "KEYLEDGER_NATS_STREAM": settings.nats_stream,
         "KEYLEDGER_NATS_SUBJECT_PREFIX": settings.nats_subject_prefix,
+        "KEYLEDGER_PEPPER": TEST_PEPPER,
     }
     return subprocess.run(
         [sys.executable, "-m", "service.cli.main", *args],
@@ -206,6 +207,8 @@ async def test_a_lost_revocation_is_refused_until_repaired_from_jetstream(
             await eventually(revoked_again, what="the repaired revocation to be served")
             assert await verify_status(api, other_key["secret"]) == (200, "VALID")
             assert (await readiness(client))[0] == 200
+            metrics = await (await client.get("/metrics")).text()
+            assert "\nkeyledger_log_truncated 0.0\n" in metrics
             status, _, body = await api.get("/v1/audit/verify")
             assert body["ok"] is True and body["events"] == head and not missing_sources(body)
             # Writes go on from the repaired head.
@@ -290,10 +293,20 @@ async def test_checkpoints_alone_witness_a_cut_while_running_and_after_a_restart
         assert await verify_status(api, key["secret"]) == (503, "log_truncated")
         status, problems = await readiness(client)
         assert status == 503 and any("projection:key_views saw position" in p for p in problems)
+        metrics = await (await client.get("/metrics")).text()
+        assert "\nkeyledger_log_truncated 1.0\n" in metrics
 
     refused_repair = await asyncio.to_thread(cli, ["audit", "repair"], settings)
     assert refused_repair.returncode == 1
     assert "KEYLEDGER_NATS_URL is not set" in refused_repair.stderr
+
+    # A command line that appends outside the app refuses too, and writes nothing.
+    create = ["admin", "create-service-key", "--name", "late", "--scopes", "admin"]
+    refused_key = await asyncio.to_thread(cli, create, settings)
+    assert refused_key.returncode == 1 and "log_truncated" in refused_key.stderr
+    assert refused_key.stdout == ""
+    code, answer = await audit_verify(settings)
+    assert code == 1 and answer["head"]["position"] == head - 1
 
 
 async def test_a_repair_refuses_a_stream_that_does_not_exist(
