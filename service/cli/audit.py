@@ -62,13 +62,16 @@ async def _jetstream(settings: Settings) -> AsyncIterator[JetStreamContext]:
         return None
 
     try:
-        nc = await nats.connect(
-            settings.nats_url,
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            connect_timeout=NATS_TIMEOUT_SECONDS,
-            error_cb=quiet,
-        )
+        # One attempt per server (nats-py loops forever on the first connect with
+        # max_reconnect_attempts=0), and a bound on the whole, whatever the client does.
+        async with asyncio.timeout(NATS_TIMEOUT_SECONDS * 2):
+            nc = await nats.connect(
+                settings.nats_url,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                connect_timeout=NATS_TIMEOUT_SECONDS,
+                error_cb=quiet,
+            )
     except Exception as exc:
         raise RuntimeError(f"cannot reach NATS ({type(exc).__name__})") from exc
     try:

@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from events.models import Actor
+from service.embedded import free_port
 from service.http.app import create_app
 from service.http.context import POOL, TRUNCATION_GUARD
 from service.service_keys import issue_service_key
@@ -360,3 +361,21 @@ async def test_a_head_ahead_of_its_witnesses_is_normal_lag(own_database: str) ->
         assert await EventStore().head(conn) == 0
     finally:
         await conn.close()
+
+
+async def test_an_unreachable_jetstream_is_named_but_does_not_fail_verify(
+    own_database: str,
+) -> None:
+    conn = await asyncpg.connect(own_database)
+    try:
+        await migrate(conn)
+        await append_key(conn, new_org())
+    finally:
+        await conn.close()
+    nowhere = settings_for(own_database).replace(nats_url=f"nats://127.0.0.1:{free_port()}")
+    code, answer = await audit_verify(nowhere)
+    assert code == 0 and answer["ok"] is True and answer["log_truncated"] is False
+    assert len(answer["unchecked"]) == 1 and answer["unchecked"][0].startswith("jetstream: ")
+    # Without NATS the lost tail cannot be fetched: repair says so and writes nothing.
+    refused = await asyncio.to_thread(cli, ["audit", "repair"], nowhere)
+    assert refused.returncode == 1 and "cannot reach NATS" in refused.stderr
