@@ -35,6 +35,9 @@ log = structlog.get_logger(__name__)
 
 # A witness that does not answer this fast is skipped for this check, not waited for.
 JETSTREAM_TIMEOUT_SECONDS = 1.0
+# At start, how long to wait for NATS so that the first check has JetStream's witness
+# (after a restored backup it is the only one); NATS down only delays the start this much.
+STARTUP_NATS_WAIT_SECONDS = 2.0
 
 
 class TruncationGuard:
@@ -58,13 +61,16 @@ class TruncationGuard:
         # The report while the log is truncated; None while it holds every witness.
         self.truncation: WitnessReport | None = None
         self._nc: NatsClient | None = None
+        self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> WitnessReport:
         """Check once now (loudly when truncated), then keep checking in the background."""
-        report = await self.check()
         if self.nats_url:
             self._tasks.append(asyncio.create_task(self._connect(), name="witness-nats"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), STARTUP_NATS_WAIT_SECONDS)
+        report = await self.check()
         self._tasks.append(asyncio.create_task(self._watch(), name="witness-watch"))
         return report
 
@@ -145,6 +151,7 @@ class TruncationGuard:
             reconnected_cb=connected,
             error_cb=error,
         )
+        self._connected.set()
         await self._check_quietly()
 
     async def _watch(self) -> None:

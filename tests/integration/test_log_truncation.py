@@ -245,6 +245,15 @@ async def test_jetstream_alone_witnesses_a_restored_backup_and_a_rewritten_head(
             await conn.execute("UPDATE outbox_checkpoint SET position = $1", head - 1)
             code, answer = await audit_verify(settings)
             assert code == 1 and missing_sources(answer) == {"jetstream"}
+            async with running(settings) as client:
+                restarted = Api(client, api.service_key)
+
+                async def refused() -> bool:
+                    status = await verify_status(restarted, key["secret"])
+                    assert status[1] != "VALID"
+                    return status == (503, "log_truncated")
+
+                await eventually(refused, what="JetStream's witness to refuse the restored log")
 
             # A new event takes the lost one's position: same head, another hash.
             await append_key(conn, org, "impostor")
