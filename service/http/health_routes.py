@@ -3,7 +3,8 @@
 Both are unauthenticated: load balancers and orchestrators probe them. A
 replica is ready when PostgreSQL answers, NATS is connected (when
 configured), and its verification index, projections and the outbox relay
-are within ``KEYLEDGER_READY_MAX_LAG`` events of the log head. Otherwise
+are within ``KEYLEDGER_READY_MAX_LAG`` events of the log head, and the log
+holds every witness of its head (never ready while ``log_truncated``). Otherwise
 ``/readyz`` answers 503 ``{"status": "not_ready", "problems": [...]}``, one
 human-readable line per thing that is not.
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -274,7 +275,7 @@ async def test_jetstream_alone_witnesses_a_restored_backup_and_a_rewritten_head(
 
 
 async def test_checkpoints_alone_witness_a_cut_while_running_and_after_a_restart(
-    own_database: str,
+    own_database: str, captured_logs: io.StringIO
 ) -> None:
     settings = settings_for(own_database)  # no NATS at all
     async with running(settings) as client:
@@ -298,9 +299,19 @@ async def test_checkpoints_alone_witness_a_cut_while_running_and_after_a_restart
     assert code == 1 and missing_sources(answer) == {"projection"}
     assert answer["unchecked"] == []
 
+    logged_before = len(captured_logs.getvalue())
     async with running(settings) as client:
         api = Api(client, api.service_key)
         assert await verify_status(api, key["secret"]) == (503, "log_truncated")
+        # Said loudly at start, with the remedy.
+        started = [
+            json.loads(line)
+            for line in captured_logs.getvalue()[logged_before:].splitlines()
+            if '"event": "log_truncated"' in line
+        ]
+        assert started and started[0]["level"] == "critical"
+        assert started[0]["remedy"] == "keyledger audit repair"
+        assert started[0]["head"] == head - 1
         status, problems = await readiness(client)
         assert status == 503 and any("projection:key_views saw position" in p for p in problems)
         metrics = await (await client.get("/metrics")).text()
