@@ -95,7 +95,7 @@ async def generate_rate(database_url: str, clients: int, seconds: float) -> tupl
     settings = Settings.from_env(
         {},
         database_url=database_url,
-        pepper="bench",
+        pepper="bench-pepper-" + "0" * 32,
         max_active_keys_per_org=10_000_000,
         db_pool_max_size=20,
     )

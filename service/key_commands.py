@@ -104,6 +104,9 @@ class KeyCommandHandler:
         # before any caller hears back: this replica's in-memory views (the verification
         # index) then reflect a command by the time its response is sent.
         self.committed: list[CommitObserver] = []
+        # Raises while the log must not grow: a truncated log (SPEC §10) would give a new
+        # event the position of a lost one, and the lost tail could not be re-appended.
+        self.write_guard: Callable[[], None] | None = None
 
     async def handle(
         self,
@@ -115,6 +118,8 @@ class KeyCommandHandler:
         idempotent: IdempotentRequest | None = None,
     ) -> CommandOutcome:
         """Decide and record ``command`` on a key of ``org_id``; returns once committed."""
+        if self.write_guard is not None:
+            self.write_guard()
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(_Pending(command, org_id, actor, if_match, idempotent, future))
         if self._writer is None or self._writer.done():

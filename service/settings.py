@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM
 
 PREFIX = "KEYLEDGER_"
+# A pepper shorter than this is refused: every stored secret hash is only as strong as it.
+MIN_PEPPER_LENGTH = 32
 
 
 class Settings(BaseModel):
@@ -41,6 +43,8 @@ class Settings(BaseModel):
     usage_flush_interval_seconds: float = Field(10.0, gt=0, le=50)
     # /readyz: how many events the index, projections and outbox relay may trail the log head.
     ready_max_lag: int = Field(100, ge=0)
+    # How often a replica compares the log head with its witnesses (JetStream, checkpoints).
+    witness_check_interval_seconds: float = Field(5.0, gt=0)
     # `keyledger serve`: seconds to let in-flight requests finish after SIGTERM.
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     log_level: str = "info"
@@ -63,7 +67,13 @@ class Settings(BaseModel):
 
     @property
     def pepper_bytes(self) -> bytes:
-        """The HMAC key as bytes; refuses to run without one."""
+        """The HMAC key as bytes; refuses to run without one or with a short one."""
         if self.pepper is None or not self.pepper.get_secret_value():
             raise RuntimeError("KEYLEDGER_PEPPER is not set")
-        return self.pepper.get_secret_value().encode()
+        pepper = self.pepper.get_secret_value()
+        if len(pepper) < MIN_PEPPER_LENGTH:
+            raise RuntimeError(
+                f"KEYLEDGER_PEPPER is too short ({len(pepper)} characters; at least"
+                f" {MIN_PEPPER_LENGTH} are required, e.g. from `openssl rand -hex 32`)"
+            )
+        return pepper.encode()

@@ -21,7 +21,7 @@ from service.settings import Settings
 from tests.support.api import Api, indexed
 from tests.support.servers import scratch_database
 
-TEST_PEPPER = "test-pepper-" + secrets.token_hex(8)
+TEST_PEPPER = "test-pepper-" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="session")

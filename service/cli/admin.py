@@ -10,6 +10,7 @@ from service.errors import KeyledgerError
 from service.http.app import connect_database
 from service.service_keys import issue_service_key
 from service.settings import Settings
+from service.store.log_witnesses import refuse_if_truncated
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -34,6 +35,7 @@ def run_create_service_key(args: argparse.Namespace) -> int:
     async def create() -> str:
         pool = await connect_database(settings)
         try:
+            await refuse_if_truncated(pool)
             issued = await issue_service_key(
                 pool,
                 settings.pepper_bytes,

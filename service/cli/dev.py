@@ -14,6 +14,7 @@ from service.http.app import connect_database
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
+from service.store.log_witnesses import refuse_if_truncated
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -69,6 +70,7 @@ def run_dev(args: argparse.Namespace) -> int:
 async def _admin_key(settings: Settings) -> str:
     pool = await connect_database(settings)
     try:
+        await refuse_if_truncated(pool)
         issued = await issue_service_key(
             pool,
             settings.pepper_bytes,

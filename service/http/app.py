@@ -18,18 +18,22 @@ from service.http.metrics import install_metrics
 from service.http.middleware import request_context
 from service.http.outbox_side import run_outbox_relay
 from service.http.read_side import run_projections
+from service.http.witness_side import guard_the_log
 from service.key_commands import KeyCommandHandler
 from service.settings import Settings
 from service.store.migrate import migrate
+from service.store.pepper_fingerprint import check_pepper
 
 
 async def connect_database(settings: Settings) -> asyncpg.Pool:
-    """Apply migrations, then open the connection pool."""
+    """Apply migrations, check the pepper's fingerprint (when one is set), open the pool."""
     if not settings.database_url:
         raise RuntimeError("KEYLEDGER_DATABASE_URL is not set")
     conn = await asyncpg.connect(settings.database_url)
     try:
         await migrate(conn)
+        if settings.pepper is not None:
+            await check_pepper(conn, settings.pepper_bytes)
     finally:
         await conn.close()
     return await asyncpg.create_pool(
@@ -71,10 +75,11 @@ def create_app(settings: Settings) -> web.Application:
     # connections and lets in-flight requests finish (`shutdown_timeout`), then tears the
     # cleanup_ctx entries down in REVERSE order of this list:
     #   expiry sweeper (no new events) → projections → outbox relay (publishes what the
-    #   requests committed, then drains NATS) → verification (flushes last_used_at,
-    #   closes its JetStream feed) → database pool (last: everything above uses it).
+    #   requests committed, then drains NATS) → truncation guard → verification (flushes
+    #   last_used_at, closes its JetStream feed) → database pool (last: everything uses it).
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(verify_routes.verification_context)
+    app.cleanup_ctx.append(guard_the_log)
     app.cleanup_ctx.append(run_outbox_relay)
     app.cleanup_ctx.append(run_projections)
     app.cleanup_ctx.append(_expiry_sweeper)

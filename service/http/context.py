@@ -9,11 +9,14 @@ from service.callers import Caller, CallerAuthenticator
 from service.http.middleware import CALLER_ID
 from service.key_commands import KeyCommandHandler
 from service.settings import Settings
+from service.truncation_guard import TruncationGuard
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 COMMANDS = web.AppKey("commands", KeyCommandHandler)
 CALLERS = web.AppKey("callers", CallerAuthenticator)
+# Verify, authorize, commands, readyz and audit verify consult it (SPEC §10).
+TRUNCATION_GUARD = web.AppKey("truncation_guard", TruncationGuard)
 
 
 def bearer_token(header: str | None) -> str | None:

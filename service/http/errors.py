@@ -36,6 +36,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "rate_limited": 429,
     "internal_error": 500,
     "not_caught_up": 503,
+    # The log lost events its witnesses saw (SPEC §10): verify and commands fail closed.
+    "log_truncated": 503,
     "unavailable": 503,
 }
 

@@ -3,7 +3,8 @@
 Both are unauthenticated: load balancers and orchestrators probe them. A
 replica is ready when PostgreSQL answers, NATS is connected (when
 configured), and its verification index, projections and the outbox relay
-are within ``KEYLEDGER_READY_MAX_LAG`` events of the log head. Otherwise
+are within ``KEYLEDGER_READY_MAX_LAG`` events of the log head, and the log
+holds every witness of its head (never ready while ``log_truncated``). Otherwise
 ``/readyz`` answers 503 ``{"status": "not_ready", "problems": [...]}``, one
 human-readable line per thing that is not.
 """
@@ -29,6 +30,9 @@ def readiness_problems(vitals: Vitals, max_lag: int) -> list[str]:
     problems: list[str] = []
     if not vitals.database_ok:
         problems.append("database: not answering")
+    if vitals.log_truncated:
+        # This replica would answer from a log missing events: never ready (SPEC §10).
+        problems.append(vitals.log_truncated)
     if vitals.nats_configured and not vitals.nats_connected:
         problems.append("nats: not connected")
     if vitals.relay_problem:

@@ -5,7 +5,8 @@
 - ``keyledger_verify_outcomes_total{code}``: verdicts by code (``Verifier.outcomes``).
 - ``keyledger_log_head_position``, ``keyledger_outbox_lag_events``,
   ``keyledger_projection_lag_events{projection}``,
-  ``keyledger_verification_index_keys`` / ``_lag_events``, ``keyledger_nats_connected``:
+  ``keyledger_verification_index_keys`` / ``_lag_events``, ``keyledger_nats_connected``,
+  ``keyledger_log_truncated``:
   read at scrape time from the same ``Vitals`` as ``/readyz``.
 
 Each app gets its own ``CollectorRegistry`` (never the global one), so several
@@ -128,11 +129,15 @@ class AppMetrics:
             "keyledger_verification_index_lag_events",
             "Committed events not yet in this replica's verification index.",
         )
+        self.log_truncated = gauge(
+            "keyledger_log_truncated", "1 while the log lacks events its witnesses saw (§10)."
+        )
 
     async def refresh(self, app: web.Application) -> None:
         """Read the current vitals into the gauges (unknown values are left out)."""
         vitals = await read_vitals(app)
         self.database_up.set(1 if vitals.database_ok else 0)
+        self.log_truncated.set(1 if vitals.log_truncated else 0)
         pairs = (
             (self.log_head, vitals.log_head),
             (self.outbox_lag, vitals.outbox_lag),

@@ -83,7 +83,7 @@ class Operation:
 
 _AUTHENTICATED = ("400", "401", "403", "422", "429")
 _WITH_BODY = ("400", "413", "415", "422")
-_COMMAND = (*_AUTHENTICATED, *_WITH_BODY, "404", "409", "412")
+_COMMAND = (*_AUTHENTICATED, *_WITH_BODY, "404", "409", "412", "503")
 _READ = (*_AUTHENTICATED, "404", "503")
 
 
@@ -195,7 +195,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post",
         "/v1/verify",
-        "Verify a bearer key or a signed request (always 200; the verdict is in the body)",
+        "Verify a bearer key or a signed request (200 with the verdict in the body; 503"
+        " `log_truncated` while the log is missing events, SPEC §10)",
         "verification",
         body=VerifyBody,
         answers={"200": shapes.VerifyResult},

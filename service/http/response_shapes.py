@@ -75,11 +75,29 @@ class AuditPage(_Shape):
     next_cursor: int | None
 
 
+class LogHead(_Shape):
+    position: int = Field(ge=0)
+    hash: str
+
+
+class LogWitness(_Shape):
+    """Where the log was seen to reach ``position`` (SPEC §10); ``held``: the log still has it."""
+
+    source: str
+    position: int = Field(ge=0)
+    hash: str | None
+    held: bool
+
+
 class ChainReport(_Shape):
     ok: bool
     events: int = Field(ge=0)
     broken_at: int | None
     reason: str | None = None
+    log_truncated: bool
+    head: LogHead
+    witnesses: list[LogWitness]
+    unchecked: list[str]
 
 
 class VerifiedKey(_Shape):

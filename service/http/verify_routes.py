@@ -26,7 +26,15 @@ from projections.verification_index import IndexEntry, VerificationIndex
 from service.callers import CallerAuthenticator
 from service.errors import KeyledgerError
 from service.http.body import read_body
-from service.http.context import CALLERS, COMMANDS, POOL, SETTINGS, authenticate, bearer_token
+from service.http.context import (
+    CALLERS,
+    COMMANDS,
+    POOL,
+    SETTINGS,
+    TRUNCATION_GUARD,
+    authenticate,
+    bearer_token,
+)
 from service.http.middleware import CALLER_ID
 from service.key_usage import UsageRecorder
 from service.verifier import Credential, Verifier
@@ -101,9 +109,14 @@ class VerifyBody(BaseModel):
 
 @routes.post("/v1/verify")
 async def verify(request: web.Request) -> web.Response:
-    """Is this key good for this request? Always 200; the verdict is in the body."""
+    """Is this key good for this request? 200 with the verdict in the body.
+
+    The one exception is 503 ``log_truncated``: while the log misses events its
+    witnesses saw, no verdict is given at all (a lost revocation would read VALID)."""
     caller = await authenticate(request)
     caller.require("keys:verify")
+    # Fail closed on a truncated log: a revocation cut off it would verify VALID.
+    request.app[TRUNCATION_GUARD].require_intact()
     body = await read_body(request, VerifyBody)
     verdict = await request.app[VERIFIER].verify(
         body.credential(),
@@ -120,6 +133,7 @@ async def authorize(request: web.Request) -> web.Response:
     caller = await request.app[CALLERS].authenticate(request.headers.get("X-Keyledger-Service-Key"))
     request[CALLER_ID] = caller.key_id
     caller.require("keys:verify")
+    request.app[TRUNCATION_GUARD].require_intact()
     requirements, min_position = _query_requirements(request)
     credential = _forwarded_credential(request)
     if credential is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiohttp import web
 
-from service.http.context import POOL, SETTINGS
+from service.http.context import POOL, SETTINGS, TRUNCATION_GUARD
 from service.http.outbox_side import RELAY
 from service.http.read_side import PROJECTIONS
 from service.http.verify_routes import VERIFICATION_INDEX
@@ -38,6 +38,8 @@ class Vitals:
     index_position: int | None
     projection_positions: dict[str, int] = field(default_factory=dict)
     projection_failures: dict[str, str] = field(default_factory=dict)
+    # One line naming the missing witness when the log is truncated (SPEC §10).
+    log_truncated: str | None = None
 
     @property
     def index_lag(self) -> int | None:
@@ -86,6 +88,14 @@ async def read_vitals(app: web.Application) -> Vitals:
             database_ok = True
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             database_ok = False
+    guard = app.get(TRUNCATION_GUARD)
+    if guard is not None and database_ok:
+        try:
+            async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
+                await guard.check()  # fresh: a probe sees a truncation at once
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            database_ok = False
+    truncation = guard.truncation if guard is not None else None
     projection_positions: dict[str, int] = {}
     projection_failures: dict[str, str] = {}
     if runner is not None:
@@ -102,4 +112,5 @@ async def read_vitals(app: web.Application) -> Vitals:
         index_position=index.position if index is not None else None,
         projection_positions=projection_positions,
         projection_failures=projection_failures,
+        log_truncated=truncation.describe() if truncation is not None else None,
     )

@@ -64,7 +64,9 @@ async def test_an_intact_log_verifies(small_log: tuple[str, asyncpg.Connection])
     assert report.as_json() == {"ok": True, "events": 6, "broken_at": None}
     done = await asyncio.to_thread(_cli_verify, url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == '{"ok": true, "events": 6, "broken_at": null}'
+    answer = json.loads(done.stdout)
+    assert (answer["ok"], answer["events"], answer["broken_at"]) == (True, 6, None)
+    assert answer["log_truncated"] is False and answer["head"]["position"] == 6
 
 
 async def test_an_edited_event_is_named(small_log: tuple[str, asyncpg.Connection]) -> None:
@@ -128,5 +130,8 @@ async def test_audit_verify_over_http(api: Api) -> None:
     status, _, body = await api.get("/v1/audit/verify")
     assert status == 200
     assert body["ok"] is True and body["broken_at"] is None and body["events"] >= 1
+    assert body["log_truncated"] is False and body["head"]["position"] == body["events"]
+    # The index applied the command before it answered: a witness the log holds.
+    assert {w["source"]: w["held"] for w in body["witnesses"]}["verification_index"] is True
     status, _, body = await api.get("/v1/audit/verify?min_position=abc")
     assert status == 422 and body["error"]["code"] == "invalid_min_position"

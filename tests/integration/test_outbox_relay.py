@@ -69,7 +69,7 @@ def commands(pool: asyncpg.Pool) -> KeyCommandHandler:
 @pytest.fixture
 def relay_settings(own_database: str, nats_url: str) -> Settings:
     return unique_stream_settings(
-        Settings(database_url=own_database, nats_url=nats_url, pepper="unused")
+        Settings(database_url=own_database, nats_url=nats_url, pepper="unused-" + "p" * 40)
     )
 
 

@@ -62,7 +62,7 @@ async def running_replicas(
     count: int, database_url: str, nats_url: str | None, **settings: str
 ) -> AsyncIterator[Replicas]:
     """``count`` replicas of ``keyledger serve``; stopped (SIGTERM) on exit."""
-    pepper = "replicas-" + secrets.token_hex(8)
+    pepper = "replicas-" + secrets.token_hex(16)
     token = uuid.uuid4().hex[:10]
     executable = Path(sys.executable).parent / "keyledger"
     processes: list[asyncio.subprocess.Process] = []

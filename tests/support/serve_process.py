@@ -37,7 +37,7 @@ def serve_env(database_url: str, nats_url: str | None = None, **settings: str) -
         **os.environ,
         "KEYLEDGER_DATABASE_URL": database_url,
         "KEYLEDGER_NATS_URL": nats_url or "",
-        "KEYLEDGER_PEPPER": "served-" + secrets.token_hex(8),
+        "KEYLEDGER_PEPPER": "served-" + secrets.token_hex(16),
         "KEYLEDGER_HOST": "127.0.0.1",
         "KEYLEDGER_PORT": str(free_port()),
         "KEYLEDGER_NATS_STREAM": f"SERVED_{token.upper()}",
