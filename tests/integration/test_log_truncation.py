@@ -30,7 +30,7 @@ from service.store.event_store import EventStore
 from service.store.log_witnesses import Witness, read_witness_report
 from service.store.migrate import migrate
 from tests.conftest import TEST_PEPPER
-from tests.support.api import Api, new_org
+from tests.support.api import Api, indexed, new_org
 from tests.support.event_log import append_key
 from tests.support.outbox import deleted_at_exit, eventually, jetstream, unique_stream_settings
 from tests.support.servers import scratch_database
@@ -63,6 +63,7 @@ async def admin_api(client: TestClient, settings: Settings) -> Api:
     issued = await issue_service_key(
         client.app[POOL], settings.pepper_bytes, name="admin", scopes=["admin"], actor=Actor(id="t")
     )
+    await indexed(client, issued.position)
     return Api(client, issued.secret)
 
 
