@@ -23,8 +23,13 @@ from service.settings import Settings
 from service.store.migrate import migrate
 
 
-async def connect_database(settings: Settings) -> asyncpg.Pool:
-    """Apply migrations, then open the connection pool."""
+async def connect_database(settings: Settings, *, bounded: bool = True) -> asyncpg.Pool:
+    """Apply migrations, then open the connection pool.
+
+    Every statement on the pool is bounded by ``db_command_timeout_seconds``;
+    ``bounded=False`` lifts that for offline maintenance whose statements may
+    run long (``projections rebuild``).
+    """
     if not settings.database_url:
         raise RuntimeError("KEYLEDGER_DATABASE_URL is not set")
     conn = await asyncpg.connect(settings.database_url)
@@ -36,6 +41,7 @@ async def connect_database(settings: Settings) -> asyncpg.Pool:
         settings.database_url,
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
+        command_timeout=settings.db_command_timeout_seconds if bounded else None,
     )
 
 
@@ -47,6 +53,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         pool,
         max_active_keys=settings.max_active_keys_per_org,
         idempotency_ttl_hours=settings.idempotency_ttl_hours,
+        lock_timeout_seconds=settings.append_lock_timeout_seconds,
     )
     app[CALLERS] = CallerAuthenticator(pool, settings.pepper_bytes)
     yield
