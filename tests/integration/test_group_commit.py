@@ -7,9 +7,8 @@ sent anyway: the group commit must hold whatever reaches it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -22,8 +21,8 @@ from service.domain.ids import new_key_id
 from service.errors import KeyledgerError
 from service.key_commands import CommandOutcome, IdempotentRequest, KeyCommandHandler
 from service.store.audit_chain import verify_chain
-from service.store.event_store import LOG_LOCK
 from tests.support.api import new_org
+from tests.support.event_log import append_lock_held, writers_waiting_for_lock
 
 ACTOR = Actor(id="test:group-commit")
 Outcome = CommandOutcome | BaseException
@@ -55,26 +54,6 @@ class BatchSizes:
             return await begin(conn, requests)
 
         monkeypatch.setattr(handler, "begin", recording_begin)
-
-
-@contextlib.asynccontextmanager
-async def append_lock_held(pool: asyncpg.Pool) -> AsyncIterator[None]:
-    """Hold the log's append lock in another transaction until the block ends."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
-        yield
-
-
-async def writers_waiting_for_lock(pool: asyncpg.Pool, count: int = 1) -> None:
-    """Wait until ``count`` transactions are blocked on the append lock."""
-    for _ in range(500):
-        waiting = await pool.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        )
-        if waiting >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no writer is waiting for the append lock")
 
 
 async def run_all(
