@@ -161,7 +161,7 @@ class GroupCommit(Generic[Item, Result]):
             results = [_unavailable(exc) for _ in batch]
         except Exception as exc:
             if len(batch) == 1:
-                results = [_failure(exc)]
+                results = [error_for(exc)]
             else:
                 log.warning(
                     "group_commit_batch_failed", commands=len(batch), error=type(exc).__name__
@@ -176,7 +176,7 @@ class GroupCommit(Generic[Item, Result]):
             try:
                 results = await self._commit([pending.item])
             except Exception as exc:
-                await self._deliver([pending], [_failure(exc)])
+                await self._deliver([pending], [error_for(exc)])
                 if isinstance(exc, _OUTAGES):
                     # The database, not this command: the rest would only wait to fail too.
                     rest = batch[number + 1 :]
@@ -208,7 +208,7 @@ class GroupCommit(Generic[Item, Result]):
                 except Exception as exc:
                     await conn.execute(_ROLLBACK_TO_SAVEPOINT)
                     self.work.undo(batch, mark)
-                    results.append(_failure(exc))
+                    results.append(error_for(exc))
             await self.work.end(conn, batch)
         return results
 
@@ -229,7 +229,7 @@ class GroupCommit(Generic[Item, Result]):
                 pending.outcome.set_result(result)
 
 
-def _failure(exc: BaseException) -> KeyledgerError:
+def error_for(exc: BaseException) -> KeyledgerError:
     """What the caller of a failed command hears (logged here when unexpected)."""
     if isinstance(exc, KeyledgerError):
         return exc
@@ -259,9 +259,20 @@ def _unavailable(cause: BaseException | None) -> KeyledgerError:
 
 
 def _settle_all(batch: list[_Pending[Any, Any]], cause: BaseException) -> None:
+    """Answer every caller still waiting when the writer itself failed or was stopped.
+
+    The batch may have committed just before, so the message does not claim
+    otherwise: a retry with the same ``Idempotency-Key`` finds out safely.
+    """
     for pending in batch:
         if not pending.outcome.done():
-            pending.outcome.set_exception(_unavailable(cause))
+            error = KeyledgerError(
+                "unavailable",
+                "the command may not have been recorded; retry with the same Idempotency-Key",
+                {"retry_after": RETRY_AFTER_SECONDS},
+            )
+            error.__cause__ = cause
+            pending.outcome.set_exception(error)
 
 
 def _discard(future: asyncio.Future[Any]) -> None:

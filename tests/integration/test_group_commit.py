@@ -7,6 +7,8 @@ sent anyway: the group commit must hold whatever reaches it.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 
 from events.models import Actor
 from service.clock import utc_now
+from service.domain import key_material
 from service.domain.commands import Command, GenerateKey, RenameKey, RevokeKey
 from service.domain.ids import new_key_id
 from service.errors import KeyledgerError
@@ -98,7 +101,7 @@ def code_of(outcome: Outcome) -> str:
 
 
 async def test_poison_commands_fail_alone_in_a_burst(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, captured_logs: io.StringIO
 ) -> None:
     handler = KeyCommandHandler(pool, max_active_keys=1000)
     sizes = BatchSizes(handler, monkeypatch)
@@ -110,11 +113,12 @@ async def test_poison_commands_fail_alone_in_a_burst(
     # A bug after the events are appended: the savepoint must take them back, and
     # the in-memory log head with them.
     exploding = new_key_id()
+    nearby_secret = key_material.new_secret("secret", "live")
     save = handler.registry.save
 
     async def save_or_explode(conn: asyncpg.Connection, state: Any) -> None:
         if state.key_id == exploding:
-            raise RuntimeError("a bug in one command")
+            raise RuntimeError(f"a bug in one command, near {nearby_secret}")
         await save(conn, state)
 
     monkeypatch.setattr(handler.registry, "save", save_or_explode)
@@ -146,6 +150,7 @@ async def test_poison_commands_fail_alone_in_a_burst(
             commands.append((generate(org), org))
 
     sizes.sizes.clear()
+    logged_before = len(captured_logs.getvalue())
     outcomes = await run_all(handler, commands)
 
     # One transaction for all: the poison did not make the batch fail and be retried.
@@ -166,6 +171,13 @@ async def test_poison_commands_fail_alone_in_a_burst(
         await pool.fetchval("SELECT status FROM key_registry WHERE key_id = $1", to_revoke.key_id)
         == "revoked"
     )
+    # The unexpected failure is logged with its traceback, and without the secret.
+    lines = [json.loads(line) for line in captured_logs.getvalue()[logged_before:].splitlines()]
+    [failed] = [line for line in lines if line.get("event") == "command_failed"]
+    assert "Traceback" in failed["exception"] and "a bug in one command" in failed["exception"]
+    assert nearby_secret not in captured_logs.getvalue()
+    unstorable = [line for line in lines if line.get("event") == "command_unstorable"]
+    assert len(unstorable) == 4 and "surrogate" not in json.dumps(unstorable)
 
 
 async def test_a_failed_command_leaves_no_idempotency_record(pool: asyncpg.Pool) -> None:
