@@ -39,6 +39,10 @@ from service.errors import KeyledgerError
 log = structlog.get_logger(__name__)
 
 RETRY_AFTER_SECONDS = 1
+# Each command that writes is a subtransaction with its own xid. Past 64 in one transaction
+# (PGPROC_MAX_CACHED_SUBXIDS) every other session's snapshot overflows to pg_subtrans
+# lookups while the batch is open, so a batch stays at or under that.
+MAX_BATCH = 64
 _SAVEPOINT = "SAVEPOINT key_command"
 _ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT key_command"
 
@@ -104,7 +108,7 @@ class GroupCommit(Generic[Item, Result]):
         pool: asyncpg.Pool,
         work: BatchWork[Item, Result],
         *,
-        max_batch: int = 100,
+        max_batch: int = MAX_BATCH,
         name: str = "group-commit",
     ) -> None:
         self.pool = pool

@@ -27,7 +27,7 @@ from service.domain.decider import decide
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
-from service.group_commit import GroupCommit
+from service.group_commit import MAX_BATCH, GroupCommit
 from service.key_view import render_key
 from service.store.event_store import EventStore, LogHead, fold_envelopes
 from service.store.idempotency import IdempotencyStore, StoredResponse
@@ -101,7 +101,7 @@ class KeyCommandHandler:
         *,
         max_active_keys: int,
         idempotency_ttl_hours: int = 24,
-        max_batch: int = 100,
+        max_batch: int = MAX_BATCH,
         lock_timeout_seconds: float | None = None,
     ) -> None:
         self.pool = pool

@@ -83,7 +83,7 @@ class Operation:
 
 _AUTHENTICATED = ("400", "401", "403", "422", "429")
 _WITH_BODY = ("400", "413", "415", "422")
-_COMMAND = (*_AUTHENTICATED, *_WITH_BODY, "404", "409", "412")
+_COMMAND = (*_AUTHENTICATED, *_WITH_BODY, "404", "409", "412", "503")
 _READ = (*_AUTHENTICATED, "404", "503")
 
 
