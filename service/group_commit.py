@@ -52,8 +52,7 @@ _TIMEOUTS: tuple[type[BaseException], ...] = (
     asyncpg.LockNotAvailableError,
     asyncpg.QueryCanceledError,
 )
-# The database (or the way to it) failing rather than one command: no savepoint can
-# contain these, so they fail the batch, and while retrying they fail the rest too.
+# The database (or the way to it) failing rather than one command.
 _OUTAGES: tuple[type[BaseException], ...] = (
     *_TIMEOUTS,
     OSError,
@@ -64,6 +63,18 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 # Input no validation caught that the encoder or PostgreSQL cannot store: the
 # request's fault, so a 422 (a retry would fail the same way), not a 503.
 _UNSTORABLE: tuple[type[BaseException], ...] = (UnicodeError, asyncpg.DataError)
+
+
+def _unstorable(exc: BaseException) -> bool:
+    # asyncpg's client-side "invalid input" errors are InterfaceErrors that are also ValueErrors.
+    return isinstance(exc, _UNSTORABLE) or (
+        isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
+    )
+
+
+def _outage(exc: BaseException) -> bool:
+    return isinstance(exc, _OUTAGES) and not _unstorable(exc)
+
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -181,7 +192,7 @@ class GroupCommit(Generic[Item, Result]):
                 results = await self._commit([pending.item])
             except Exception as exc:
                 await self._deliver([pending], [error_for(exc)])
-                if isinstance(exc, _OUTAGES):
+                if _outage(exc):
                     # The database, not this command: the rest would only wait to fail too.
                     rest = batch[number + 1 :]
                     await self._deliver(rest, [_unavailable(exc) for _ in rest])
@@ -207,9 +218,10 @@ class GroupCommit(Generic[Item, Result]):
                 await conn.execute(_SAVEPOINT)
                 try:
                     results.append(await self.work.apply(conn, batch, item))
-                except _OUTAGES:
-                    raise
                 except Exception as exc:
+                    if _outage(exc):
+                        raise  # no savepoint contains it: the batch fails
+                    # Should this fail too (the connection gone after all), the batch fails.
                     await conn.execute(_ROLLBACK_TO_SAVEPOINT)
                     self.work.undo(batch, mark)
                     results.append(error_for(exc))
@@ -237,7 +249,7 @@ def error_for(exc: BaseException) -> KeyledgerError:
     """What the caller of a failed command hears (logged here when unexpected)."""
     if isinstance(exc, KeyledgerError):
         return exc
-    if isinstance(exc, _UNSTORABLE):
+    if _unstorable(exc):
         # The type only: a message may quote the offending value.
         log.warning("command_unstorable", error=type(exc).__name__)
         error = KeyledgerError(
@@ -245,7 +257,7 @@ def error_for(exc: BaseException) -> KeyledgerError:
         )
         error.__cause__ = exc
         return error
-    if isinstance(exc, _OUTAGES):
+    if _outage(exc):
         log.warning("command_failed_database_unavailable", error=type(exc).__name__)
     else:
         log.error("command_failed", exc_info=exc)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from asyncpg.exceptions._base import DataError as ClientSideDataError
 
 from service.callers import Caller
 from service.domain.orgs import SYSTEM_ORG
@@ -94,6 +95,9 @@ def test_which_secret_of_a_service_key_may_still_act(
     [
         (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), "validation_error"),
         (asyncpg.CharacterNotInRepertoireError("invalid byte sequence"), "validation_error"),
+        (asyncpg.DataError("invalid input for query argument $1"), "validation_error"),
+        (ClientSideDataError("invalid input"), "validation_error"),
+        (asyncpg.InterfaceError("connection is closed"), "unavailable"),
         (asyncpg.UniqueViolationError("duplicate"), "unavailable"),
         (RuntimeError("a bug"), "unavailable"),
         (KeyError("a bug"), "unavailable"),
