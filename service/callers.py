@@ -43,13 +43,22 @@ class Caller:
     scopes: frozenset[str]
     # None: every org. Otherwise the orgs named in the key's metadata ``orgs``.
     orgs: frozenset[str] | None
+    # HMAC (hex) of the secret presented: a command re-checks it in its transaction.
+    secret_hash: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
 
     def can_see_org(self, org_id: str) -> bool:
+        """Whether ``org_id`` exists for this caller (else it is 404 ``org_not_found``).
+
+        The ``_system`` org holds the service keys themselves: acting on it,
+        reading it included, needs an ``admin`` key without an org list
+        (SPEC §10). Anything less could mint or revive a key with more
+        authority than its own.
+        """
         if org_id == SYSTEM_ORG:
-            return "admin" in self.scopes
+            return "admin" in self.scopes and self.orgs is None
         return self.orgs is None or org_id in self.orgs
 
     def require(self, scope: str) -> None:
@@ -126,7 +135,8 @@ class CallerAuthenticator:
             verdict = verify_bearer(
                 lookup, self.pepper, secret, _NO_REQUIREMENTS, now, self.limiter
             )
-        caller = self._caller(verdict, now)
+        presented = digest.hex() if digest else key_material.secret_hash(self.pepper, secret)
+        caller = self._caller(verdict, now, secret_hash=presented)
         if index is not None and verdict.entry is index.by_secret_hash(digest):
             if len(self._known) >= _KNOWN_CALLERS_MAX:
                 self._known.clear()
@@ -134,7 +144,9 @@ class CallerAuthenticator:
         return caller
 
     @staticmethod
-    def _caller(verdict: Verdict, now: datetime, known: Caller | None = None) -> Caller:
+    def _caller(
+        verdict: Verdict, now: datetime, known: Caller | None = None, secret_hash: str | None = None
+    ) -> Caller:
         """The caller a verdict on a service key stands for, or the refusal."""
         entry = verdict.entry
         if entry is None or entry.org_id != SYSTEM_ORG:
@@ -154,6 +166,7 @@ class CallerAuthenticator:
             key_id=entry.key_id,
             scopes=frozenset(entry.scopes),
             orgs=frozenset(orgs) if isinstance(orgs, list) else None,
+            secret_hash=secret_hash,
         )
 
     async def _state_from_database(self, secret: str, now: datetime) -> KeyState | None:

@@ -1,17 +1,18 @@
 """The service layer for key commands: the thin I/O shell around the decider.
 
-One command is one transaction under the log's append lock: replay an
-idempotent retry, load the key's stream, check ``If-Match``, count active keys,
-decide, append, update the registry, remember the response.
+Each command runs under the log's append lock, in a batch shared with other
+callers' commands (``service.group_commit``): re-check the calling service key,
+replay an idempotent retry, load the key's stream, check ``If-Match``, count
+active keys, decide, append, update the registry, remember the response.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -19,16 +20,18 @@ import structlog
 
 from events.codec import canonical_json
 from events.models import Actor, Envelope
+from service.callers import Caller
 from service.clock import utc_now
 from service.domain.commands import ActiveKeyQuota, Command, EnableKey, GenerateKey
 from service.domain.decider import decide
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
+from service.group_commit import MAX_BATCH, GroupCommit
 from service.key_view import render_key
 from service.store.event_store import EventStore, LogHead, fold_envelopes
 from service.store.idempotency import IdempotencyStore, StoredResponse
-from service.store.key_registry import KeyRegistry
+from service.store.key_registry import CallerStanding, KeyRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -59,29 +62,37 @@ class CommandOutcome:
 CommitObserver = Callable[[Sequence[Envelope]], Awaitable[None]]
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A command waiting for the writer, and where its outcome goes."""
+@dataclass(eq=False, slots=True)
+class _Request:
+    """One command as the writer takes it."""
 
     command: Command
     org_id: str
     actor: Actor
     if_match: int | None
     idempotent: IdempotentRequest | None
-    outcome: asyncio.Future[CommandOutcome]
+    caller: Caller | None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What a batch carries from one command to the next, in memory."""
+
+    head: LogHead
+    start: int
+    now: datetime
+    # Service keys making the batch's commands, as committed (or as changed by the batch).
+    callers: dict[str, CallerStanding]
 
 
 class KeyCommandHandler:
-    """Runs key commands against PostgreSQL.
+    """Runs key commands against PostgreSQL, many callers' at a time.
 
-    Appends are serialized by the log's advisory lock, so a transaction per
-    command would cap throughput at one commit (one WAL flush) at a time.
-    Instead one writer task per handler takes every command waiting and runs
-    them in a single transaction, each in its own savepoint: a batch costs
-    one flush, and the commands still apply strictly one after another, each
-    seeing the ones before it (active-key counts, idempotency keys). A refusal
-    writes nothing, so it needs no savepoint; a database error fails the
-    batch, which is then retried one command at a time.
+    Commands go through a ``GroupCommit`` (see ``service.group_commit``): one
+    transaction per batch under the log's append lock, one savepoint per
+    command, so a batch costs one flush and one command's failure of any kind
+    fails it alone. The append lock is waited for at most
+    ``lock_timeout_seconds`` (then 503 ``unavailable``, nothing written).
     """
 
     def __init__(
@@ -90,16 +101,18 @@ class KeyCommandHandler:
         *,
         max_active_keys: int,
         idempotency_ttl_hours: int = 24,
-        max_batch: int = 100,
+        max_batch: int = MAX_BATCH,
+        lock_timeout_seconds: float | None = None,
     ) -> None:
         self.pool = pool
         self.max_active_keys = max_active_keys
-        self.max_batch = max_batch
+        self.lock_timeout_seconds = lock_timeout_seconds
         self.store = EventStore()
         self.registry = KeyRegistry()
         self.idempotency = IdempotencyStore(idempotency_ttl_hours)
-        self._waiting: list[_Pending] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._group: GroupCommit[_Request, CommandOutcome] = GroupCommit(
+            pool, self, max_batch=max_batch, name="key-command-writer"
+        )
         # Awaited with each batch's new events, in position order, after the commit and
         # before any caller hears back: this replica's in-memory views (the verification
         # index) then reflect a command by the time its response is sent.
@@ -116,77 +129,72 @@ class KeyCommandHandler:
         actor: Actor,
         if_match: int | None = None,
         idempotent: IdempotentRequest | None = None,
+        caller: Caller | None = None,
     ) -> CommandOutcome:
-        """Decide and record ``command`` on a key of ``org_id``; returns once committed."""
+        """Decide and record ``command`` on a key of ``org_id``; returns once committed.
+
+        ``caller``, the service key making the command, is checked again inside
+        the transaction: once its revocation, disabling or expiry has committed,
+        its commands are refused (401 ``api_key_inactive``) on every replica,
+        whatever this replica's index has heard. The CLI and the expiry sweeper
+        pass none.
+        """
         if self.write_guard is not None:
             self.write_guard()
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Pending(command, org_id, actor, if_match, idempotent, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_all(), name="key-command-writer")
-        # shield: a caller that goes away must not cancel a batch other callers share.
-        return await asyncio.shield(future)
+        return await self._group.submit(
+            _Request(command, org_id, actor, if_match, idempotent, caller)
+        )
 
-    async def _write_all(self) -> None:
-        while self._waiting:
-            batch, self._waiting = (
-                self._waiting[: self.max_batch],
-                self._waiting[self.max_batch :],
-            )
-            await self._write_batch(batch)
+    # -- the batch (service.group_commit.BatchWork) ---------------------------
 
-    async def _write_batch(self, batch: list[_Pending]) -> None:
-        try:
-            results = await self._commit(batch)
-        except (asyncpg.PostgresError, KeyledgerError) as exc:
-            if len(batch) == 1:
-                results = [exc]
-            else:
-                # The batch failed as a whole; retry each command alone so that
-                # one failing command cannot fail its neighbours.
-                for item in batch:
-                    await self._write_batch([item])
-                return
-        except Exception as exc:
-            results = [_unavailable(exc)] * len(batch)
-        appended = [e for r in results if isinstance(r, CommandOutcome) for e in r.events]
-        if appended:
-            await self._announce(appended)
-        for item, result in zip(batch, results, strict=True):
-            if item.outcome.done():
-                continue
-            if isinstance(result, BaseException):
-                item.outcome.set_exception(result)
-            else:
-                item.outcome.set_result(result)
+    async def begin(self, conn: asyncpg.Connection, requests: Sequence[_Request]) -> _Batch:
+        """Take the append lock, then read the log head and the callers' standing."""
+        await self.store.lock(conn, wait_seconds=self.lock_timeout_seconds)
+        key_ids = list({r.caller.key_id for r in requests if r.caller is not None})
+        callers = await self.registry.standings(conn, key_ids) if key_ids else {}
+        head = await self.store.read_head(conn)
+        return _Batch(head=head, start=head.position, now=utc_now(), callers=callers)
 
-    async def _announce(self, envelopes: list[Envelope]) -> None:
+    def mark(self, batch: _Batch) -> tuple[int, str]:
+        return batch.head.position, batch.head.hash
+
+    def undo(self, batch: _Batch, mark: tuple[int, str]) -> None:
+        # The failed command's events were rolled back: the next one takes their positions.
+        batch.head.position, batch.head.hash = mark
+
+    async def apply(
+        self, conn: asyncpg.Connection, batch: _Batch, request: _Request
+    ) -> CommandOutcome:
+        if request.caller is not None:
+            standing = batch.callers.get(request.caller.key_id)
+            if standing is None or not standing.admits(request.caller.secret_hash, batch.now):
+                raise KeyledgerError("api_key_inactive", "the service key is no longer active")
+        outcome = await self._apply(conn, request, batch.head)
+        state = outcome.state
+        if state is not None and state.key_id in batch.callers:
+            # A later command of this batch made with this key sees what this one did.
+            batch.callers[state.key_id] = CallerStanding.of(state)
+        return outcome
+
+    async def end(self, conn: asyncpg.Connection, batch: _Batch) -> None:
+        if batch.head.position > batch.start:
+            await self.store.notify(conn, batch.head.position)
+
+    async def after_commit(self, outcomes: Sequence[CommandOutcome]) -> None:
+        appended = [e for outcome in outcomes for e in outcome.events]
+        if not appended:
+            return
         for observer in self.committed:
             try:
-                await observer(envelopes)
+                await observer(appended)
             except Exception:
                 # The events are committed whatever an observer does; it catches up later.
                 log.exception("commit_observer_failed")
 
-    async def _commit(self, batch: list[_Pending]) -> list[CommandOutcome | KeyledgerError]:
-        """Apply ``batch`` in one transaction; refusals are results, not failures."""
-        results: list[CommandOutcome | KeyledgerError] = []
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self.store.lock(conn)
-            head = await self.store.read_head(conn)
-            start = head.position
-            for item in batch:
-                try:
-                    results.append(await self._apply(conn, item, head))
-                except KeyledgerError as exc:
-                    # Refusals are decided before anything is written.
-                    results.append(exc)
-            if head.position > start:
-                await self.store.notify(conn, head.position)
-        return results
+    # -- one command ------------------------------------------------------------
 
     async def _apply(
-        self, conn: asyncpg.Connection, item: _Pending, head: LogHead
+        self, conn: asyncpg.Connection, item: _Request, head: LogHead
     ) -> CommandOutcome:
         """One command inside the batch's transaction, under the append lock."""
         command, org_id, actor, idempotent = item.command, item.org_id, item.actor, item.idempotent
@@ -262,12 +270,6 @@ class KeyCommandHandler:
         async with self.pool.acquire() as conn:
             state = await self.store.load_state(conn, key_id)
         return state if state is not None and state.org_id == org_id else None
-
-
-def _unavailable(cause: BaseException | None) -> KeyledgerError:
-    error = KeyledgerError("unavailable", "the command was not recorded; retry")
-    error.__cause__ = cause
-    return error
 
 
 def _replay(stored: StoredResponse, idempotent: IdempotentRequest) -> CommandOutcome:

@@ -33,6 +33,10 @@ class Settings(BaseModel):
     nats_duplicate_window_seconds: float = Field(120.0, gt=0)
     db_pool_min_size: int = Field(2, ge=1)
     db_pool_max_size: int = Field(10, ge=1)
+    # Bounded waits: for the log's append lock (a command then gets 503 with Retry-After),
+    # and for any one statement on the connection pool (asyncpg's command_timeout).
+    append_lock_timeout_seconds: float = Field(5.0, gt=0, le=600)
+    db_command_timeout_seconds: float = Field(30.0, gt=0)
     idempotency_ttl_hours: int = Field(24, ge=1)
     expiry_sweep_interval_seconds: float = Field(1.0, gt=0)
     # Projection runner: events per transaction, and the safety-net poll when no NOTIFY comes.

@@ -39,7 +39,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
         raise RuntimeError("--batch-size must be at least 1")
 
     async def rebuild_all() -> list[RebuildReport]:
-        pool = await connect_database(settings)
+        pool = await connect_database(settings, bounded=False)
         try:
             return [
                 await rebuild(pool, projection, batch_size=args.batch_size)

@@ -25,8 +25,13 @@ from service.store.migrate import migrate
 from service.store.pepper_fingerprint import check_pepper
 
 
-async def connect_database(settings: Settings) -> asyncpg.Pool:
-    """Apply migrations, check the pepper's fingerprint (when one is set), open the pool."""
+async def connect_database(settings: Settings, *, bounded: bool = True) -> asyncpg.Pool:
+    """Apply migrations, check the pepper's fingerprint (when one is set), open the pool.
+
+    Every statement on the pool is bounded by ``db_command_timeout_seconds``;
+    ``bounded=False`` lifts that for offline maintenance whose statements may
+    run long (``projections rebuild``).
+    """
     if not settings.database_url:
         raise RuntimeError("KEYLEDGER_DATABASE_URL is not set")
     conn = await asyncpg.connect(settings.database_url)
@@ -40,6 +45,7 @@ async def connect_database(settings: Settings) -> asyncpg.Pool:
         settings.database_url,
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
+        command_timeout=settings.db_command_timeout_seconds if bounded else None,
     )
 
 
@@ -51,6 +57,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         pool,
         max_active_keys=settings.max_active_keys_per_org,
         idempotency_ttl_hours=settings.idempotency_ttl_hours,
+        lock_timeout_seconds=settings.append_lock_timeout_seconds,
     )
     app[CALLERS] = CallerAuthenticator(pool, settings.pepper_bytes)
     yield

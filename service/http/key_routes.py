@@ -127,6 +127,7 @@ async def _run(
         actor=ctx.actor,
         if_match=ctx.if_match,
         idempotent=idempotent,
+        caller=ctx.caller,
     )
     body = dict(outcome.body)
     if handed_out:

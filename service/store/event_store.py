@@ -129,9 +129,21 @@ def row_of(envelope: Envelope) -> tuple[Any, ...]:
 class EventStore:
     """Appends to and reads from the ``events`` table."""
 
-    async def lock(self, conn: asyncpg.Connection) -> None:
-        """Take the append lock for the rest of ``conn``'s transaction."""
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
+    async def lock(self, conn: asyncpg.Connection, wait_seconds: float | None = None) -> None:
+        """Take the append lock for the rest of ``conn``'s transaction.
+
+        With ``wait_seconds``, waiting longer than that raises
+        ``asyncpg.LockNotAvailableError`` (advisory locks honour ``lock_timeout``),
+        so one stuck transaction cannot stall every writer. The setting stays
+        for the rest of the transaction (one round trip for both statements).
+        """
+        if wait_seconds is None:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
+            return
+        milliseconds = max(1, round(wait_seconds * 1000))  # 0 would mean "wait forever"
+        await conn.execute(
+            f"SET LOCAL lock_timeout = {milliseconds:d}; SELECT pg_advisory_xact_lock({LOG_LOCK:d})"
+        )
 
     async def append(
         self,

@@ -6,11 +6,49 @@ counts read here are exact even when many commands race.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
+
+
+@dataclass(frozen=True, slots=True)
+class CallerStanding:
+    """What decides whether a service key may still act: its status and secrets."""
+
+    status: str
+    expires_at: datetime | None
+    secret_hash: str | None
+    previous_secret_hash: str | None
+    previous_valid_until: datetime | None
+
+    @staticmethod
+    def of(state: KeyState) -> CallerStanding:
+        """The standing of a key after a command of the same batch changed it."""
+        return CallerStanding(
+            state.status,
+            state.expires_at,
+            state.secret_hash,
+            state.previous_secret_hash,
+            state.previous_valid_until,
+        )
+
+    def admits(self, secret_hash: str | None, now: datetime) -> bool:
+        """Whether the key is active at ``now`` and ``secret_hash`` is still one of its
+        secrets (the current one, or the previous one within its grace period).
+        ``None`` checks the status alone."""
+        if self.status != "active" or (self.expires_at is not None and self.expires_at <= now):
+            return False
+        if secret_hash is None or secret_hash == self.secret_hash:
+            return True
+        return (
+            secret_hash == self.previous_secret_hash
+            and self.previous_valid_until is not None
+            and self.previous_valid_until > now
+        )
 
 
 class KeyRegistry:
@@ -43,6 +81,28 @@ class KeyRegistry:
             state.version,
             state.position,
         )
+
+    async def standings(
+        self, conn: asyncpg.Connection, key_ids: list[str]
+    ) -> dict[str, CallerStanding]:
+        """The standing of each of these service keys (absent: not a service key)."""
+        rows = await conn.fetch(
+            """SELECT key_id, status, expires_at, secret_hash, previous_secret_hash,
+                      previous_valid_until
+               FROM key_registry WHERE key_id = ANY($1::text[]) AND org_id = $2""",
+            key_ids,
+            SYSTEM_ORG,
+        )
+        return {
+            r["key_id"]: CallerStanding(
+                r["status"],
+                r["expires_at"],
+                r["secret_hash"],
+                r["previous_secret_hash"],
+                r["previous_valid_until"],
+            )
+            for r in rows
+        }
 
     async def count_active(
         self, conn: asyncpg.Connection, org_id: str, environment: str, now: datetime

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 
 from events.models import Actor, Envelope, KeyGenerated, KeyRenamed
 from service.domain.ids import new_key_id
-from service.store.event_store import EventStore
+from service.store.event_store import LOG_LOCK, EventStore
 
 TEST_ACTOR = Actor(id="test:event-log")
 
@@ -54,3 +57,25 @@ async def append_rename(
         await store.lock(conn)
         [envelope] = await store.append(conn, [event], actor=TEST_ACTOR, expected_version=version)
     return envelope
+
+
+@contextlib.asynccontextmanager
+async def append_lock_held(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Hold the log's append lock in another transaction until the block ends."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
+        yield
+
+
+async def writers_waiting_for_lock(pool: asyncpg.Pool, count: int = 1) -> None:
+    """Wait until ``count`` transactions are blocked on the append lock."""
+    for _ in range(500):
+        waiting = await pool.fetchval(
+            """SELECT count(*) FROM pg_locks
+               WHERE locktype = 'advisory' AND NOT granted AND database =
+                   (SELECT oid FROM pg_database WHERE datname = current_database())"""
+        )
+        if waiting >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no writer is waiting for the append lock")

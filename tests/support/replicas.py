@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from aiohttp.test_utils import TestClient, TestServer
+
+from service.http.app import create_app
+from service.settings import Settings
 
 
 def free_port() -> int:
@@ -101,3 +105,10 @@ async def running_replicas(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def in_process_replica(settings: Settings, **changes: object) -> AsyncIterator[TestClient]:
+    """Another app instance in this process, on the same database (and its own index)."""
+    async with TestClient(TestServer(create_app(settings.replace(**changes)))) as client:
+        yield client

@@ -1,0 +1,297 @@
+"""Group commit: many callers' commands in one transaction, each failing alone.
+
+Appends are serialized by the log's advisory lock, so a transaction per
+command would cap throughput at one commit (one WAL flush) at a time. A
+``GroupCommit`` runs one writer task that takes every command waiting and
+hands them to a ``BatchWork`` in a single transaction: a batch costs one
+flush, and the commands still apply strictly one after another, each seeing
+the ones before it.
+
+Isolation (SPEC §10: one command's failure fails that command alone):
+
+- In a batch of several, every command runs in its own savepoint. Whatever it
+  raises (a refusal, an encoding error, a constraint, a bug) rolls back to
+  that savepoint, ``BatchWork.undo`` rewinds what the batch carries in memory
+  (the log head), and the command alone gets the error; its neighbours go on.
+- What no savepoint can contain (the connection lost, the commit refused)
+  fails the batch; its commands are then retried one transaction each, so a
+  command that breaks its transaction can only break its own.
+- A wait that runs out (the append lock's ``lock_timeout``, the pool's
+  ``command_timeout``) fails the batch with 503 ``unavailable`` and
+  ``Retry-After`` at once: retrying one by one would only multiply the wait.
+- Every caller hears back, whatever happens to the writer: its future gets a
+  result or an error. A caller that goes away before its command is taken
+  drops it; once taken, the command commits fully or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import asyncpg
+import structlog
+
+from service.errors import KeyledgerError
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_SECONDS = 1
+# Each command that writes is a subtransaction with its own xid. Past 64 in one transaction
+# (PGPROC_MAX_CACHED_SUBXIDS) every other session's snapshot overflows to pg_subtrans
+# lookups while the batch is open, so a batch stays at or under that.
+MAX_BATCH = 64
+_SAVEPOINT = "SAVEPOINT key_command"
+_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT key_command"
+
+# Waits that ran out. Retrying command by command would wait again for each one.
+_TIMEOUTS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,
+)
+# The database (or the way to it) failing rather than one command.
+_OUTAGES: tuple[type[BaseException], ...] = (
+    *_TIMEOUTS,
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+# Input no validation caught that the encoder or PostgreSQL cannot store: the
+# request's fault, so a 422 (a retry would fail the same way), not a 503.
+_UNSTORABLE: tuple[type[BaseException], ...] = (UnicodeError, asyncpg.DataError)
+
+
+def _unstorable(exc: BaseException) -> bool:
+    # asyncpg's client-side "invalid input" errors are InterfaceErrors that are also ValueErrors.
+    return isinstance(exc, _UNSTORABLE) or (
+        isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
+    )
+
+
+def _outage(exc: BaseException) -> bool:
+    return isinstance(exc, _OUTAGES) and not _unstorable(exc)
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class BatchWork(Protocol[Item, Result]):
+    """What a ``GroupCommit`` runs: one transaction of items, under the caller's lock."""
+
+    async def begin(self, conn: asyncpg.Connection, items: Sequence[Item]) -> Any:
+        """Open the batch (take locks, read what every item needs); returns its state."""
+
+    def mark(self, batch: Any) -> Any:
+        """A snapshot of ``batch``'s in-memory state, taken before each item."""
+
+    def undo(self, batch: Any, mark: Any) -> None:
+        """Put ``batch``'s in-memory state back to ``mark`` (the item was rolled back)."""
+
+    async def apply(self, conn: asyncpg.Connection, batch: Any, item: Item) -> Result:
+        """Apply one item; a ``KeyledgerError`` is a refusal."""
+
+    async def end(self, conn: asyncpg.Connection, batch: Any) -> None:
+        """Last statements of the batch's transaction (e.g. NOTIFY)."""
+
+    async def after_commit(self, results: Sequence[Result]) -> None:
+        """After the commit, before any caller hears back."""
+
+
+@dataclass(eq=False, slots=True)
+class _Pending(Generic[Item, Result]):
+    item: Item
+    outcome: asyncio.Future[Result] = field(repr=False)
+
+
+Outcome = Result | KeyledgerError
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Batches items from concurrent callers into shared transactions (see module doc)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        work: BatchWork[Item, Result],
+        *,
+        max_batch: int = MAX_BATCH,
+        name: str = "group-commit",
+    ) -> None:
+        self.pool = pool
+        self.work = work
+        self.max_batch = max_batch
+        self.name = name
+        self._waiting: list[_Pending[Item, Result]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> Result:
+        """Run ``item`` in the next batch; its result, or its ``KeyledgerError``."""
+        pending: _Pending[Item, Result] = _Pending(item, asyncio.get_running_loop().create_future())
+        self._waiting.append(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all(), name=self.name)
+        try:
+            # shield: a caller that goes away must not cancel a batch other callers share.
+            return await asyncio.shield(pending.outcome)
+        except asyncio.CancelledError:
+            if pending in self._waiting:
+                # Not taken yet: it is never written.
+                self._waiting.remove(pending)
+                pending.outcome.cancel()
+            else:
+                # Taken: it commits fully or not at all; nobody reads the outcome now.
+                pending.outcome.add_done_callback(_discard)
+            raise
+
+    async def _write_all(self) -> None:
+        """The writer: batch after batch until nobody waits. It never strands a caller."""
+        while self._waiting:
+            batch, self._waiting = (
+                self._waiting[: self.max_batch],
+                self._waiting[self.max_batch :],
+            )
+            try:
+                await self._write_batch(batch)
+            except BaseException as exc:
+                # Not reached by any failure of a command or of the database (those are
+                # results); this is a bug or the task being cancelled at shutdown.
+                _settle_all(batch, exc)
+                if not isinstance(exc, Exception):
+                    waiting, self._waiting = self._waiting, []
+                    _settle_all(waiting, exc)
+                    raise
+                log.error("group_commit_writer_failed", exc_info=exc)
+
+    async def _write_batch(self, batch: list[_Pending[Item, Result]]) -> None:
+        items = [pending.item for pending in batch]
+        try:
+            results = await self._commit(items)
+        except _TIMEOUTS as exc:
+            log.warning("group_commit_timed_out", commands=len(batch), error=type(exc).__name__)
+            results = [_unavailable(exc) for _ in batch]
+        except Exception as exc:
+            if len(batch) == 1:
+                results = [error_for(exc)]
+            else:
+                log.warning(
+                    "group_commit_batch_failed", commands=len(batch), error=type(exc).__name__
+                )
+                await self._retry_alone(batch)
+                return
+        await self._deliver(batch, results)
+
+    async def _retry_alone(self, batch: list[_Pending[Item, Result]]) -> None:
+        """Each command of a failed batch in its own transaction, in order."""
+        for number, pending in enumerate(batch):
+            try:
+                results = await self._commit([pending.item])
+            except Exception as exc:
+                await self._deliver([pending], [error_for(exc)])
+                if _outage(exc):
+                    # The database, not this command: the rest would only wait to fail too.
+                    rest = batch[number + 1 :]
+                    await self._deliver(rest, [_unavailable(exc) for _ in rest])
+                    return
+                continue
+            await self._deliver([pending], results)
+
+    async def _commit(self, items: list[Item]) -> list[Outcome]:
+        """One transaction for ``items``; per-item failures are results, not raised.
+
+        A batch of one needs no savepoint: its transaction is the unit, and
+        whatever it raises rolls the transaction back.
+        """
+        isolate = len(items) > 1
+        results: list[Outcome] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            batch = await self.work.begin(conn, items)
+            for item in items:
+                if not isolate:
+                    results.append(await self.work.apply(conn, batch, item))
+                    continue
+                mark = self.work.mark(batch)
+                await conn.execute(_SAVEPOINT)
+                try:
+                    results.append(await self.work.apply(conn, batch, item))
+                except Exception as exc:
+                    if _outage(exc):
+                        raise  # no savepoint contains it: the batch fails
+                    # Should this fail too (the connection gone after all), the batch fails.
+                    await conn.execute(_ROLLBACK_TO_SAVEPOINT)
+                    self.work.undo(batch, mark)
+                    results.append(error_for(exc))
+            await self.work.end(conn, batch)
+        return results
+
+    async def _deliver(self, batch: list[_Pending[Item, Result]], results: list[Outcome]) -> None:
+        done = [r for r in results if not isinstance(r, KeyledgerError)]
+        if done:
+            try:
+                await self.work.after_commit(done)
+            except Exception:
+                # The commit stands whatever happens after it; tell the callers so.
+                log.exception("group_commit_observer_failed")
+        for pending, result in zip(batch, results, strict=True):
+            if pending.outcome.done():
+                continue
+            if isinstance(result, KeyledgerError):
+                pending.outcome.set_exception(result)
+            else:
+                pending.outcome.set_result(result)
+
+
+def error_for(exc: BaseException) -> KeyledgerError:
+    """What the caller of a failed command hears (logged here when unexpected)."""
+    if isinstance(exc, KeyledgerError):
+        return exc
+    if _unstorable(exc):
+        # The type only: a message may quote the offending value.
+        log.warning("command_unstorable", error=type(exc).__name__)
+        error = KeyledgerError(
+            "validation_error", "the request holds a value that cannot be stored"
+        )
+        error.__cause__ = exc
+        return error
+    if _outage(exc):
+        log.warning("command_failed_database_unavailable", error=type(exc).__name__)
+    else:
+        log.error("command_failed", exc_info=exc)
+    return _unavailable(exc)
+
+
+def _unavailable(cause: BaseException | None) -> KeyledgerError:
+    error = KeyledgerError(
+        "unavailable",
+        "the command was not recorded; retry",
+        {"retry_after": RETRY_AFTER_SECONDS},
+    )
+    error.__cause__ = cause
+    return error
+
+
+def _settle_all(batch: list[_Pending[Any, Any]], cause: BaseException) -> None:
+    """Answer every caller still waiting when the writer itself failed or was stopped.
+
+    The batch may have committed just before, so the message does not claim
+    otherwise: a retry with the same ``Idempotency-Key`` finds out safely.
+    """
+    for pending in batch:
+        if not pending.outcome.done():
+            error = KeyledgerError(
+                "unavailable",
+                "the command may not have been recorded; retry with the same Idempotency-Key",
+                {"retry_after": RETRY_AFTER_SECONDS},
+            )
+            error.__cause__ = cause
+            pending.outcome.set_exception(error)
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Mark a nobody-awaits outcome as read (no "exception never retrieved")."""
+    if not future.cancelled():
+        future.exception()
