@@ -109,7 +109,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         "/readyz",
-        "Database, NATS, index, projections and relay are healthy and caught up",
+        "200 ready or degraded (shared problems: NATS, relay, projections, quarantines);"
+        " 503 only when this replica would answer wrongly",
         "operations",
         None,
         answers={"200": shapes.Readiness, "503": shapes.Readiness},
