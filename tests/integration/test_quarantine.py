@@ -6,7 +6,11 @@ must not make other tests' ``/readyz`` degraded.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -414,3 +418,29 @@ async def test_with_nats_the_relay_and_index_feed_go_on_past_poison(
         body = await response.json()
         assert response.status == 200 and body["status"] == "degraded", body
         assert f"quarantine: {relay_name} has set aside 1 key(s)" in body["degraded"]
+
+
+async def test_the_rebuild_command_succeeds_on_a_poisoned_log(
+    bare_database: tuple[str, asyncpg.Pool],
+) -> None:
+    url, pool = bare_database
+    org = new_org()
+    async with pool.acquire() as conn:
+        good = [await append_key(conn, org, "good")]
+        poisoned = [await inject(conn, org, **POISONS[label]) for label in sorted(POISONS)[:4]]
+        good.append(await append_key(conn, org, "also good"))
+    env = {**os.environ, "KEYLEDGER_DATABASE_URL": url, "KEYLEDGER_LOG_LEVEL": "error"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "service.cli.main", "projections", "rebuild", "key_views"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(f"; {len(poisoned)} key(s) quarantined")
+    async with pool.acquire() as conn:
+        rows = {row["key_id"] for row in await KeyViews().all_rows(conn)}
+    assert {k.key_id for k in good} <= rows
+    assert set(await _quarantined(pool, "key_views")) == {p.key_id for p in poisoned}
