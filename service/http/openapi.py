@@ -154,7 +154,7 @@ OPERATIONS: tuple[Operation, ...] = (
             _param("header", "If-None-Match", {"type": "string"}, "304 when it matches."),
         ],
         answers={"200": shapes.Key, "304": None},
-        errors=_READ,
+        errors=(*_READ, "409"),  # 409 key_quarantined: not even the log folds (SPEC §10)
     ),
     Operation(
         "get",

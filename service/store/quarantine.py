@@ -25,6 +25,7 @@ import pydantic
 import structlog
 from asyncpg import exceptions as pg
 
+from events.codec import format_timestamp
 from service.log_config import redact
 
 log = structlog.get_logger(__name__)
@@ -95,7 +96,9 @@ class QuarantinedKey:
             "position": self.position,
             "event_type": self.event_type,
             "reason": self.reason,
-            "quarantined_at": self.quarantined_at.isoformat() if self.quarantined_at else None,
+            "quarantined_at": (
+                format_timestamp(self.quarantined_at) if self.quarantined_at else None
+            ),
         }
 
 

@@ -16,11 +16,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from projections.key_views import KeyViews
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
+from service.http import response_shapes as shapes
+from service.http.app import create_app
 from service.http.outbox_side import RELAY
 from service.http.read_side import PROJECTIONS
 from service.http.verify_routes import VERIFIER
@@ -167,6 +170,7 @@ async def test_poison_events_are_set_aside_and_everything_else_flows(
         assert key["name"] == "a\u0000b"
         assert key["quarantined"]["key_views"]["position"] == nul.position
         assert "CharacterNotInRepertoire" in key["quarantined"]["key_views"]["reason"]
+        shapes.Key.model_validate(key)
         unknown = poisoned["unknown event type"]
         status, _, error = await api.get(f"/v1/orgs/{org}/keys/{unknown.key_id}")
         assert (status, error["error"]["code"]) == (409, "key_quarantined")
@@ -224,6 +228,18 @@ async def test_a_later_poison_event_freezes_that_key_alone(
         assert key["quarantined"]["key_views"]["position"] == renamed.position
         assert key["quarantined"][INDEX_CONSUMER]["position"] == disabled.position
         assert key["quarantined"][INDEX_CONSUMER]["event_type"] == "KeyDisabled"
+        shapes.Key.model_validate(key)
+
+        # A replica started now loads the same log: it sets the key aside again, ready.
+        replica_app = create_app(settings.replace(database_url=app.database_url))
+        async with TestClient(TestServer(replica_app)) as replica:
+            on_replica = Api(replica, app.admin_key)
+            assert await _verify(on_replica, victim["secret"]) == "NOT_FOUND"
+            assert await _verify(on_replica, bystander["secret"]) == "DISABLED"
+            assert victim_id in replica.app[VERIFIER].index.quarantined
+            response = await replica.get("/readyz")
+            assert response.status == 200
+            assert (await response.json())["status"] == "degraded"
 
 
 class Fussy:
