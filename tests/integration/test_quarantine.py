@@ -7,6 +7,7 @@ must not make other tests' ``/readyz`` degraded.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -460,3 +461,35 @@ async def test_the_rebuild_command_succeeds_on_a_poisoned_log(
         rows = {row["key_id"] for row in await KeyViews().all_rows(conn)}
     assert {k.key_id for k in good} <= rows
     assert set(await _quarantined(pool, "key_views")) == {p.key_id for p in poisoned}
+
+
+async def test_a_quarantine_never_repeats_a_secret(
+    postgres_server_url: str, settings: Settings, captured_logs: io.StringIO
+) -> None:
+    secret = "sk_live_" + "S3cr3t" * 9
+    before = len(captured_logs.getvalue())
+    async with isolated_app(postgres_server_url, settings) as app:
+        api = Api(app.client, app.admin_key)
+        org = new_org()
+        async with app.pool.acquire() as conn:
+            cases = [
+                # pydantic would echo the input; a reason never does
+                await inject(conn, org, event_type="KeyRevoked", data={"reason": secret}),
+                # asyncpg echoes the argument it cannot encode
+                await inject(conn, org, data=json.dumps(generated_data(name=secret + "\ud800"))),
+                # the database refuses the row
+                await inject(conn, org, data=generated_data(hint=secret + "\u0000")),
+            ]
+        await _caught_up(app)
+        assert set(await _quarantined(app.pool, "key_views")) == {c.key_id for c in cases}
+        async with app.pool.acquire() as conn:
+            reasons = await conn.fetch("SELECT reason FROM quarantined_keys")
+        views = [await api.get(f"/v1/orgs/{org}/keys/{c.key_id}") for c in cases]
+    logged = captured_logs.getvalue()[before:]
+    assert "event_quarantined" in logged
+    assert secret not in logged
+    assert all(secret not in row["reason"] for row in reasons)
+    shown = [
+        body.get("quarantined") or body["error"]["details"]["quarantined"] for _, _, body in views
+    ]
+    assert all(shown) and secret not in json.dumps(shown)
