@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,10 +19,12 @@ from typing import Any
 import asyncpg
 
 from events.models import KeyGenerated, RateLimit
+from projections.runner import Refusal
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.key_view import render_key
 from service.store.event_store import LoggedEvent
+from service.store.quarantine import is_transient
 
 NAME = "key_views"
 STATUSES = ("active", "disabled", "revoked", "expired")
@@ -181,6 +183,8 @@ class KeyViews:
         self.table = table
         self.hold_limit = hold_limit
         self._held = _Held() if holding else None
+        # Keys whose rows a flush could not write (holding only): their later events are skipped.
+        self._refused: dict[str, Refusal] = {}
         columns = ", ".join(_STATE_COLUMNS)
         placeholders = ", ".join(f"${i}" for i in range(1, len(_STATE_COLUMNS) + 1))
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_COLUMNS[1:])
@@ -203,6 +207,8 @@ class KeyViews:
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[LoggedEvent]) -> None:
         """Fold ``events`` into the rows of the keys they touch (held back when filling)."""
+        if self._refused:
+            events = [e for e in events if e.event.key_id not in self._refused]
         born_here = {e.key_id for _, e in events if isinstance(e, KeyGenerated)}
         held = self._held
         needed = [
@@ -220,15 +226,36 @@ class KeyViews:
             held.states[key_id] = state
             held.positions[key_id] = position
         if len(held.states) >= self.hold_limit:
-            await self.flush(conn)
+            await self._write_held(conn)
 
-    async def flush(self, conn: asyncpg.Connection) -> None:
-        """Write the rows ``apply`` has held back (nothing when it writes as it goes)."""
+    async def flush(self, conn: asyncpg.Connection) -> Mapping[str, Refusal]:
+        """Write the rows ``apply`` has held back (nothing when it writes as it goes).
+
+        Returns every key whose row the database refused since this copy was
+        made; their later events are skipped (the caller quarantines them)."""
+        await self._write_held(conn)
+        return dict(self._refused)
+
+    async def _write_held(self, conn: asyncpg.Connection) -> None:
         held = self._held
         if held is None or not held.states:
             return
         folded = {key_id: (state, held.positions[key_id]) for key_id, state in held.states.items()}
-        await self._write(conn, folded, with_row=held.with_row)
+        # Held rows are many keys' final states: one refused row must not cost the others.
+        try:
+            async with conn.transaction():
+                await self._write(conn, folded, with_row=held.with_row)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            for key_id, pair in folded.items():
+                try:
+                    async with conn.transaction():
+                        await self._write(conn, {key_id: pair}, with_row=held.with_row)
+                except Exception as row_exc:
+                    if is_transient(row_exc):
+                        raise
+                    self._refused[key_id] = Refusal(pair[0].org_id, pair[1], row_exc)
         self._held = _Held()
 
     async def _write(

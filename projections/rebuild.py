@@ -10,6 +10,12 @@
 
 Readers see either the old table or the new one, never a half-built one;
 queries that arrive during the swap wait a moment and then read the new table.
+
+A rebuild starts with an empty quarantine: a key set aside by the live
+projection gets another chance (after a fix, a rebuild is the way out). An
+event that still cannot be applied quarantines its key again, exactly as the
+runner does, and the swap replaces the projection's quarantine with the
+rebuild's.
 """
 
 from __future__ import annotations
@@ -24,8 +30,16 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from projections.runner import Projection, check_contiguous, lock_checkpoint, save_checkpoint
-from service.store.event_store import EventStore, LoggedEvent
+from projections.runner import (
+    Projection,
+    apply_isolated,
+    check_contiguous,
+    lock_checkpoint,
+    refusals_set_aside,
+    save_checkpoint,
+)
+from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
+from service.store.quarantine import QuarantinedKey, QuarantineLog
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +56,8 @@ class RebuildReport:
     events: int
     position: int
     seconds: float
+    # Keys the rebuilt projection has set aside (quarantined), see service.store.quarantine.
+    quarantined: int = 0
 
     @property
     def events_per_second(self) -> float:
@@ -74,9 +90,12 @@ async def _fill(
     after: int,
     until: int,
     batch_size: int,
+    set_aside: dict[str, QuarantinedKey],
     reader: asyncpg.Connection | None = None,
 ) -> int:
     """Apply events (after, until] to ``target``; returns the last position applied.
+
+    Poison events quarantine their key into ``set_aside`` (see ``apply_isolated``).
 
     With a second ``reader`` connection the next page is read while this one
     is applied, so the database works while Python folds (events never change,
@@ -84,7 +103,7 @@ async def _fill(
     """
     reader = reader or conn
 
-    async def page(position: int) -> list[LoggedEvent]:
+    async def page(position: int) -> list[LoggedEvent | UnreadableEvent]:
         if position >= until:
             return []
         return await store.read_events_after(reader, position, min(batch_size, until - position))
@@ -96,7 +115,7 @@ async def _fill(
         try:
             async with conn.transaction():
                 check_contiguous(name, position, events)
-                await target.apply(conn, events)
+                await apply_isolated(conn, target, events, set_aside)
         except BaseException:
             if upcoming is not None:
                 upcoming.cancel()
@@ -113,6 +132,7 @@ async def _swap(
     store: EventStore,
     filled_to: int,
     batch_size: int,
+    set_aside: dict[str, QuarantinedKey],
 ) -> int:
     live = projection.table
     assert live is not None
@@ -122,9 +142,10 @@ async def _swap(
         await conn.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
         target = projection.on_table(fresh)
         position = await _fill(
-            conn, target, store, projection.name, filled_to, checkpoint, batch_size
+            conn, target, store, projection.name, filled_to, checkpoint, batch_size, set_aside
         )
-        await target.flush(conn)
+        refusals_set_aside(projection.name, await target.flush(conn), set_aside)
+        await QuarantineLog().replace(conn, projection.name, set_aside.values())
         await projection.carry_over(conn, live, fresh)
         indexes = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = $1", fresh)
         await conn.execute(f"DROP TABLE {live}")
@@ -162,14 +183,26 @@ async def rebuild(
             try:
                 head = await store.head(conn)
                 target = projection.on_table(fresh)
+                set_aside: dict[str, QuarantinedKey] = {}
                 async with pool.acquire() as reader:
                     with _fewer_collections():
                         filled = await _fill(
-                            conn, target, store, projection.name, 0, head, batch_size, reader
+                            conn,
+                            target,
+                            store,
+                            projection.name,
+                            0,
+                            head,
+                            batch_size,
+                            set_aside,
+                            reader,
                         )
                         async with conn.transaction():
-                            await target.flush(conn)
-                position = await _swap(conn, projection, fresh, store, filled, batch_size)
+                            refused = await target.flush(conn)
+                        refusals_set_aside(projection.name, refused, set_aside)
+                position = await _swap(
+                    conn, projection, fresh, store, filled, batch_size, set_aside
+                )
             except BaseException:
                 await conn.execute(f"DROP TABLE IF EXISTS {fresh}")
                 raise
@@ -177,11 +210,14 @@ async def rebuild(
             await conn.execute(
                 "SELECT pg_advisory_unlock(hashtextextended($1, 0))", f"rebuild:{projection.name}"
             )
-    report = RebuildReport(projection.name, position, position, time.perf_counter() - started)
+    report = RebuildReport(
+        projection.name, position, position, time.perf_counter() - started, len(set_aside)
+    )
     log.info(
         "projection_rebuilt",
         projection=projection.name,
         events=report.events,
+        quarantined=report.quarantined,
         seconds=round(report.seconds, 3),
     )
     return report

@@ -6,6 +6,11 @@ position order, let the projection apply them, move the checkpoint. The
 changes and the checkpoint commit together, so an event is applied exactly
 once, and the row lock makes replicas (and a rebuild's swap) take turns.
 
+An event a projection cannot apply (it does not decode, the database refuses
+its row, ``apply`` raises for it) does not stop the projection: its key is
+quarantined (``service.store.quarantine``), the key's later events are
+skipped, and every other key goes on. Only a gap in the log stops it.
+
 The runner catches up from the log, then follows it: PostgreSQL ``LISTEN`` on
 the channel every append notifies, plus ``wake()`` for callers in this
 process. A slow fallback poll is only a safety net for a lost notification.
@@ -21,39 +26,57 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import asyncpg
 import structlog
 
-from service.store.event_store import NOTIFY_CHANNEL, EventStore, LoggedEvent
+from service.store.event_store import NOTIFY_CHANNEL, EventStore, LoggedEvent, UnreadableEvent
+from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
+from service.store.quarantine import set_aside as set_aside_key
 
 log = structlog.get_logger(__name__)
+_quarantine = QuarantineLog()
 
 
 class Projection(Protocol):
     """A read model built from the log. Everything runs inside the runner's transaction."""
 
-    #: The projection's name; also its checkpoint row and its CLI name.
+    #: The projection's name; also its checkpoint row, its quarantine consumer and CLI name.
     name: str
     #: The table a rebuild recreates, or None when there is nothing to rebuild.
     table: str | None
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[LoggedEvent]) -> None:
-        """Apply consecutive events, in position order, to the projection's table."""
+        """Apply consecutive events, in position order, to the projection's table.
+
+        Raise when they cannot be applied: the runner then finds the event at
+        fault and quarantines its key (see ``apply_isolated``)."""
 
     def on_table(self, table: str) -> Projection:
         """The same projection filling another table (a rebuild's fresh copy).
 
         It may hold changes back (e.g. fold in memory) until ``flush``."""
 
-    async def flush(self, conn: asyncpg.Connection) -> None:
-        """Write whatever ``apply`` held back; a no-op for the live projection."""
+    async def flush(self, conn: asyncpg.Connection) -> Mapping[str, Refusal] | None:
+        """Write whatever ``apply`` held back; a no-op for the live projection.
+
+        Returns the keys whose rows the database refused since this copy was
+        made (the caller quarantines them); the projection skips their later
+        events itself."""
 
     async def carry_over(self, conn: asyncpg.Connection, old_table: str, new_table: str) -> None:
         """Copy what the events do not hold (e.g. ``last_used_at``) into a rebuilt table."""
+
+
+class Refusal(NamedTuple):
+    """A row a projection could not write while flushing: the key's last position, and why."""
+
+    org_id: str
+    position: int
+    error: Exception
 
 
 class ProjectionGap(RuntimeError):
@@ -65,7 +88,9 @@ class ProjectionGap(RuntimeError):
         self.found = found
 
 
-def check_contiguous(name: str, checkpoint: int, events: Sequence[LoggedEvent]) -> None:
+def check_contiguous(
+    name: str, checkpoint: int, events: Sequence[LoggedEvent | UnreadableEvent]
+) -> None:
     """Refuse a batch that does not continue exactly at ``checkpoint`` + 1."""
     expected = checkpoint + 1
     for logged in events:
@@ -94,20 +119,117 @@ async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) ->
     )
 
 
+async def apply_isolated(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    rows: Sequence[LoggedEvent | UnreadableEvent],
+    set_aside: dict[str, QuarantinedKey],
+) -> list[QuarantinedKey]:
+    """Apply ``rows`` to ``projection``; quarantine, rather than fail on, an event at fault.
+
+    Events of keys in ``set_aside`` are skipped; keys quarantined here are
+    added to it and returned. The batch is applied at once in a savepoint;
+    only if that fails is it applied again event by event, each in its own
+    savepoint, so every good event of the batch still applies. An error that
+    says nothing about the event (``is_transient``) is raised, never
+    quarantined. Call inside a transaction.
+    """
+    name = projection.name
+    newly: list[QuarantinedKey] = []
+
+    def quarantine(
+        key_id: str, org_id: str, position: int, event_type: str, exc: Exception
+    ) -> None:
+        entry = set_aside_key(
+            name,
+            key_id=key_id,
+            org_id=org_id,
+            position=position,
+            event_type=event_type,
+            failure=exc,
+        )
+        set_aside[key_id] = entry
+        newly.append(entry)
+
+    events: list[LoggedEvent] = []
+    for row in rows:
+        if isinstance(row, UnreadableEvent):
+            if row.key_id not in set_aside:
+                quarantine(row.key_id, row.org_id, row.position, row.event_type, row.error)
+        elif row.event.key_id not in set_aside:
+            events.append(row)
+    if not events:
+        return newly
+    try:
+        async with conn.transaction():
+            await projection.apply(conn, events)
+        return newly
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+    for logged in events:
+        event = logged.event
+        if event.key_id in set_aside:
+            continue
+        try:
+            async with conn.transaction():
+                await projection.apply(conn, [logged])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            quarantine(event.key_id, event.org_id, logged.position, event.event_type, exc)
+    return newly
+
+
+def refusals_set_aside(
+    name: str, refused: Mapping[str, Refusal] | None, set_aside: dict[str, QuarantinedKey]
+) -> list[QuarantinedKey]:
+    """Quarantine the keys whose rows a ``flush`` could not write (not already set aside)."""
+    newly = []
+    for key_id, refusal in (refused or {}).items():
+        if key_id not in set_aside:
+            entry = set_aside_key(
+                name,
+                key_id=key_id,
+                org_id=refusal.org_id,
+                position=refusal.position,
+                event_type="(row)",
+                failure=refusal.error,
+            )
+            set_aside[key_id] = entry
+            newly.append(entry)
+    return newly
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What one exactly-once step did."""
+
+    position: int
+    read: int
+    quarantined: list[QuarantinedKey]
+
+
 async def apply_next_batch(
     conn: asyncpg.Connection, projection: Projection, store: EventStore, batch_size: int
-) -> tuple[int, int]:
-    """One exactly-once step: (new checkpoint, events applied). Opens its own transaction."""
+) -> BatchOutcome:
+    """One exactly-once step, in its own transaction; poison events quarantine their key.
+
+    The quarantine is read under the checkpoint's row lock, so replicas
+    taking turns on a projection agree on which keys are set aside.
+    """
     async with conn.transaction():
         checkpoint = await lock_checkpoint(conn, projection.name)
-        events = await store.read_events_after(conn, checkpoint, batch_size)
-        if not events:
-            return checkpoint, 0
-        check_contiguous(projection.name, checkpoint, events)
-        await projection.apply(conn, events)
-        position = events[-1].position
+        rows = await store.read_events_after(conn, checkpoint, batch_size)
+        if not rows:
+            return BatchOutcome(checkpoint, 0, [])
+        check_contiguous(projection.name, checkpoint, rows)
+        set_aside = await _quarantine.of_consumer(conn, projection.name)
+        newly = await apply_isolated(conn, projection, rows, set_aside)
+        await _quarantine.record(conn, newly)
+        position = rows[-1].position
         await save_checkpoint(conn, projection.name, position)
-        return position, len(events)
+        return BatchOutcome(position, len(rows), newly)
 
 
 @dataclass
@@ -236,14 +358,14 @@ class ProjectionRunner:
     async def _catch_up(self, follower: _Follower) -> None:
         while True:
             async with self.pool.acquire() as conn:
-                position, applied = await apply_next_batch(
+                outcome = await apply_next_batch(
                     conn, follower.projection, self.store, self.batch_size
                 )
-            follower.position = position
-            self._log_head = max(self._log_head, position)
+            follower.position = outcome.position
+            self._log_head = max(self._log_head, outcome.position)
             async with self._progress:
                 self._progress.notify_all()
-            if applied < self.batch_size:
+            if outcome.read < self.batch_size:
                 return
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:

@@ -15,6 +15,12 @@ order:
 
 Lag (``VerificationIndex.lag``) is the highest position this replica has
 heard of (notifications, JetStream, reads) minus the applied position.
+
+A row or message that cannot be applied never stops the feed: the index sets
+its key aside (see ``VerificationIndex.set_aside``) and the feed records that
+quarantine in PostgreSQL, where ``/readyz``, ``/metrics`` and the key's view
+show it. A message that does not even decode is skipped; the PostgreSQL
+catch-up then meets the same position as an unreadable row.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import structlog
 from events.codec import envelope_from_json
 from events.models import Envelope
 from projections.verification_index import Offer, VerificationIndex
-from service.store.event_store import NOTIFY_CHANNEL, EventStore
+from service.store.event_store import NOTIFY_CHANNEL, EventStore, UnreadableEvent
+from service.store.quarantine import QuarantineLog, describe_failure
 
 log = structlog.get_logger(__name__)
 TASK_PREFIX = "keyledger-background:"
@@ -58,6 +65,7 @@ class IndexFeed:
         self.nats_subject_prefix = nats_subject_prefix
         self.poll_interval = poll_interval
         self.store = EventStore()
+        self.quarantine = QuarantineLog()
         self.loaded_position = 0
         self.jetstream_connected = False
         self.last_applied_at = time.monotonic()
@@ -101,15 +109,29 @@ class IndexFeed:
         async with self._catching_up:
             while True:
                 async with self.pool.acquire() as conn:
-                    page = await self.store.read_after(conn, self.index.position, 1000)
-                for envelope in page:
-                    if self.index.offer(envelope) is Offer.APPLIED:
-                        applied += 1
+                    await self._save_quarantines(conn)
+                    page = await self.store.read_envelopes_after(conn, self.index.position, 1000)
+                    for item in page:
+                        if isinstance(item, UnreadableEvent):
+                            outcome = self.index.offer_unreadable(item)
+                        else:
+                            outcome = self.index.offer(item)
+                        if outcome is Offer.APPLIED or outcome is Offer.SET_ASIDE:
+                            applied += 1
+                    await self._save_quarantines(conn)
                 if page:
                     self._heard(page[-1].position)
                     self._notify_advanced()
                 if len(page) < 1000:
                     return applied
+
+    async def _save_quarantines(self, conn: asyncpg.Connection) -> None:
+        """Persist the keys the index has set aside since the last save (all replicas agree)."""
+        unsaved = self.index.unsaved_quarantines
+        if unsaved:
+            saving = list(unsaved)  # JetStream may add more while this awaits
+            await self.quarantine.record(conn, saving)
+            del unsaved[: len(saving)]
 
     async def wait_for(self, position: int, within: float) -> bool:
         """Wait until the index has applied ``position`` (True) or ``within`` seconds pass."""
@@ -138,11 +160,20 @@ class IndexFeed:
         self._notify_advanced()
 
     def offer(self, envelope_json: bytes | str) -> None:
-        """Offer one published envelope (JetStream); a gap wakes the PostgreSQL catch-up."""
-        envelope = envelope_from_json(envelope_json)
+        """Offer one published envelope (JetStream); a gap wakes the PostgreSQL catch-up.
+
+        A message that does not decode is left to the catch-up, which reads
+        its row from PostgreSQL and quarantines its key if it is unreadable
+        there too."""
+        try:
+            envelope = envelope_from_json(envelope_json)
+        except Exception as exc:
+            log.warning("verification_feed_undecodable_message", reason=describe_failure(exc))
+            self._wake.set()
+            return
         self._heard(envelope.position)
         outcome = self.index.offer(envelope)
-        if outcome is Offer.APPLIED:
+        if outcome is Offer.APPLIED or outcome is Offer.SET_ASIDE:
             self._notify_advanced()
         elif outcome is Offer.GAP:
             self._wake.set()

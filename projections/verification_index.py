@@ -13,6 +13,11 @@ result. The lifecycle rules live in one place only.
 The index is applied strictly in log order: ``offer`` applies an envelope only
 when its position is exactly one past the last applied position, so a gap is
 always noticed (and filled from PostgreSQL by the feed).
+
+An event the index cannot apply (it does not decode, ``evolve`` refuses it)
+quarantines its key: the key leaves the index, so verification fails closed
+for it (``NOT_FOUND``, never ``VALID``), its later events are skipped, and
+the position moves on for every other key (SPEC §10).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from events.models import Envelope, KeyEvent, RateLimit
 from projections.signing import PublicKey, load_public_key
 from service.domain.decider import evolve
 from service.domain.state import KeyState
+from service.store.event_store import UnreadableEvent
+from service.store.quarantine import INDEX_CONSUMER, QuarantinedKey, set_aside
 
 # KeyState fields the index does not keep (they never affect verification) are
 # filled with this neutral instant when an entry is turned back into a state.
@@ -37,6 +44,7 @@ class Offer(Enum):
     """What ``VerificationIndex.offer`` did with an envelope."""
 
     APPLIED = "applied"
+    SET_ASIDE = "set_aside"  # the position moved on, but the event's key was quarantined
     STALE = "stale"  # at or before the applied position: already in the index
     GAP = "gap"  # beyond applied + 1: something in between is missing
 
@@ -215,6 +223,9 @@ class VerificationIndex:
         self.head_seen = 0
         # Set by the feed once the whole log has been loaded and is being followed.
         self.following = False
+        # Keys set aside (never verified, later events skipped), and those not yet persisted.
+        self.quarantined: dict[str, QuarantinedKey] = {}
+        self.unsaved_quarantines: list[QuarantinedKey] = []
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -255,9 +266,49 @@ class VerificationIndex:
             return Offer.STALE
         if envelope.position != self.position + 1:
             return Offer.GAP
-        self.apply_event(to_domain_event(envelope))
+        outcome = Offer.APPLIED
+        key_id = envelope.key_id
+        if key_id in self.quarantined:
+            outcome = Offer.SET_ASIDE
+        else:
+            try:
+                self.apply_event(to_domain_event(envelope))
+            except Exception as exc:  # whatever this one event makes decoding or evolve raise
+                self.set_aside(key_id, envelope.org_id, envelope.position, envelope.event_type, exc)
+                outcome = Offer.SET_ASIDE
         self.position = envelope.position
-        return Offer.APPLIED
+        return outcome
+
+    def offer_unreadable(self, row: UnreadableEvent) -> Offer:
+        """Take the place of a log row that does not decode: its key is set aside."""
+        if row.position <= self.position:
+            return Offer.STALE
+        if row.position != self.position + 1:
+            return Offer.GAP
+        if row.key_id not in self.quarantined:
+            self.set_aside(row.key_id, row.org_id, row.position, row.event_type, row.error)
+        self.position = row.position
+        return Offer.SET_ASIDE
+
+    def set_aside(
+        self, key_id: str, org_id: str, position: int, event_type: str, failure: Exception
+    ) -> None:
+        """Quarantine a key: drop it from the index (verification fails closed) for good."""
+        old = self._by_id.pop(key_id, None)
+        if old is not None:
+            for digest in (old.secret_hash, old.previous_hash):
+                if digest is not None and self._by_hash.get(digest) is old:
+                    del self._by_hash[digest]
+        entry = set_aside(
+            INDEX_CONSUMER,
+            key_id=key_id,
+            org_id=org_id,
+            position=position,
+            event_type=event_type,
+            failure=failure,
+        )
+        self.quarantined[key_id] = entry
+        self.unsaved_quarantines.append(entry)
 
     def apply_event(self, event: KeyEvent) -> None:
         """Fold one domain event into the key's entry (position bookkeeping is ``offer``'s)."""

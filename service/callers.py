@@ -28,6 +28,7 @@ from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
+from service.store.quarantine import is_transient
 
 SERVICE_SCOPES = ("keys:read", "keys:write", "keys:verify", "audit:read", "admin")
 _NO_REQUIREMENTS = Requirements()
@@ -173,4 +174,11 @@ class CallerAuthenticator:
         hashed = key_material.secret_hash(self.pepper, secret)
         async with self.pool.acquire() as conn:
             key_id = await self.registry.find_by_secret_hash(conn, hashed, now)
-            return await self.store.load_state(conn, key_id) if key_id else None
+            if key_id is None or (self.index is not None and key_id in self.index.quarantined):
+                return None  # a quarantined service key fails closed (SPEC §10)
+            try:
+                return await self.store.load_state(conn, key_id)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                return None  # its log does not fold: refuse rather than guess

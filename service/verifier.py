@@ -39,6 +39,7 @@ from service.errors import KeyledgerError
 from service.key_usage import UsageRecorder
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
+from service.store.quarantine import is_transient
 
 MIN_POSITION_WAIT_SECONDS = 1.0
 # Passed as "now" to the registry lookup so that a previous secret is found
@@ -131,5 +132,12 @@ class Verifier:
                 key_id = await self.registry.find_by_secret_hash(conn, digest.hex(), _BEGINNING)
             else:
                 key_id = None
-            state = await self.store.load_state(conn, key_id) if key_id else None
-        return entry_from_state(state) if state is not None else None
+            if key_id is None or key_id in self.index.quarantined:
+                return None  # a quarantined key fails closed here too (SPEC §10)
+            try:
+                state = await self.store.load_state(conn, key_id)
+                return entry_from_state(state) if state is not None else None
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                return None  # its log does not fold: fail closed, never VALID

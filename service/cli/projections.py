@@ -57,5 +57,6 @@ def run_rebuild(args: argparse.Namespace) -> int:
         print(
             f"{report.name}: rebuilt up to position {report.position} in"
             f" {report.seconds:.2f}s ({report.events_per_second:,.0f} events/s)"
+            + (f"; {report.quarantined} key(s) quarantined" if report.quarantined else "")
         )
     return 0

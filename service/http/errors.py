@@ -20,6 +20,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "key_not_mutable": 409,
     "key_exists": 409,
     "active_key_limit": 409,
+    # A key whose events a consumer of the log could not apply (SPEC §10, quarantine).
+    "key_quarantined": 409,
     "version_mismatch": 412,
     "payload_too_large": 413,
     "unsupported_media_type": 415,

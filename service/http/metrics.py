@@ -6,8 +6,8 @@
 - ``keyledger_log_head_position``, ``keyledger_outbox_lag_events``,
   ``keyledger_projection_lag_events{projection}``,
   ``keyledger_verification_index_keys`` / ``_lag_events``, ``keyledger_nats_connected``,
-  ``keyledger_log_truncated``:
-  read at scrape time from the same ``Vitals`` as ``/readyz``.
+  ``keyledger_log_truncated``, ``keyledger_quarantined_keys{consumer}``, ``keyledger_ready``
+  and ``keyledger_degraded``: read at scrape time from the same ``Vitals`` as ``/readyz``.
 
 Each app gets its own ``CollectorRegistry`` (never the global one), so several
 apps in one process, as in the tests and benchmarks, do not collide.
@@ -28,6 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from service.http.context import SETTINGS
+from service.http.health_routes import assess_readiness
 from service.http.middleware import REQUEST_OBSERVER
 from service.http.verify_routes import VERIFIER
 from service.http.vitals import read_vitals
@@ -132,6 +134,15 @@ class AppMetrics:
         self.log_truncated = gauge(
             "keyledger_log_truncated", "1 while the log lacks events its witnesses saw (§10)."
         )
+        self.quarantined_keys = gauge(
+            "keyledger_quarantined_keys",
+            "Keys set aside because an event of theirs could not be applied, per consumer.",
+            ("consumer",),
+        )
+        self.ready = gauge("keyledger_ready", "1 when /readyz answers 200 (ready or degraded).")
+        self.degraded = gauge(
+            "keyledger_degraded", "1 when /readyz reports a shared problem (status degraded)."
+        )
 
     async def refresh(self, app: web.Application) -> None:
         """Read the current vitals into the gauges (unknown values are left out)."""
@@ -150,6 +161,12 @@ class AppMetrics:
                 metric.set(int(value))
         for name, lag in vitals.projection_lags().items():
             self.projection_lag.labels(name).set(lag)
+        self.quarantined_keys.clear()  # a rebuild may have emptied a consumer's quarantine
+        for consumer, count in vitals.quarantine_counts.items():
+            self.quarantined_keys.labels(consumer).set(count)
+        readiness = assess_readiness(vitals, app[SETTINGS].ready_max_lag)
+        self.ready.set(0 if readiness.problems else 1)
+        self.degraded.set(1 if readiness.degraded else 0)
 
 
 METRICS = web.AppKey("metrics", AppMetrics)

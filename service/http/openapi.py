@@ -109,7 +109,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         "/readyz",
-        "Database, NATS, index, projections and relay are healthy and caught up",
+        "200 ready or degraded (shared problems: NATS, relay, projections, quarantines);"
+        " 503 only when this replica would answer wrongly",
         "operations",
         None,
         answers={"200": shapes.Readiness, "503": shapes.Readiness},
@@ -153,7 +154,7 @@ OPERATIONS: tuple[Operation, ...] = (
             _param("header", "If-None-Match", {"type": "string"}, "304 when it matches."),
         ],
         answers={"200": shapes.Key, "304": None},
-        errors=_READ,
+        errors=(*_READ, "409"),  # 409 key_quarantined: not even the log folds (SPEC §10)
     ),
     Operation(
         "get",

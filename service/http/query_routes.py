@@ -1,5 +1,9 @@
 """The queries of SPEC §6: keys from ``key_views``, history and audit from the log.
 
+A key that a consumer has quarantined (SPEC §10) shows it on its view as
+``quarantined: {consumer: {position, event_type, reason, quarantined_at}}``;
+when ``key_views`` has no row for it, the view is folded from the log.
+
 Consistency: with ``min_position`` a read answers only once the projection
 has applied that position (waiting up to 1 s, else 503 ``not_caught_up``).
 Without it, a key read still waits briefly for the projection to reach the
@@ -20,20 +24,24 @@ from projections.key_views import KeyViews
 from service.callers import Caller
 from service.clock import utc_now
 from service.domain.orgs import SYSTEM_ORG
+from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.http import query_params as q
 from service.http.context import POOL, TRUNCATION_GUARD, authenticate
 from service.http.key_routes import path_key_id, visible_org
 from service.http.read_side import PROJECTIONS
+from service.key_view import render_key
 from service.store.audit_chain import verify_chain
 from service.store.audit_log import AuditFilter, find_events
 from service.store.event_store import EventStore
 from service.store.log_witnesses import audit_json
+from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
 
 routes = web.RouteTableDef()
 CONSISTENCY_WAIT_SECONDS = 1.0
 _views = KeyViews()
 _store = EventStore()
+_quarantine = QuarantineLog()
 
 
 def envelope_json(envelope: Envelope) -> dict[str, Any]:
@@ -101,12 +109,42 @@ async def get_key(request: web.Request) -> web.Response:
     await _reach(request, q.min_position_of(request.query))
     async with request.app[POOL].acquire() as conn:
         view = await _views.get(conn, org_id, key_id)
-    if view is None:
+        # Only this org's quarantines: another org's key stays invisible.
+        quarantines = [e for e in await _quarantine.of_key(conn, key_id) if e.org_id == org_id]
+        state = view.state if view is not None else None
+        if state is None and quarantines:
+            state = await _state_from_log(conn, org_id, key_id)
+    if state is None:
+        if quarantines:
+            raise KeyledgerError(
+                "key_quarantined",
+                "this key's events cannot be shown: they have been set aside",
+                {"quarantined": _quarantine_json(quarantines)},
+            )
         raise KeyledgerError("key_not_found", "no such key")
-    etag = f'"{view.state.version}"'
+    etag = f'"{state.version}"'
     if _matches(etag, request.headers.get("If-None-Match")):
         return web.Response(status=304, headers={"ETag": etag})
-    return web.json_response(view.render(utc_now()), headers={"ETag": etag})
+    now = utc_now()
+    body = view.render(now) if view is not None else render_key(state, now)
+    if quarantines:
+        body["quarantined"] = _quarantine_json(quarantines)
+    return web.json_response(body, headers={"ETag": etag})
+
+
+def _quarantine_json(entries: list[QuarantinedKey]) -> dict[str, Any]:
+    return {entry.consumer: entry.to_json() for entry in entries}
+
+
+async def _state_from_log(conn: Any, org_id: str, key_id: str) -> KeyState | None:
+    """The key folded from the log, for a key ``key_views`` has no row for; None if it cannot."""
+    try:
+        state = await _store.load_state(conn, key_id)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        return None
+    return state if state is not None and state.org_id == org_id else None
 
 
 @routes.get("/v1/orgs/{org_id}/keys/{key_id}/events")

@@ -24,6 +24,15 @@ class _Shape(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Quarantine(_Shape):
+    """Why one consumer of the log (``key_views``, ``outbox_relay:…``…) set a key aside."""
+
+    position: int
+    event_type: str
+    reason: str
+    quarantined_at: datetime | None
+
+
 class Key(_Shape):
     """A key as callers see it (SPEC §3): never a secret or a hash."""
 
@@ -49,6 +58,8 @@ class Key(_Shape):
     revoked_at: datetime | None
     previous_valid_until: datetime | None
     version: int
+    # Only on GET of a key some consumer of the log has set aside (SPEC §10).
+    quarantined: dict[str, Quarantine] | None = None
 
 
 class CommandResult(_Shape):
@@ -138,9 +149,22 @@ class Health(_Shape):
     status: Literal["ok"]
 
 
+class QuarantinedKeyNote(_Shape):
+    """A key set aside by a consumer of the log, as ``/readyz`` names it (no reason)."""
+
+    consumer: str
+    key_id: str
+    position: int
+    event_type: str
+
+
 class Readiness(_Shape):
-    status: Literal["ready", "not_ready"]
+    """503 ``not_ready`` names ``problems`` (this replica); ``degraded`` is shared, with 200."""
+
+    status: Literal["ready", "degraded", "not_ready"]
     problems: list[str] | None = None
+    degraded: list[str] | None = None
+    quarantined: list[QuarantinedKeyNote] | None = None
 
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (

@@ -18,10 +18,14 @@ from service.http.outbox_side import RELAY
 from service.http.read_side import PROJECTIONS
 from service.http.verify_routes import VERIFICATION_INDEX
 from service.store.event_store import EventStore
+from service.store.quarantine import QuarantinedKey, QuarantineLog
 
 # A readiness probe must answer quickly even when PostgreSQL does not.
 DATABASE_TIMEOUT_SECONDS = 2.0
+# How many quarantined keys /readyz names (all are counted in /metrics).
+QUARANTINES_NAMED = 20
 _store = EventStore()
+_quarantine = QuarantineLog()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,12 @@ class Vitals:
     projection_failures: dict[str, str] = field(default_factory=dict)
     # One line naming the missing witness when the log is truncated (SPEC §10).
     log_truncated: str | None = None
+    # Keys set aside per consumer (SPEC §10), and the first few of them by position.
+    quarantine_counts: dict[str, int] = field(default_factory=dict)
+    quarantined: list[QuarantinedKey] = field(default_factory=list)
+    # Evidence that the log itself is damaged (a truncated head, …): this replica
+    # would answer wrongly, so each one makes /readyz 503.
+    integrity_problems: list[str] = field(default_factory=list)
 
     @property
     def index_lag(self) -> int | None:
@@ -56,17 +66,25 @@ class Vitals:
         return {name: max(0, head - pos) for name, pos in self.projection_positions.items()}
 
 
-async def _read_database(
-    pool: asyncpg.Pool, stream: str, with_outbox: bool
-) -> tuple[int, int | None]:
+@dataclass(frozen=True, slots=True)
+class _DatabaseReading:
+    head: int
+    outbox_lag: int | None
+    quarantine_counts: dict[str, int]
+    quarantined: list[QuarantinedKey]
+
+
+async def _read_database(pool: asyncpg.Pool, stream: str, with_outbox: bool) -> _DatabaseReading:
     async with pool.acquire() as conn:
         head = await _store.head(conn)
-        if not with_outbox:
-            return head, None
-        checkpoint = await conn.fetchval(
-            "SELECT position FROM outbox_checkpoint WHERE stream = $1", stream
-        )
-    return head, max(0, head - (checkpoint or 0))
+        counts, first = await _quarantine.overview(conn, named=QUARANTINES_NAMED)
+        outbox_lag = None
+        if with_outbox:
+            checkpoint = await conn.fetchval(
+                "SELECT position FROM outbox_checkpoint WHERE stream = $1", stream
+            )
+            outbox_lag = max(0, head - (checkpoint or 0))
+    return _DatabaseReading(head, outbox_lag, counts, first)
 
 
 async def read_vitals(app: web.Application) -> Vitals:
@@ -76,25 +94,22 @@ async def read_vitals(app: web.Application) -> Vitals:
     runner = app.get(PROJECTIONS)
     index = app.get(VERIFICATION_INDEX)
     pool = app.get(POOL)
-    head: int | None = None
-    outbox_lag: int | None = None
-    database_ok = False
+    reading: _DatabaseReading | None = None
     if pool is not None:
         try:
             async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
-                head, outbox_lag = await _read_database(
+                reading = await _read_database(
                     pool, settings.nats_stream, with_outbox=relay is not None
                 )
-            database_ok = True
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            database_ok = False
+            reading = None
     guard = app.get(TRUNCATION_GUARD)
-    if guard is not None and database_ok:
+    if guard is not None and reading is not None:
         try:
             async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
                 await guard.check()  # fresh: a probe sees a truncation at once
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            database_ok = False
+            reading = None
     truncation = guard.truncation if guard is not None else None
     projection_positions: dict[str, int] = {}
     projection_failures: dict[str, str] = {}
@@ -102,15 +117,17 @@ async def read_vitals(app: web.Application) -> Vitals:
         projection_positions = {name: runner.position(name) for name in runner.lag()}
         projection_failures = runner.failures()
     return Vitals(
-        database_ok=database_ok,
-        log_head=head,
+        database_ok=reading is not None,
+        log_head=reading.head if reading else None,
         nats_configured=bool(settings.nats_url),
         nats_connected=relay.nats_connected if relay is not None else None,
         relay_problem=relay.problem if relay is not None else None,
-        outbox_lag=outbox_lag,
+        outbox_lag=reading.outbox_lag if reading else None,
         index_keys=len(index) if index is not None else None,
         index_position=index.position if index is not None else None,
         projection_positions=projection_positions,
         projection_failures=projection_failures,
         log_truncated=truncation.describe() if truncation is not None else None,
+        quarantine_counts=reading.quarantine_counts if reading else {},
+        quarantined=reading.quarantined if reading else [],
     )

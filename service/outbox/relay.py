@@ -7,6 +7,13 @@ checkpoint, publishes each event to ``{prefix}.{org}.{key}.{type}`` with
 has acknowledged (PubAck). A crash between PubAck and checkpoint republishes
 a few events; JetStream's duplicate window drops them by message id.
 
+An event that cannot be published (see ``service.outbox.messages``: a bad
+subject, an envelope that does not decode or encode, too large) is
+quarantined (``service.store.quarantine``) and the checkpoint moves past it,
+so the events behind it, revocations included, still reach JetStream. NATS
+being unreachable is never the event's fault: those events are retried
+until NATS takes them.
+
 It wakes on ``NOTIFY keyledger_events`` (sent by every append) rather than
 polling; the poll is a safety net. Exactly one replica relays at a time: the
 leader holds a session advisory lock on a dedicated connection, and when that
@@ -27,16 +34,15 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from events.codec import envelope_to_json
 from events.models import Envelope
-from events.subjects import event_subject
+from service.outbox.messages import is_event_fault, message_of
 from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
-from service.store.event_store import NOTIFY_CHANNEL, EventStore
+from service.store.event_store import NOTIFY_CHANNEL, EventStore, UnreadableEvent
+from service.store.quarantine import QuarantinedKey, QuarantineLog, set_aside
 
 # pg_try_advisory_lock(classid, objid): classid "kr" (keyledger relay), objid from the stream name.
 RELAY_LOCK_CLASS = 0x6B72
-MSG_ID_HEADER = "Nats-Msg-Id"
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +77,11 @@ class _Backoff:
         return delay
 
 
+def relay_consumer(stream: str) -> str:
+    """The relay's name in ``quarantined_keys``: one relay per stream."""
+    return f"outbox_relay:{stream}"
+
+
 class OutboxRelay:
     """Publishes the event log to JetStream; one leader among all replicas."""
 
@@ -80,6 +91,8 @@ class OutboxRelay:
         self.settings = settings
         self.tuning = tuning or RelayTuning()
         self.store = EventStore()
+        self.quarantine = QuarantineLog()
+        self.consumer = relay_consumer(settings.nats_stream)
         self.is_leader = False
         self.published_position = 0
         # The last reason the relay could not publish, for readiness checks; None when healthy.
@@ -259,45 +272,74 @@ class OutboxRelay:
                 return False
             if js is None:
                 return False
-            batch = await self.store.read_after(
+            batch = await self.store.read_envelopes_after(
                 conn, self.published_position, self.tuning.batch_size
             )
             if not batch:
                 self.problem = None
                 return True
-            acked = await self._publish(js, batch)
-            if acked:
-                await self._save_checkpoint(conn, batch[acked - 1].position)
-            if acked < len(batch):
+            settled, quarantined = await self._publish(js, batch)
+            if settled:
+                async with conn.transaction():
+                    await self.quarantine.record(conn, quarantined)
+                    await self._save_checkpoint(conn, batch[settled - 1].position)
+            if settled < len(batch):
                 return False
         return True
 
-    async def _publish(self, js: JetStreamContext, batch: Sequence[Envelope]) -> int:
-        """Publish a batch pipelined; the number of leading events JetStream acknowledged."""
+    async def _publish(
+        self, js: JetStreamContext, batch: Sequence[Envelope | UnreadableEvent]
+    ) -> tuple[int, list[QuarantinedKey]]:
+        """Publish a batch pipelined.
+
+        Returns how many leading events are settled (acknowledged by JetStream,
+        or quarantined as unpublishable) and the quarantines among them. The
+        first failure that is NATS's, not the event's, ends the settled run.
+        """
         prefix, stream = self.settings.nats_subject_prefix, self.settings.nats_stream
-        results = await asyncio.gather(
-            *(
-                js.publish(
-                    event_subject(e.org_id, e.key_id, e.event_type, prefix),
-                    envelope_to_json(e).encode(),
-                    timeout=self.tuning.ack_timeout_seconds,
-                    stream=stream,
-                    headers={MSG_ID_HEADER: str(e.event_id)},
-                )
-                for e in batch
-            ),
-            return_exceptions=True,
-        )
-        for acked, result in enumerate(results):
+        faults: dict[int, tuple[BaseException, bool]] = {}
+        sends = {}
+        for at, item in enumerate(batch):
+            if isinstance(item, UnreadableEvent):
+                faults[at] = (item.error, True)
+                continue
+            try:
+                subject, payload, headers = message_of(item, prefix)
+            except Exception as exc:  # whatever this one event makes encoding raise
+                faults[at] = (exc, True)
+                continue
+            sends[at] = js.publish(
+                subject,
+                payload,
+                timeout=self.tuning.ack_timeout_seconds,
+                stream=stream,
+                headers=headers,
+            )
+        results = await asyncio.gather(*sends.values(), return_exceptions=True)
+        for at, result in zip(sends, results, strict=True):
             if isinstance(result, BaseException):
-                self.problem = f"publish: {result!r}"
+                faults[at] = (result, is_event_fault(result))
+        quarantined: list[QuarantinedKey] = []
+        for at in sorted(faults):
+            error, events_fault = faults[at]
+            item = batch[at]
+            if not events_fault:
+                self.problem = f"publish: {error!r}"
                 # The stream may have vanished (a wiped NATS store): provision it again.
                 self._stream_ready = False
-                log.warning(
-                    "outbox_publish_failed", position=batch[acked].position, error=repr(result)
+                log.warning("outbox_publish_failed", position=item.position, error=repr(error))
+                return at, quarantined
+            quarantined.append(
+                set_aside(
+                    self.consumer,
+                    key_id=item.key_id,
+                    org_id=item.org_id,
+                    position=item.position,
+                    event_type=item.event_type,
+                    failure=error,
                 )
-                return acked
-        return len(results)
+            )
+        return len(batch), quarantined
 
     async def _checkpoint(self, conn: asyncpg.Connection) -> int:
         position = await conn.fetchval(

@@ -12,9 +12,9 @@ transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from uuid import uuid4
 
 import asyncpg
@@ -24,6 +24,7 @@ from events.models import Actor, DomainEvent, Envelope, KeyEvent
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
+from service.store.quarantine import is_transient
 
 LOG_LOCK = 0x6B65796C_0002
 NOTIFY_CHANNEL = "keyledger_events"
@@ -36,6 +37,7 @@ EVENT_COLUMNS = (
 # The columns ``read_events_after`` reads, in the order ``_logged_event`` unpacks them.
 _EVENT_ONLY_COLUMNS = "position, event_type, schema_version, key_id, org_id, occurred_at, data"
 _raw_decode = json.JSONDecoder().raw_decode
+_Decoded = TypeVar("_Decoded")
 _validate_envelope = Envelope.__pydantic_validator__.validate_python
 
 
@@ -54,6 +56,19 @@ class LoggedEvent(NamedTuple):
 
     position: int
     event: KeyEvent
+
+
+class UnreadableEvent(NamedTuple):
+    """A row of the log that does not decode: who it is about, and the error.
+
+    Consumers quarantine its key (``service.store.quarantine``) rather than halt.
+    """
+
+    position: int
+    key_id: str
+    org_id: str
+    event_type: str
+    error: Exception
 
 
 def _logged_event(row: asyncpg.Record) -> LoggedEvent:
@@ -233,20 +248,88 @@ class EventStore:
 
     async def read_events_after(
         self, conn: asyncpg.Connection, position: int, limit: int = 1000
-    ) -> list[LoggedEvent]:
-        """Like ``read_after``, but only the domain events and their positions.
+    ) -> list[LoggedEvent | UnreadableEvent]:
+        """Like ``read_envelopes_after``, but only the domain events and their positions.
 
         Actor, hash and ids are neither fetched nor decoded, and no envelope
         is built: for readers that fold events (projections, rebuilds), this
-        is about half the cost of ``read_after``.
+        is about half the cost of ``read_after``. A row that does not decode
+        is returned as an ``UnreadableEvent`` in its place.
         """
-        rows = await conn.fetch(
-            f"SELECT {_EVENT_ONLY_COLUMNS} FROM events"
-            " WHERE position > $1 ORDER BY position LIMIT $2",
+        return await self._read_tolerantly(
+            conn, _EVENT_ONLY_COLUMNS, _logged_event, position, limit
+        )
+
+    async def read_envelopes_after(
+        self, conn: asyncpg.Connection, position: int, limit: int = 1000
+    ) -> list[Envelope | UnreadableEvent]:
+        """Like ``read_after``, with an ``UnreadableEvent`` for each row that does not decode.
+
+        For consumers that must go on past a poison event (the outbox relay,
+        the verification index) rather than fail the whole page.
+        """
+        return await self._read_tolerantly(conn, EVENT_COLUMNS, envelope_from_row, position, limit)
+
+    async def _read_tolerantly(
+        self,
+        conn: asyncpg.Connection,
+        columns: str,
+        decode: Callable[[asyncpg.Record], _Decoded],
+        position: int,
+        limit: int,
+    ) -> list[_Decoded | UnreadableEvent]:
+        try:
+            rows = await conn.fetch(
+                f"SELECT {columns} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                position,
+                limit,
+            )
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # The driver itself could not decode a row (e.g. a timestamp past year
+            # 9999): read the page again row by row to find which.
+            return await self._read_row_by_row(conn, columns, decode, position, limit)
+        decoded: list[_Decoded | UnreadableEvent] = []
+        for row in rows:
+            try:
+                decoded.append(decode(row))
+            except Exception as exc:  # anything a row can make decoding raise
+                decoded.append(await self._unreadable(conn, row["position"], exc))
+        return decoded
+
+    async def _read_row_by_row(
+        self,
+        conn: asyncpg.Connection,
+        columns: str,
+        decode: Callable[[asyncpg.Record], _Decoded],
+        position: int,
+        limit: int,
+    ) -> list[_Decoded | UnreadableEvent]:
+        positions = await conn.fetch(
+            "SELECT position FROM events WHERE position > $1 ORDER BY position LIMIT $2",
             position,
             limit,
         )
-        return [_logged_event(r) for r in rows]
+        decoded: list[_Decoded | UnreadableEvent] = []
+        for (at,) in positions:
+            try:
+                row = await conn.fetchrow(f"SELECT {columns} FROM events WHERE position = $1", at)
+                decoded.append(decode(row))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                decoded.append(await self._unreadable(conn, at, exc))
+        return decoded
+
+    async def _unreadable(
+        self, conn: asyncpg.Connection, position: int, error: Exception
+    ) -> UnreadableEvent:
+        """The identity columns of a row that does not decode (plain text, always readable)."""
+        row = await conn.fetchrow(
+            "SELECT key_id, org_id, event_type FROM events WHERE position = $1", position
+        )
+        return UnreadableEvent(position, row["key_id"], row["org_id"], row["event_type"], error)
 
     async def iterate(
         self, conn: asyncpg.Connection, after: int = 0, batch: int = 1000

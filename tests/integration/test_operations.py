@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.http.app import create_app
-from service.http.health_routes import readiness_problems
+from service.http.health_routes import assess_readiness
 from service.http.openapi import build_openapi
 from service.http.vitals import Vitals
 from service.settings import Settings
@@ -42,20 +42,26 @@ async def test_healthz_and_readyz_answer_when_all_is_well(client: TestClient) ->
     assert (status, body) == (200, {"status": "ready"})
 
 
-async def test_readyz_names_what_is_not_ready(settings: Settings) -> None:
-    # NATS configured but nobody listens there: commands work, readiness does not.
+async def test_readyz_is_degraded_not_down_when_nats_is_unreachable(settings: Settings) -> None:
+    # NATS configured but nobody listens there: every replica shares that outage, and
+    # verification still works from PostgreSQL, so no load balancer may drain the fleet.
     unreachable = settings.replace(
         nats_url=f"nats://127.0.0.1:{free_port()}", nats_stream="READYZ_TEST"
     )
     async with TestClient(TestServer(create_app(unreachable))) as other:
         response = await other.get("/readyz")
         body = await response.json()
-    assert response.status == 503
-    assert body["status"] == "not_ready"
-    assert "nats: not connected" in body["problems"]
+        metrics = _samples(await (await other.get("/metrics")).text())
+    assert response.status == 200
+    assert body["status"] == "degraded"
+    assert "nats: not connected" in body["degraded"]
+    assert "problems" not in body
+    assert metrics[("keyledger_nats_connected", ())] == 0
+    assert metrics[("keyledger_ready", ())] == 1
+    assert metrics[("keyledger_degraded", ())] == 1
 
 
-def test_readiness_problems_cover_every_component() -> None:
+def test_readiness_sorts_this_replica_from_what_all_replicas_share() -> None:
     behind = Vitals(
         database_ok=True,
         log_head=1000,
@@ -68,10 +74,49 @@ def test_readiness_problems_cover_every_component() -> None:
         projection_positions={"key_views": 999},
         projection_failures={},
     )
-    problems = readiness_problems(behind, max_lag=100)
-    assert problems == [
-        "verification index: 990 events behind the log",
-        "outbox relay: 500 events not yet published to NATS",
+    readiness = assess_readiness(behind, max_lag=100)
+    assert readiness.problems == ["verification index: 990 events behind the log"]
+    assert readiness.degraded == ["outbox relay: 500 events not yet published to NATS"]
+    assert readiness.status == "not_ready"
+    shared = Vitals(
+        database_ok=True,
+        log_head=1000,
+        nats_configured=True,
+        nats_connected=False,
+        relay_problem="publish: TimeoutError()",
+        outbox_lag=236,
+        index_keys=10,
+        index_position=1000,
+        projection_positions={"key_views": 800},
+        quarantine_counts={"key_views": 2, "outbox_relay:KEYLEDGER": 1},
+    )
+    readiness = assess_readiness(shared, max_lag=100)
+    assert readiness.problems == []
+    assert readiness.status == "degraded"
+    assert readiness.degraded == [
+        "nats: not connected",
+        "outbox relay: publish: TimeoutError()",
+        "outbox relay: 236 events not yet published to NATS",
+        "projection key_views: 200 events behind the log",
+        "quarantine: key_views has set aside 2 key(s)",
+        "quarantine: outbox_relay:KEYLEDGER has set aside 1 key(s)",
+    ]
+    damaged = Vitals(
+        database_ok=True,
+        log_head=10,
+        nats_configured=False,
+        nats_connected=None,
+        relay_problem=None,
+        outbox_lag=None,
+        index_keys=1,
+        index_position=10,
+        projection_positions={"key_views": 7},
+        projection_failures={"key_views": "key_views: expected position 8, found 9"},
+        integrity_problems=["log_truncated: head 10 is behind the witness at 12"],
+    )
+    assert assess_readiness(damaged, max_lag=100).problems == [
+        "log integrity: log_truncated: head 10 is behind the witness at 12",
+        "log integrity: projection key_views stopped (key_views: expected position 8, found 9)",
     ]
     down = Vitals(
         database_ok=False,
@@ -83,11 +128,9 @@ def test_readiness_problems_cover_every_component() -> None:
         index_keys=None,
         index_position=None,
     )
-    assert readiness_problems(down, max_lag=100) == [
-        "database: not answering",
-        "verification index: not loaded",
-        "projections: not running",
-    ]
+    readiness = assess_readiness(down, max_lag=100)
+    assert readiness.problems == ["database: not answering", "verification index: not loaded"]
+    assert readiness.degraded == ["projections: not running on this replica"]
 
 
 async def test_metrics_count_requests_verdicts_and_lags(api: Api, client: TestClient) -> None:

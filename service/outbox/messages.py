@@ -1,0 +1,66 @@
+"""The NATS message of an event, and whose fault a failed publish is (SPEC §5, §10).
+
+The relay must tell two failures apart. One belongs to the event: its org id
+is not a subject token (``nl\\n``, ``a.b``, ``*``), its envelope does not
+encode, it is larger than NATS takes. Retrying it can never succeed, so the
+relay quarantines the key and publishes the events after it (a revocation
+behind a poison event must still reach every subscriber). The other is NATS
+itself being away (timeouts, no responders, a closed connection): those are
+retried forever and never quarantined, so an outage loses nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nats import errors as nats_errors
+from nats.js import errors as js_errors
+
+from events.codec import envelope_to_json
+from events.models import Envelope
+from events.subjects import event_subject
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+# JetStream: "message size exceeds maximum allowed" (the stream's max_msg_size).
+_MESSAGE_TOO_LARGE = 10054
+# What a subject token may not hold: separators, wildcards, whitespace, control characters.
+_NOT_IN_TOKEN = re.compile(r"[.*>\s\x00-\x1f\x7f-\x9f]")
+# Client-side refusals of one message: never caused by NATS being down.
+_EVENT_FAULTS = (
+    nats_errors.BadSubjectError,
+    nats_errors.BadHeaderError,
+    nats_errors.MaxPayloadError,
+)
+
+
+class Unpublishable(ValueError):
+    """The event cannot become a NATS message (a part of its subject is not a token)."""
+
+
+def subject_token(value: str, part: str) -> str:
+    """``value`` if it is one whole NATS subject token; else ``Unpublishable``.
+
+    A dot would add tokens (subscribers filtering ``prefix.*.*.KeyRevoked``
+    would silently miss the event), a wildcard would publish to a pattern,
+    whitespace is refused by NATS (``BadSubjectError``)."""
+    if not value or _NOT_IN_TOKEN.search(value):
+        raise Unpublishable(f"its {part} is not a NATS subject token")
+    return value
+
+
+def message_of(envelope: Envelope, prefix: str) -> tuple[str, bytes, dict[str, str]]:
+    """(subject, payload, headers) of an event; raises when the event cannot be published."""
+    subject = event_subject(
+        subject_token(envelope.org_id, "org id"),
+        subject_token(envelope.key_id, "key id"),
+        subject_token(envelope.event_type, "event type"),
+        prefix,
+    )
+    return subject, envelope_to_json(envelope).encode(), {MSG_ID_HEADER: str(envelope.event_id)}
+
+
+def is_event_fault(exc: BaseException) -> bool:
+    """True when a failed publish is this event's fault (quarantine), not NATS's (retry)."""
+    if isinstance(exc, (*_EVENT_FAULTS, Unpublishable)):
+        return True
+    return isinstance(exc, js_errors.APIError) and exc.err_code == _MESSAGE_TOO_LARGE
