@@ -26,6 +26,7 @@ from service.http.context import POOL
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.store.event_store import EventStore
+from tests.support.api import indexed
 from tests.support.servers import scratch_database
 
 _store = EventStore()
@@ -156,4 +157,5 @@ async def isolated_app(
                 scopes=["admin"],
                 actor=Actor(id="test"),
             )
+            await indexed(client, issued.position)
             yield IsolatedApp(client, pool, url, issued.secret)
