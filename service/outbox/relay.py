@@ -160,7 +160,7 @@ class OutboxRelay:
         # max_reconnect_attempts=-1 makes nats-py retry the first connection too,
         # every reconnect_time_wait, so the app starts and serves while NATS is down.
         self._nc = await nats.connect(
-            self.settings.nats_url,
+            servers=self.settings.nats_servers,
             name="keyledger-outbox-relay",
             allow_reconnect=True,
             max_reconnect_attempts=-1,
@@ -176,8 +176,12 @@ class OutboxRelay:
             try:
                 if await self._jetstream() is not None:
                     break
+            except StreamConfigMismatch:
+                pass  # already reported by _jetstream
             except Exception as exc:
-                log.debug("stream_provisioning_retry", error=repr(exc))
+                # E.g. more replicas asked for than the cluster has servers: say so.
+                self.problem = f"stream {self.settings.nats_stream}: {exc!r}"
+                log.warning("stream_provisioning_retry", error=repr(exc))
             await asyncio.sleep(backoff.next())
         self._wake.set()
 
