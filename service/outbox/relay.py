@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import nats
+import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -151,6 +152,10 @@ class OutboxRelay:
 
         async def reconnected() -> None:
             log.info("nats_reconnected")
+            # The connection error recorded by error() is over. (On a replica that does
+            # not lead, nothing else would ever clear it.) A leader's next failure, or a
+            # stream mismatch, is recorded again at its next attempt.
+            self.problem = None
             self._wake.set()
 
         async def error(exc: Exception) -> None:
@@ -260,6 +265,11 @@ class OutboxRelay:
             try:
                 js = await self._jetstream()
             except StreamConfigMismatch:
+                return False
+            except (nats.errors.Error, TimeoutError) as exc:
+                # Typically a cluster electing the stream's new leader: keep the relay
+                # leadership and retry after the backoff, rather than start over.
+                self.problem = f"stream {self.settings.nats_stream}: {exc!r}"
                 return False
             if js is None:
                 return False

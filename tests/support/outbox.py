@@ -86,13 +86,16 @@ async def stream_messages(js: JetStreamContext, stream: str) -> list[Msg]:
 
 
 @contextlib.asynccontextmanager
-async def jetstream(url: str) -> AsyncIterator[JetStreamContext]:
-    """A JetStream context on its own connection (``url`` may list servers), reconnecting."""
+async def jetstream(url: str, api_timeout: float = 5.0) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on its own connection (``url`` may list servers), reconnecting.
+
+    ``api_timeout`` bounds each JetStream API request (``stream_info`` and the like).
+    """
     nc = await nats.connect(
         servers=nats_servers(url), max_reconnect_attempts=-1, reconnect_time_wait=0.2
     )
     try:
-        yield nc.jetstream()
+        yield nc.jetstream(timeout=api_timeout)
     finally:
         await nc.close()
 
