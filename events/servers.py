@@ -46,6 +46,8 @@ def _server(entry: str, number: int, count: int) -> str:
     if not entry:
         raise InvalidServerList(f"{where} is empty (a stray comma?)")
     url = entry if "://" in entry else f"nats://{entry}"
+    if any(character.isspace() for character in entry):
+        raise InvalidServerList(f"{where} ({_shown(url)}) contains whitespace (a missing comma?)")
     try:
         parts = urlsplit(url)
         port = parts.port  # parses the port: ValueError when not a number in 0-65535
@@ -55,8 +57,6 @@ def _server(entry: str, number: int, count: int) -> str:
             f"{where} ({_shown(url)}) is not a URL with a host and a port 1-65535"
         ) from None
     where = f"{where} ({_shown(url)})"
-    if any(character.isspace() for character in entry):
-        raise InvalidServerList(f"{where} contains whitespace")
     if parts.scheme not in _SCHEMES:
         raise InvalidServerList(f"{where}: scheme must be one of {', '.join(sorted(_SCHEMES))}")
     if not parts.hostname:
