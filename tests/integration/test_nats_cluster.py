@@ -266,6 +266,7 @@ async def test_killing_the_stream_leader_mid_burst_loses_and_duplicates_nothing(
         assert {url for url, _, _ in readiness.answers} == set(replicas.urls)
         not_ready = readiness.not_ready()
         assert not_ready == [], (
-            f"{len(not_ready)} of {len(readiness.answers)} /readyz answers were not 200: "
+            f"{len(not_ready)} of {len(readiness.answers)} /readyz answers were not 200"
+            " (NATS and relay lag are shared outages: SPEC §8 wants 200 'degraded'): "
             + "; ".join(sorted({f"{status} {body}" for _, status, body in not_ready}))[:3000]
         )
