@@ -260,6 +260,17 @@ async def test_killing_the_stream_leader_mid_burst_loses_and_duplicates_nothing(
 
         await eventually(all_current, 45.0, f"{victim} to rejoin the stream's replicas")
 
+        # Once the cluster is whole again, no replica keeps a stale problem (a NATS error
+        # recorded by a replica that does not lead the relay used to stay forever).
+        async def all_ready() -> bool:
+            for url in replicas.urls:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status != 200 or (await response.json())["status"] != "ready":
+                        return False
+            return True
+
+        await eventually(all_ready, 30.0, "every replica to be ready again")
+
         # Readiness held on every replica all through the outage (SPEC §8: shared
         # outages are "degraded", never 503).
         assert readiness.answers
