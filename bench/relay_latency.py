@@ -96,7 +96,7 @@ async def measure_relay(
     async def on_message(msg: Msg) -> None:
         received[msg.headers["Nats-Msg-Id"]] = time.perf_counter()
 
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(servers=settings.nats_servers)
     js = nc.jetstream()
     await ensure_stream(js, settings)
     await js.subscribe(
@@ -163,7 +163,7 @@ async def measure_relay(
 
 async def measure_bare_publish(settings: Settings, rate: float, seconds: float) -> list[float]:
     """A bare JetStream publish → PubAck round trip, in milliseconds."""
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(servers=settings.nats_servers)
     js = nc.jetstream()
     samples: list[float] = []
 
@@ -202,7 +202,7 @@ async def run(rate: float, seconds: float, async_commit: bool) -> str:
             relay_ms, achieved = await measure_relay(settings, rate, seconds, async_commit)
             baseline_ms = await measure_bare_publish(settings, rate, min(seconds, 5))
         finally:
-            nc = await nats.connect(settings.nats_url)
+            nc = await nats.connect(servers=settings.nats_servers)
             await nc.jetstream().delete_stream(settings.nats_stream)
             await nc.close()
     return "\n".join(

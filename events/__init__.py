@@ -28,6 +28,7 @@ from events.models import (
     KeyRotated,
     RateLimit,
 )
+from events.servers import InvalidServerList, nats_servers
 from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, event_subject, subject_filter
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Actor",
     "DomainEvent",
     "Envelope",
+    "InvalidServerList",
     "KeyDisabled",
     "KeyEnabled",
     "KeyEvent",
@@ -55,6 +57,7 @@ __all__ = [
     "envelope_from_json",
     "envelope_to_json",
     "event_subject",
+    "nats_servers",
     "register_upcaster",
     "seal",
     "subject_filter",

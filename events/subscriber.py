@@ -7,9 +7,11 @@ make that easy). Because the consumer is durable, a restarted subscriber
 resumes where it stopped, including across NATS restarts.
 
 This module needs only ``nats-py`` and ``events``; it never imports keyledger's
-service code, so another service can use it on its own::
+service code, so another service can use it on its own (``nats_servers`` reads
+a setting that lists a cluster's servers, comma-separated, as keyledger does)::
 
-    consumer = EventConsumer(js, durable="billing", handler=on_event,
+    nc = await nats.connect(servers=nats_servers(os.environ["NATS_URL"]))
+    consumer = EventConsumer(nc.jetstream(), durable="billing", handler=on_event,
                              filter_subject=subject_filter(event_type="KeyRevoked"))
     await consumer.run()
 """

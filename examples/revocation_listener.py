@@ -1,6 +1,7 @@
 """React to revoked keys: evict them from this service's own cache of verified keys.
 
 Run:    python examples/revocation_listener.py --nats nats://127.0.0.1:4222
+        (on a cluster: --nats nats://n1:4222,nats://n2:4222,nats://n3:4222)
 Then:   revoke a key (POST /v1/orgs/{org}/keys/{id}/revoke); this prints `evicted key_…`.
 Needs:  only `events/` and nats-py from keyledger, never `service/` or `projections/`.
 Durable: restart it and it resumes after the last event it acknowledged (--durable NAME).
@@ -16,6 +17,7 @@ import signal
 import nats
 
 from events.models import Envelope, KeyEvent, KeyRevoked
+from events.servers import nats_servers
 from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, subject_filter
 from events.subscriber import EventConsumer
 
@@ -45,7 +47,9 @@ async def listen(nats_url: str, durable: str, stream: str, prefix: str) -> None:
             flush=True,
         )
 
-    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, name="revocation-listener")
+    nc = await nats.connect(
+        servers=nats_servers(nats_url), max_reconnect_attempts=-1, name="revocation-listener"
+    )
     consumer = EventConsumer(
         nc.jetstream(),
         durable=durable,
@@ -65,7 +69,11 @@ async def listen(nats_url: str, durable: str, stream: str, prefix: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nats", default="nats://127.0.0.1:4222")
+    parser.add_argument(
+        "--nats",
+        default="nats://127.0.0.1:4222",
+        help="a NATS server, or a comma-separated list of a cluster's servers",
+    )
     parser.add_argument("--durable", default="revocation-listener")
     parser.add_argument("--stream", default=DEFAULT_STREAM)
     parser.add_argument("--prefix", default=DEFAULT_PREFIX)

@@ -35,6 +35,7 @@ import structlog
 
 from events.codec import envelope_from_json
 from events.models import Envelope
+from events.servers import nats_servers
 from projections.verification_index import Offer, VerificationIndex
 from service.store.event_store import NOTIFY_CHANNEL, EventStore, UnreadableEvent
 from service.store.quarantine import QuarantineLog, describe_failure
@@ -219,7 +220,9 @@ class IndexFeed:
         while True:
             client = None
             try:
-                client = await nats.connect(self.nats_url, max_reconnect_attempts=-1)
+                client = await nats.connect(
+                    servers=nats_servers(self.nats_url or ""), max_reconnect_attempts=-1
+                )
                 js = client.jetstream()
 
                 async def deliver(msg: nats.aio.msg.Msg) -> None:
@@ -234,6 +237,9 @@ class IndexFeed:
                     cb=deliver,
                     ordered_consumer=True,
                     deliver_policy=DeliverPolicy.NEW,
+                    # Missed heartbeats make nats-py recreate the consumer: it lives on one
+                    # server, and on a cluster that server may be the one that goes away.
+                    idle_heartbeat=5.0,
                 )
                 self.jetstream_connected = True
                 # Anything published between the load and this subscription is

@@ -6,13 +6,18 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from events.servers import nats_servers
 from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM
 
 PREFIX = "KEYLEDGER_"
 # A pepper shorter than this is refused: every stored secret hash is only as strong as it.
 MIN_PEPPER_LENGTH = 32
+
+
+class SettingsError(RuntimeError):
+    """Settings that cannot run; the message names each ``KEYLEDGER_*`` variable and why."""
 
 
 class Settings(BaseModel):
@@ -21,6 +26,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     database_url: str | None = None
+    # One NATS server or a comma-separated list of a cluster's servers (SPEC §9).
     nats_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -31,6 +37,8 @@ class Settings(BaseModel):
     nats_stream: str = DEFAULT_STREAM
     nats_subject_prefix: str = DEFAULT_PREFIX
     nats_duplicate_window_seconds: float = Field(120.0, gt=0)
+    # Copies JetStream keeps of the stream: 3 on a 3-node cluster, so losing a node loses nothing.
+    nats_stream_replicas: int = Field(1, ge=1, le=5)
     db_pool_min_size: int = Field(2, ge=1)
     db_pool_max_size: int = Field(10, ge=1)
     # Bounded waits: for the log's append lock (a command then gets 503 with Retry-After),
@@ -53,6 +61,19 @@ class Settings(BaseModel):
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     log_level: str = "info"
 
+    @field_validator("nats_url")
+    @classmethod
+    def _valid_server_list(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        # InvalidServerList (a ValueError) names the bad entry; a good list is kept normalised.
+        return ",".join(nats_servers(value))
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """``nats_url`` as the list of servers nats-py connects to; empty without NATS."""
+        return nats_servers(self.nats_url) if self.nats_url else []
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``environ`` (default ``os.environ``), then ``overrides``."""
@@ -63,7 +84,10 @@ class Settings(BaseModel):
             if name.startswith(PREFIX) and value != ""
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_described(exc)) from None
 
     def replace(self, **changes: object) -> Settings:
         """A copy with ``changes`` applied and validated."""
@@ -81,3 +105,12 @@ class Settings(BaseModel):
                 f" {MIN_PEPPER_LENGTH} are required, e.g. from `openssl rand -hex 32`)"
             )
         return pepper.encode()
+
+
+def _described(error: ValidationError) -> str:
+    """One line per invalid setting, by variable name; never the value (it may be a secret)."""
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        variable = PREFIX + "_".join(str(part) for part in problem["loc"]).upper()
+        lines.append(f"{variable}: {problem['msg'].removeprefix('Value error, ')}")
+    return "invalid settings: " + "; ".join(lines)

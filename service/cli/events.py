@@ -72,7 +72,10 @@ async def tail_events(
         """Connection errors surface once, as the command's exit message."""
 
     nc = await nats.connect(
-        settings.nats_url, name="keyledger-events-tail", connect_timeout=3, error_cb=quiet
+        servers=settings.nats_servers,
+        name="keyledger-events-tail",
+        connect_timeout=3,
+        error_cb=quiet,
     )
     try:
         subscription = await nc.jetstream().subscribe(

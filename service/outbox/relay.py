@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import nats
+import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -164,6 +165,10 @@ class OutboxRelay:
 
         async def reconnected() -> None:
             log.info("nats_reconnected")
+            # The connection error recorded by error() is over. (On a replica that does
+            # not lead, nothing else would ever clear it.) A leader's next failure, or a
+            # stream mismatch, is recorded again at its next attempt.
+            self.problem = None
             self._wake.set()
 
         async def error(exc: Exception) -> None:
@@ -173,7 +178,7 @@ class OutboxRelay:
         # max_reconnect_attempts=-1 makes nats-py retry the first connection too,
         # every reconnect_time_wait, so the app starts and serves while NATS is down.
         self._nc = await nats.connect(
-            self.settings.nats_url,
+            servers=self.settings.nats_servers,
             name="keyledger-outbox-relay",
             allow_reconnect=True,
             max_reconnect_attempts=-1,
@@ -189,8 +194,12 @@ class OutboxRelay:
             try:
                 if await self._jetstream() is not None:
                     break
+            except StreamConfigMismatch:
+                pass  # already reported by _jetstream
             except Exception as exc:
-                log.debug("stream_provisioning_retry", error=repr(exc))
+                # E.g. more replicas asked for than the cluster has servers: say so.
+                self.problem = f"stream {self.settings.nats_stream}: {exc!r}"
+                log.warning("stream_provisioning_retry", error=repr(exc))
             await asyncio.sleep(backoff.next())
         self._wake.set()
 
@@ -269,6 +278,11 @@ class OutboxRelay:
             try:
                 js = await self._jetstream()
             except StreamConfigMismatch:
+                return False
+            except (nats.errors.Error, TimeoutError) as exc:
+                # Typically a cluster electing the stream's new leader: keep the relay
+                # leadership and retry after the backoff, rather than start over.
+                self.problem = f"stream {self.settings.nats_stream}: {exc!r}"
                 return False
             if js is None:
                 return False

@@ -1,8 +1,11 @@
 """Provisioning of the JetStream stream every event is published to (SPEC §5).
 
-The stream is created when missing. An existing stream whose configuration
-differs from what keyledger needs is reported, never recreated: recreating
-would throw away every stored message and every consumer's position.
+The stream is created when missing, with ``KEYLEDGER_NATS_STREAM_REPLICAS``
+copies (SPEC §9). An existing stream whose configuration differs from what
+keyledger needs is reported, never recreated: recreating would throw away
+every stored message and every consumer's position. A stream with *fewer*
+replicas than configured is such a difference (losing one server would stall
+publishing, or lose events); more replicas than configured is not.
 """
 
 from __future__ import annotations
@@ -29,9 +32,15 @@ class StreamConfigMismatch(RuntimeError):
             f"{field}: expected {want!r}, found {have!r}"
             for field, (want, have) in differences.items()
         )
+        hint = (
+            " (JetStream raises replicas in place:"
+            f" nats stream edit {stream} --replicas {differences['num_replicas'][0]})"
+            if "num_replicas" in differences
+            else ""
+        )
         super().__init__(
             f"JetStream stream {stream!r} exists with a different configuration ({described});"
-            " fix or delete it by hand, keyledger never recreates a stream"
+            f" fix or delete it by hand{hint}, keyledger never recreates a stream"
         )
 
 
@@ -43,6 +52,7 @@ class StreamSpec:
     subjects: tuple[str, ...]
     storage: StorageType
     duplicate_window_seconds: float
+    replicas: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamSpec:
@@ -51,6 +61,7 @@ class StreamSpec:
             subjects=(f"{settings.nats_subject_prefix}.>",),
             storage=StorageType.FILE,
             duplicate_window_seconds=settings.nats_duplicate_window_seconds,
+            replicas=settings.nats_stream_replicas,
         )
 
     def config(self) -> StreamConfig:
@@ -59,6 +70,7 @@ class StreamSpec:
             subjects=list(self.subjects),
             storage=self.storage,
             duplicate_window=self.duplicate_window_seconds,
+            num_replicas=self.replicas,
         )
 
     def differences(self, existing: StreamConfig) -> dict[str, tuple[object, object]]:
@@ -71,6 +83,9 @@ class StreamSpec:
         # Compared in whole milliseconds: the server stores nanoseconds.
         if round(existing.duplicate_window * 1000) != round(self.duplicate_window_seconds * 1000):
             found["duplicate_window"] = (self.duplicate_window_seconds, existing.duplicate_window)
+        # The server omits num_replicas for a single copy.
+        if (existing.num_replicas or 1) < self.replicas:
+            found["num_replicas"] = (self.replicas, existing.num_replicas or 1)
         return found
 
 

@@ -62,6 +62,30 @@ def test_serve_refuses_to_start_without_a_pepper(settings: Settings) -> None:
     assert result.returncode != 0 and "KEYLEDGER_PEPPER" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("nats://127.0.0.1:4222,,nats://127.0.0.1:4223", "entry 2 of 3 is empty"),
+        ("nats://alice:hunter2@127.0.0.1:nope", "entry 1 of 1 (nats://***@127.0.0.1:nope)"),
+    ],
+)
+def test_serve_refuses_a_bad_nats_server_list_naming_the_entry(
+    settings: Settings, value: str, reason: str
+) -> None:
+    result = run_cli(
+        ["serve"],
+        {
+            "KEYLEDGER_DATABASE_URL": settings.database_url,
+            "KEYLEDGER_PEPPER": "p" * 32,
+            "KEYLEDGER_NATS_URL": value,
+        },
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("keyledger: invalid settings: KEYLEDGER_NATS_URL: ")
+    assert reason in result.stderr and "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _start_dev(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYLEDGER_")}
     process = subprocess.Popen(

@@ -319,3 +319,63 @@ async def test_a_stream_with_another_configuration_is_reported_not_recreated(
             await ensure_stream(js, relay_settings)
         info = await js.stream_info(relay_settings.nats_stream)
         assert info.state.messages == 1 and info.config.duplicate_window == 30
+
+
+async def test_a_stream_with_fewer_replicas_than_configured_is_reported_not_recreated(
+    relay_settings: Settings,
+) -> None:
+    # One server is enough to show it: the stream is found, never re-created with 3 copies.
+    settings = relay_settings.model_copy(update={"nats_stream_replicas": 3})
+    async with (
+        jetstream(settings.nats_url) as js,
+        deleted_at_exit(js, settings.nats_stream),
+    ):
+        await js.add_stream(
+            name=settings.nats_stream,
+            subjects=[f"{settings.nats_subject_prefix}.>"],
+            duplicate_window=settings.nats_duplicate_window_seconds,
+        )
+        await js.publish(f"{settings.nats_subject_prefix}.keep.me", b"precious")
+        with pytest.raises(StreamConfigMismatch, match="num_replicas: expected 3, found 1"):
+            await ensure_stream(js, settings)
+
+        relay = OutboxRelay(settings, FAST)
+        relay.start()
+        try:
+
+            async def reported() -> bool:
+                return "num_replicas: expected 3, found 1" in (relay.problem or "")
+
+            await eventually(reported, what="the relay to report the replica count")
+        finally:
+            await relay.stop()
+        info = await js.stream_info(settings.nats_stream)
+        assert info.state.messages == 1 and (info.config.num_replicas or 1) == 1
+
+
+async def test_the_relay_reaches_nats_through_a_server_list(
+    relay_settings: Settings, commands: KeyCommandHandler, pool: asyncpg.Pool, nats_url: str
+) -> None:
+    # Nothing listens on the first two entries: nats-py must move on to the live one.
+    listed = f" nats://127.0.0.1:{free_port()} ,127.0.0.1:{free_port()}, {nats_url} "
+    settings = Settings(
+        database_url=relay_settings.database_url,
+        nats_url=listed,
+        nats_stream=relay_settings.nats_stream,
+        nats_subject_prefix=relay_settings.nats_subject_prefix,
+        pepper="unused",
+    )
+    assert len(settings.nats_servers) == 3
+    async with (
+        jetstream(settings.nats_url) as js,
+        deleted_at_exit(js, settings.nats_stream),
+    ):
+        await record_events(commands, new_org(), 2)
+        relay = OutboxRelay(settings, FAST)
+        relay.start()
+        try:
+            await caught_up(relay, pool)
+        finally:
+            await relay.stop()
+        messages = await stream_messages(js, settings.nats_stream)
+    assert [_position(m) for m in messages] == [1, 2, 3]

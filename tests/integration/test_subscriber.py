@@ -18,6 +18,7 @@ from events.codec import GENESIS_HASH, envelope_to_json, seal
 from events.models import Actor, DomainEvent, Envelope, KeyEvent, KeyGenerated, KeyRevoked
 from events.subjects import event_subject, subject_filter
 from events.subscriber import EventConsumer
+from service.embedded import free_port
 from service.outbox.stream import ensure_stream
 from service.settings import Settings
 from tests.support.outbox import eventually, jetstream, unique_stream_settings
@@ -208,10 +209,15 @@ async def test_unknown_event_types_are_skipped_and_garbage_is_dropped(
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
+def _with_a_dead_server(nats_url: str) -> str:
+    """``nats_url`` as a cluster list whose first server is down: the client must move on."""
+    return f"nats://127.0.0.1:{free_port()} , {nats_url}"
+
+
 def _environment(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
-        "KEYLEDGER_NATS_URL": str(settings.nats_url),
+        "KEYLEDGER_NATS_URL": _with_a_dead_server(str(settings.nats_url)),
         "KEYLEDGER_NATS_STREAM": settings.nats_stream,
         "KEYLEDGER_NATS_SUBJECT_PREFIX": settings.nats_subject_prefix,
     }
@@ -241,7 +247,8 @@ async def test_the_revocation_listener_example_evicts_revoked_keys(
 ) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "examples" / "revocation_listener.py"),
-        "--nats", str(stream_settings.nats_url), "--stream", stream_settings.nats_stream,
+        "--nats", _with_a_dead_server(str(stream_settings.nats_url)),
+        "--stream", stream_settings.nats_stream,
         "--prefix", stream_settings.nats_subject_prefix, "--durable", "example",
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -18,6 +18,7 @@ from projections.verification import Requirements
 from projections.verification_feed import IndexFeed
 from projections.verification_index import VerificationIndex
 from service.domain import key_material
+from service.embedded import free_port
 from service.errors import KeyledgerError
 from service.http.context import CALLERS
 from service.http.verify_routes import VERIFIER
@@ -128,7 +129,8 @@ async def test_follows_jetstream_alone(
         index,
         pool,
         settings.database_url or "",
-        nats_url=nats_url,
+        # A cluster's list, its first server down: the feed must move on to the live one.
+        nats_url=f"nats://127.0.0.1:{free_port()}, {nats_url}",
         nats_stream=stream,
         nats_subject_prefix=prefix,
     )

@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from events.models import Actor
+from events.servers import nats_servers
 from service.clock import utc_now
 from service.domain.commands import GenerateKey, RevokeKey
 from service.domain.ids import new_key_id
@@ -85,11 +86,16 @@ async def stream_messages(js: JetStreamContext, stream: str) -> list[Msg]:
 
 
 @contextlib.asynccontextmanager
-async def jetstream(url: str) -> AsyncIterator[JetStreamContext]:
-    """A JetStream context on its own connection, reconnecting forever."""
-    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+async def jetstream(url: str, api_timeout: float = 5.0) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on its own connection (``url`` may list servers), reconnecting.
+
+    ``api_timeout`` bounds each JetStream API request (``stream_info`` and the like).
+    """
+    nc = await nats.connect(
+        servers=nats_servers(url), max_reconnect_attempts=-1, reconnect_time_wait=0.2
+    )
     try:
-        yield nc.jetstream()
+        yield nc.jetstream(timeout=api_timeout)
     finally:
         await nc.close()
 

@@ -22,7 +22,7 @@ _PROBE = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Forbid())
-    import events, events.codec, events.models, events.subjects, events.subscriber
+    import events, events.codec, events.models, events.servers, events.subjects, events.subscriber
     print("ok")
     """
 )

@@ -33,3 +33,26 @@ def test_every_differing_field_is_named() -> None:
     message = str(StreamConfigMismatch("KEYLEDGER", differences))
     assert "duplicate_window: expected 120.0, found 60" in message
     assert "never recreates" in message
+
+
+def test_the_stream_gets_the_configured_replicas() -> None:
+    assert spec().config().num_replicas == 1
+    three = StreamSpec.from_settings(Settings(nats_stream_replicas=3))
+    assert three.config().num_replicas == 3
+
+
+def test_a_stream_with_fewer_replicas_is_a_difference_and_says_how_to_fix_it() -> None:
+    three = StreamSpec.from_settings(Settings(nats_stream_replicas=3))
+    for found in (1, 2, None):  # the server leaves num_replicas out for one copy
+        existing = three.config()
+        existing.num_replicas = found
+        assert three.differences(existing) == {"num_replicas": (3, found or 1)}
+    message = str(StreamConfigMismatch("KEYLEDGER", {"num_replicas": (3, 1)}))
+    assert "num_replicas: expected 3, found 1" in message
+    assert "nats stream edit KEYLEDGER --replicas 3" in message
+
+
+def test_a_stream_with_more_replicas_than_configured_is_fine() -> None:
+    existing = spec().config()
+    existing.num_replicas = 3
+    assert spec().differences(existing) == {}
