@@ -11,7 +11,7 @@ from asyncpg.exceptions._base import DataError as ClientSideDataError
 from service.callers import Caller
 from service.domain.orgs import SYSTEM_ORG
 from service.group_commit import error_for
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from service.store.key_registry import CallerStanding
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -128,5 +128,5 @@ def test_bounded_waits_have_defaults_and_refuse_nonsense() -> None:
     assert configured.db_command_timeout_seconds == 12
     for name in ("KEYLEDGER_APPEND_LOCK_TIMEOUT_SECONDS", "KEYLEDGER_DB_COMMAND_TIMEOUT_SECONDS"):
         for value in ("0", "-1", "soon"):
-            with pytest.raises(ValueError):
+            with pytest.raises(SettingsError):
                 Settings.from_env({name: value})
