@@ -37,6 +37,9 @@ def _decode(raw: bytes | None) -> Any:
         return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise KeyledgerError("malformed_json", "the body is not valid UTF-8 JSON") from exc
+    except RecursionError as exc:
+        # Well-formed maybe, but nested deeper than the parser takes (SPEC §10).
+        raise KeyledgerError("invalid_json", "the JSON body is nested too deeply") from exc
 
 
 async def read_json(request: web.Request) -> Any:
