@@ -217,25 +217,31 @@ def ascii_integer(raw: str) -> int | None:
     return int(raw) if DIGITS.matches(raw) else None
 
 
-def utc_instant(moment: datetime) -> datetime:
-    """``moment`` in UTC; ValueError when it has no timezone or leaves years 1–9999."""
+def bounded_instant(moment: datetime) -> datetime:
+    """``moment`` as given, if it has a timezone and stays within years 1–9999 in UTC.
+
+    Else ValueError: a naive instant is ambiguous, and one that leaves the
+    range once converted would raise OverflowError wherever it is compared,
+    formatted or stored.
+    """
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("an instant needs a timezone (e.g. 2030-01-01T00:00:00Z)")
     try:
-        return moment.astimezone(UTC)
+        moment.astimezone(UTC)
     except OverflowError as exc:
         raise ValueError("an instant must be within years 1-9999 in UTC") from exc
+    return moment
 
 
 def parse_instant(raw: str) -> datetime:
-    """An ISO-8601 instant with a timezone, in UTC; ValueError otherwise."""
+    """An ISO-8601 instant with a timezone (``bounded_instant``); ValueError otherwise."""
     if not raw.isascii():
         raise ValueError("an instant is ISO-8601 text")
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError as exc:
         raise ValueError("an instant is ISO-8601 with a timezone, e.g. …Z") from exc
-    return utc_instant(moment)
+    return bounded_instant(moment)
 
 
 # -- request-body types (pydantic), built from the rules above ----------------------
@@ -270,4 +276,4 @@ Metadata = Annotated[
         )
     ),
 ]
-Instant = Annotated[datetime, AfterValidator(utc_instant)]
+Instant = Annotated[datetime, AfterValidator(bounded_instant)]
