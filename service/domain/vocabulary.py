@@ -17,7 +17,9 @@ the NATS subject builder accept too:
   than its parent, so ``{"a": {"b": [1]}}`` is 2 levels deep.
 - Numbers given as text are ASCII digits, at most 18 of them (they fit a
   PostgreSQL ``bigint``); ``"²"`` or ``"١"`` are not numbers here.
-- Instants carry a timezone and stay within years 1–9999 once converted to UTC.
+- Instants carry a timezone and stay within years 1–9999 once converted to UTC
+  (the very first and last microsecond excluded: PostgreSQL drivers map them
+  to -infinity/infinity).
 
 Refusals raise ``ValueError`` with a message that never repeats the input
 (it may be a secret); the HTTP layer turns them into 4xx answers.
@@ -227,9 +229,12 @@ def bounded_instant(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("an instant needs a timezone (e.g. 2030-01-01T00:00:00Z)")
     try:
-        moment.astimezone(UTC)
+        utc = moment.astimezone(UTC)
     except OverflowError as exc:
         raise ValueError("an instant must be within years 1-9999 in UTC") from exc
+    if utc.replace(tzinfo=None) in (datetime.min, datetime.max):
+        # asyncpg writes these two as -infinity/infinity and reads them back naive.
+        raise ValueError("an instant must be strictly inside years 1-9999 in UTC")
     return moment
 
 
