@@ -114,10 +114,44 @@ def log_access(
     stream.flush()
 
 
+class _LibraryLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Where the warnings of libraries (aiohttp, asyncpg, nats) go: see ``configure_logging``."""
+
+
+def _library_log_handler(stream: TextIO) -> logging.Handler:
+    handler = _LibraryLogHandler(stream)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    return handler
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """JSON lines on ``stream`` (stderr by default), redacted."""
+    """JSON lines on ``stream`` (stderr by default), redacted.
+
+    Library loggers (``logging``) go there too, as the same JSON lines through
+    the same redaction: aiohttp, for one, logs a malformed request together
+    with its offending line, which may hold a secret.
+    """
     enabled = logging.getLevelNamesMapping().get(level.upper(), logging.INFO) <= logging.INFO
     _AccessLog.stream = (stream or sys.stderr) if enabled else None
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _LibraryLogHandler)]:
+        root.removeHandler(handler)
+    root.addHandler(_library_log_handler(stream or sys.stderr))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

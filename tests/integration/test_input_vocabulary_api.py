@@ -543,3 +543,21 @@ async def test_no_secret_is_echoed_in_errors_or_logs(
     for secret in [*secrets, truncated]:
         assert secret not in text
         assert secret not in logs
+
+
+async def test_requests_refused_by_the_http_parser_repeat_no_secret(
+    client: TestClient, captured_logs: io.StringIO
+) -> None:
+    secret = key_material.new_secret("secret", "live")
+    raw = secret.encode()
+    for target, headers in (
+        ("/v1/audit", [b"Authorization: Bearer " + raw + b"\x01"]),
+        ("/v1/audit", [b"X-" + raw + b"\x01: 1"]),
+        ("/v1/audit", [b"Broken header " + raw]),
+        ("/v1/audit", [b"X-Api-Key: " + raw + b"\x00"]),
+        ("/v1/audit?\x01" + secret, []),
+    ):
+        status, body = await raw_request(client, "GET", target, headers)
+        assert status == 400, body
+        assert raw not in body and raw[:30] not in body
+    assert secret not in captured_logs.getvalue()
