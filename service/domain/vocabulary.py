@@ -268,7 +268,12 @@ GrantedScope = Annotated[
 RequestedScope = Annotated[
     str, AfterValidator(requested_scope), Field(json_schema_extra={"pattern": SCOPE.json_pattern})
 ]
-Origin = Annotated[str, StringConstraints(max_length=300), AfterValidator(origin)]
+Origin = Annotated[
+    str,
+    StringConstraints(max_length=300),
+    AfterValidator(origin),
+    Field(description="scheme://host[:port] (ASCII; stored lower-cased), no path."),
+]
 Metadata = Annotated[
     dict[str, Any],
     AfterValidator(metadata_value),

@@ -4,6 +4,8 @@ Every refusal is a 422 with a stable code: ``invalid_limit``,
 ``invalid_cursor``, ``invalid_min_position``, ``invalid_timestamp``,
 ``invalid_time_range``, ``unknown_status``, ``unknown_event_type``, and
 ``validation_error`` for an unknown parameter or a malformed value.
+Numbers are ASCII digits (at most 18), instants stay within years 1-9999 in
+UTC, identifiers are matched whole: the rules of ``service.domain.vocabulary``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Request bodies, validated strictly: unknown fields are refused (SPEC §4)."""
+"""Request bodies, validated strictly: unknown fields are refused (SPEC §4).
+
+Every identifier and text field is a type of the input vocabulary
+(``service.domain.vocabulary``), so what a body may carry into an event is
+decided in one place (SPEC §10).
+"""
 
 from __future__ import annotations
 
