@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from events.models import RevokeReason
 from service.callers import SERVICE_SCOPES
@@ -32,7 +32,8 @@ class StrictBody(BaseModel):
 
 
 class RateLimitBody(StrictBody):
-    limit: Annotated[int, Field(ge=1, le=1_000_000_000)]
+    # Strict: a JSON integer, not true, 5.0 or "5" (what the event records is what was sent).
+    limit: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
     window: Literal["1s", "1m", "1h"]
 
 

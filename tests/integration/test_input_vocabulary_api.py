@@ -14,6 +14,7 @@ go over a plain socket.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 from typing import Any
@@ -465,6 +466,9 @@ async def test_oversized_numbers_in_bodies_are_422(client: TestClient, api: Api)
         '{"name":"k","type":"secret","rate_limit":{"limit":1e400,"window":"1s"}}',
         '{"name":"k","type":"secret","rate_limit":{"limit":' + "9" * 40 + ',"window":"1s"}}',
         '{"name":"k","type":"secret","rate_limit":{"limit":1.5,"window":"1s"}}',
+        '{"name":"k","type":"secret","rate_limit":{"limit":true,"window":"1s"}}',
+        '{"name":"k","type":"secret","rate_limit":{"limit":5.0,"window":"1s"}}',
+        '{"name":"k","type":"secret","rate_limit":{"limit":"5","window":"1s"}}',
         '{"name":"k","type":"secret","rate_limit":{"limit":"9","window":"1s","x":1}}',
     ):
         status, answer = await post_raw(client, api, f"/v1/orgs/{org}/keys", raw)
@@ -543,6 +547,17 @@ async def test_no_secret_is_echoed_in_errors_or_logs(
     for secret in [*secrets, truncated]:
         assert secret not in text
         assert secret not in logs
+
+
+async def test_cursors_nested_deeper_than_the_parser_takes_are_invalid_cursor(api: Api) -> None:
+    org = new_org()
+    for payload in (b"[" * 5000, b'{"":' * 1300, b"\xff\xfe", b'{"o": "\\ud800"}'):
+        cursor = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+        status, _, answer = await api.get(f"/v1/orgs/{org}/keys?cursor={cursor}")
+        assert (status, answer["error"]["code"]) == (422, "invalid_cursor")
+    for cursor in ("%C2%B2", "%FF", "a%0A"):
+        status, _, answer = await api.get(f"/v1/orgs/{org}/keys?cursor={cursor}")
+        assert (status, answer["error"]["code"]) == (422, "invalid_cursor")
 
 
 async def test_requests_refused_by_the_http_parser_repeat_no_secret(
