@@ -118,7 +118,8 @@ class _LibraryLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Where the warnings of libraries (aiohttp, asyncpg, nats) go: see ``configure_logging``."""
 
 
-def _library_log_handler(stream: TextIO) -> logging.Handler:
+def library_log_handler(stream: TextIO) -> logging.Handler:
+    """Warnings and errors of ``logging`` users, as redacted JSON lines on ``stream``."""
     handler = _LibraryLogHandler(stream)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(
@@ -151,7 +152,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _LibraryLogHandler)]:
         root.removeHandler(handler)
-    root.addHandler(_library_log_handler(stream or sys.stderr))
+    root.addHandler(library_log_handler(stream or sys.stderr))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

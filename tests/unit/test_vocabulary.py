@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -12,6 +15,7 @@ from service.domain import vocabulary as v
 from service.domain.durations import parse_grace_period
 from service.domain.ids import KEY_ID_PATTERN, is_key_id, new_key_id
 from service.domain.orgs import ORG_PATTERN, is_org_id, is_tenant_org
+from service.log_config import library_log_handler
 from service.redaction import REDACTED, redact_text, redact_value
 
 KEY_ID = "key_01JBZ8Q6S1T8YQ4Y4W1S3M5N7P"
@@ -216,3 +220,25 @@ def test_redaction_hides_secret_shapes_anywhere() -> None:
     pem = key_material.new_signing_key_pair("ed25519").private_pem
     assert pem.splitlines()[1] not in redact_text(f"oops: {pem}")
     assert redact_value(7) == 7 and redact_value(None) is None
+
+
+def test_library_log_lines_are_redacted_json() -> None:
+    secret = key_material.new_secret("secret", "live")
+    stream = io.StringIO()
+    logger = logging.getLogger("keyledger.test.library")
+    logger.propagate = False
+    handler = library_log_handler(stream)
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"Invalid header value char: b'Authorization: Bearer {secret}\\x01'")
+        except ValueError:
+            logger.exception("Error handling request from %s", secret)
+        logger.info("below the handler's level %s", secret)
+    finally:
+        logger.removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["logger"] == "keyledger.test.library" and record["level"] == "error"
+    assert secret not in line and "[redacted]" in record["event"]
+    assert "Invalid header value char" in record["exception"]
