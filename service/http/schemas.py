@@ -95,7 +95,9 @@ class RevokeKeyBody(StrictBody):
 
 
 class RotateKeyBody(StrictBody):
-    grace_period: str = "24h"
+    grace_period: Annotated[
+        str, Field(json_schema_extra={"pattern": "^[0-9]{1,7}[smhd]$"}, description="0s-7d")
+    ] = "24h"
 
     @model_validator(mode="after")
     def _grace(self) -> RotateKeyBody:
