@@ -28,7 +28,7 @@ from service.store.quarantine import is_transient
 
 NAME = "key_views"
 STATUSES = ("active", "disabled", "revoked", "expired")
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"\A[a-z_][a-z0-9_]{0,62}\Z")
 
 # Columns written from the folded state, in the order of ``_row``.
 _STATE_COLUMNS = (
@@ -176,7 +176,7 @@ class KeyViews:
     ) -> None:
         """``holding`` (a rebuild's fresh table, see ``on_table``): fold up to
         ``hold_limit`` keys in memory and write each one's row once, at ``flush``."""
-        if not _IDENTIFIER.match(table):
+        if not _IDENTIFIER.fullmatch(table):
             raise ValueError(f"not a table name: {table!r}")
         if hold_limit < 1:
             raise ValueError("hold_limit must be at least 1")

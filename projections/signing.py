@@ -23,8 +23,8 @@ PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 ALGORITHMS = ("ed25519", "rsa-2048")
 # Longest base64 signature we accept: RSA-2048 signatures are 344 characters.
 MAX_SIGNATURE_CHARS = 1024
-TIMESTAMP_PATTERN = re.compile(r"^[0-9]{1,12}$")
-_METHOD_PATTERN = re.compile(r"^[A-Za-z]{1,16}$")
+TIMESTAMP_PATTERN = re.compile(r"\A[0-9]{1,12}\Z")
+_METHOD_PATTERN = re.compile(r"\A[A-Za-z]{1,16}\Z")
 
 
 def canonical_body(raw_body: str | None) -> str | None:
@@ -39,15 +39,16 @@ def canonical_body(raw_body: str | None) -> str | None:
         return None
     try:
         parsed = json.loads(raw_body)
-    except ValueError:
+        if not isinstance(parsed, dict):
+            return None
+        parts = [
+            f"{name}={_field_text(value)}"
+            for name, value in sorted(parsed.items())
+            if value is not None
+        ]
+    except (ValueError, RecursionError):
+        # Not JSON, or nested deeper than the parser takes: the body adds nothing.
         return None
-    if not isinstance(parsed, dict):
-        return None
-    parts = [
-        f"{name}={_field_text(value)}"
-        for name, value in sorted(parsed.items())
-        if value is not None
-    ]
     return "&".join(parts) if parts else None
 
 
@@ -74,7 +75,7 @@ def signing_payload(
 
 def is_method(method: str) -> bool:
     """An HTTP method token (letters only)."""
-    return bool(_METHOD_PATTERN.match(method))
+    return _METHOD_PATTERN.fullmatch(method) is not None
 
 
 def decode_signature(signature: str) -> bytes | None:

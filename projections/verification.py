@@ -52,6 +52,7 @@ from projections.verification_index import IndexEntry
 from service.domain import key_material
 from service.domain.ids import is_key_id
 from service.domain.key_material import secret_digest
+from service.domain.vocabulary import is_unicode
 
 TIMESTAMP_WINDOW_SECONDS = 300
 
@@ -206,7 +207,9 @@ def verify_signed(
         or not is_key_id(signed.key_id)
         or not is_method(signed.method)
         or not signed.path.startswith("/")
-        or (signed.timestamp is not None and not TIMESTAMP_PATTERN.match(signed.timestamp))
+        or not is_unicode(signed.path)
+        or (signed.body is not None and not is_unicode(signed.body))
+        or (signed.timestamp is not None and not TIMESTAMP_PATTERN.fullmatch(signed.timestamp))
     ):
         return Verdict("MALFORMED")
     entry = lookup.by_key_id(signed.key_id)

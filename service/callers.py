@@ -25,6 +25,7 @@ from service.clock import utc_now
 from service.domain import key_material
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
+from service.domain.vocabulary import CREDENTIAL
 from service.errors import KeyledgerError
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
@@ -103,6 +104,12 @@ class CallerAuthenticator:
         if secret is None:
             raise KeyledgerError(
                 "unauthenticated", "send a service key as 'Authorization: Bearer sk_…'"
+            )
+        if not CREDENTIAL.matches(secret):
+            # Not ASCII (e.g. a raw 0xFF byte, decoded as a lone surrogate): it cannot be
+            # hashed, let alone be a key. Refused before anything else looks at it.
+            raise KeyledgerError(
+                "invalid_api_key", "the Authorization header does not carry a well-formed key"
             )
         now = utc_now()
         index = self.index

@@ -12,24 +12,23 @@ from typing import Any, TextIO
 
 import structlog
 
-REDACTED = "[redacted]"
+from service.redaction import REDACTED, redact_text, redact_value
+
 _SECRET_FIELD = re.compile(
     r"^(key|api_key|secret|.*_secret|secret_.*|private_key|signature|.*_signature|pepper"
     r"|authorization|x-api-signature|x-api-key|x-keyledger-service-key|password)$",
     re.IGNORECASE,
 )
-# Values that look like a bearer secret or a PEM private key, wherever they hide.
-_SECRET_VALUE = re.compile(
-    r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{20,}|-----BEGIN [A-Z ]*PRIVATE KEY-----[^-]*"
-)
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return _SECRET_VALUE.sub(REDACTED, value)
+        return redact_text(value)
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_FIELD.match(k) else _scrub(v))
+            redact_value(k): (
+                REDACTED if isinstance(k, str) and _SECRET_FIELD.fullmatch(k) else _scrub(v)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -38,9 +37,9 @@ def _scrub(value: Any) -> Any:
 
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: drop secret-named fields, mask secret-looking values."""
+    """structlog processor: drop secret-named fields, mask secret-looking text anywhere."""
     for name, value in list(event_dict.items()):
-        if _SECRET_FIELD.match(name):
+        if _SECRET_FIELD.fullmatch(name):
             event_dict[name] = REDACTED
         else:
             event_dict[name] = _scrub(value)
@@ -62,10 +61,7 @@ def _json_text(value: str, recurring: bool = True) -> str:
     """``value`` scrubbed and as a JSON string (memoised when ``recurring``)."""
     quoted = _QUOTED.get(value) if recurring else None
     if quoted is None:
-        # Both patterns need "k_" (sk_/rk_) or "-----": a substring test skips the regex.
-        risky = "k_" in value or "-----" in value
-        scrubbed = _SECRET_VALUE.sub(REDACTED, value) if risky else value
-        quoted = json.dumps(scrubbed)
+        quoted = json.dumps(redact_text(value))
         if recurring and len(_QUOTED) < _QUOTED_MAX:
             _QUOTED[value] = quoted
     return quoted
@@ -118,10 +114,45 @@ def log_access(
     stream.flush()
 
 
+class _LibraryLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Where the warnings of libraries (aiohttp, asyncpg, nats) go: see ``configure_logging``."""
+
+
+def library_log_handler(stream: TextIO) -> logging.Handler:
+    """Warnings and errors of ``logging`` users, as redacted JSON lines on ``stream``."""
+    handler = _LibraryLogHandler(stream)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    return handler
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """JSON lines on ``stream`` (stderr by default), redacted."""
+    """JSON lines on ``stream`` (stderr by default), redacted.
+
+    Library loggers (``logging``) go there too, as the same JSON lines through
+    the same redaction: aiohttp, for one, logs a malformed request together
+    with its offending line, which may hold a secret.
+    """
     enabled = logging.getLevelNamesMapping().get(level.upper(), logging.INFO) <= logging.INFO
     _AccessLog.stream = (stream or sys.stderr) if enabled else None
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _LibraryLogHandler)]:
+        root.removeHandler(handler)
+    root.addHandler(library_log_handler(stream or sys.stderr))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -12,7 +12,8 @@ from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import GenerateKey
 from service.domain.ids import new_key_id
-from service.domain.orgs import ORG_PATTERN, SYSTEM_ORG
+from service.domain.orgs import SYSTEM_ORG, is_tenant_org
+from service.domain.vocabulary import text_problem
 from service.errors import KeyledgerError
 from service.key_commands import KeyCommandHandler
 
@@ -40,10 +41,12 @@ async def issue_service_key(
         raise KeyledgerError(
             "validation_error", f"scopes must be among {', '.join(SERVICE_SCOPES)}"
         )
-    if orgs is not None and not all(ORG_PATTERN.match(o) for o in orgs):
+    if orgs is not None and not all(is_tenant_org(o) for o in orgs):
         raise KeyledgerError("validation_error", "orgs must be org ids")
-    if not 1 <= len(name) <= 100:
-        raise KeyledgerError("validation_error", "name must be 1-100 characters")
+    if not 1 <= len(name) <= 100 or not name.strip() or text_problem(name):
+        raise KeyledgerError(
+            "validation_error", "name must be 1-100 characters, without control characters"
+        )
     secret = key_material.new_secret("secret", "live")
     command = GenerateKey(
         key_id=new_key_id(),

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from events.codec import envelope_from_json, envelope_to_json
 from events.models import EVENT_TYPES
 from events.subjects import subject_filter
+from service.domain.orgs import is_org_id
 from service.settings import Settings
 
 
@@ -39,6 +40,8 @@ def run_tail(args: argparse.Namespace) -> int:
         raise RuntimeError("KEYLEDGER_NATS_URL is not set")
     if args.max is not None and args.max < 1:
         raise RuntimeError("--max must be at least 1")
+    if args.org is not None and not is_org_id(args.org):
+        raise RuntimeError("--org must be an org id (e.g. acme)")
     try:
         asyncio.run(
             tail_events(

@@ -6,7 +6,7 @@ import re
 from datetime import datetime, timedelta
 
 EXPIRES_IN = ("never", "30d", "90d", "6mo", "1y")
-_DURATION = re.compile(r"^(\d{1,7})(s|m|h|d)$")
+_DURATION = re.compile(r"\A([0-9]{1,7})(s|m|h|d)\Z")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_GRACE = timedelta(days=7)
 WINDOW_SECONDS = {"1s": 1, "1m": 60, "1h": 3600}
@@ -40,7 +40,7 @@ def _add_months(moment: datetime, months: int) -> datetime:
 
 def parse_grace_period(value: str) -> timedelta:
     """``0s``…``7d`` in s, m, h or d units."""
-    match = _DURATION.match(value)
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise ValueError("grace_period must look like 30s, 15m, 24h or 7d")
     period = timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 
+from service.domain.vocabulary import KEY_ID
+
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-KEY_ID_PATTERN = re.compile(r"^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+# Anchored with \A…\Z: whole-string even for a caller that uses ``.match``.
+KEY_ID_PATTERN = KEY_ID.regex
 
 
 def new_ulid(now_ms: int | None = None) -> str:
@@ -26,6 +28,6 @@ def new_key_id() -> str:
     return "key_" + new_ulid()
 
 
-def is_key_id(value: str) -> bool:
-    """Whether ``value`` has the shape of a key id."""
-    return bool(KEY_ID_PATTERN.match(value))
+def is_key_id(value: object) -> bool:
+    """Whether ``value`` has the shape of a key id (as a whole: no trailing newline)."""
+    return KEY_ID.matches(value)

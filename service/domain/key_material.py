@@ -23,7 +23,7 @@ BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LEN = 43
 _CRC_LEN = 6
 PREFIXES = {"secret": "sk", "embed": "rk"}
-SECRET_PATTERN = re.compile(r"^(sk|rk)_(live|test)_[0-9A-Za-z]{49}$")
+SECRET_PATTERN = re.compile(r"\A(sk|rk)_(live|test)_[0-9A-Za-z]{49}\Z")
 SECRET_LENGTH = 8 + _BODY_LEN + _CRC_LEN
 
 
@@ -64,7 +64,7 @@ def new_secret(key_type: str, environment: str) -> str:
 
 def is_well_formed(secret: str) -> bool:
     """Format and checksum hold; decided without any lookup."""
-    if len(secret) != SECRET_LENGTH or not SECRET_PATTERN.match(secret):
+    if len(secret) != SECRET_LENGTH or not SECRET_PATTERN.fullmatch(secret):
         return False
     return hmac.compare_digest(_checksum(secret[:-_CRC_LEN]), secret[-_CRC_LEN:])
 

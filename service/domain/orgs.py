@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import re
+from service.domain.vocabulary import ORG_ID
 
 # Holds the service keys that call keyledger (SPEC §8); exempt from the active-key limit.
 SYSTEM_ORG = "_system"
-ORG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Anchored with \A…\Z: whole-string even for a caller that uses ``.match``.
+ORG_PATTERN = ORG_ID.regex
 
 
-def is_org_id(value: str) -> bool:
-    """A tenant id (it becomes a NATS subject token), or the reserved service-key org."""
-    return value == SYSTEM_ORG or bool(ORG_PATTERN.match(value))
+def is_tenant_org(value: object) -> bool:
+    """A customer's org id (it becomes a NATS subject token); ``_system`` is not one."""
+    return ORG_ID.matches(value)
+
+
+def is_org_id(value: object) -> bool:
+    """A tenant id, or the reserved service-key org."""
+    return value == SYSTEM_ORG or ORG_ID.matches(value)

@@ -17,6 +17,7 @@ from service.http.context import CALLERS, COMMANDS, POOL, SETTINGS
 from service.http.metrics import install_metrics
 from service.http.middleware import request_context
 from service.http.outbox_side import run_outbox_relay
+from service.http.protocol_errors import redact_refused_requests
 from service.http.read_side import run_projections
 from service.http.witness_side import guard_the_log
 from service.key_commands import KeyCommandHandler
@@ -76,6 +77,7 @@ async def _expiry_sweeper(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """The keyledger API, ready to be run by ``web.run_app`` or a test server."""
     settings.pepper_bytes  # noqa: B018 - fail at construction, not on the first request
+    redact_refused_requests()
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_context])
     app[SETTINGS] = settings
     # Shutdown order (SIGTERM, see `keyledger serve`): aiohttp first stops accepting

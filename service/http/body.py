@@ -30,18 +30,22 @@ async def _read_bytes(request: web.Request) -> bytes | None:
         raise KeyledgerError("payload_too_large", "the body is over 64 KiB") from exc
 
 
-def _decode(raw: bytes | None) -> Any:
+def decode_json(raw: bytes | None) -> Any:
+    """A body's JSON; 400 ``malformed_json``, or ``invalid_json`` when nested too deeply."""
     if raw is None or not raw.strip():
         return {}
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise KeyledgerError("malformed_json", "the body is not valid UTF-8 JSON") from exc
+    except RecursionError as exc:
+        # Well-formed maybe, but nested deeper than the parser takes (SPEC §10).
+        raise KeyledgerError("invalid_json", "the JSON body is nested too deeply") from exc
 
 
 async def read_json(request: web.Request) -> Any:
     """The parsed JSON body; an absent or empty body is ``{}``."""
-    return _decode(await _read_bytes(request))
+    return decode_json(await _read_bytes(request))
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
@@ -83,4 +87,4 @@ async def read_body(request: web.Request, model: type[M]) -> M:
             return model.model_validate_json(raw)
         except ValidationError:
             pass
-    return parse_model(model, _decode(raw))
+    return parse_model(model, decode_json(raw))

@@ -6,8 +6,11 @@ from typing import Any
 
 from aiohttp import web
 
+from service.redaction import redact_text, redact_value
+
 STATUS_BY_CODE: dict[str, int] = {
     "malformed_json": 400,
+    "invalid_json": 400,
     "invalid_header": 400,
     "unauthenticated": 401,
     "invalid_api_key": 401,
@@ -51,10 +54,19 @@ def error_response(
     details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """``{"error": {code, message, request_id, details?}}`` with the code's status."""
-    error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    """``{"error": {code, message, request_id, details?}}`` with the code's status.
+
+    Message and details are scrubbed of secret-shaped text here, for every
+    error at once: they may quote what the client sent (an unknown query
+    parameter, an unknown body field's name), and that may be a secret.
+    """
+    error: dict[str, Any] = {
+        "code": code,
+        "message": redact_text(message),
+        "request_id": request_id,
+    }
     if details is not None:
-        error["details"] = details
+        error["details"] = redact_value(details)
     if isinstance(details, dict) and isinstance(details.get("retry_after"), int):
         # 429 for a caller over its own rate limit carries Retry-After (SPEC §8).
         headers = {**(headers or {}), "Retry-After": str(details["retry_after"])}

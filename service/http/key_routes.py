@@ -25,6 +25,7 @@ from service.domain.commands import (
 from service.domain.durations import expiry_from, parse_grace_period
 from service.domain.ids import is_key_id, new_key_id
 from service.domain.orgs import SYSTEM_ORG, is_org_id
+from service.domain.vocabulary import HEADER_TEXT
 from service.errors import KeyledgerError
 from service.http.body import read_model
 from service.http.context import CALLERS, COMMANDS, SETTINGS, authenticate
@@ -41,8 +42,7 @@ from service.http.schemas import (
 from service.key_commands import CommandOutcome, IdempotentRequest
 
 routes = web.RouteTableDef()
-_IF_MATCH = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
-_ON_BEHALF_OF = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
+_IF_MATCH = re.compile(r'\A(?:W/)?"?([0-9]{1,9})"?\Z')
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +61,15 @@ async def _command_request(request: web.Request, scope: str) -> CommandRequest:
     caller.require(scope)
     org_id = visible_org(request, caller)
     on_behalf_of = request.headers.get("X-On-Behalf-Of")
-    if on_behalf_of is not None and not _ON_BEHALF_OF.match(on_behalf_of):
-        raise KeyledgerError("invalid_header", "X-On-Behalf-Of must be 1-255 printable characters")
+    if on_behalf_of is not None and not HEADER_TEXT.matches(on_behalf_of):
+        raise KeyledgerError(
+            "invalid_header", "X-On-Behalf-Of must be 1-255 printable ASCII characters"
+        )
     idempotency_key = request.headers.get("Idempotency-Key")
-    if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
-        raise KeyledgerError("invalid_header", "Idempotency-Key must be 1-255 characters")
+    if idempotency_key is not None and not HEADER_TEXT.matches(idempotency_key):
+        raise KeyledgerError(
+            "invalid_header", "Idempotency-Key must be 1-255 printable ASCII characters"
+        )
     return CommandRequest(
         caller=caller,
         org_id=org_id,
@@ -101,7 +105,7 @@ def _if_match(request: web.Request) -> int | None:
     value = request.headers.get("If-Match")
     if value is None or value.strip() == "*":
         return None
-    match = _IF_MATCH.match(value.strip())
+    match = _IF_MATCH.fullmatch(value.strip())
     if not match:
         raise KeyledgerError("invalid_header", 'If-Match must be a key version, e.g. "3"')
     return int(match[1])

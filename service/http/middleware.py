@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
+from service.domain.vocabulary import REQUEST_ID as REQUEST_ID_TEXT
 from service.errors import KeyledgerError
 from service.http.errors import error_response
 from service.log_config import log_access
 
 log = structlog.get_logger("keyledger.http")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 REQUEST_ID = web.RequestKey("request_id", str)
 CALLER_ID = web.RequestKey("caller_id", str)
 # Generated request ids: "req_" + 32 hex digits, a random per-process half and a
@@ -44,7 +43,7 @@ def _route_name(request: web.Request) -> str:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Assign the request id, turn every failure into a JSON error, log one line."""
     given = request.headers.get("X-Request-Id")
-    if given is not None and _REQUEST_ID.match(given):
+    if given is not None and REQUEST_ID_TEXT.matches(given):
         request_id = given
     else:
         request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"

@@ -20,6 +20,8 @@ from pydantic.json_schema import models_json_schema
 
 from events.models import EVENT_TYPES
 from projections.key_views import STATUSES
+from service.domain.orgs import SYSTEM_ORG
+from service.domain.vocabulary import ACTOR_ID, HEADER_TEXT, KEY_ID, ORG_ID
 from service.http import response_shapes as shapes
 from service.http.query_params import ENVIRONMENTS, KEY_TYPES
 from service.http.schemas import (
@@ -34,8 +36,10 @@ from service.http.verify_routes import VerifyBody
 
 routes = web.RouteTableDef()
 _REF = "#/components/schemas/{model}"
-_ORG = {"type": "string", "pattern": r"^(_system|[a-z0-9][a-z0-9_-]{0,62})$"}
-_KEY_ID = {"type": "string", "pattern": r"^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$"}
+_ORG = {"type": "string", "pattern": f"^(?:{SYSTEM_ORG}|{ORG_ID.body})$"}
+_KEY_ID = {"type": "string", "pattern": KEY_ID.json_pattern}
+_HEADER_TEXT = {"type": "string", "pattern": HEADER_TEXT.json_pattern}
+_ACTOR = {"type": "string", "pattern": ACTOR_ID.json_pattern}
 _POSITION = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
 
 
@@ -52,15 +56,16 @@ _COMMAND_HEADERS = [
     _param(
         "header",
         "Idempotency-Key",
-        {"type": "string", "minLength": 1, "maxLength": 255},
-        "A retry with the same key and body within 24 h returns the first result.",
+        _HEADER_TEXT,
+        "Printable ASCII, at most 255 characters. A retry with the same key and body"
+        " within 24 h returns the first result.",
     ),
     _param("header", "If-Match", {"type": "string"}, 'Conditional command: `"<version>"`.'),
     _param(
         "header",
         "X-On-Behalf-Of",
-        {"type": "string", "maxLength": 255},
-        "Recorded in the event's actor (e.g. `user:42`).",
+        _HEADER_TEXT,
+        "Printable ASCII, at most 255 characters; recorded in the event's actor (e.g. `user:42`).",
     ),
 ]
 
@@ -174,7 +179,7 @@ OPERATIONS: tuple[Operation, ...] = (
             _param("query", "org_id", _ORG, "Filter."),
             _param("query", "key_id", _KEY_ID, "Filter."),
             _param("query", "event_type", {"type": "string", "enum": list(EVENT_TYPES)}, "Filter."),
-            _param("query", "actor", {"type": "string", "minLength": 1}, "Filter."),
+            _param("query", "actor", _ACTOR, "Filter."),
             _param("query", "since", {"type": "string", "format": "date-time"}, "From (incl.)."),
             _param("query", "until", {"type": "string", "format": "date-time"}, "Until (incl.)."),
             _param("query", "after", _POSITION, "A `next_cursor`."),

@@ -4,6 +4,8 @@ Every refusal is a 422 with a stable code: ``invalid_limit``,
 ``invalid_cursor``, ``invalid_min_position``, ``invalid_timestamp``,
 ``invalid_time_range``, ``unknown_status``, ``unknown_event_type``, and
 ``validation_error`` for an unknown parameter or a malformed value.
+Numbers are ASCII digits (at most 18), instants stay within years 1-9999 in
+UTC, identifiers are matched whole: the rules of ``service.domain.vocabulary``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Collection, Mapping
 from datetime import datetime
 
@@ -21,10 +22,9 @@ from events.models import EVENT_TYPES
 from projections.key_views import STATUSES, KeyFilter
 from service.domain.ids import is_key_id
 from service.domain.orgs import is_org_id
+from service.domain.vocabulary import ACTOR_ID, ascii_integer, parse_instant
 from service.errors import KeyledgerError
 
-_POSITION = re.compile(r"^[0-9]{1,18}$")
-_ACTOR = re.compile(r"^[\x21-\x7e]{1,255}$")
 KEY_TYPES = ("secret", "embed", "signing")
 ENVIRONMENTS = ("live", "test")
 KEY_LIST_PARAMS = ("status", "type", "environment", "limit", "cursor", "min_position")
@@ -52,9 +52,10 @@ def limit_of(query: Mapping[str, str], *, default: int, maximum: int) -> int:
     raw = query.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    value = ascii_integer(raw)
+    if value is None or not 1 <= value <= maximum:
         raise _invalid("invalid_limit", "limit", f"limit must be an integer from 1 to {maximum}")
-    return int(raw)
+    return value
 
 
 def position_of(query: Mapping[str, str], name: str, code: str) -> int | None:
@@ -62,9 +63,10 @@ def position_of(query: Mapping[str, str], name: str, code: str) -> int | None:
     raw = query.get(name)
     if raw is None:
         return None
-    if not _POSITION.match(raw):
+    value = ascii_integer(raw)
+    if value is None:
         raise _invalid(code, name, f"{name} must be a non-negative integer position")
-    return int(raw)
+    return value
 
 
 def min_position_of(query: Mapping[str, str]) -> int | None:
@@ -83,19 +85,18 @@ def choice_of(
 
 
 def timestamp_of(query: Mapping[str, str], name: str) -> datetime | None:
-    """An ISO-8601 instant with a timezone, or None when absent."""
+    """An ISO-8601 instant with a timezone (within years 1-9999 in UTC), or None when absent."""
     raw = query.get(name)
     if raw is None:
         return None
     try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
+        return parse_instant(raw)
+    except ValueError as exc:
         raise _invalid(
-            "invalid_timestamp", name, f"{name} must be ISO-8601 with a timezone, e.g. …Z"
-        )
-    return moment
+            "invalid_timestamp",
+            name,
+            f"{name} must be ISO-8601 with a timezone, within years 1-9999 in UTC, e.g. …Z",
+        ) from exc
 
 
 def key_filter_of(query: Mapping[str, str]) -> KeyFilter:
@@ -131,7 +132,7 @@ def audit_event_type_of(query: Mapping[str, str]) -> str | None:
 def audit_actor_of(query: Mapping[str, str]) -> str | None:
     """``actor`` of the audit query: a service key id or another actor id."""
     raw = query.get("actor")
-    if raw is not None and not _ACTOR.match(raw):
+    if raw is not None and not ACTOR_ID.matches(raw):
         raise _invalid("validation_error", "actor", "actor must be 1-255 printable characters")
     return raw
 
@@ -156,7 +157,8 @@ def decode_key_cursor(raw: str | None, org_id: str, where: KeyFilter) -> str | N
     message = "cursor is not a next_cursor of this list (same org and filters)"
     try:
         payload = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: a cursor of nested brackets, deeper than the parser takes.
         raise _invalid("invalid_cursor", "cursor", message) from exc
     if (
         not isinstance(payload, dict)

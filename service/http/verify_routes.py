@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Literal, Self
 
@@ -24,6 +23,7 @@ from projections.verification import HTTP_STATUS, Requirements, SignedRequest, V
 from projections.verification_feed import TASK_PREFIX, IndexFeed
 from projections.verification_index import IndexEntry, VerificationIndex
 from service.callers import CallerAuthenticator
+from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import read_body
 from service.http.context import (
@@ -43,8 +43,6 @@ VERIFICATION_INDEX = web.AppKey("verification_index", VerificationIndex)
 VERIFIER = web.AppKey("verifier", Verifier)
 
 routes = web.RouteTableDef()
-Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:*-]{0,63}$")]
-_SCOPE = re.compile(r"^[a-z][a-z0-9_.:*-]{0,63}$")
 _MAX_SCOPES = 100
 
 
@@ -62,9 +60,9 @@ class VerifyBody(BaseModel):
     timestamp: StrictInt | str | None = None
     origin: Annotated[str, StringConstraints(max_length=2048)] | None = None
     resource: Annotated[str, StringConstraints(max_length=1024)] | None = None
-    scopes: Annotated[list[Scope], Field(max_length=_MAX_SCOPES)] | None = None
+    scopes: Annotated[list[RequestedScope], Field(max_length=_MAX_SCOPES)] | None = None
     environment: Literal["live", "test"] | None = None
-    min_position: Annotated[int, Field(ge=0)] | None = None
+    min_position: Annotated[int, Field(ge=0, le=10**18 - 1)] | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
@@ -185,17 +183,16 @@ def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]
     scopes = tuple(s for s in query.get("scopes", "").split(",") if s)
     environment = query.get("environment") or None
     problems = []
-    if len(scopes) > _MAX_SCOPES or not all(_SCOPE.match(s) for s in scopes):
+    if len(scopes) > _MAX_SCOPES or not all(SCOPE.matches(s) for s in scopes):
         problems.append({"loc": ["query", "scopes"], "msg": "comma-separated scopes"})
     if environment not in (None, "live", "test"):
         problems.append({"loc": ["query", "environment"], "msg": "live or test"})
     raw_position = query.get("min_position")
     min_position = None
     if raw_position is not None:
-        if not raw_position.isdigit() or len(raw_position) > 18:
+        min_position = ascii_integer(raw_position)
+        if min_position is None:
             problems.append({"loc": ["query", "min_position"], "msg": "a log position"})
-        else:
-            min_position = int(raw_position)
     if problems:
         raise KeyledgerError("validation_error", "the query parameters are invalid", problems)
     requirements = Requirements(
