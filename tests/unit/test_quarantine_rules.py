@@ -109,7 +109,8 @@ def test_unpublishable_events_are_the_events_fault(error: Exception) -> None:
 
 
 @pytest.mark.parametrize(
-    "org_id", ["nl\n", "a b", "a.b", "*", ">", "a*", "", "tab\there", "bell\x07", "nbsp\u00a0"]
+    "org_id",
+    ["nl\n", "a b", "a.b", "*", ">", "a*", "", "tab\there", "bell\x07", "nbsp\u00a0", "café"],
 )
 def test_org_ids_that_are_not_one_subject_token_are_refused(org_id: str) -> None:
     with pytest.raises(Unpublishable):
@@ -119,7 +120,7 @@ def test_org_ids_that_are_not_one_subject_token_are_refused(org_id: str) -> None
         message_of(envelope, "keyledger.events")
 
 
-@pytest.mark.parametrize("org_id", ["acme", "org-1", "a_b", "café", "_system"])
+@pytest.mark.parametrize("org_id", ["acme", "org-1", "a_b", "_system"])
 def test_ordinary_org_ids_are_one_subject_token(org_id: str) -> None:
     envelope = _envelope(KeyGenerated(**_generated_fields(org_id=org_id)), 1)
     subject, payload, headers = message_of(envelope, "keyledger.events")
