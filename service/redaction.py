@@ -28,6 +28,11 @@ def redact_text(text: str) -> str:
     return SECRET_TEXT.sub(REDACTED, text)
 
 
+def looks_like_secret(text: str) -> bool:
+    """Whether ``text`` holds a secret-shaped substring (it must not be stored or echoed)."""
+    return redact_text(text) != text
+
+
 def redact_value(value: Any) -> Any:
     """A JSON-like value with secret-shaped text redacted in every string, keys included."""
     if isinstance(value, str):

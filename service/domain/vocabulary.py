@@ -238,10 +238,17 @@ def bounded_instant(moment: datetime) -> datetime:
     return moment
 
 
+_INSTANT_TEXT = re.compile(
+    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]{1,9})?)?)?"
+    r"(?:Z|z|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:\.[0-9]{1,6})?)?)?)?)?\Z"
+)
+
+
 def parse_instant(raw: str) -> datetime:
     """An ISO-8601 instant with a timezone (``bounded_instant``); ValueError otherwise."""
-    if not raw.isascii():
-        raise ValueError("an instant is ISO-8601 text")
+    # ``datetime.fromisoformat`` stops at a NUL and ignores what follows: match it whole first.
+    if not _INSTANT_TEXT.fullmatch(raw):
+        raise ValueError("an instant is ISO-8601 with a timezone, e.g. …Z")
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError as exc:

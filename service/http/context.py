@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from service.callers import Caller, CallerAuthenticator
+from service.errors import KeyledgerError
 from service.http.middleware import CALLER_ID
 from service.key_commands import KeyCommandHandler
 from service.settings import Settings
@@ -19,6 +21,19 @@ CALLERS = web.AppKey("callers", CallerAuthenticator)
 TRUNCATION_GUARD = web.AppKey("truncation_guard", TruncationGuard)
 
 
+def credential_header(headers: CIMultiDictProxy[str], name: str) -> str | None:
+    """The one ``name`` header carrying a credential; two of them are refused.
+
+    With two, which one wins would depend on the proxy in front: an org-limited
+    key first and an admin key second must not mean something different from
+    the reverse order.
+    """
+    values = headers.getall(name, [])
+    if len(values) > 1:
+        raise KeyledgerError("invalid_header", f"send one {name} header, not {len(values)}")
+    return values[0] if values else None
+
+
 def bearer_token(header: str | None) -> str | None:
     """The token of an ``Authorization: Bearer …`` header."""
     if not header:
@@ -30,7 +45,7 @@ def bearer_token(header: str | None) -> str | None:
 async def authenticate(request: web.Request) -> Caller:
     """The calling service key (401 when absent, malformed, unknown or inactive)."""
     caller = await request.app[CALLERS].authenticate(
-        bearer_token(request.headers.get("Authorization"))
+        bearer_token(credential_header(request.headers, "Authorization"))
     )
     request[CALLER_ID] = caller.key_id
     return caller

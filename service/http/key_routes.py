@@ -40,6 +40,7 @@ from service.http.schemas import (
     check_service_key,
 )
 from service.key_commands import CommandOutcome, IdempotentRequest
+from service.redaction import looks_like_secret
 
 routes = web.RouteTableDef()
 _IF_MATCH = re.compile(r'\A(?:W/)?"?([0-9]{1,9})"?\Z')
@@ -61,9 +62,13 @@ async def _command_request(request: web.Request, scope: str) -> CommandRequest:
     caller.require(scope)
     org_id = visible_org(request, caller)
     on_behalf_of = request.headers.get("X-On-Behalf-Of")
-    if on_behalf_of is not None and not HEADER_TEXT.matches(on_behalf_of):
+    if on_behalf_of is not None and (
+        not HEADER_TEXT.matches(on_behalf_of) or looks_like_secret(on_behalf_of)
+    ):
+        # It is stored in the event's actor and published: never a secret.
         raise KeyledgerError(
-            "invalid_header", "X-On-Behalf-Of must be 1-255 printable ASCII characters"
+            "invalid_header",
+            "X-On-Behalf-Of must be 1-255 printable ASCII characters, and not a secret",
         )
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not HEADER_TEXT.matches(idempotency_key):

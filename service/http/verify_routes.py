@@ -34,6 +34,7 @@ from service.http.context import (
     TRUNCATION_GUARD,
     authenticate,
     bearer_token,
+    credential_header,
 )
 from service.http.middleware import CALLER_ID
 from service.key_usage import UsageRecorder
@@ -128,7 +129,9 @@ async def verify(request: web.Request) -> web.Response:
 @routes.get("/v1/authorize")
 async def authorize(request: web.Request) -> web.Response:
     """Forward-auth for reverse proxies: the verdict's status, headers and body."""
-    caller = await request.app[CALLERS].authenticate(request.headers.get("X-Keyledger-Service-Key"))
+    caller = await request.app[CALLERS].authenticate(
+        credential_header(request.headers, "X-Keyledger-Service-Key")
+    )
     request[CALLER_ID] = caller.key_id
     caller.require("keys:verify")
     request.app[TRUNCATION_GUARD].require_intact()
@@ -207,10 +210,16 @@ def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]
 def _forwarded_credential(request: web.Request) -> Credential | None:
     """The customer's credential from the proxied request's headers, if any."""
     headers = request.headers
-    token = bearer_token(headers.get("Authorization"))
+    try:
+        token = bearer_token(credential_header(headers, "Authorization"))
+        key_id, signature = (
+            credential_header(headers, "X-API-Key"),
+            credential_header(headers, "X-API-Signature"),
+        )
+    except KeyledgerError:
+        return None  # two credentials: MALFORMED (401), whichever the proxy would pick
     if token:
         return token
-    key_id, signature = headers.get("X-API-Key"), headers.get("X-API-Signature")
     if key_id is None or signature is None:
         return None
     # The body is not forwarded to an auth subrequest: it counts as absent.
