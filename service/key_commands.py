@@ -120,6 +120,9 @@ class KeyCommandHandler:
         # Raises while the log must not grow: a truncated log (SPEC §10) would give a new
         # event the position of a lost one, and the lost tail could not be re-appended.
         self.write_guard: Callable[[], None] | None = None
+        # Raises when the head read under the append lock is behind what this process has
+        # already seen: a cut that the periodic witness check has not caught yet.
+        self.head_guard: Callable[[int], None] | None = None
 
     async def handle(
         self,
@@ -153,6 +156,8 @@ class KeyCommandHandler:
         key_ids = list({r.caller.key_id for r in requests if r.caller is not None})
         callers = await self.registry.standings(conn, key_ids) if key_ids else {}
         head = await self.store.read_head(conn)
+        if self.head_guard is not None:
+            self.head_guard(head.position)
         return _Batch(head=head, start=head.position, now=utc_now(), callers=callers)
 
     def mark(self, batch: _Batch) -> tuple[int, str]:

@@ -95,6 +95,23 @@ class TruncationGuard:
                 {"head": self.truncation.head},
             )
 
+    def require_head_reaches(self, head: int) -> None:
+        """Raise 503 ``log_truncated`` when this process saw the log past ``head``.
+
+        Called by the command writer with the head it read under the append
+        lock, before it appends: a log cut a moment ago (before the next check)
+        must not get a new event at the position of a lost one, which would
+        make the lost tail impossible to re-append. In memory, no I/O.
+        """
+        seen = max((witness.position for witness in self.in_memory()), default=0)
+        if head < seen:
+            raise KeyledgerError(
+                LOG_TRUNCATED,
+                "the event log is missing events this replica has seen; it refuses to"
+                " append until `keyledger audit repair` restores them",
+                {"head": head, "seen": seen},
+            )
+
     async def check(self) -> WitnessReport:
         """Compare the head with every witness now; update (and log) the guard's state."""
         outside = list(self.in_memory())

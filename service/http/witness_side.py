@@ -36,6 +36,8 @@ async def guard_the_log(app: web.Application) -> AsyncIterator[None]:
     await guard.start()
     app[TRUNCATION_GUARD] = guard
     app[COMMANDS].write_guard = guard.require_intact
+    app[COMMANDS].head_guard = guard.require_head_reaches
     yield
     app[COMMANDS].write_guard = None
+    app[COMMANDS].head_guard = None
     await guard.stop()

@@ -400,3 +400,26 @@ async def test_an_unreachable_jetstream_is_named_but_does_not_fail_verify(
     # Without NATS the lost tail cannot be fetched: repair says so and writes nothing.
     refused = await asyncio.to_thread(cli, ["audit", "repair"], nowhere)
     assert refused.returncode == 1 and "cannot reach NATS" in refused.stderr
+
+
+async def test_a_command_right_after_a_cut_does_not_take_a_lost_position(
+    own_database: str,
+) -> None:
+    """Before the periodic check notices, the writer compares the head with its own index."""
+    settings = settings_for(own_database).replace(witness_check_interval_seconds=3600)
+    async with running(settings) as client:
+        api = await admin_api(client, settings)
+        org = new_org()
+        first = await api.generate(org)
+        second = await api.generate(org)
+        await indexed(client, second["position"])
+        await cut_log(own_database, keep=first["position"])
+
+        status, _, body = await api.post(f"/v1/orgs/{org}/keys", {"name": "k", "type": "secret"})
+        assert (status, body["error"]["code"]) == (503, "log_truncated")
+        conn = await asyncpg.connect(own_database)
+        try:
+            head = await conn.fetchval("SELECT max(position) FROM events")
+        finally:
+            await conn.close()
+        assert head == first["position"]  # the lost position stays free for the repair
