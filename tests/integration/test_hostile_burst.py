@@ -26,8 +26,6 @@ import io
 import json
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from events.models import Actor
@@ -38,6 +36,7 @@ from service.http.verify_routes import VERIFIER
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from tests.support.api import Api, indexed, new_org
+from tests.support.burst import Burst, injection, normal, poison, sample_readiness
 from tests.support.outbox import (
     deleted_at_exit,
     eventually,
@@ -45,109 +44,13 @@ from tests.support.outbox import (
     stream_messages,
     unique_stream_settings,
 )
-from tests.support.poison import Injected, IsolatedApp, generated_data, inject, isolated_app, nested
-from tests.support.raw_http import raw_request
+from tests.support.poison import IsolatedApp, generated_data, isolated_app, nested
 
 # Secrets sent where they do not belong; none may come back or reach a log line.
 SENT_SECRET = "sk_live_" + "B3rstS3cretN0tEch0ed" * 2
 RANDOM_BEARER = key_material.new_secret("secret", "live")
-JSON = {"Content-Type": "application/json"}
 ORIGIN = "https://app.example"
 KEY_ID = "key_01JBZ8Q6S1T8YQ4Y4W1S3M5N7P"
-
-
-@dataclass
-class Sent:
-    """One request of the burst and what came back."""
-
-    label: str
-    normal: bool
-    expected: tuple[int, str | None]  # (status, error code) for poison; (status, None) if normal
-    status: int = 0
-    body: bytes = b""
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Burst:
-    """Everything the burst is made of, and the keys made before it."""
-
-    app: IsolatedApp
-    api: Api
-    limited: Api
-    orgs: list[str]
-    # key id -> (org, expected final status, expected name), for the normal keys.
-    expected: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict)  # key id -> current secret
-    embed: set[str] = field(default_factory=set)
-    sent: list[Sent] = field(default_factory=list)
-    calls: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    injected: dict[str, Injected] = field(default_factory=dict)
-    victim: str = ""
-    known_secret_key: str = ""
-    known_secret: str = ""
-
-
-def _normal(burst: Burst, label: str, method: str, path: str, body: Any, on_ok: Any) -> None:
-    """An ordinary command: it must answer 2xx; ``on_ok(answer)`` records its effect."""
-    sent = Sent(label, True, (0, None))
-    burst.sent.append(sent)
-
-    async def call() -> None:
-        response = await burst.app.client.request(
-            method, path, json=body, headers=burst.api.headers()
-        )
-        sent.status, sent.body = response.status, await response.read()
-        if 200 <= sent.status < 300:
-            on_ok(sent.json())
-
-    burst.calls.append(call)
-
-
-def _poison(
-    burst: Burst,
-    label: str,
-    expected: tuple[int, str],
-    method: str,
-    path: str,
-    *,
-    body: Any = None,
-    raw: bytes | None = None,
-    api: Api | None = None,
-    headers: list[bytes] | None = None,
-) -> None:
-    """A hostile request: it must answer ``expected`` (status, stable error code)."""
-    sent = Sent(label, False, expected)
-    burst.sent.append(sent)
-    caller = api or burst.api
-
-    async def call() -> None:
-        if headers is not None:  # bytes no HTTP client library will send
-            sent.status, sent.body = await raw_request(
-                burst.app.client, method, path, headers, raw or b""
-            )
-            return
-        kwargs: dict[str, Any] = {"headers": {**caller.headers(), **JSON}}
-        if raw is not None:
-            kwargs["data"] = raw
-        elif body is not None:
-            kwargs["data"] = json.dumps(body)
-        response = await burst.app.client.request(method, path, **kwargs)
-        sent.status, sent.body = response.status, await response.read()
-
-    burst.calls.append(call)
-
-
-def _injection(burst: Burst, label: str, org: str, **kwargs: Any) -> None:
-    """A poison event written straight into the log during the burst."""
-
-    async def call() -> None:
-        async with burst.app.pool.acquire() as conn:
-            burst.injected[label] = await inject(conn, org, **kwargs)
-
-    burst.calls.append(call)
 
 
 async def _prepare(app: IsolatedApp, settings: Settings) -> Burst:
@@ -201,7 +104,7 @@ def _normal_commands(burst: Burst) -> None:
                 if answer["key"]["type"] == "embed":
                     burst.embed.add(key_id)
 
-            _normal(burst, f"generate {body['type']}", "POST", f"/v1/orgs/{org}/keys",
+            normal(burst, f"generate {body['type']}", "POST", f"/v1/orgs/{org}/keys",
                     {"name": name, **body}, made)  # fmt: skip
     for key_id, (org, _, name) in list(burst.expected.items()):
         verb = name.split()[0]
@@ -228,7 +131,7 @@ def _normal_commands(burst: Burst) -> None:
             if answer.get("secret"):
                 burst.secrets[key_id] = answer["secret"]
 
-        _normal(burst, verb, "POST", path, body, done)
+        normal(burst, verb, "POST", path, body, done)
 
 
 def _poison_requests(burst: Burst) -> None:
@@ -238,16 +141,16 @@ def _poison_requests(burst: Burst) -> None:
     target = next(k for k, v in burst.expected.items() if v[0] == org)
     invalid = (422, "validation_error")
     for label, text in (("NUL", "a\x00b"), ("ESC", "esc\x1b[2J"), ("DEL", "d\x7f")):
-        _poison(burst, f"{label} in name", invalid, "POST", keys,
+        poison(burst, f"{label} in name", invalid, "POST", keys,
                 body={"name": text, "type": "secret"})  # fmt: skip
-        _poison(burst, f"{label} in resource", invalid, "POST", keys,
+        poison(burst, f"{label} in resource", invalid, "POST", keys,
                 body={"name": "e", "type": "embed", "resource": text,
                       "allowed_origins": [ORIGIN]})  # fmt: skip
-        _poison(burst, f"{label} in a reason", invalid, "POST", f"{keys}/{target}/disable",
+        poison(burst, f"{label} in a reason", invalid, "POST", f"{keys}/{target}/disable",
                 body={"reason": text})  # fmt: skip
-        _poison(burst, f"{label} in a metadata key", invalid, "POST", keys,
+        poison(burst, f"{label} in a metadata key", invalid, "POST", keys,
                 body={"name": "m", "type": "secret", "metadata": {text: 1}})  # fmt: skip
-    _poison(burst, "NUL in a metadata value", invalid, "POST", keys,
+    poison(burst, "NUL in a metadata value", invalid, "POST", keys,
             body={"name": "m", "type": "secret", "metadata": {"k": ["\x00"]}})  # fmt: skip
     for label, raw in (
         ("lone surrogate in name", b'{"name": "a\\ud800", "type": "secret"}'),
@@ -258,9 +161,9 @@ def _poison_requests(burst: Burst) -> None:
          b'"metadata": {"a": [["\\udcff"]]}}'),
     ):  # fmt: skip
         path = f"{keys}/{target}/disable" if "reason" in label else keys
-        _poison(burst, label, invalid, "POST", path, raw=raw)
+        poison(burst, label, invalid, "POST", path, raw=raw)
     for depth in (9, 250):
-        _poison(burst, f"metadata {depth} deep", invalid, "POST", keys,
+        poison(burst, f"metadata {depth} deep", invalid, "POST", keys,
                 body={"name": "deep", "type": "secret", "metadata": nested(depth)})  # fmt: skip
     for label, bad_org in (
         ("org with a newline", "nl%0A"),
@@ -268,72 +171,65 @@ def _poison_requests(burst: Burst) -> None:
         ("uppercase org", "ACME"),
         ("org of 64 characters", "a" * 64),
     ):
-        _poison(burst, label, (422, "validation_error"), "POST", f"/v1/orgs/{bad_org}/keys",
+        poison(burst, label, (422, "validation_error"), "POST", f"/v1/orgs/{bad_org}/keys",
                 body={"name": "n", "type": "secret"})  # fmt: skip
-        _poison(burst, f"list of {label}", (422, "validation_error"), "GET",
+        poison(burst, f"list of {label}", (422, "validation_error"), "GET",
                 f"/v1/orgs/{bad_org}/keys")  # fmt: skip
     for label, raw in (
         ("JSON 10k deep (arrays)", b"[" * 10_000 + b"]" * 10_000),
         ("JSON 10k deep (objects)", b'{"a":' * 10_000 + b"1" + b"}" * 10_000),
     ):
-        _poison(burst, label, (400, "invalid_json"), "POST", keys, raw=raw)
-    _poison(burst, "a body that is not UTF-8", (400, "malformed_json"), "POST", keys,
+        poison(burst, label, (400, "invalid_json"), "POST", keys, raw=raw)
+    poison(burst, "a body that is not UTF-8", (400, "malformed_json"), "POST", keys,
             raw=b'{"name": "\xff", "type": "secret"}')  # fmt: skip
     for label, credential in (("0xFF", b"\xff"), ("0x80", b"\x80abc"), ("UTF-8", b"\xc3\xbf")):
-        _poison(burst, f"non-ASCII Authorization ({label})", (401, "invalid_api_key"),
+        poison(burst, f"non-ASCII Authorization ({label})", (401, "invalid_api_key"),
                 "GET", keys, headers=[b"Authorization: Bearer " + credential])  # fmt: skip
-    _poison(burst, "a random well-formed secret", (401, "invalid_api_key"), "GET", keys,
+    poison(burst, "a random well-formed secret", (401, "invalid_api_key"), "GET", keys,
             headers=[f"Authorization: Bearer {RANDOM_BEARER}".encode()])  # fmt: skip
     for label, query in (
         ("limit=²", "limit=%C2%B2"),
         ("limit in Arabic digits", "limit=%D9%A1"),
         ("limit with a newline", "limit=1%0A"),
     ):
-        _poison(burst, label, (422, "invalid_limit"), "GET", f"{keys}?{query}")
+        poison(burst, label, (422, "invalid_limit"), "GET", f"{keys}?{query}")
     for label, query in (
         ("since at the dawn of time, +14:00", "since=0001-01-01T00:00:00%2B14:00"),
         ("until past 9999", "until=10000-01-01T00:00:00Z"),
     ):
-        _poison(burst, label, (422, "invalid_timestamp"), "GET", f"/v1/audit?{query}")
+        poison(burst, label, (422, "invalid_timestamp"), "GET", f"/v1/audit?{query}")
     # An org-limited admin key acting on _system (authority never grows).
-    _poison(burst, "limited admin mints a global admin", (404, "org_not_found"), "POST",
+    poison(burst, "limited admin mints a global admin", (404, "org_not_found"), "POST",
             "/v1/orgs/_system/keys", body={"name": "escalate", "type": "secret",
                                           "scopes": ["admin"]},
             api=burst.limited)  # fmt: skip
-    _poison(burst, "limited admin lists _system", (404, "org_not_found"), "GET",
+    poison(burst, "limited admin lists _system", (404, "org_not_found"), "GET",
             "/v1/orgs/_system/keys", api=burst.limited)  # fmt: skip
-    _poison(burst, "limited admin audits _system", (404, "org_not_found"), "GET",
+    poison(burst, "limited admin audits _system", (404, "org_not_found"), "GET",
             "/v1/audit?org_id=_system", api=burst.limited)  # fmt: skip
     # Secrets where they do not belong: refused, never repeated.
-    _poison(burst, "a secret as an unknown query parameter", invalid, "GET",
+    poison(burst, "a secret as an unknown query parameter", invalid, "GET",
             f"{keys}?{SENT_SECRET}=1")  # fmt: skip
-    _poison(burst, "a secret as an unknown parameter's value", invalid, "GET",
+    poison(burst, "a secret as an unknown parameter's value", invalid, "GET",
             f"{keys}?token={SENT_SECRET}")  # fmt: skip
-    _poison(burst, "a secret as an unknown body field", invalid, "POST", keys,
+    poison(burst, "a secret as an unknown body field", invalid, "POST", keys,
             body={"name": "n", "type": "secret", SENT_SECRET: 1})  # fmt: skip
-    _poison(burst, "a key id with a newline", (404, "key_not_found"), "GET",
+    poison(burst, "a key id with a newline", (404, "key_not_found"), "GET",
             f"{keys}/{KEY_ID}%0A")  # fmt: skip
 
 
 def _injections(burst: Burst, settings: Settings) -> None:
     """Poison events behind the API's back, during the burst."""
     org = burst.orgs[2]
-    _injection(burst, "NUL in a name", org, data=generated_data(name="a\x00b"))
-    _injection(burst, "org id with a newline", "nl\n")
-    _injection(burst, "undecodable data", org, data="[1, 2]")
+    injection(burst, "NUL in a name", org, data=generated_data(name="a\x00b"))
+    injection(burst, "org id with a newline", "nl\n")
+    injection(burst, "undecodable data", org, data="[1, 2]")
     secret_hash = key_material.secret_hash(settings.pepper_bytes, burst.known_secret)
-    _injection(burst, "a known secret, metadata not an object", org,
+    injection(burst, "a known secret, metadata not an object", org,
                data=generated_data(secret_hash=secret_hash, metadata=[1]))  # fmt: skip
-    _injection(burst, "a later event of the victim that does not decode", burst.orgs[0],
+    injection(burst, "a later event of the victim that does not decode", burst.orgs[0],
                key_id=burst.victim, stream_version=2, event_type="KeyDisabled",
                data={"reason": {"not": "a string"}})  # fmt: skip
-
-
-async def _sample_readiness(app: IsolatedApp, stop: asyncio.Event, seen: list[Any]) -> None:
-    while not stop.is_set():
-        response = await app.client.get("/readyz")
-        seen.append((response.status, (await response.json())["status"]))
-        await asyncio.sleep(0.01)
 
 
 async def _verify(api: Api, secret: str, **extra: str) -> str:
@@ -365,7 +261,7 @@ async def test_a_hostile_burst_fails_no_neighbour_and_halts_nothing(
         random.Random(9).shuffle(burst.calls)
 
         stop, readiness = asyncio.Event(), []
-        sampler = asyncio.create_task(_sample_readiness(app, stop, readiness))
+        sampler = asyncio.create_task(sample_readiness(app, stop, readiness))
         await asyncio.gather(*(call() for call in burst.calls))
         # A revocation made after the poison events still reaches everyone.
         late_org = burst.orgs[-1]
@@ -377,7 +273,7 @@ async def test_a_hostile_burst_fails_no_neighbour_and_halts_nothing(
         )
         assert status == 200, answer
         burst.expected[late] = (late_org, "revoked", burst.expected[late][2])
-        normal_positions = {answer["position"]}
+        normal_positions = {answer["position"]: late}
         # Commands on the victim, whose stream no longer folds, are refused and write nothing.
         status, _, refused = await burst.api.post(
             f"/v1/orgs/{burst.orgs[0]}/keys/{burst.victim}/revoke", {"reason": "leaked"}
@@ -402,7 +298,7 @@ async def test_a_hostile_burst_fails_no_neighbour_and_halts_nothing(
         # Every normal command committed; every poison request got its stable 4xx.
         for sent in normal:
             assert 200 <= sent.status < 300, (sent.label, sent.status, sent.body[:300])
-            normal_positions.add(sent.json()["position"])
+            normal_positions[sent.json()["position"]] = sent.json()["key"]["id"]
         wrong = [
             (sent.label, sent.status, json.loads(sent.body or b"{}").get("error", {}).get("code"))
             for sent in poison
@@ -427,7 +323,7 @@ async def test_a_hostile_burst_fails_no_neighbour_and_halts_nothing(
             "SELECT position, key_id, event_id FROM events WHERE position = ANY($1::bigint[])",
             sorted(normal_positions),
         )
-        assert len(rows) == len(normal_positions)
+        assert {row["position"]: row["key_id"] for row in rows} == normal_positions
 
         # The read model: every normal key in its final state.
         for org in {org for org, _, _ in burst.expected.values()}:
