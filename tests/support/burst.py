@@ -49,7 +49,6 @@ class Burst:
     calls: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     injected: dict[str, Injected] = field(default_factory=dict)
     victim: str = ""
-    known_secret_key: str = ""
     known_secret: str = ""
 
 
