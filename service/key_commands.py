@@ -29,7 +29,8 @@ from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.group_commit import MAX_BATCH, GroupCommit
 from service.key_view import render_key
-from service.store.event_store import EventStore, LogHead, fold_envelopes
+from service.store.event_rows import storable_stream
+from service.store.event_store import EventStore, LogHead, UnfoldableStream, fold_envelopes
 from service.store.idempotency import IdempotencyStore, StoredResponse
 from service.store.key_registry import CallerStanding, KeyRegistry
 
@@ -211,9 +212,7 @@ class KeyCommandHandler:
         # A GenerateKey names a fresh ULID: its stream is empty (the unique
         # stream-version constraint would catch the impossible collision).
         state = (
-            None
-            if isinstance(command, GenerateKey)
-            else fold_envelopes(await self.store.load_stream(conn, command.key_id))
+            None if isinstance(command, GenerateKey) else await self._state(conn, command, org_id)
         )
         if state is not None and state.org_id != org_id:
             state = None  # a key of another org does not exist for this caller
@@ -249,6 +248,21 @@ class KeyCommandHandler:
             )
         return outcome
 
+    async def _state(
+        self, conn: asyncpg.Connection, command: Command, org_id: str
+    ) -> KeyState | None:
+        """The key's state folded from its stream; 409 ``key_quarantined`` if it does not fold.
+
+        Nothing can be decided on a state that cannot be read (SPEC §10): the
+        command fails alone, inside its savepoint, and writes nothing.
+        """
+        try:
+            envelopes = await self.store.load_stream(conn, command.key_id)
+            storable_stream(envelopes)
+            return self.store.fold(envelopes)
+        except UnfoldableStream as exc:
+            raise exc.refusal(org_id) from None
+
     async def _with_quota(
         self, conn: asyncpg.Connection, command: Command, state: KeyState | None, org_id: str
     ) -> Command:
@@ -271,9 +285,15 @@ class KeyCommandHandler:
             return await self.registry.due_for_expiry(conn, utc_now())
 
     async def load_state(self, org_id: str, key_id: str) -> KeyState | None:
-        """A key's current state straight from its stream (None if absent or foreign)."""
+        """A key's current state straight from its stream (None if absent or foreign).
+
+        A key whose stream does not fold raises 409 ``key_quarantined``.
+        """
         async with self.pool.acquire() as conn:
-            state = await self.store.load_state(conn, key_id)
+            try:
+                state = await self.store.load_state(conn, key_id)
+            except UnfoldableStream as exc:
+                raise exc.refusal(org_id) from None
         return state if state is not None and state.org_id == org_id else None
 
 

@@ -94,6 +94,9 @@ _READ = (*_AUTHENTICATED, "404", "503")
 
 def _command(path: str, summary: str, body: type[BaseModel], status: str = "200") -> Operation:
     params = [_ORG_PATH] + ([_KEY_PATH] if "{key_id}" in path else []) + _COMMAND_HEADERS
+    if "{key_id}" in path:
+        # SPEC §10: nothing is decided on a state that cannot be read.
+        summary += " (409 `key_quarantined`, nothing written, when the key's events do not fold)"
     return Operation(
         "post",
         path,
@@ -164,7 +167,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         f"{_KEY}/events",
-        "A key's events in stream order",
+        "A key's events in stream order (a row that cannot be read: a placeholder with"
+        " `unreadable: true`, never its data, SPEC §10)",
         "queries",
         parameters=[_ORG_PATH, _KEY_PATH, _MIN_POSITION],
         answers={"200": shapes.KeyEvents},
@@ -173,7 +177,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         "/v1/audit",
-        "Events in position order (scope audit:read)",
+        "Events in position order (scope audit:read; a row that cannot be read: a placeholder"
+        " with `unreadable: true`, never its data, SPEC §10)",
         "audit",
         parameters=[
             _param("query", "org_id", _ORG, "Filter."),

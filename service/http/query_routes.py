@@ -9,6 +9,12 @@ has applied that position (waiting up to 1 s, else 503 ``not_caught_up``).
 Without it, a key read still waits briefly for the projection to reach the
 log head it sees, so a caller reads its own writes; if the projection is
 slow it answers from what it has rather than fail.
+
+History and audit show every row of the log in its place. A row the API
+could not have written (it does not decode, names an unknown type, holds NUL
+or a lone surrogate, a timestamp past 9999) is shown as a placeholder
+(``unreadable: true`` with its position, stream version, event type, org and
+key), never its data: one damaged row never makes the trail answer 500.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from service.http.read_side import PROJECTIONS
 from service.key_view import render_key
 from service.store.audit_chain import verify_chain
 from service.store.audit_log import AuditFilter, find_events
-from service.store.event_store import EventStore
+from service.store.event_rows import storable_name
+from service.store.event_store import EventStore, UnreadableEvent
 from service.store.log_witnesses import audit_json
 from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
 
@@ -47,6 +54,25 @@ _quarantine = QuarantineLog()
 def envelope_json(envelope: Envelope) -> dict[str, Any]:
     """An envelope as SPEC §5 shows it, hash included."""
     return {**envelope_body(envelope), "hash": envelope.hash}
+
+
+def logged_json(item: Envelope | UnreadableEvent) -> dict[str, Any]:
+    """An event of the log as shown; an unreadable one as a placeholder (SPEC §10).
+
+    The placeholder names where the row is and what it claims to be, never
+    its data (which may be anything, a secret included).
+    """
+    if isinstance(item, Envelope):
+        return envelope_json(item)
+    return {
+        "position": item.position,
+        "stream_version": item.stream_version,
+        "event_type": storable_name(item.event_type),
+        "org_id": storable_name(item.org_id),
+        "key_id": storable_name(item.key_id),
+        "unreadable": True,
+        "detail": "this event cannot be read; its key is set aside (quarantined)",
+    }
 
 
 async def _reach(request: web.Request, min_position: int | None) -> None:
@@ -157,10 +183,10 @@ async def key_events(request: web.Request) -> web.Response:
     if min_position is not None:
         await _reach(request, min_position)
     async with request.app[POOL].acquire() as conn:
-        envelopes = await _store.load_stream(conn, key_id)
-    if not envelopes or envelopes[0].org_id != org_id:
+        stream = await _store.read_stream(conn, key_id)
+    if not stream or stream[0].org_id != org_id:
         raise KeyledgerError("key_not_found", "no such key")
-    return web.json_response({"data": [envelope_json(e) for e in envelopes]})
+    return web.json_response({"data": [logged_json(item) for item in stream]})
 
 
 def _audit_filter(caller: Caller, query: Any) -> AuditFilter:
@@ -198,10 +224,10 @@ async def audit(request: web.Request) -> web.Response:
     if min_position is not None:
         await _reach(request, min_position)
     async with request.app[POOL].acquire() as conn:
-        envelopes = await find_events(conn, where, after=after, limit=limit + 1)
-    page = envelopes[:limit]
-    next_cursor = page[-1].position if len(envelopes) > limit else None
-    return web.json_response({"data": [envelope_json(e) for e in page], "next_cursor": next_cursor})
+        found = await find_events(conn, where, after=after, limit=limit + 1)
+    page = found[:limit]
+    next_cursor = page[-1].position if len(found) > limit else None
+    return web.json_response({"data": [logged_json(e) for e in page], "next_cursor": next_cursor})
 
 
 @routes.get("/v1/audit/verify")

@@ -77,12 +77,28 @@ class KeyPage(_Shape):
     next_cursor: str | None
 
 
+class UnreadableEvent(_Shape):
+    """A row of the log that cannot be read (SPEC §10), in its place: never its data.
+
+    Its key is set aside (quarantined) by the consumers of the log, and
+    commands on it answer 409 ``key_quarantined``.
+    """
+
+    position: int
+    stream_version: int | None
+    event_type: str
+    org_id: str
+    key_id: str
+    unreadable: Literal[True]
+    detail: str
+
+
 class KeyEvents(_Shape):
-    data: list[Envelope]
+    data: list[Envelope | UnreadableEvent]
 
 
 class AuditPage(_Shape):
-    data: list[Envelope]
+    data: list[Envelope | UnreadableEvent]
     next_cursor: int | None
 
 

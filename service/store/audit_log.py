@@ -9,7 +9,9 @@ from typing import Any
 import asyncpg
 
 from events.models import Envelope
-from service.store.event_store import EVENT_COLUMNS, envelope_from_row
+from service.store.event_store import EVENT_COLUMNS, EventStore, UnreadableEvent, readable_envelope
+
+_store = EventStore()
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +32,12 @@ class AuditFilter:
 
 async def find_events(
     conn: asyncpg.Connection, where: AuditFilter, *, after: int, limit: int
-) -> list[Envelope]:
-    """Up to ``limit`` events after position ``after`` that match ``where``."""
+) -> list[Envelope | UnreadableEvent]:
+    """Up to ``limit`` events after position ``after`` that match ``where``.
+
+    A row the API could not have written (``readable_envelope``) comes back as
+    an ``UnreadableEvent`` in its place: the trail stays readable around it.
+    """
     args: list[Any] = [after]
     clauses = ["position > $1"]
 
@@ -56,9 +62,6 @@ async def find_events(
         clauses.append(f"occurred_at >= {arg(where.since)}")
     if where.until is not None:
         clauses.append(f"occurred_at < {arg(where.until)}")
-    rows = await conn.fetch(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)}"
-        f" ORDER BY position LIMIT {arg(limit)}",
-        *args,
+    return await _store.read_tolerantly(
+        conn, EVENT_COLUMNS, readable_envelope, " AND ".join(clauses), args, limit=limit
     )
-    return [envelope_from_row(r) for r in rows]

@@ -11,100 +11,35 @@ transaction.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 from uuid import uuid4
 
 import asyncpg
 
-from events.codec import GENESIS_HASH, canonical_json, decode_event, seal, to_domain_event
-from events.models import Actor, DomainEvent, Envelope, KeyEvent
+from events.codec import GENESIS_HASH, seal, to_domain_event
+from events.models import Actor, DomainEvent, Envelope
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
+from service.store.event_rows import (
+    EVENT_COLUMNS,
+    EVENT_ONLY_COLUMNS,
+    LoggedEvent,
+    UnfoldableStream,
+    UnreadableEvent,
+    envelope_from_row,
+    logged_event,
+    readable_envelope,
+    row_of,
+)
 from service.store.quarantine import is_transient
 
 LOG_LOCK = 0x6B65796C_0002
 NOTIFY_CHANNEL = "keyledger_events"
 
-# Every column of an event, in the order ``row_of`` writes and ``envelope_from_row`` reads.
-EVENT_COLUMNS = (
-    "position, event_id, event_type, schema_version, org_id, key_id, stream_version,"
-    " occurred_at, actor, data, hash"
-)
-# The columns ``read_events_after`` reads, in the order ``_logged_event`` unpacks them.
-_EVENT_ONLY_COLUMNS = "position, event_type, schema_version, key_id, org_id, occurred_at, data"
-_raw_decode = json.JSONDecoder().raw_decode
 _Decoded = TypeVar("_Decoded")
-_validate_envelope = Envelope.__pydantic_validator__.validate_python
-
-
-def _json_value(text: str) -> Any:
-    """``json.loads`` for a ``json`` column, minus its whitespace checks around
-    the document (a measurable share of folding a long log). ``append`` writes
-    canonical JSON, which has none; PostgreSQL refuses anything after it."""
-    try:
-        return _raw_decode(text)[0]
-    except ValueError:
-        return json.loads(text)  # leading whitespace (a row not written by us)
-
-
-class LoggedEvent(NamedTuple):
-    """A domain event and its position in the log: what projections fold."""
-
-    position: int
-    event: KeyEvent
-
-
-class UnreadableEvent(NamedTuple):
-    """A row of the log that does not decode: who it is about, and the error.
-
-    Consumers quarantine its key (``service.store.quarantine``) rather than halt.
-    """
-
-    position: int
-    key_id: str
-    org_id: str
-    event_type: str
-    error: Exception
-
-
-def _logged_event(row: asyncpg.Record) -> LoggedEvent:
-    position, event_type, schema_version, key_id, org_id, occurred_at, data = row
-    return LoggedEvent(
-        position,
-        decode_event(
-            event_type,
-            schema_version,
-            key_id=key_id,
-            org_id=org_id,
-            occurred_at=occurred_at,
-            data=_json_value(data),
-        ),
-    )
-
-
-def envelope_from_row(row: asyncpg.Record) -> Envelope:
-    """An ``events`` row as an envelope."""
-    # One validation of the whole envelope (actor included) rather than the
-    # actor on its own and then the envelope: a third less time per row.
-    return _validate_envelope(
-        {
-            "event_id": row["event_id"],
-            "event_type": row["event_type"],
-            "schema_version": row["schema_version"],
-            "org_id": row["org_id"],
-            "key_id": row["key_id"],
-            "stream_version": row["stream_version"],
-            "position": row["position"],
-            "occurred_at": row["occurred_at"],
-            "actor": _json_value(row["actor"]),
-            "data": _json_value(row["data"]),
-            "hash": row["hash"],
-        }
-    )
 
 
 def fold_envelopes(envelopes: Sequence[Envelope], state: KeyState | None = None) -> KeyState | None:
@@ -122,23 +57,6 @@ class LogHead:
 
     position: int
     hash: str
-
-
-def row_of(envelope: Envelope) -> tuple[Any, ...]:
-    """An envelope as an ``events`` row, in ``EVENT_COLUMNS`` order (for INSERT or COPY)."""
-    return (
-        envelope.position,
-        envelope.event_id,
-        envelope.event_type,
-        envelope.schema_version,
-        envelope.org_id,
-        envelope.key_id,
-        envelope.stream_version,
-        envelope.occurred_at,
-        canonical_json(envelope.actor.model_dump(mode="json")),
-        canonical_json(envelope.data),
-        envelope.hash,
-    )
 
 
 class EventStore:
@@ -225,15 +143,44 @@ class EventStore:
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position))
 
     async def load_stream(self, conn: asyncpg.Connection, key_id: str) -> list[Envelope]:
-        """Every event of one key, in stream order."""
-        rows = await conn.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE key_id = $1 ORDER BY stream_version", key_id
+        """Every event of one key, in stream order; ``UnfoldableStream`` if one is unreadable."""
+        envelopes: list[Envelope] = []
+        for item in await self.read_stream(conn, key_id):
+            if isinstance(item, UnreadableEvent):
+                raise UnfoldableStream(key_id, item.org_id, item.position, item.event_type)
+            envelopes.append(item)
+        return envelopes
+
+    async def read_stream(
+        self, conn: asyncpg.Connection, key_id: str
+    ) -> list[Envelope | UnreadableEvent]:
+        """Every event of one key, in stream order, each unreadable one in its place.
+
+        "Readable" is ``readable_envelope``: what the API could have written.
+        """
+        return await self.read_tolerantly(
+            conn, EVENT_COLUMNS, readable_envelope, "key_id = $1", [key_id], order="stream_version"
         )
-        return [envelope_from_row(r) for r in rows]
 
     async def load_state(self, conn: asyncpg.Connection, key_id: str) -> KeyState | None:
-        """The current state of one key, or None when it does not exist."""
-        return fold_envelopes(await self.load_stream(conn, key_id))
+        """The current state of one key, or None when it does not exist.
+
+        Raises ``UnfoldableStream`` when an event of the key cannot be read or
+        applied (an event before ``KeyGenerated``, say).
+        """
+        return self.fold(await self.load_stream(conn, key_id))
+
+    def fold(self, envelopes: Sequence[Envelope]) -> KeyState | None:
+        """``fold_envelopes`` of one key's stream; ``UnfoldableStream`` if it does not apply."""
+        try:
+            return fold_envelopes(envelopes)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            first = envelopes[0]
+            raise UnfoldableStream(
+                first.key_id, first.org_id, first.position, first.event_type
+            ) from exc
 
     async def read_after(
         self, conn: asyncpg.Connection, position: int, limit: int = 1000
@@ -256,9 +203,7 @@ class EventStore:
         is about half the cost of ``read_after``. A row that does not decode
         is returned as an ``UnreadableEvent`` in its place.
         """
-        return await self._read_tolerantly(
-            conn, _EVENT_ONLY_COLUMNS, _logged_event, position, limit
-        )
+        return await self._read_tolerantly(conn, EVENT_ONLY_COLUMNS, logged_event, position, limit)
 
     async def read_envelopes_after(
         self, conn: asyncpg.Connection, position: int, limit: int = 1000
@@ -278,18 +223,37 @@ class EventStore:
         position: int,
         limit: int,
     ) -> list[_Decoded | UnreadableEvent]:
+        return await self.read_tolerantly(
+            conn, columns, decode, "position > $1", [position], limit=limit
+        )
+
+    async def read_tolerantly(
+        self,
+        conn: asyncpg.Connection,
+        columns: str,
+        decode: Callable[[asyncpg.Record], _Decoded],
+        where: str,
+        args: Sequence[Any],
+        *,
+        order: str = "position",
+        limit: int | None = None,
+    ) -> list[_Decoded | UnreadableEvent]:
+        """The rows ``where`` selects (``$1``… are ``args``), each decoded or unreadable.
+
+        A row that ``decode`` refuses becomes an ``UnreadableEvent`` in its
+        place; so does one the driver itself cannot decode (a timestamp past
+        year 9999), found by reading the rows again one by one.
+        """
+        tail = f" ORDER BY {order}"
+        if limit is not None:
+            tail += f" LIMIT {int(limit):d}"
         try:
-            rows = await conn.fetch(
-                f"SELECT {columns} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-                position,
-                limit,
-            )
+            rows = await conn.fetch(f"SELECT {columns} FROM events WHERE {where}{tail}", *args)
         except Exception as exc:
             if is_transient(exc):
                 raise
-            # The driver itself could not decode a row (e.g. a timestamp past year
-            # 9999): read the page again row by row to find which.
-            return await self._read_row_by_row(conn, columns, decode, position, limit)
+            positions = await conn.fetch(f"SELECT position FROM events WHERE {where}{tail}", *args)
+            return await self._read_row_by_row(conn, columns, decode, [p for (p,) in positions])
         decoded: list[_Decoded | UnreadableEvent] = []
         for row in rows:
             try:
@@ -303,16 +267,10 @@ class EventStore:
         conn: asyncpg.Connection,
         columns: str,
         decode: Callable[[asyncpg.Record], _Decoded],
-        position: int,
-        limit: int,
+        positions: Sequence[int],
     ) -> list[_Decoded | UnreadableEvent]:
-        positions = await conn.fetch(
-            "SELECT position FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-            position,
-            limit,
-        )
         decoded: list[_Decoded | UnreadableEvent] = []
-        for (at,) in positions:
+        for at in positions:
             try:
                 row = await conn.fetchrow(f"SELECT {columns} FROM events WHERE position = $1", at)
                 decoded.append(decode(row))
@@ -327,9 +285,12 @@ class EventStore:
     ) -> UnreadableEvent:
         """The identity columns of a row that does not decode (plain text, always readable)."""
         row = await conn.fetchrow(
-            "SELECT key_id, org_id, event_type FROM events WHERE position = $1", position
+            "SELECT key_id, org_id, event_type, stream_version FROM events WHERE position = $1",
+            position,
         )
-        return UnreadableEvent(position, row["key_id"], row["org_id"], row["event_type"], error)
+        return UnreadableEvent(
+            position, row["key_id"], row["org_id"], row["event_type"], error, row["stream_version"]
+        )
 
     async def iterate(
         self, conn: asyncpg.Connection, after: int = 0, batch: int = 1000
@@ -346,3 +307,19 @@ class EventStore:
     async def head(self, conn: asyncpg.Connection) -> int:
         """The position of the last committed event (0 for an empty log)."""
         return await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "LOG_LOCK",
+    "NOTIFY_CHANNEL",
+    "EventStore",
+    "LogHead",
+    "LoggedEvent",
+    "UnfoldableStream",
+    "UnreadableEvent",
+    "envelope_from_row",
+    "fold_envelopes",
+    "readable_envelope",
+    "row_of",
+]

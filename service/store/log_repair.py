@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from events.codec import chain_hash, envelope_body, envelope_from_json
 from events.models import Envelope
-from service.store.event_store import EVENT_COLUMNS, EventStore, fold_envelopes, row_of
+from service.store.event_store import EVENT_COLUMNS, EventStore, UnfoldableStream, row_of
 from service.store.key_registry import KeyRegistry
 from service.store.log_witnesses import published_position
 
@@ -140,7 +140,12 @@ async def repair_log(conn: asyncpg.Connection, js: JetStreamContext, stream: str
         )
         # The registry is the write side's view of each key: fold the repaired keys again.
         for key_id in dict.fromkeys(envelope.key_id for envelope in tail):
-            state = fold_envelopes(await store.load_stream(conn, key_id))
+            try:
+                state = await store.load_state(conn, key_id)
+            except UnfoldableStream:
+                # An earlier row of this key is poison (SPEC §10): its consumers have set
+                # it aside and it takes no command; the repaired log is still whole.
+                continue
             if state is not None:
                 await registry.save(conn, state)
         await store.notify(conn, tail[-1].position)

@@ -79,6 +79,13 @@ async def inject(
     actor_text = actor if isinstance(actor, str) else canonical_json(actor)
     moment = occurred_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     event_id = uuid.uuid4()
+    # The instant as the chain hashes it (``format_timestamp``), also for years Python
+    # cannot hold: formatted by PostgreSQL, as ``audit_chain`` reads it back.
+    hashed_moment = await conn.fetchval(
+        """SELECT to_char($1::text::timestamptz AT TIME ZONE 'UTC',
+                          'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
+        moment,
+    )
     async with conn.transaction():
         await _store.lock(conn)
         head = await _store.read_head(conn)
@@ -95,7 +102,7 @@ async def inject(
                     "key_id": key_id,
                     "stream_version": stream_version,
                     "position": position,
-                    "occurred_at": moment,
+                    "occurred_at": hashed_moment,
                     "actor": json.loads(actor_text),
                     "data": json.loads(data_text),
                 },
