@@ -39,7 +39,7 @@ def serve_app(settings: Settings, on_ready: str | None = None) -> None:
         print=(lambda _: print(on_ready, flush=True)) if on_ready else None,
         access_log=None,
         # SIGTERM/SIGINT: stop accepting, give in-flight requests this long, then run the
-        # app's cleanup in the order documented in service/http/app.py.
+        # service down in the order documented in service/bootstrap.py.
         shutdown_timeout=settings.shutdown_timeout_seconds,
     )
 
