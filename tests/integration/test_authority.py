@@ -23,7 +23,7 @@ from service.http.context import KEYLEDGER
 from service.key_commands import KeyCommandHandler
 from service.service_keys import issue_service_key
 from service.settings import Settings
-from tests.support.api import Api, new_org
+from tests.support.api import Api, indexed, new_org
 from tests.support.event_log import append_lock_held, writers_waiting_for_lock
 from tests.support.replicas import in_process_replica
 
@@ -31,12 +31,22 @@ ACTOR = Actor(id="test:authority")
 
 
 async def service_key(
-    pool: asyncpg.Pool, settings: Settings, scopes: list[str], orgs: list[str] | None = None
+    pool: asyncpg.Pool,
+    settings: Settings,
+    scopes: list[str],
+    orgs: list[str] | None = None,
+    *,
+    seen_by: TestClient,
 ) -> tuple[str, str]:
-    """(secret, key id) of a new service key."""
+    """(secret, key id) of a new service key, once ``seen_by``'s index has it.
+
+    Written behind the app's back, the key reaches an index through its
+    notification; until then the index may refuse it.
+    """
     issued = await issue_service_key(
         pool, settings.pepper_bytes, name="svc", scopes=scopes, orgs=orgs, actor=ACTOR
     )
+    await indexed(seen_by, issued.position)
     return issued.secret, issued.key_id
 
 
@@ -48,9 +58,11 @@ async def test_an_org_limited_admin_cannot_touch_system(
     api: Api, client: TestClient, pool: asyncpg.Pool, settings: Settings
 ) -> None:
     mine = new_org()
-    limited_secret, limited_id = await service_key(pool, settings, ["admin"], orgs=[mine])
+    limited_secret, limited_id = await service_key(
+        pool, settings, ["admin"], orgs=[mine], seen_by=client
+    )
     limited = Api(client, limited_secret)
-    target_secret, target_id = await service_key(pool, settings, ["admin"])
+    target_secret, target_id = await service_key(pool, settings, ["admin"], seen_by=client)
     before = await version_of(pool, target_id)
 
     # Minting an unlimited admin key, the example of the issue.
@@ -119,13 +131,13 @@ async def test_only_an_unlimited_admin_reads_system(
         (["admin"], []),
         (["admin"], [org]),
     ):
-        caller = Api(client, (await service_key(pool, settings, scopes, orgs))[0])
+        caller = Api(client, (await service_key(pool, settings, scopes, orgs, seen_by=client))[0])
         status, _, payload = await caller.get("/v1/orgs/_system/keys")
         assert (status, payload["error"]["code"]) == (404, "org_not_found"), (scopes, orgs)
         status, _, payload = await caller.get("/v1/audit?limit=1000")
         if status == 200:
             assert all(e["org_id"] != SYSTEM_ORG for e in payload["data"]), (scopes, orgs)
-    unlimited = Api(client, (await service_key(pool, settings, ["admin"]))[0])
+    unlimited = Api(client, (await service_key(pool, settings, ["admin"], seen_by=client))[0])
     status, _, _ = await unlimited.get("/v1/orgs/_system/keys")
     assert status == 200
 
@@ -139,7 +151,7 @@ async def test_a_stale_replica_commits_nothing_for_an_ended_service_key(
     async with in_process_replica(settings) as replica:
         index = replica.app[KEYLEDGER].index
         for ending, body in (("revoke", {"reason": "leaked"}), ("disable", {"reason": "x"})):
-            secret, key_id = await service_key(pool, settings, ["keys:write"])
+            secret, key_id = await service_key(pool, settings, ["keys:write"], seen_by=replica)
             through_b = Api(replica, secret)
             org = new_org()
             await through_b.generate(org)  # replica B knows the caller, and remembers it
