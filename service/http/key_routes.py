@@ -7,7 +7,7 @@ bodies, and picks the status (201 for a new key, else 200) and the body.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -30,7 +30,7 @@ from service.http.schemas import (
     RotateKeyBody,
 )
 from service.key_commands import CommandOutcome, IdempotentRequest
-from service.key_lifecycle import Issued, Issuer, KeyLifecycle, NewKey
+from service.key_lifecycle import Issuer, KeyLifecycle, NewKey
 
 routes = web.RouteTableDef()
 _IF_MATCH = re.compile(r'\A(?:W/)?"?([0-9]{1,9})"?\Z')
@@ -40,11 +40,16 @@ _IF_MATCH = re.compile(r'\A(?:W/)?"?([0-9]{1,9})"?\Z')
 class CommandRequest:
     """What every command takes from the request besides its body."""
 
-    caller: Caller
-    org_id: str
-    actor: Actor
-    if_match: int | None
+    # Everything but the idempotent request, which needs the body's fingerprint.
+    issuer: Issuer
     idempotency_key: str | None
+
+    def issuer_of(self, request: web.Request, raw_body: Any) -> Issuer:
+        """The issuer of a command sent with ``raw_body``."""
+        if self.idempotency_key is None:
+            return self.issuer
+        fingerprint = IdempotentRequest.fingerprint_of(request.method, request.path, raw_body)
+        return replace(self.issuer, idempotent=IdempotentRequest(self.idempotency_key, fingerprint))
 
 
 async def _command_request(request: web.Request, scope: str) -> CommandRequest:
@@ -61,13 +66,9 @@ async def _command_request(request: web.Request, scope: str) -> CommandRequest:
         raise KeyledgerError(
             "invalid_header", "Idempotency-Key must be 1-255 printable ASCII characters"
         )
-    return CommandRequest(
-        caller=caller,
-        org_id=org_id,
-        actor=Actor(id=caller.key_id, on_behalf_of=on_behalf_of, request_id=request_id_of(request)),
-        if_match=_if_match(request),
-        idempotency_key=idempotency_key,
-    )
+    actor = Actor(id=caller.key_id, on_behalf_of=on_behalf_of, request_id=request_id_of(request))
+    issuer = Issuer(org_id=org_id, actor=actor, caller=caller, if_match=_if_match(request))
+    return CommandRequest(issuer, idempotency_key)
 
 
 def visible_org(request: web.Request, caller: Caller) -> str:
@@ -102,22 +103,6 @@ def _if_match(request: web.Request) -> int | None:
     return int(match[1])
 
 
-def _issuer(request: web.Request, ctx: CommandRequest, raw_body: Any) -> Issuer:
-    idempotent = None
-    if ctx.idempotency_key is not None:
-        idempotent = IdempotentRequest(
-            ctx.idempotency_key,
-            IdempotentRequest.fingerprint_of(request.method, request.path, raw_body),
-        )
-    return Issuer(
-        org_id=ctx.org_id,
-        actor=ctx.actor,
-        caller=ctx.caller,
-        if_match=ctx.if_match,
-        idempotent=idempotent,
-    )
-
-
 def _keys(request: web.Request) -> KeyLifecycle:
     return keyledger(request).keys
 
@@ -133,10 +118,6 @@ def _response(
         body["replayed"] = True
     headers = {"ETag": f'"{outcome.key["version"]}"'}
     return web.json_response(body, status=201 if outcome.created else 200, headers=headers)
-
-
-def _issued_response(issued: Issued) -> web.Response:
-    return _response(issued.outcome, issued.handed_out)
 
 
 def _new_key(body: GenerateKeyBody) -> NewKey:
@@ -159,8 +140,8 @@ def _new_key(body: GenerateKeyBody) -> NewKey:
 async def generate_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     body, raw = await read_model(request, GenerateKeyBody)
-    issued = await _keys(request).generate(_issuer(request, ctx, raw), _new_key(body))
-    return _issued_response(issued)
+    issued = await _keys(request).generate(ctx.issuer_of(request, raw), _new_key(body))
+    return _response(issued.outcome, issued.handed_out)
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/rename")
@@ -168,7 +149,7 @@ async def rename_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, RenameKeyBody)
-    return _response(await _keys(request).rename(_issuer(request, ctx, raw), key_id, body.name))
+    return _response(await _keys(request).rename(ctx.issuer_of(request, raw), key_id, body.name))
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/disable")
@@ -176,7 +157,7 @@ async def disable_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, DisableKeyBody)
-    return _response(await _keys(request).disable(_issuer(request, ctx, raw), key_id, body.reason))
+    return _response(await _keys(request).disable(ctx.issuer_of(request, raw), key_id, body.reason))
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/enable")
@@ -184,7 +165,7 @@ async def enable_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     _, raw = await read_model(request, EnableKeyBody)
-    return _response(await _keys(request).enable(_issuer(request, ctx, raw), key_id))
+    return _response(await _keys(request).enable(ctx.issuer_of(request, raw), key_id))
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/revoke")
@@ -192,7 +173,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, RevokeKeyBody)
-    return _response(await _keys(request).revoke(_issuer(request, ctx, raw), key_id, body.reason))
+    return _response(await _keys(request).revoke(ctx.issuer_of(request, raw), key_id, body.reason))
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/rotate")
@@ -200,5 +181,5 @@ async def rotate_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, RotateKeyBody)
-    issued = await _keys(request).rotate(_issuer(request, ctx, raw), key_id, body.grace_period)
-    return _issued_response(issued)
+    issued = await _keys(request).rotate(ctx.issuer_of(request, raw), key_id, body.grace_period)
+    return _response(issued.outcome, issued.handed_out)
