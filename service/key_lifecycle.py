@@ -80,8 +80,12 @@ class Issued:
 
 @dataclass(frozen=True, slots=True)
 class _Material:
-    recorded: dict[str, str]  # what the log keeps: a secret's hash and hint, or a public key
-    handed_out: dict[str, str]  # what only the issuer ever sees
+    """A new secret or key pair: what the log keeps, and what only the issuer ever sees."""
+
+    handed_out: dict[str, str]
+    secret_hash: str | None = None
+    hint: str | None = None
+    public_key: str | None = None
 
 
 def service_key_problem(new: NewKey) -> str | None:
@@ -120,14 +124,12 @@ async def _new_material(
     if key_type == "signing":
         # Key generation (RSA above all) takes long enough to stall the event loop.
         pair = await asyncio.to_thread(key_material.new_signing_key_pair, algorithm)
-        return _Material({"public_key": pair.public_pem}, {"private_key": pair.private_pem})
+        return _Material({"private_key": pair.private_pem}, public_key=pair.public_pem)
     secret = key_material.new_secret(key_type, environment)
     return _Material(
-        {
-            "secret_hash": key_material.secret_hash(pepper, secret),
-            "hint": key_material.hint(secret),
-        },
         {"secret": secret},
+        secret_hash=key_material.secret_hash(pepper, secret),
+        hint=key_material.hint(secret),
     )
 
 
@@ -166,7 +168,9 @@ class KeyLifecycle:
             metadata=new.metadata,
             rate_limit=new.rate_limit,
             expires_at=expires_at,
-            **material.recorded,
+            secret_hash=material.secret_hash,
+            hint=material.hint,
+            public_key=material.public_key,
         )
         return await self._issue(issuer, command, material)
 
@@ -183,7 +187,9 @@ class KeyLifecycle:
             key_id=key_id,
             issued_at=utc_now(),
             grace_period=parse_grace_period(grace_period),
-            **material.recorded,
+            secret_hash=material.secret_hash,
+            hint=material.hint,
+            public_key=material.public_key,
         )
         return await self._issue(issuer, command, material)
 

@@ -97,7 +97,7 @@ async def test_each_key_type_gets_its_material(
     else:
         assert state.algorithm is None and state.public_key is None
         prefix = {"secret": "sk", "embed": "rk"}[new.type]
-        assert issued.handed_out["secret"].startswith(f"{prefix}_{new.environment}_")
+        assert str(issued.handed_out["secret"]).startswith(f"{prefix}_{new.environment}_")
 
 
 async def test_expiry_is_resolved_by_the_use_case(keys: KeyLifecycle) -> None:
