@@ -29,8 +29,7 @@ from aiohttp import web
 from events.models import Actor
 from service.embedded import EmbeddedPostgres, free_port
 from service.http.app import create_app
-from service.http.context import POOL
-from service.http.verify_routes import VERIFIER
+from service.http.context import KEYLEDGER
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
@@ -106,10 +105,14 @@ async def generate_rate(database_url: str, clients: int, seconds: float) -> tupl
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         issued = await issue_service_key(
-            app[POOL], settings.pepper_bytes, name="bench", scopes=["admin"], actor=Actor(id="b")
+            app[KEYLEDGER].pool,
+            settings.pepper_bytes,
+            name="bench",
+            scopes=["admin"],
+            actor=Actor(id="b"),
         )
         # The index learns of the new service key from its notification.
-        await app[VERIFIER].feed.wait_for(issued.position, 10.0)
+        await app[KEYLEDGER].verifier.feed.wait_for(issued.position, 10.0)
         spawn = multiprocessing.get_context("spawn")
         queue = spawn.Queue()
         load = spawn.Process(

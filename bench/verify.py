@@ -37,8 +37,7 @@ from projections.signing import sign, signing_payload
 from projections.verification_index import VerificationIndex
 from service.embedded import EmbeddedNats, EmbeddedPostgres
 from service.http.app import create_app
-from service.http.context import POOL
-from service.http.verify_routes import VERIFIER
+from service.http.context import KEYLEDGER
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
@@ -109,13 +108,13 @@ async def bench_http(database_url: str, seconds: int) -> list[str]:
     base, bare_url = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}/bare"
     try:
         admin = await issue_service_key(
-            api[POOL],
+            api[KEYLEDGER].pool,
             settings.pepper_bytes,
             name="bench",
             scopes=["admin"],
             actor=Actor(id="bench"),
         )
-        await api[VERIFIER].feed.wait_for(admin.position, 10.0)
+        await api[KEYLEDGER].verifier.feed.wait_for(admin.position, 10.0)
         auth = {"Authorization": f"Bearer {admin.secret}"}
         async with aiohttp.ClientSession(headers=auth) as http:
             bearer = await _generate(http, base, {"name": "b", "type": "secret", "scopes": ["a:*"]})

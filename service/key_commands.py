@@ -31,7 +31,7 @@ from service.group_commit import MAX_BATCH, GroupCommit
 from service.key_view import render_key
 from service.store.event_rows import storable_stream
 from service.store.event_store import EventStore, LogHead, UnfoldableStream, fold_envelopes
-from service.store.idempotency import IdempotencyStore, StoredResponse
+from service.store.idempotency import IdempotencyStore, StoredOutcome
 from service.store.key_registry import CallerStanding, KeyRegistry
 
 log = structlog.get_logger(__name__)
@@ -51,10 +51,18 @@ class IdempotentRequest:
 
 @dataclass(frozen=True, slots=True)
 class CommandOutcome:
-    """What a command did; ``body`` is the response without any secret."""
+    """What a command did, in domain terms; how to answer it is up to the entrypoint.
 
-    status: int
-    body: dict[str, Any]
+    ``key`` is the key as callers see it at the command's time
+    (``service.key_view.render_key``), never with a secret. A replay of an
+    idempotent retry has no ``state`` and no ``events``: only what the first
+    run recorded (``key``, ``position``, ``created``).
+    """
+
+    key: dict[str, Any]
+    position: int
+    # A new key was generated (HTTP answers 201 for it).
+    created: bool
     state: KeyState | None
     events: tuple[Envelope, ...]
     replayed: bool = False
@@ -234,8 +242,9 @@ class KeyCommandHandler:
         if appended:
             await self.registry.save(conn, new_state)
         outcome = CommandOutcome(
-            status=201 if isinstance(command, GenerateKey) else 200,
-            body={"key": render_key(new_state, command.issued_at), "position": new_state.position},
+            key=render_key(new_state, command.issued_at),
+            position=new_state.position,
+            created=isinstance(command, GenerateKey),
             state=new_state,
             events=tuple(appended),
         )
@@ -244,7 +253,9 @@ class KeyCommandHandler:
                 conn,
                 actor.id,
                 idempotent.key,
-                StoredResponse(idempotent.fingerprint, outcome.status, outcome.body),
+                StoredOutcome(
+                    idempotent.fingerprint, outcome.created, outcome.key, outcome.position
+                ),
             )
         return outcome
 
@@ -297,12 +308,17 @@ class KeyCommandHandler:
         return state if state is not None and state.org_id == org_id else None
 
 
-def _replay(stored: StoredResponse, idempotent: IdempotentRequest) -> CommandOutcome:
+def _replay(stored: StoredOutcome, idempotent: IdempotentRequest) -> CommandOutcome:
     if stored.request_hash != idempotent.fingerprint:
         raise KeyledgerError(
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request",
         )
     return CommandOutcome(
-        status=stored.status, body=stored.body, state=None, events=(), replayed=True
+        key=stored.key,
+        position=stored.position,
+        created=stored.created,
+        state=None,
+        events=(),
+        replayed=True,
     )

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from events.models import Actor
 from service.embedded import EmbeddedNats, EmbeddedPostgres
 from service.http.app import create_app
-from service.http.context import POOL
+from service.http.context import KEYLEDGER
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
@@ -82,7 +82,7 @@ async def client(settings: Settings) -> AsyncIterator[TestClient]:
 
 @pytest.fixture(scope="session")
 async def pool(client: TestClient) -> asyncpg.Pool:
-    return client.app[POOL]
+    return client.app[KEYLEDGER].pool
 
 
 @pytest.fixture(scope="session")

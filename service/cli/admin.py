@@ -6,8 +6,8 @@ import argparse
 import asyncio
 
 from events.models import Actor
+from service.bootstrap import database
 from service.errors import KeyledgerError
-from service.http.app import connect_database
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.store.log_witnesses import refuse_if_truncated
@@ -31,22 +31,22 @@ def _split(value: str | None) -> list[str] | None:
 
 def run_create_service_key(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    scopes = _split(args.scopes)
+    if not scopes:
+        raise RuntimeError("--scopes needs at least one scope")
 
     async def create() -> str:
-        pool = await connect_database(settings)
-        try:
+        async with database(settings) as pool:
             await refuse_if_truncated(pool)
             issued = await issue_service_key(
                 pool,
                 settings.pepper_bytes,
                 name=args.name,
-                scopes=_split(args.scopes) or [],
+                scopes=scopes,
                 orgs=_split(args.orgs),
                 actor=Actor(id="cli:admin"),
             )
             return issued.secret
-        finally:
-            await pool.close()
 
     try:
         secret = asyncio.run(create())

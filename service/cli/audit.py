@@ -17,12 +17,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import nats
 from nats.js import JetStreamContext
 
 from service.settings import Settings
 from service.store.audit_chain import verify_chain
+from service.store.database import database_connection
 from service.store.log_repair import RepairRefused, repair_log
 from service.store.log_witnesses import Witness, audit_json, jetstream_witness, read_witness_report
 from service.store.migrate import migrate
@@ -45,12 +45,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         " the hash chain",
     )
     repair.set_defaults(run=run_repair)
-
-
-def _database_url(settings: Settings) -> str:
-    if not settings.database_url:
-        raise RuntimeError("KEYLEDGER_DATABASE_URL is not set")
-    return settings.database_url
 
 
 @contextlib.asynccontextmanager
@@ -93,11 +87,9 @@ async def _published_witness(settings: Settings) -> tuple[Witness | None, str | 
 
 def run_verify(_: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    url = _database_url(settings)
 
     async def walk() -> dict[str, Any]:
-        conn = await asyncpg.connect(url)
-        try:
+        async with database_connection(settings) as conn:
             await migrate(conn)
             chain = await verify_chain(conn)
             # JetStream is read before the head (inside read_witness_report): an event
@@ -107,8 +99,6 @@ def run_verify(_: argparse.Namespace) -> int:
                 conn, [witness] if witness else [], [problem] if problem else []
             )
             return audit_json(chain, report)
-        finally:
-            await conn.close()
 
     body = asyncio.run(walk())
     print(json.dumps(body))
@@ -117,16 +107,12 @@ def run_verify(_: argparse.Namespace) -> int:
 
 def run_repair(_: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    url = _database_url(settings)
 
     async def repair() -> dict[str, int]:
-        conn = await asyncpg.connect(url)
-        try:
+        async with database_connection(settings) as conn:
             await migrate(conn)
             async with _jetstream(settings) as js:
                 return (await repair_log(conn, js, settings.nats_stream)).as_json()
-        finally:
-            await conn.close()
 
     try:
         body = asyncio.run(repair())

@@ -8,9 +8,9 @@ import secrets
 from pathlib import Path
 
 from events.models import Actor
+from service.bootstrap import database
 from service.cli.serve import serve_app
 from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port, port_open
-from service.http.app import connect_database
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
@@ -68,8 +68,7 @@ def run_dev(args: argparse.Namespace) -> int:
 
 
 async def _admin_key(settings: Settings) -> str:
-    pool = await connect_database(settings)
-    try:
+    async with database(settings) as pool:
         await refuse_if_truncated(pool)
         issued = await issue_service_key(
             pool,
@@ -79,8 +78,6 @@ async def _admin_key(settings: Settings) -> str:
             actor=Actor(id="cli:dev"),
         )
         return issued.secret
-    finally:
-        await pool.close()
 
 
 def _banner(settings: Settings, secret: str, data_dir: Path) -> str:

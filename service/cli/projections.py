@@ -7,7 +7,7 @@ import asyncio
 
 from projections.catalog import all_projections, projection_named
 from projections.rebuild import RebuildRefused, RebuildReport, rebuild
-from service.http.app import connect_database
+from service.bootstrap import database
 from service.log_config import configure_logging
 from service.settings import Settings
 
@@ -39,15 +39,12 @@ def run_rebuild(args: argparse.Namespace) -> int:
         raise RuntimeError("--batch-size must be at least 1")
 
     async def rebuild_all() -> list[RebuildReport]:
-        pool = await connect_database(settings, bounded=False)
-        try:
+        async with database(settings, bounded=False) as pool:
             return [
                 await rebuild(pool, projection, batch_size=args.batch_size)
                 for projection in chosen
                 if projection.table is not None
             ]
-        finally:
-            await pool.close()
 
     try:
         reports = asyncio.run(rebuild_all())

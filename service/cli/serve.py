@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import asyncpg
 from aiohttp import web
 
 from service.http.app import create_app
 from service.log_config import configure_logging
 from service.settings import Settings
+from service.store.database import database_connection
 from service.store.migrate import migrate
 
 
@@ -39,7 +39,7 @@ def serve_app(settings: Settings, on_ready: str | None = None) -> None:
         print=(lambda _: print(on_ready, flush=True)) if on_ready else None,
         access_log=None,
         # SIGTERM/SIGINT: stop accepting, give in-flight requests this long, then run the
-        # app's cleanup in the order documented in service/http/app.py.
+        # service down in the order documented in service/bootstrap.py.
         shutdown_timeout=settings.shutdown_timeout_seconds,
     )
 
@@ -47,15 +47,10 @@ def serve_app(settings: Settings, on_ready: str | None = None) -> None:
 def run_migrate(_: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    if not settings.database_url:
-        raise RuntimeError("KEYLEDGER_DATABASE_URL is not set")
 
     async def apply() -> list[str]:
-        conn = await asyncpg.connect(settings.database_url)
-        try:
+        async with database_connection(settings) as conn:
             return await migrate(conn)
-        finally:
-            await conn.close()
 
     applied = asyncio.run(apply())
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import asyncpg
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from service.callers import Caller, CallerAuthenticator
+from service.bootstrap import Keyledger
+from service.callers import Caller
 from service.errors import KeyledgerError
 from service.http.middleware import CALLER_ID
-from service.key_commands import KeyCommandHandler
 from service.settings import Settings
-from service.truncation_guard import TruncationGuard
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
-COMMANDS = web.AppKey("commands", KeyCommandHandler)
-CALLERS = web.AppKey("callers", CallerAuthenticator)
-# Verify, authorize, commands, readyz and audit verify consult it (SPEC §10).
-TRUNCATION_GUARD = web.AppKey("truncation_guard", TruncationGuard)
+# The running service (``service.bootstrap``); set while the app runs.
+KEYLEDGER = web.AppKey("keyledger", Keyledger)
+
+
+def keyledger(request: web.Request) -> Keyledger:
+    """The service the request's app runs."""
+    return request.app[KEYLEDGER]
 
 
 def credential_header(headers: CIMultiDictProxy[str], name: str) -> str | None:
@@ -44,7 +44,7 @@ def bearer_token(header: str | None) -> str | None:
 
 async def authenticate(request: web.Request) -> Caller:
     """The calling service key (401 when absent, malformed, unknown or inactive)."""
-    caller = await request.app[CALLERS].authenticate(
+    caller = await keyledger(request).callers.authenticate(
         bearer_token(credential_header(request.headers, "Authorization"))
     )
     request[CALLER_ID] = caller.key_id

@@ -1,34 +1,25 @@
-"""HTTP commands on keys (SPEC §4) and the single-key read."""
+"""HTTP commands on keys (SPEC §4): requests into use cases, outcomes into responses.
+
+The use cases are ``service.key_lifecycle``; this module reads headers and
+bodies, and picks the status (201 for a new key, else 200) and the body.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
 from events.models import Actor, RateLimit
 from service.callers import Caller
-from service.clock import utc_now
-from service.domain import key_material
-from service.domain.commands import (
-    Command,
-    DisableKey,
-    EnableKey,
-    GenerateKey,
-    RenameKey,
-    RevokeKey,
-    RotateKey,
-)
-from service.domain.durations import expiry_from, parse_grace_period
-from service.domain.ids import is_key_id, new_key_id
-from service.domain.orgs import SYSTEM_ORG, is_org_id
+from service.domain.ids import is_key_id
+from service.domain.orgs import is_org_id
 from service.domain.vocabulary import HEADER_TEXT
 from service.errors import KeyledgerError
 from service.http.body import read_model
-from service.http.context import CALLERS, COMMANDS, SETTINGS, authenticate
+from service.http.context import authenticate, keyledger
 from service.http.middleware import request_id_of
 from service.http.schemas import (
     DisableKeyBody,
@@ -37,9 +28,9 @@ from service.http.schemas import (
     RenameKeyBody,
     RevokeKeyBody,
     RotateKeyBody,
-    check_service_key,
 )
 from service.key_commands import CommandOutcome, IdempotentRequest
+from service.key_lifecycle import Issuer, KeyLifecycle, NewKey
 from service.redaction import looks_like_secret
 
 routes = web.RouteTableDef()
@@ -50,11 +41,16 @@ _IF_MATCH = re.compile(r'\A(?:W/)?"?([0-9]{1,9})"?\Z')
 class CommandRequest:
     """What every command takes from the request besides its body."""
 
-    caller: Caller
-    org_id: str
-    actor: Actor
-    if_match: int | None
+    # Everything but the idempotent request, which needs the body's fingerprint.
+    issuer: Issuer
     idempotency_key: str | None
+
+    def issuer_of(self, request: web.Request, raw_body: Any) -> Issuer:
+        """The issuer of a command sent with ``raw_body``."""
+        if self.idempotency_key is None:
+            return self.issuer
+        fingerprint = IdempotentRequest.fingerprint_of(request.method, request.path, raw_body)
+        return replace(self.issuer, idempotent=IdempotentRequest(self.idempotency_key, fingerprint))
 
 
 async def _command_request(request: web.Request, scope: str) -> CommandRequest:
@@ -75,13 +71,9 @@ async def _command_request(request: web.Request, scope: str) -> CommandRequest:
         raise KeyledgerError(
             "invalid_header", "Idempotency-Key must be 1-255 printable ASCII characters"
         )
-    return CommandRequest(
-        caller=caller,
-        org_id=org_id,
-        actor=Actor(id=caller.key_id, on_behalf_of=on_behalf_of, request_id=request_id_of(request)),
-        if_match=_if_match(request),
-        idempotency_key=idempotency_key,
-    )
+    actor = Actor(id=caller.key_id, on_behalf_of=on_behalf_of, request_id=request_id_of(request))
+    issuer = Issuer(org_id=org_id, actor=actor, caller=caller, if_match=_if_match(request))
+    return CommandRequest(issuer, idempotency_key)
 
 
 def visible_org(request: web.Request, caller: Caller) -> str:
@@ -116,90 +108,45 @@ def _if_match(request: web.Request) -> int | None:
     return int(match[1])
 
 
-async def _run(
-    request: web.Request,
-    ctx: CommandRequest,
-    command: Command,
-    raw_body: Any,
-    handed_out: dict[str, str] | None = None,
+def _keys(request: web.Request) -> KeyLifecycle:
+    return keyledger(request).keys
+
+
+def _response(
+    outcome: CommandOutcome, handed_out: dict[str, str | None] | None = None
 ) -> web.Response:
-    """Run ``command``; add the once-only secret or private key to a first response."""
-    idempotent = None
-    if ctx.idempotency_key is not None:
-        idempotent = IdempotentRequest(
-            ctx.idempotency_key,
-            IdempotentRequest.fingerprint_of(request.method, request.path, raw_body),
-        )
-    outcome: CommandOutcome = await request.app[COMMANDS].handle(
-        command,
-        org_id=ctx.org_id,
-        actor=ctx.actor,
-        if_match=ctx.if_match,
-        idempotent=idempotent,
-        caller=ctx.caller,
-    )
-    body = dict(outcome.body)
+    """201 with a new key, else 200; the once-only secret or private key of a first run."""
+    body: dict[str, Any] = {"key": outcome.key, "position": outcome.position}
     if handed_out:
-        # A replay returns the key but never the secret again.
-        body |= {name: None for name in handed_out} if outcome.replayed else handed_out
+        body |= handed_out
     if outcome.replayed:
         body["replayed"] = True
-    headers = {"ETag": f'"{body["key"]["version"]}"'}
-    return web.json_response(body, status=outcome.status, headers=headers)
+    headers = {"ETag": f'"{outcome.key["version"]}"'}
+    return web.json_response(body, status=201 if outcome.created else 200, headers=headers)
+
+
+def _new_key(body: GenerateKeyBody) -> NewKey:
+    return NewKey(
+        name=body.name,
+        type=body.type,
+        environment=body.environment,
+        scopes=tuple(body.scopes),
+        allowed_origins=tuple(body.allowed_origins or ()),
+        resource=body.resource,
+        algorithm=body.algorithm,
+        metadata=body.metadata,
+        rate_limit=RateLimit(**body.rate_limit.model_dump()) if body.rate_limit else None,
+        expires_in=body.expires_in,
+        expires_at=body.expires_at,
+    )
 
 
 @routes.post("/v1/orgs/{org_id}/keys")
 async def generate_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     body, raw = await read_model(request, GenerateKeyBody)
-    if ctx.org_id == SYSTEM_ORG:
-        check_service_key(body)
-    now = utc_now()
-    if body.expires_at is not None and body.expires_at <= now:
-        raise KeyledgerError(
-            "validation_error",
-            "expires_at must be in the future",
-            [{"loc": ["body", "expires_at"], "msg": "must be in the future"}],
-        )
-    expires_at = body.expires_at or expiry_from(body.expires_in or "never", now)
-    material, handed_out = await _new_material(
-        request, body.type, body.environment, body.algorithm or "ed25519"
-    )
-    command = GenerateKey(
-        key_id=new_key_id(),
-        org_id=ctx.org_id,
-        name=body.name,
-        type=body.type,
-        environment=body.environment,
-        issued_at=now,
-        scopes=tuple(dict.fromkeys(body.scopes)),
-        allowed_origins=tuple(dict.fromkeys(body.allowed_origins or ())),
-        resource=body.resource,
-        algorithm=(body.algorithm or "ed25519") if body.type == "signing" else None,
-        metadata=body.metadata,
-        rate_limit=RateLimit(**body.rate_limit.model_dump()) if body.rate_limit else None,
-        expires_at=expires_at,
-        **material,
-    )
-    return await _run(request, ctx, command, raw, handed_out)
-
-
-async def _new_material(
-    request: web.Request, key_type: str, environment: str, algorithm: str
-) -> tuple[dict[str, str], dict[str, str]]:
-    """(fields for the command, fields for the response only) of a new secret or key pair."""
-    if key_type == "signing":
-        pair = await asyncio.to_thread(key_material.new_signing_key_pair, algorithm)
-        return {"public_key": pair.public_pem}, {"private_key": pair.private_pem}
-    secret = key_material.new_secret(key_type, environment)
-    pepper = request.app[SETTINGS].pepper_bytes
-    return (
-        {
-            "secret_hash": key_material.secret_hash(pepper, secret),
-            "hint": key_material.hint(secret),
-        },
-        {"secret": secret},
-    )
+    issued = await _keys(request).generate(ctx.issuer_of(request, raw), _new_key(body))
+    return _response(issued.outcome, issued.handed_out)
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/rename")
@@ -207,8 +154,7 @@ async def rename_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, RenameKeyBody)
-    command = RenameKey(key_id=key_id, name=body.name, issued_at=utc_now())
-    return await _run(request, ctx, command, raw)
+    return _response(await _keys(request).rename(ctx.issuer_of(request, raw), key_id, body.name))
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/disable")
@@ -216,8 +162,7 @@ async def disable_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, DisableKeyBody)
-    command = DisableKey(key_id=key_id, reason=body.reason, issued_at=utc_now())
-    return await _run(request, ctx, command, raw)
+    return _response(await _keys(request).disable(ctx.issuer_of(request, raw), key_id, body.reason))
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/enable")
@@ -225,7 +170,7 @@ async def enable_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     _, raw = await read_model(request, EnableKeyBody)
-    return await _run(request, ctx, EnableKey(key_id=key_id, issued_at=utc_now()), raw)
+    return _response(await _keys(request).enable(ctx.issuer_of(request, raw), key_id))
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/revoke")
@@ -233,8 +178,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, RevokeKeyBody)
-    command = RevokeKey(key_id=key_id, reason=body.reason, issued_at=utc_now())
-    return await _run(request, ctx, command, raw)
+    return _response(await _keys(request).revoke(ctx.issuer_of(request, raw), key_id, body.reason))
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/rotate")
@@ -242,19 +186,5 @@ async def rotate_key(request: web.Request) -> web.Response:
     ctx = await _command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, RotateKeyBody)
-    state = await request.app[COMMANDS].load_state(ctx.org_id, key_id)
-    if state is None:
-        raise KeyledgerError("key_not_found", "no such key")
-    material, handed_out = await _new_material(
-        request, state.type, state.environment, state.algorithm or "ed25519"
-    )
-    command = RotateKey(
-        key_id=key_id,
-        issued_at=utc_now(),
-        grace_period=parse_grace_period(body.grace_period),
-        **material,
-    )
-    return await _run(request, ctx, command, raw, handed_out)
-
-
-__all__ = ["CALLERS", "routes"]
+    issued = await _keys(request).rotate(ctx.issuer_of(request, raw), key_id, body.grace_period)
+    return _response(issued.outcome, issued.handed_out)

@@ -28,10 +28,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.http.context import SETTINGS
+from service.http.context import KEYLEDGER, SETTINGS
 from service.http.health_routes import assess_readiness
 from service.http.middleware import REQUEST_OBSERVER
-from service.http.verify_routes import VERIFIER
 from service.http.vitals import read_vitals
 
 routes = web.RouteTableDef()
@@ -91,8 +90,8 @@ class VerifyOutcomes(Collector):
             "Verification verdicts (POST /v1/verify and GET /v1/authorize) by code.",
             labels=("code",),
         )
-        verifier = self.app.get(VERIFIER)
-        for code, count in sorted(verifier.outcomes.items() if verifier else ()):
+        service = self.app.get(KEYLEDGER)
+        for code, count in sorted(service.verifier.outcomes.items() if service else ()):
             family.add_metric([code], count)
         yield family
 

@@ -25,30 +25,23 @@ from aiohttp import web
 
 from events.codec import envelope_body
 from events.models import Envelope
-from projections.key_views import NAME as KEY_VIEWS
-from projections.key_views import KeyViews
 from service.callers import Caller
 from service.clock import utc_now
-from service.domain.orgs import SYSTEM_ORG
-from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.http import query_params as q
-from service.http.context import POOL, TRUNCATION_GUARD, authenticate
+from service.http.context import authenticate, keyledger
 from service.http.key_routes import path_key_id, visible_org
-from service.http.read_side import PROJECTIONS
 from service.key_view import render_key
-from service.store.audit_chain import verify_chain
-from service.store.audit_log import AuditFilter, find_events
-from service.store.event_rows import storable_name
-from service.store.event_store import EventStore, UnreadableEvent
-from service.store.log_witnesses import audit_json
-from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
+from service.queries import (
+    AuditFilter,
+    KeyQueries,
+    QuarantinedKey,
+    UnreadableEvent,
+    audit_filter,
+    storable_name,
+)
 
 routes = web.RouteTableDef()
-CONSISTENCY_WAIT_SECONDS = 1.0
-_views = KeyViews()
-_store = EventStore()
-_quarantine = QuarantineLog()
 
 
 def envelope_json(envelope: Envelope) -> dict[str, Any]:
@@ -75,20 +68,13 @@ def logged_json(item: Envelope | UnreadableEvent) -> dict[str, Any]:
     }
 
 
+def _queries(request: web.Request) -> KeyQueries:
+    return keyledger(request).queries
+
+
 async def _reach(request: web.Request, min_position: int | None) -> None:
     """Wait until ``key_views`` has applied ``min_position`` (503 if it cannot in time)."""
-    runner = request.app[PROJECTIONS]
-    if min_position is not None:
-        if not await runner.wait_for(KEY_VIEWS, min_position, CONSISTENCY_WAIT_SECONDS):
-            raise KeyledgerError(
-                "not_caught_up",
-                f"position {min_position} is not readable yet; retry shortly",
-                {"min_position": min_position, "position": runner.position(KEY_VIEWS)},
-            )
-        return
-    async with request.app[POOL].acquire() as conn:
-        head = await _store.head(conn)
-    await runner.wait_for(KEY_VIEWS, head, CONSISTENCY_WAIT_SECONDS)
+    await _queries(request).reach(min_position)
 
 
 async def _reader(request: web.Request, scope: str) -> Caller:
@@ -115,8 +101,7 @@ async def list_keys(request: web.Request) -> web.Response:
     before = q.decode_key_cursor(query.get("cursor"), org_id, where)
     await _reach(request, q.min_position_of(query))
     now = utc_now()
-    async with request.app[POOL].acquire() as conn:
-        views = await _views.page(conn, org_id, where, before=before, limit=limit + 1, now=now)
+    views = await _queries(request).key_page(org_id, where, before=before, limit=limit + 1, now=now)
     page = views[:limit]
     next_cursor = (
         q.encode_key_cursor(org_id, where, page[-1].state.key_id) if len(views) > limit else None
@@ -133,13 +118,8 @@ async def get_key(request: web.Request) -> web.Response:
     key_id = path_key_id(request)
     q.reject_unknown(request.query, ("min_position",))
     await _reach(request, q.min_position_of(request.query))
-    async with request.app[POOL].acquire() as conn:
-        view = await _views.get(conn, org_id, key_id)
-        # Only this org's quarantines: another org's key stays invisible.
-        quarantines = [e for e in await _quarantine.of_key(conn, key_id) if e.org_id == org_id]
-        state = view.state if view is not None else None
-        if state is None and quarantines:
-            state = await _state_from_log(conn, org_id, key_id)
+    reading = await _queries(request).key(org_id, key_id)
+    view, state, quarantines = reading.view, reading.state, reading.quarantines
     if state is None:
         if quarantines:
             raise KeyledgerError(
@@ -162,17 +142,6 @@ def _quarantine_json(entries: list[QuarantinedKey]) -> dict[str, Any]:
     return {entry.consumer: entry.to_json() for entry in entries}
 
 
-async def _state_from_log(conn: Any, org_id: str, key_id: str) -> KeyState | None:
-    """The key folded from the log, for a key ``key_views`` has no row for; None if it cannot."""
-    try:
-        state = await _store.load_state(conn, key_id)
-    except Exception as exc:
-        if is_transient(exc):
-            raise
-        return None
-    return state if state is not None and state.org_id == org_id else None
-
-
 @routes.get("/v1/orgs/{org_id}/keys/{key_id}/events")
 async def key_events(request: web.Request) -> web.Response:
     caller = await _reader(request, "keys:read")
@@ -182,33 +151,19 @@ async def key_events(request: web.Request) -> web.Response:
     min_position = q.min_position_of(request.query)
     if min_position is not None:
         await _reach(request, min_position)
-    async with request.app[POOL].acquire() as conn:
-        stream = await _store.read_stream(conn, key_id)
-    if not stream or stream[0].org_id != org_id:
-        raise KeyledgerError("key_not_found", "no such key")
+    stream = await _queries(request).key_events(org_id, key_id)
     return web.json_response({"data": [logged_json(item) for item in stream]})
 
 
 def _audit_filter(caller: Caller, query: Any) -> AuditFilter:
-    org_id = q.audit_org_of(query)
-    if org_id is not None and not caller.can_see_org(org_id):
-        raise KeyledgerError("org_not_found", "no such org")
-    since, until = q.timestamp_of(query, "since"), q.timestamp_of(query, "until")
-    if since is not None and until is not None and since > until:
-        raise KeyledgerError(
-            "invalid_time_range",
-            "since must not be after until",
-            [{"loc": ["query", "since"], "msg": "since is after until"}],
-        )
-    return AuditFilter(
-        org_id=org_id,
+    return audit_filter(
+        caller,
+        org_id=q.audit_org_of(query),
         key_id=q.audit_key_of(query),
         event_type=q.audit_event_type_of(query),
         actor=q.audit_actor_of(query),
-        since=since,
-        until=until,
-        visible_orgs=caller.orgs,
-        hidden_orgs=frozenset() if caller.can_see_org(SYSTEM_ORG) else frozenset({SYSTEM_ORG}),
+        since=q.timestamp_of(query, "since"),
+        until=q.timestamp_of(query, "until"),
     )
 
 
@@ -223,8 +178,7 @@ async def audit(request: web.Request) -> web.Response:
     min_position = q.min_position_of(query)
     if min_position is not None:
         await _reach(request, min_position)
-    async with request.app[POOL].acquire() as conn:
-        found = await find_events(conn, where, after=after, limit=limit + 1)
+    found = await _queries(request).audit_events(where, after=after, limit=limit + 1)
     page = found[:limit]
     next_cursor = page[-1].position if len(found) > limit else None
     return web.json_response({"data": [logged_json(e) for e in page], "next_cursor": next_cursor})
@@ -244,8 +198,4 @@ async def audit_verify(request: web.Request) -> web.Response:
     min_position = q.min_position_of(request.query)
     if min_position is not None:
         await _reach(request, min_position)
-    async with request.app[POOL].acquire() as conn:
-        report = await verify_chain(conn)
-    # After the walk: a witness read later can only be further along, never a false alarm.
-    witnesses = await request.app[TRUNCATION_GUARD].check()
-    return web.json_response(audit_json(report, witnesses))
+    return web.json_response(await _queries(request).verify_log())

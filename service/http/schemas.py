@@ -12,9 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from events.models import RevokeReason
-from service.callers import SERVICE_SCOPES
 from service.domain.durations import parse_grace_period
-from service.domain.orgs import is_tenant_org
 from service.domain.vocabulary import (
     GrantedScope,
     Instant,
@@ -24,7 +22,6 @@ from service.domain.vocabulary import (
     Reason,
     Resource,
 )
-from service.errors import KeyledgerError
 
 
 class StrictBody(BaseModel):
@@ -62,20 +59,6 @@ class GenerateKeyBody(StrictBody):
         if self.type != "signing" and self.algorithm is not None:
             raise ValueError("algorithm is for signing keys only")
         return self
-
-
-def check_service_key(body: GenerateKeyBody) -> None:
-    """Extra rules for keys in the ``_system`` org: they are service keys."""
-    problem = None
-    orgs = body.metadata.get("orgs")
-    if body.type != "secret":
-        problem = "service keys are secret keys"
-    elif not set(body.scopes) <= set(SERVICE_SCOPES):
-        problem = f"service key scopes must be among {', '.join(SERVICE_SCOPES)}"
-    elif orgs is not None and not (isinstance(orgs, list) and all(is_tenant_org(o) for o in orgs)):
-        problem = "metadata.orgs must be a list of org ids"
-    if problem:
-        raise KeyledgerError("validation_error", problem, [{"loc": ["body"], "msg": problem}])
 
 
 class RenameKeyBody(StrictBody):

@@ -1,4 +1,4 @@
-"""``POST /v1/verify`` and ``GET /v1/authorize`` (SPEC §7), and their wiring.
+"""``POST /v1/verify`` and ``GET /v1/authorize`` (SPEC §7).
 
 Both answer from this replica's verification index; the check order is
 documented in ``projections.verification``. ``verify`` always answers 200
@@ -8,40 +8,22 @@ verdict's ``http_status`` itself, with ``X-Keyledger-*`` headers on success.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Literal, Self
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
-from projections.rate_limits import RateLimiter
 from projections.verification import HTTP_STATUS, Requirements, SignedRequest, Verdict
-from projections.verification_feed import TASK_PREFIX, IndexFeed
-from projections.verification_index import IndexEntry, VerificationIndex
-from service.callers import CallerAuthenticator
+from projections.verification_index import IndexEntry
 from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import read_body
-from service.http.context import (
-    CALLERS,
-    COMMANDS,
-    POOL,
-    SETTINGS,
-    TRUNCATION_GUARD,
-    authenticate,
-    bearer_token,
-    credential_header,
-)
+from service.http.context import authenticate, bearer_token, credential_header, keyledger
 from service.http.middleware import CALLER_ID
-from service.key_usage import UsageRecorder
-from service.verifier import Credential, Verifier
-
-VERIFICATION_INDEX = web.AppKey("verification_index", VerificationIndex)
-VERIFIER = web.AppKey("verifier", Verifier)
+from service.verifier import Credential
 
 routes = web.RouteTableDef()
 _MAX_SCOPES = 100
@@ -112,12 +94,13 @@ async def verify(request: web.Request) -> web.Response:
 
     The one exception is 503 ``log_truncated``: while the log misses events its
     witnesses saw, no verdict is given at all (a lost revocation would read VALID)."""
+    service = keyledger(request)
     caller = await authenticate(request)
     caller.require("keys:verify")
     # Fail closed on a truncated log: a revocation cut off it would verify VALID.
-    request.app[TRUNCATION_GUARD].require_intact()
+    service.guard.require_intact()
     body = await read_body(request, VerifyBody)
-    verdict = await request.app[VERIFIER].verify(
+    verdict = await service.verifier.verify(
         body.credential(),
         body.requirements(),
         min_position=body.min_position,
@@ -129,19 +112,20 @@ async def verify(request: web.Request) -> web.Response:
 @routes.get("/v1/authorize")
 async def authorize(request: web.Request) -> web.Response:
     """Forward-auth for reverse proxies: the verdict's status, headers and body."""
-    caller = await request.app[CALLERS].authenticate(
+    service = keyledger(request)
+    caller = await service.callers.authenticate(
         credential_header(request.headers, "X-Keyledger-Service-Key")
     )
     request[CALLER_ID] = caller.key_id
     caller.require("keys:verify")
-    request.app[TRUNCATION_GUARD].require_intact()
+    service.guard.require_intact()
     requirements, min_position = _query_requirements(request)
     credential = _forwarded_credential(request)
     if credential is None:
         verdict = Verdict("MALFORMED")
-        request.app[VERIFIER].outcomes[verdict.code] += 1
+        service.verifier.outcomes[verdict.code] += 1
     else:
-        verdict = await request.app[VERIFIER].verify(
+        verdict = await service.verifier.verify(
             credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
         )
     headers = {}
@@ -230,32 +214,3 @@ def _forwarded_credential(request: web.Request) -> Credential | None:
         path=headers.get("X-Forwarded-Uri", ""),
         timestamp=headers.get("X-API-Timestamp"),
     )
-
-
-async def verification_context(app: web.Application) -> AsyncIterator[None]:
-    """Load the index from the log, follow it, serve verification; then stop."""
-    settings = app[SETTINGS]
-    pool = app[POOL]
-    index = VerificationIndex()
-    feed = IndexFeed(
-        index,
-        pool,
-        settings.database_url or "",
-        nats_url=settings.nats_url,
-        nats_stream=settings.nats_stream,
-        nats_subject_prefix=settings.nats_subject_prefix,
-        poll_interval=settings.verify_fallback_poll_seconds,
-    )
-    await feed.start()
-    app[COMMANDS].committed.append(feed.apply_committed)
-    limiter = RateLimiter()
-    usage = UsageRecorder(pool, settings.usage_flush_interval_seconds)
-    app[VERIFICATION_INDEX] = index
-    app[VERIFIER] = Verifier(index, feed, pool, settings.pepper_bytes, limiter, usage)
-    app[CALLERS] = CallerAuthenticator(pool, settings.pepper_bytes, index=index, limiter=limiter)
-    flusher = asyncio.create_task(usage.run(), name=f"{TASK_PREFIX}key-usage")
-    yield
-    flusher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await flusher
-    await feed.stop()

@@ -1,4 +1,9 @@
-"""Stored responses for ``Idempotency-Key`` retries."""
+"""Stored outcomes for ``Idempotency-Key`` retries.
+
+The row keeps the shape earlier versions wrote (``status`` 201 for a
+generated key, else 200; ``response`` ``{"key": …, "position": …}``), so
+retries of commands made before an upgrade still replay.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,28 @@ from typing import Any
 
 import asyncpg
 
+_CREATED, _CHANGED = 201, 200
+
 
 @dataclass(frozen=True, slots=True)
-class StoredResponse:
+class StoredOutcome:
+    """What a command answered the first time (never a secret)."""
+
     request_hash: str
-    status: int
-    body: dict[str, Any]
+    created: bool
+    key: dict[str, Any]
+    position: int
 
 
 class IdempotencyStore:
-    """Per-caller memory of command responses, ``ttl_hours`` long."""
+    """Per-caller memory of command outcomes, ``ttl_hours`` long."""
 
     def __init__(self, ttl_hours: int) -> None:
         self.ttl_hours = ttl_hours
 
     async def find(
         self, conn: asyncpg.Connection, caller_key_id: str, idempotency_key: str
-    ) -> StoredResponse | None:
+    ) -> StoredOutcome | None:
         row = await conn.fetchrow(
             """SELECT request_hash, status, response FROM idempotency_keys
                WHERE caller_key_id = $1 AND idempotency_key = $2
@@ -35,14 +45,17 @@ class IdempotencyStore:
         )
         if row is None:
             return None
-        return StoredResponse(row["request_hash"], row["status"], json.loads(row["response"]))
+        response = json.loads(row["response"])
+        return StoredOutcome(
+            row["request_hash"], row["status"] == _CREATED, response["key"], response["position"]
+        )
 
     async def remember(
         self,
         conn: asyncpg.Connection,
         caller_key_id: str,
         idempotency_key: str,
-        response: StoredResponse,
+        outcome: StoredOutcome,
     ) -> None:
         # An expired row with the same key is replaced: after the TTL the key is free again.
         await conn.execute(
@@ -54,7 +67,7 @@ class IdempotencyStore:
                    response = EXCLUDED.response, created_at = now()""",
             caller_key_id,
             idempotency_key,
-            response.request_hash,
-            response.status,
-            json.dumps(response.body),
+            outcome.request_hash,
+            _CREATED if outcome.created else _CHANGED,
+            json.dumps({"key": outcome.key, "position": outcome.position}),
         )

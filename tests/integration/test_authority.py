@@ -19,7 +19,7 @@ from service.domain.commands import GenerateKey, RevokeKey, RotateKey
 from service.domain.ids import new_key_id
 from service.domain.orgs import SYSTEM_ORG
 from service.errors import KeyledgerError
-from service.http.verify_routes import VERIFICATION_INDEX
+from service.http.context import KEYLEDGER
 from service.key_commands import KeyCommandHandler
 from service.service_keys import issue_service_key
 from service.settings import Settings
@@ -148,7 +148,7 @@ async def test_a_stale_replica_commits_nothing_for_an_ended_service_key(
     api: Api, pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with in_process_replica(settings) as replica:
-        index = replica.app[VERIFICATION_INDEX]
+        index = replica.app[KEYLEDGER].index
         for ending, body in (("revoke", {"reason": "leaked"}), ("disable", {"reason": "x"})):
             secret, key_id = await service_key(
                 pool, settings, ["keys:write"], known_to=(api.client, replica)

@@ -7,7 +7,7 @@ from aiohttp.test_utils import TestClient
 
 from events.models import Actor
 from service.domain import key_material
-from service.http.context import POOL
+from service.http.context import KEYLEDGER
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from tests.support.api import Api, indexed, new_org
@@ -15,7 +15,7 @@ from tests.support.api import Api, indexed, new_org
 
 async def service_key(client: TestClient, settings: Settings, scopes: list[str], orgs=None) -> str:
     issued = await issue_service_key(
-        client.app[POOL],
+        client.app[KEYLEDGER].pool,
         settings.pepper_bytes,
         name="svc",
         scopes=scopes,

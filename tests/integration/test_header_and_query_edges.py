@@ -7,7 +7,7 @@ from multidict import CIMultiDict
 
 from events.models import Actor
 from service.domain import key_material
-from service.http.context import POOL, SETTINGS
+from service.http.context import KEYLEDGER, SETTINGS
 from service.service_keys import issue_service_key
 from tests.support.api import Api, indexed, new_org
 
@@ -66,7 +66,7 @@ async def test_query_values_with_control_characters_are_refused(api: Api) -> Non
 
 async def test_two_credentials_are_refused_not_picked(api: Api, client: TestClient) -> None:
     other = await issue_service_key(
-        client.app[POOL],
+        client.app[KEYLEDGER].pool,
         client.app[SETTINGS].pepper_bytes,
         name="limited",
         scopes=["admin"],
@@ -99,7 +99,7 @@ async def test_walking_the_whole_log_needs_an_unlimited_audit_key(
     api: Api, client: TestClient
 ) -> None:
     limited = await issue_service_key(
-        client.app[POOL],
+        client.app[KEYLEDGER].pool,
         client.app[SETTINGS].pepper_bytes,
         name="auditor of one org",
         scopes=["audit:read"],

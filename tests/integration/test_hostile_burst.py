@@ -30,9 +30,7 @@ from typing import Any
 
 from events.models import Actor
 from service.domain import key_material
-from service.http.outbox_side import RELAY
-from service.http.read_side import PROJECTIONS
-from service.http.verify_routes import VERIFIER
+from service.http.context import KEYLEDGER
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from tests.support.api import Api, indexed, new_org
@@ -281,9 +279,9 @@ async def test_a_hostile_burst_fails_no_neighbour_and_halts_nothing(
         assert (status, refused["error"]["code"]) == (409, "key_quarantined")
 
         head = await app.pool.fetchval("SELECT max(position) FROM events")
-        assert await app.client.app[PROJECTIONS].wait_for("key_views", head, within=20)
-        assert await app.client.app[VERIFIER].feed.wait_for(head, within=20)
-        relay = app.client.app[RELAY]
+        assert await app.client.app[KEYLEDGER].projections.wait_for("key_views", head, within=20)
+        assert await app.client.app[KEYLEDGER].verifier.feed.wait_for(head, within=20)
+        relay = app.client.app[KEYLEDGER].relay
 
         async def relayed() -> bool:
             return relay.published_position >= head

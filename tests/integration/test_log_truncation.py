@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from events.models import Actor
 from service.embedded import free_port
 from service.http.app import create_app
-from service.http.context import POOL, TRUNCATION_GUARD
+from service.http.context import KEYLEDGER
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.store.event_store import EventStore
@@ -61,7 +61,11 @@ async def running(settings: Settings) -> AsyncIterator[TestClient]:
 
 async def admin_api(client: TestClient, settings: Settings) -> Api:
     issued = await issue_service_key(
-        client.app[POOL], settings.pepper_bytes, name="admin", scopes=["admin"], actor=Actor(id="t")
+        client.app[KEYLEDGER].pool,
+        settings.pepper_bytes,
+        name="admin",
+        scopes=["admin"],
+        actor=Actor(id="t"),
     )
     await indexed(client, issued.position)
     return Api(client, issued.secret)
@@ -192,7 +196,7 @@ async def test_a_lost_revocation_is_refused_until_repaired_from_jetstream(
         # A restart does not forget: the fresh replica never answers VALID.
         async with running(settings) as client:
             api = Api(client, api.service_key)
-            assert client.app[TRUNCATION_GUARD].truncation is not None
+            assert client.app[KEYLEDGER].guard.truncation is not None
             assert await verify_status(api, revoked_key["secret"]) == (503, "log_truncated")
             assert (await readiness(client))[0] == 503
 

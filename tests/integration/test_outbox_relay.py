@@ -20,7 +20,7 @@ from events.subjects import event_subject
 from events.subscriber import EventConsumer
 from service.embedded import EmbeddedNats, free_port
 from service.http.app import create_app
-from service.http.outbox_side import RELAY
+from service.http.context import KEYLEDGER
 from service.key_commands import KeyCommandHandler
 from service.outbox.relay import RELAY_LOCK_CLASS, OutboxRelay, RelayTuning
 from service.outbox.stream import StreamConfigMismatch, ensure_stream
@@ -284,7 +284,7 @@ async def test_the_app_serves_commands_while_nats_is_down_and_publishes_when_it_
     server = EmbeddedNats(tmp_path / "nats", port=free_port())
     settings = relay_settings.model_copy(update={"nats_url": server.url})
     async with TestClient(TestServer(create_app(settings))) as client:
-        relay = client.app[RELAY]
+        relay = client.app[KEYLEDGER].relay
         admin = await issue_service_key(
             pool, settings.pepper_bytes, name="admin", scopes=["admin"], actor=TEST_ACTOR
         )

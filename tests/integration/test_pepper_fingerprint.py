@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from service.http.app import connect_database, create_app
+from service.bootstrap import connect_database
+from service.http.app import create_app
 from service.settings import Settings
 from service.store.migrate import migrate
 from service.store.pepper_fingerprint import MISMATCH, PepperMismatch, pepper_fingerprint

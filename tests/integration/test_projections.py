@@ -18,7 +18,7 @@ from events.models import Envelope
 from projections.key_views import KeyFilter, KeyViews
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
-from service.http.read_side import PROJECTIONS
+from service.http.context import KEYLEDGER
 from service.key_view import render_key
 from service.store.event_store import EventStore, LoggedEvent
 from tests.support.api import Api, new_org
@@ -64,7 +64,7 @@ async def _head(pool: asyncpg.Pool) -> int:
 
 async def _caught_up(client: TestClient, pool: asyncpg.Pool) -> int:
     head = await _head(pool)
-    assert await client.app[PROJECTIONS].wait_for("key_views", head, within=10)
+    assert await client.app[KEYLEDGER].projections.wait_for("key_views", head, within=10)
     return head
 
 

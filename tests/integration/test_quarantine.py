@@ -25,9 +25,7 @@ from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from service.http import response_shapes as shapes
 from service.http.app import create_app
-from service.http.outbox_side import RELAY
-from service.http.read_side import PROJECTIONS
-from service.http.verify_routes import VERIFIER
+from service.http.context import KEYLEDGER
 from service.outbox.relay import relay_consumer
 from service.settings import Settings
 from service.store.event_store import EventStore, LoggedEvent
@@ -88,8 +86,8 @@ async def _quarantined(pool: asyncpg.Pool, consumer: str) -> dict[str, int]:
 
 async def _caught_up(app: IsolatedApp) -> int:
     head = await _head(app.pool)
-    assert await app.client.app[PROJECTIONS].wait_for("key_views", head, within=20)
-    assert await app.client.app[VERIFIER].feed.wait_for(head, within=20)
+    assert await app.client.app[KEYLEDGER].projections.wait_for("key_views", head, within=20)
+    assert await app.client.app[KEYLEDGER].verifier.feed.wait_for(head, within=20)
     return head
 
 
@@ -129,7 +127,7 @@ async def test_poison_events_are_set_aside_and_everything_else_flows(
         assert listed == {k["key"]["id"]: "revoked" if k is revoked else "active" for k in good}
         expected = {p.key_id: p.position for p in poisoned.values()}
         assert await _quarantined(app.pool, "key_views") == expected
-        assert app.client.app[PROJECTIONS].failures() == {}
+        assert app.client.app[KEYLEDGER].projections.failures() == {}
 
         # The index: every good key verifies, the revocation holds; it set aside what it
         # could not apply, and keeps what it can hold in memory.
@@ -144,7 +142,7 @@ async def test_poison_events_are_set_aside_and_everything_else_flows(
             return await _quarantined(app.pool, INDEX_CONSUMER) == index_expected
 
         await eventually(index_recorded, what="the index's quarantines in PostgreSQL")
-        assert set(app.client.app[VERIFIER].index.quarantined) == set(index_expected)
+        assert set(app.client.app[KEYLEDGER].verifier.index.quarantined) == set(index_expected)
 
         # /readyz: still 200, degraded, naming each key; /metrics counts them per consumer.
         response = await app.client.get("/readyz")
@@ -237,7 +235,7 @@ async def test_a_later_poison_event_freezes_that_key_alone(
             on_replica = Api(replica, app.admin_key)
             assert await _verify(on_replica, victim["secret"]) == "NOT_FOUND"
             assert await _verify(on_replica, bystander["secret"]) == "DISABLED"
-            assert victim_id in replica.app[VERIFIER].index.quarantined
+            assert victim_id in replica.app[KEYLEDGER].verifier.index.quarantined
             response = await replica.get("/readyz")
             assert response.status == 200
             assert (await response.json())["status"] == "degraded"
@@ -386,7 +384,7 @@ async def test_a_rebuild_quarantines_instead_of_failing(
         # The live runner goes on after the swap, with the rebuilt quarantine.
         await api.generate(new_org(), name="after the rebuild")
         await _caught_up(app)
-        assert app.client.app[PROJECTIONS].failures() == {}
+        assert app.client.app[KEYLEDGER].projections.failures() == {}
 
 
 async def test_with_nats_the_relay_and_index_feed_go_on_past_poison(
@@ -416,7 +414,7 @@ async def test_with_nats_the_relay_and_index_feed_go_on_past_poison(
             unknown = await inject(conn, org, event_type="KeyTeleported", data={})
         await api.post(f"/v1/orgs/{org}/keys/{victim['key']['id']}/revoke", {"reason": "leaked"})
         after = await api.generate(org, name="after")
-        relay = app.client.app[RELAY]
+        relay = app.client.app[KEYLEDGER].relay
         head = await _caught_up(app)
 
         async def relayed() -> bool:
@@ -425,7 +423,7 @@ async def test_with_nats_the_relay_and_index_feed_go_on_past_poison(
         await eventually(relayed, what="the relay to catch up")
         assert await _verify(api, victim["secret"]) == "REVOKED"
         assert await _verify(api, after["secret"]) == "VALID"
-        index = app.client.app[VERIFIER].index
+        index = app.client.app[KEYLEDGER].verifier.index
         assert index.by_key_id(deep.key_id) is not None
         assert index.by_key_id(newline.key_id) is not None
         assert set(index.quarantined) == {unknown.key_id}

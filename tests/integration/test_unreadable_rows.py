@@ -28,7 +28,7 @@ from service.domain.commands import GenerateKey
 from service.domain.ids import new_key_id
 from service.expiry import ExpirySweeper
 from service.http import response_shapes as shapes
-from service.http.context import COMMANDS
+from service.http.context import KEYLEDGER
 from service.settings import Settings
 from tests.support.api import Api, new_org
 from tests.support.outbox import deleted_at_exit, eventually, jetstream, unique_stream_settings
@@ -318,7 +318,7 @@ async def test_the_expiry_sweeper_expires_every_other_key_past_a_poisoned_one(
     postgres_server_url: str, settings: Settings
 ) -> None:
     async with isolated_app(postgres_server_url, settings) as app:
-        commands = app.client.app[COMMANDS]
+        commands = app.client.app[KEYLEDGER].commands
         past = utc_now() - timedelta(seconds=5)
         org = new_org()
         key_ids = []

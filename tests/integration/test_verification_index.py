@@ -20,8 +20,7 @@ from projections.verification_index import VerificationIndex
 from service.domain import key_material
 from service.embedded import free_port
 from service.errors import KeyledgerError
-from service.http.context import CALLERS
-from service.http.verify_routes import VERIFIER
+from service.http.context import KEYLEDGER
 from service.settings import Settings
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
@@ -57,12 +56,12 @@ async def test_hot_path_makes_no_database_round_trip(
     api: Api, client: TestClient, admin_key: str
 ) -> None:
     created = await api.generate(new_org(), scopes=["a:*"])
-    verifier = client.app[VERIFIER]
+    verifier = client.app[KEYLEDGER].verifier
     assert await verifier.feed.wait_for(created["position"], 5.0)
     me = asyncio.current_task()
     with queries_by_task() as counts:
         for _ in range(200):
-            caller = await client.app[CALLERS].authenticate(admin_key)
+            caller = await client.app[KEYLEDGER].callers.authenticate(admin_key)
             verdict = await verifier.verify(
                 created["secret"], Requirements(scopes=("a:b",)), can_see_org=caller.can_see_org
             )
@@ -170,17 +169,19 @@ async def test_unknown_secrets_are_refused_from_the_index_alone(
         return await original(self, conn, digest, now)
 
     monkeypatch.setattr(KeyRegistry, "find_by_secret_hash", counted)
-    index = client.app[VERIFIER].index
-    assert await client.app[VERIFIER].feed.wait_for(index.head_seen, 5.0)
+    index = client.app[KEYLEDGER].verifier.index
+    assert await client.app[KEYLEDGER].verifier.feed.wait_for(index.head_seen, 5.0)
     assert index.caught_up
 
     me = asyncio.current_task()
     with queries_by_task() as counts:
         for _ in range(50):
             with pytest.raises(KeyledgerError) as refused:
-                await client.app[CALLERS].authenticate(key_material.new_secret("secret", "live"))
+                await client.app[KEYLEDGER].callers.authenticate(
+                    key_material.new_secret("secret", "live")
+                )
             assert refused.value.code == "invalid_api_key"
-            verdict = await client.app[VERIFIER].verify(
+            verdict = await client.app[KEYLEDGER].verifier.verify(
                 key_material.new_secret("embed", "test"), Requirements()
             )
             assert verdict.code == "NOT_FOUND"
@@ -202,5 +203,5 @@ async def test_unknown_secrets_are_refused_from_the_index_alone(
     monkeypatch.setattr(index, "head_seen", index.position + 1)
     assert not index.caught_up
     with pytest.raises(KeyledgerError):
-        await client.app[CALLERS].authenticate(key_material.new_secret("secret", "live"))
+        await client.app[KEYLEDGER].callers.authenticate(key_material.new_secret("secret", "live"))
     assert len(lookups) == 1

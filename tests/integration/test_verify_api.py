@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from projections.signing import sign, signing_payload
 from service.domain import key_material
-from service.http.verify_routes import VERIFIER
+from service.http.context import KEYLEDGER
 from tests.support.api import Api, new_org
 
 
@@ -257,7 +257,7 @@ async def test_caller_errors_keep_their_codes(api: Api, client: TestClient) -> N
 async def test_authorize_for_reverse_proxies(api: Api, client: TestClient) -> None:
     org = new_org()
     created = await api.generate(org, scopes=["orders:*"])
-    assert await client.app[VERIFIER].feed.wait_for(created["position"], 5.0)
+    assert await client.app[KEYLEDGER].verifier.feed.wait_for(created["position"], 5.0)
     proxy = {"X-Keyledger-Service-Key": api.service_key}
     response = await client.get(
         "/v1/authorize?scopes=orders:read&environment=live",
@@ -291,7 +291,7 @@ async def test_authorize_for_reverse_proxies(api: Api, client: TestClient) -> No
 async def test_authorize_signed_requests(api: Api, client: TestClient) -> None:
     created = await api.generate(new_org(), type="signing")
     key_id = created["key"]["id"]
-    assert await client.app[VERIFIER].feed.wait_for(created["position"], 5.0)
+    assert await client.app[KEYLEDGER].verifier.feed.wait_for(created["position"], 5.0)
     signature = sign(created["private_key"], b"DELETE:/orders/7?force=1")
     headers = {
         "X-Keyledger-Service-Key": api.service_key,
@@ -313,7 +313,7 @@ async def test_last_used_at_reaches_the_key(api: Api, client: TestClient) -> Non
     status, _, _ = await api.get(f"/v1/orgs/{org}/keys/{key_id}?min_position={created['position']}")
     assert status == 200
     await verify(api, key=created["secret"], min_position=created["position"])
-    assert await client.app[VERIFIER].usage.flush() >= 1
+    assert await client.app[KEYLEDGER].verifier.usage.flush() >= 1
     _, _, shown = await api.get(f"/v1/orgs/{org}/keys/{key_id}")
     used = datetime.fromisoformat(shown["last_used_at"].replace("Z", "+00:00"))
     assert used.second == 0 and used.microsecond == 0

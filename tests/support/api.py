@@ -15,9 +15,10 @@ async def indexed(client: TestClient, position: int) -> None:
     A key written behind the app's back (``issue_service_key`` on a pool) reaches
     the index through its notification; until then the index refuses it.
     """
-    from service.http.verify_routes import VERIFIER
+    from service.http.context import KEYLEDGER
 
-    assert await client.app[VERIFIER].feed.wait_for(position, 10.0), "index did not catch up"
+    feed = client.app[KEYLEDGER].feed
+    assert await feed.wait_for(position, 10.0), "index did not catch up"
 
 
 def new_org() -> str:

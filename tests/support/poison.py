@@ -22,7 +22,7 @@ from events.codec import canonical_json, chain_hash
 from events.models import Actor
 from service.domain.ids import new_key_id
 from service.http.app import create_app
-from service.http.context import POOL
+from service.http.context import KEYLEDGER
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.store.event_store import EventStore
@@ -156,7 +156,7 @@ async def isolated_app(
     async with scratch_database(server_url, prefix="keyledger_poison") as url:
         app = create_app(settings.replace(database_url=url, **changes))
         async with TestClient(TestServer(app)) as client:
-            pool = client.app[POOL]
+            pool = client.app[KEYLEDGER].pool
             issued = await issue_service_key(
                 pool,
                 settings.pepper_bytes,

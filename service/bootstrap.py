@@ -1,0 +1,210 @@
+"""The one composition root: every component of a replica, built and run in one order.
+
+``build`` constructs the components and wires them (no I/O); ``running``
+connects the database, builds, starts everything in the order below and,
+on exit, stops it in reverse. HTTP (``service.http.app``), the CLI,
+benchmarks and tests take what they need from the ``Keyledger`` it yields.
+
+Start order, each step relying on the ones before it:
+
+1. the database pool (migrations applied, pepper checked): everything uses it;
+2. verification: the index is loaded from the log and followed (PostgreSQL
+   NOTIFY, and JetStream when configured), commits are fed to it at once,
+   and key uses are flushed periodically;
+3. the truncation guard: the log head is compared with its witnesses, and
+   commands are refused while it is truncated;
+4. the outbox relay (only with NATS): publishes the log, never waiting for NATS;
+5. the projections: read models follow the log;
+6. the expiry sweeper: writes ``KeyExpired`` as keys pass ``expires_at``.
+
+Stop order is the reverse, and keeps a clean SIGTERM lossless (``keyledger
+serve`` lets in-flight requests finish before this starts): the sweeper
+(no new events) → projections → outbox relay (publishes what the requests
+committed, then drains NATS) → truncation guard → verification (flushes
+``last_used_at``, closes its JetStream feed) → the database pool (last:
+everything uses it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from projections.catalog import all_projections
+from projections.rate_limits import RateLimiter
+from projections.runner import ProjectionRunner
+from projections.verification_feed import TASK_PREFIX, IndexFeed
+from projections.verification_index import VerificationIndex
+from service.callers import CallerAuthenticator
+from service.expiry import ExpirySweeper
+from service.key_commands import KeyCommandHandler
+from service.key_lifecycle import KeyLifecycle
+from service.key_usage import UsageRecorder
+from service.outbox.relay import OutboxRelay
+from service.queries import KeyQueries
+from service.settings import Settings
+from service.store.database import connect_database
+from service.store.log_witnesses import Witness
+from service.truncation_guard import TruncationGuard
+from service.verifier import Verifier
+from service.vitals_reading import VitalsReader
+
+__all__ = ["Keyledger", "build", "connect_database", "database", "running"]
+
+
+@dataclass(frozen=True, slots=True)
+class Keyledger:
+    """Every component of one replica, as ``build`` wired them."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    # The write side: the command handler and the use cases run through it.
+    commands: KeyCommandHandler
+    keys: KeyLifecycle
+    # Verification: this replica's in-memory index, what feeds it, and what reads it.
+    index: VerificationIndex
+    feed: IndexFeed
+    limiter: RateLimiter
+    usage: UsageRecorder
+    verifier: Verifier
+    callers: CallerAuthenticator
+    guard: TruncationGuard
+    # None without NATS.
+    relay: OutboxRelay | None
+    projections: ProjectionRunner
+    sweeper: ExpirySweeper
+    # The read side.
+    queries: KeyQueries
+    vitals: VitalsReader
+
+
+def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
+    """Construct and wire every component on ``pool``; nothing is started."""
+    assert settings.database_url is not None  # connect_database refuses to start without it
+    pepper = settings.pepper_bytes
+    commands = KeyCommandHandler(
+        pool,
+        max_active_keys=settings.max_active_keys_per_org,
+        idempotency_ttl_hours=settings.idempotency_ttl_hours,
+        lock_timeout_seconds=settings.append_lock_timeout_seconds,
+    )
+    index = VerificationIndex()
+    feed = IndexFeed(
+        index,
+        pool,
+        settings.database_url,
+        nats_url=settings.nats_url,
+        nats_stream=settings.nats_stream,
+        nats_subject_prefix=settings.nats_subject_prefix,
+        poll_interval=settings.verify_fallback_poll_seconds,
+    )
+    limiter = RateLimiter()
+    usage = UsageRecorder(pool, settings.usage_flush_interval_seconds)
+
+    def applied_by_the_index() -> list[Witness]:
+        # The index applies only committed events (from PostgreSQL or JetStream).
+        return [Witness("verification_index", index.position)] if index.position else []
+
+    guard = TruncationGuard(
+        pool,
+        nats_url=settings.nats_url,
+        nats_stream=settings.nats_stream,
+        interval_seconds=settings.witness_check_interval_seconds,
+        in_memory=applied_by_the_index,
+    )
+    relay = OutboxRelay(settings) if settings.nats_url else None
+    projections = ProjectionRunner(
+        pool,
+        settings.database_url,
+        all_projections(),
+        batch_size=settings.projection_batch_size,
+        fallback_poll_seconds=settings.projection_fallback_poll_seconds,
+    )
+    return Keyledger(
+        settings=settings,
+        pool=pool,
+        commands=commands,
+        keys=KeyLifecycle(commands, pepper),
+        index=index,
+        feed=feed,
+        limiter=limiter,
+        usage=usage,
+        verifier=Verifier(index, feed, pool, pepper, limiter, usage),
+        callers=CallerAuthenticator(pool, pepper, index=index, limiter=limiter),
+        guard=guard,
+        relay=relay,
+        projections=projections,
+        sweeper=ExpirySweeper(commands, settings.expiry_sweep_interval_seconds),
+        queries=KeyQueries(pool, projections, guard),
+        vitals=VitalsReader(pool, index=index, projections=projections, guard=guard, relay=relay),
+    )
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings, *, bounded: bool = True) -> AsyncIterator[asyncpg.Pool]:
+    """The database pool alone (``connect_database``), closed on exit: for CLI tasks."""
+    pool = await connect_database(settings, bounded=bounded)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Keyledger]:
+    """A started replica; stopped, in the documented order, on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(database(settings))
+        service = build(settings, pool)
+        await _start_verification(stack, service)
+        await _start_guard(stack, service)
+        if service.relay is not None:
+            # Start never waits for NATS: commands are served while it is unreachable.
+            service.relay.start()
+            stack.push_async_callback(service.relay.stop)
+        await service.projections.start()
+        stack.push_async_callback(service.projections.stop)
+        _in_background(stack, service.sweeper.run(), "expiry-sweeper")
+        yield service
+
+
+async def _start_verification(stack: contextlib.AsyncExitStack, service: Keyledger) -> None:
+    await service.feed.start()
+    stack.push_async_callback(service.feed.stop)
+    # Each commit reaches this replica's index before its command is answered.
+    service.commands.committed.append(service.feed.apply_committed)
+    _in_background(stack, service.usage.run(), f"{TASK_PREFIX}key-usage")
+
+
+async def _start_guard(stack: contextlib.AsyncExitStack, service: Keyledger) -> None:
+    # A truncated log does not stop the start: the replica comes up not ready, refuses
+    # verification and commands, and says why, so that an operator can look and repair.
+    await service.guard.start()
+    service.commands.write_guard = service.guard.require_intact
+    service.commands.head_guard = service.guard.require_head_reaches
+
+    async def stop() -> None:
+        service.commands.write_guard = None
+        service.commands.head_guard = None
+        await service.guard.stop()
+
+    stack.push_async_callback(stop)
+
+
+def _in_background(
+    stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name: str
+) -> None:
+    """Run ``work`` as a task until the stack unwinds, then cancel it and wait for it."""
+    task = asyncio.create_task(work, name=name)
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)

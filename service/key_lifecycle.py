@@ -1,0 +1,229 @@
+"""The key use cases: generate, rename, disable, enable, revoke and rotate a key.
+
+Each takes plain values (who asks, on which org, what they ask for) and
+returns what happened in domain terms (``CommandOutcome``: state, events,
+``created``, ``replayed``), plus the secret or private key a new key hands out
+once. HTTP, the CLI, benchmarks and tests call them alike; only HTTP knows
+about bodies and status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from events.models import Actor, RateLimit
+from service.callers import SERVICE_SCOPES, Caller
+from service.clock import utc_now
+from service.domain import key_material
+from service.domain.commands import (
+    Command,
+    DisableKey,
+    EnableKey,
+    GenerateKey,
+    RenameKey,
+    RevokeKey,
+    RotateKey,
+)
+from service.domain.durations import expiry_from, parse_grace_period
+from service.domain.ids import new_key_id
+from service.domain.orgs import SYSTEM_ORG, is_tenant_org
+from service.errors import KeyledgerError
+from service.key_commands import CommandOutcome, IdempotentRequest, KeyCommandHandler
+
+DEFAULT_ALGORITHM = "ed25519"
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """Who makes a command, on which org, and under which conditions."""
+
+    org_id: str
+    actor: Actor
+    # The service key making the command, re-checked when it commits (None: CLI, sweeper).
+    caller: Caller | None = None
+    # The key version the issuer last saw (``If-Match``).
+    if_match: int | None = None
+    idempotent: IdempotentRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """What a new key is asked to be, validated field by field by the entrypoint."""
+
+    name: str
+    type: str
+    environment: str = "live"
+    scopes: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    resource: str | None = None
+    algorithm: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    expires_in: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A command that hands out new material: its outcome and the once-only fields.
+
+    ``handed_out`` is ``{"secret": …}`` or ``{"private_key": …}``; on a replay
+    its values are None (a secret is never shown twice).
+    """
+
+    outcome: CommandOutcome
+    handed_out: dict[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Material:
+    """A new secret or key pair: what the log keeps, and what only the issuer ever sees."""
+
+    handed_out: dict[str, str]
+    secret_hash: str | None = None
+    hint: str | None = None
+    public_key: str | None = None
+
+
+def service_key_problem(new: NewKey) -> str | None:
+    """Why ``new`` cannot be a service key (a key of the ``_system`` org), or None.
+
+    The one statement of the rules: service keys are secret keys, their scopes
+    are service scopes, and ``metadata.orgs`` (when given) lists tenant orgs.
+    """
+    orgs = new.metadata.get("orgs")
+    if new.type != "secret":
+        return "service keys are secret keys"
+    if not set(new.scopes) <= set(SERVICE_SCOPES):
+        return f"service key scopes must be among {', '.join(SERVICE_SCOPES)}"
+    if orgs is not None and not (isinstance(orgs, list) and all(is_tenant_org(o) for o in orgs)):
+        return "metadata.orgs must be a list of org ids"
+    return None
+
+
+def expiry_of(new: NewKey, now: datetime) -> datetime | None:
+    """When ``new`` expires: ``expires_at`` (which must be in the future) or ``expires_in``."""
+    if new.expires_at is not None:
+        if new.expires_at <= now:
+            raise KeyledgerError(
+                "validation_error",
+                "expires_at must be in the future",
+                [{"loc": ["body", "expires_at"], "msg": "must be in the future"}],
+            )
+        return new.expires_at
+    return expiry_from(new.expires_in or "never", now)
+
+
+async def _new_material(
+    pepper: bytes, key_type: str, environment: str, algorithm: str
+) -> _Material:
+    """A fresh secret (hashed with ``pepper``) or, for signing keys, a key pair."""
+    if key_type == "signing":
+        # Key generation (RSA above all) takes long enough to stall the event loop.
+        pair = await asyncio.to_thread(key_material.new_signing_key_pair, algorithm)
+        return _Material({"private_key": pair.private_pem}, public_key=pair.public_pem)
+    secret = key_material.new_secret(key_type, environment)
+    return _Material(
+        {"secret": secret},
+        secret_hash=key_material.secret_hash(pepper, secret),
+        hint=key_material.hint(secret),
+    )
+
+
+class KeyLifecycle:
+    """The key use cases, run through one ``KeyCommandHandler``."""
+
+    def __init__(self, commands: KeyCommandHandler, pepper: bytes) -> None:
+        self.commands = commands
+        self.pepper = pepper
+
+    async def generate(self, issuer: Issuer, new: NewKey) -> Issued:
+        """Generate a key; its secret or private key is in ``handed_out``, this once."""
+        if issuer.org_id == SYSTEM_ORG:
+            problem = service_key_problem(new)
+            if problem:
+                raise KeyledgerError(
+                    "validation_error", problem, [{"loc": ["body"], "msg": problem}]
+                )
+        now = utc_now()
+        expires_at = expiry_of(new, now)
+        algorithm = (new.algorithm or DEFAULT_ALGORITHM) if new.type == "signing" else None
+        material = await _new_material(
+            self.pepper, new.type, new.environment, algorithm or DEFAULT_ALGORITHM
+        )
+        command = GenerateKey(
+            key_id=new_key_id(),
+            org_id=issuer.org_id,
+            name=new.name,
+            type=new.type,
+            environment=new.environment,
+            issued_at=now,
+            scopes=tuple(dict.fromkeys(new.scopes)),
+            allowed_origins=tuple(dict.fromkeys(new.allowed_origins)),
+            resource=new.resource,
+            algorithm=algorithm,
+            metadata=new.metadata,
+            rate_limit=new.rate_limit,
+            expires_at=expires_at,
+            secret_hash=material.secret_hash,
+            hint=material.hint,
+            public_key=material.public_key,
+        )
+        return await self._issue(issuer, command, material)
+
+    async def rotate(self, issuer: Issuer, key_id: str, grace_period: str = "24h") -> Issued:
+        """Give a key a new secret or key pair; the old one stays valid ``grace_period``."""
+        # The new material must match the key's type, environment and algorithm.
+        state = await self.commands.load_state(issuer.org_id, key_id)
+        if state is None:
+            raise KeyledgerError("key_not_found", "no such key")
+        material = await _new_material(
+            self.pepper, state.type, state.environment, state.algorithm or DEFAULT_ALGORITHM
+        )
+        command = RotateKey(
+            key_id=key_id,
+            issued_at=utc_now(),
+            grace_period=parse_grace_period(grace_period),
+            secret_hash=material.secret_hash,
+            hint=material.hint,
+            public_key=material.public_key,
+        )
+        return await self._issue(issuer, command, material)
+
+    async def rename(self, issuer: Issuer, key_id: str, name: str) -> CommandOutcome:
+        """Give a key a new name."""
+        return await self._run(issuer, RenameKey(key_id=key_id, name=name, issued_at=utc_now()))
+
+    async def disable(self, issuer: Issuer, key_id: str, reason: str | None) -> CommandOutcome:
+        """Stop a key verifying until it is enabled again."""
+        command = DisableKey(key_id=key_id, reason=reason, issued_at=utc_now())
+        return await self._run(issuer, command)
+
+    async def enable(self, issuer: Issuer, key_id: str) -> CommandOutcome:
+        """Let a disabled key verify again (within the org's active-key quota)."""
+        return await self._run(issuer, EnableKey(key_id=key_id, issued_at=utc_now()))
+
+    async def revoke(self, issuer: Issuer, key_id: str, reason: str) -> CommandOutcome:
+        """End a key for good."""
+        command = RevokeKey(key_id=key_id, reason=reason, issued_at=utc_now())
+        return await self._run(issuer, command)
+
+    async def _issue(self, issuer: Issuer, command: Command, material: _Material) -> Issued:
+        outcome = await self._run(issuer, command)
+        if outcome.replayed:
+            # The material made for this retry was never recorded: it is thrown away.
+            return Issued(outcome, dict.fromkeys(material.handed_out))
+        return Issued(outcome, dict(material.handed_out))
+
+    async def _run(self, issuer: Issuer, command: Command) -> CommandOutcome:
+        return await self.commands.handle(
+            command,
+            org_id=issuer.org_id,
+            actor=issuer.actor,
+            if_match=issuer.if_match,
+            idempotent=issuer.idempotent,
+            caller=issuer.caller,
+        )
