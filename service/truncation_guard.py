@@ -22,6 +22,7 @@ import nats
 import structlog
 from nats.aio.client import Client as NatsClient
 
+from events.servers import nats_servers
 from service.errors import KeyledgerError
 from service.store.log_witnesses import (
     LOG_TRUNCATED,
@@ -159,7 +160,7 @@ class TruncationGuard:
 
         # Retries forever in the background; checks go on from the checkpoints meanwhile.
         self._nc = await nats.connect(
-            self.nats_url,
+            servers=nats_servers(self.nats_url),
             name="keyledger-witness",
             allow_reconnect=True,
             max_reconnect_attempts=-1,

@@ -60,7 +60,7 @@ async def _jetstream(settings: Settings) -> AsyncIterator[JetStreamContext]:
         # max_reconnect_attempts=0), and a bound on the whole, whatever the client does.
         async with asyncio.timeout(NATS_TIMEOUT_SECONDS * 2):
             nc = await nats.connect(
-                settings.nats_url,
+                servers=settings.nats_servers,
                 allow_reconnect=False,
                 max_reconnect_attempts=1,
                 connect_timeout=NATS_TIMEOUT_SECONDS,
