@@ -33,8 +33,6 @@ import asyncpg
 from aiohttp import web
 
 from events.models import Actor, KeyGenerated
-from projections.signing import sign, signing_payload
-from projections.verification_index import VerificationIndex
 from service.embedded import EmbeddedNats, EmbeddedPostgres
 from service.http.app import create_app
 from service.http.context import POOL
@@ -42,6 +40,8 @@ from service.http.verify_routes import VERIFIER
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
+from service.verification.index import VerificationIndex
+from service.verification.signing import sign, signing_payload
 from tests.support.replicas import free_port, running_replicas
 from tests.support.servers import scratch_database
 

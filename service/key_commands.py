@@ -20,7 +20,6 @@ import structlog
 
 from events.codec import canonical_json
 from events.models import Actor, Envelope
-from service.callers import Caller
 from service.clock import utc_now
 from service.domain.commands import ActiveKeyQuota, Command, EnableKey, GenerateKey
 from service.domain.decider import decide
@@ -32,6 +31,7 @@ from service.key_view import render_key
 from service.store.event_store import EventStore, LogHead, fold_envelopes
 from service.store.idempotency import IdempotencyStore, StoredResponse
 from service.store.key_registry import CallerStanding, KeyRegistry
+from service.verification.callers import Caller
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import asyncpg
 
 from events.models import Actor
-from service.callers import SERVICE_SCOPES
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import GenerateKey
@@ -16,6 +15,7 @@ from service.domain.orgs import SYSTEM_ORG, is_tenant_org
 from service.domain.vocabulary import text_problem
 from service.errors import KeyledgerError
 from service.key_commands import KeyCommandHandler
+from service.verification.callers import SERVICE_SCOPES
 
 
 @dataclass(frozen=True, slots=True)

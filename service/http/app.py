@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from service.callers import CallerAuthenticator
 from service.expiry import ExpirySweeper
 from service.http import health_routes, key_routes, openapi, query_routes, verify_routes
 from service.http.body import MAX_BODY_BYTES
@@ -24,6 +23,7 @@ from service.key_commands import KeyCommandHandler
 from service.settings import Settings
 from service.store.migrate import migrate
 from service.store.pepper_fingerprint import check_pepper
+from service.verification.callers import CallerAuthenticator
 
 
 async def connect_database(settings: Settings, *, bounded: bool = True) -> asyncpg.Pool:

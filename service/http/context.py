@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from service.callers import Caller, CallerAuthenticator
 from service.http.middleware import CALLER_ID
 from service.key_commands import KeyCommandHandler
 from service.settings import Settings
 from service.truncation_guard import TruncationGuard
+from service.verification.callers import Caller, CallerAuthenticator
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)

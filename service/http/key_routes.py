@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 
 from events.models import Actor, RateLimit
-from service.callers import Caller
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import (
@@ -40,6 +39,7 @@ from service.http.schemas import (
     check_service_key,
 )
 from service.key_commands import CommandOutcome, IdempotentRequest
+from service.verification.callers import Caller
 
 routes = web.RouteTableDef()
 _IF_MATCH = re.compile(r'\A(?:W/)?"?([0-9]{1,9})"?\Z')

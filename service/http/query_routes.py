@@ -21,7 +21,6 @@ from events.codec import envelope_body
 from events.models import Envelope
 from projections.key_views import NAME as KEY_VIEWS
 from projections.key_views import KeyViews
-from service.callers import Caller
 from service.clock import utc_now
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
@@ -36,6 +35,7 @@ from service.store.audit_log import AuditFilter, find_events
 from service.store.event_store import EventStore
 from service.store.log_witnesses import audit_json
 from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
+from service.verification.callers import Caller
 
 routes = web.RouteTableDef()
 CONSISTENCY_WAIT_SECONDS = 1.0

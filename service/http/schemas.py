@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from events.models import RevokeReason
-from service.callers import SERVICE_SCOPES
 from service.domain.durations import parse_grace_period
 from service.domain.orgs import is_tenant_org
 from service.domain.vocabulary import (
@@ -25,6 +24,7 @@ from service.domain.vocabulary import (
     Resource,
 )
 from service.errors import KeyledgerError
+from service.verification.callers import SERVICE_SCOPES
 
 
 class StrictBody(BaseModel):

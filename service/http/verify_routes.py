@@ -1,7 +1,7 @@
 """``POST /v1/verify`` and ``GET /v1/authorize`` (SPEC §7), and their wiring.
 
 Both answer from this replica's verification index; the check order is
-documented in ``projections.verification``. ``verify`` always answers 200
+documented in ``service.verification.policy``. ``verify`` always answers 200
 with the verdict in the body; ``authorize`` (for reverse proxies) answers the
 verdict's ``http_status`` itself, with ``X-Keyledger-*`` headers on success.
 """
@@ -18,11 +18,6 @@ from typing import Annotated, Literal, Self
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
-from projections.rate_limits import RateLimiter
-from projections.verification import HTTP_STATUS, Requirements, SignedRequest, Verdict
-from projections.verification_feed import TASK_PREFIX, IndexFeed
-from projections.verification_index import IndexEntry, VerificationIndex
-from service.callers import CallerAuthenticator
 from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import read_body
@@ -37,7 +32,12 @@ from service.http.context import (
 )
 from service.http.middleware import CALLER_ID
 from service.key_usage import UsageRecorder
-from service.verifier import Credential, Verifier
+from service.verification.callers import CallerAuthenticator
+from service.verification.feed import TASK_PREFIX, IndexFeed
+from service.verification.index import IndexEntry, VerificationIndex
+from service.verification.policy import HTTP_STATUS, Requirements, SignedRequest, Verdict
+from service.verification.rate_limits import RateLimiter
+from service.verification.verifier import Credential, Verifier
 
 VERIFICATION_INDEX = web.AppKey("verification_index", VerificationIndex)
 VERIFIER = web.AppKey("verifier", Verifier)

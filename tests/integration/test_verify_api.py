@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from projections.signing import sign, signing_payload
 from service.domain import key_material
 from service.http.verify_routes import VERIFIER
+from service.verification.signing import sign, signing_payload
 from tests.support.api import Api, new_org
 
 

@@ -36,9 +36,9 @@ import structlog
 from events.codec import envelope_from_json
 from events.models import Envelope
 from events.servers import nats_servers
-from projections.verification_index import Offer, VerificationIndex
 from service.store.event_store import NOTIFY_CHANNEL, EventStore, UnreadableEvent
 from service.store.quarantine import QuarantineLog, describe_failure
+from service.verification.index import Offer, VerificationIndex
 
 log = structlog.get_logger(__name__)
 TASK_PREFIX = "keyledger-background:"
