@@ -32,8 +32,9 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from bench.support import running_replicas, scratch_database
 from events.models import Actor, KeyGenerated
-from service.embedded import EmbeddedNats, EmbeddedPostgres
+from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from service.http.app import create_app
 from service.http.context import POOL
 from service.http.verify_routes import VERIFIER
@@ -42,8 +43,6 @@ from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.verification.index import VerificationIndex
 from service.verification.signing import sign, signing_payload
-from tests.support.replicas import free_port, running_replicas
-from tests.support.servers import scratch_database
 
 CONNECTIONS = 32
 

@@ -13,11 +13,11 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bench.support import scratch_database
 from service.http.app import connect_database, create_app
 from service.settings import Settings
 from service.store.migrate import migrate
 from service.store.pepper_fingerprint import MISMATCH, PepperMismatch, pepper_fingerprint
-from tests.support.servers import scratch_database
 
 
 @pytest.fixture

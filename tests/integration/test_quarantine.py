@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.support import scratch_database
 from projections.key_views import KeyViews
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
@@ -44,7 +45,6 @@ from tests.support.poison import (
     isolated_app,
     nested,
 )
-from tests.support.servers import scratch_database
 
 store = EventStore()
 quarantine = QuarantineLog()
