@@ -22,6 +22,7 @@ import aiohttp
 import asyncpg
 
 from service.embedded import free_port
+from service.store.migrate import migrate
 
 
 def with_database(url: str, database: str) -> str:
@@ -47,6 +48,21 @@ async def scratch_database(server_url: str, prefix: str = "keyledger_test") -> A
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(
+    server_url: str, prefix: str = "keyledger_test"
+) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """A scratch database with the schema in place, and a small pool on it."""
+    async with scratch_database(server_url, prefix) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        async with asyncpg.create_pool(url, min_size=1, max_size=4) as pool:
+            yield url, pool
 
 
 @dataclass(frozen=True, slots=True)

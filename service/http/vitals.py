@@ -18,6 +18,7 @@ from service.http.outbox_side import RELAY
 from service.http.read_side import PROJECTIONS
 from service.http.verify_routes import VERIFICATION_INDEX
 from service.store.event_store import EventStore
+from service.store.outbox_checkpoint import read_checkpoint
 from service.store.quarantine import QuarantinedKey, QuarantineLog
 
 # A readiness probe must answer quickly even when PostgreSQL does not.
@@ -80,10 +81,7 @@ async def _read_database(pool: asyncpg.Pool, stream: str, with_outbox: bool) -> 
         counts, first = await _quarantine.overview(conn, named=QUARANTINES_NAMED)
         outbox_lag = None
         if with_outbox:
-            checkpoint = await conn.fetchval(
-                "SELECT position FROM outbox_checkpoint WHERE stream = $1", stream
-            )
-            outbox_lag = max(0, head - (checkpoint or 0))
+            outbox_lag = max(0, head - await read_checkpoint(conn, stream))
     return _DatabaseReading(head, outbox_lag, counts, first)
 
 
