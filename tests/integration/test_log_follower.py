@@ -55,7 +55,9 @@ def a_follower(database_url: str, poll_seconds: float = NEVER) -> LogFollower:
 
 async def pids_named(pool: asyncpg.Pool, application_name: str) -> list[int]:
     rows = await pool.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = $1", application_name
+        """SELECT pid FROM pg_stat_activity
+           WHERE application_name = $1 AND datname = current_database()""",
+        application_name,
     )
     return [r["pid"] for r in rows]
 
