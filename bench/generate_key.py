@@ -26,6 +26,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from bench.support import scratch_database
 from events.models import Actor
 from service.embedded import EmbeddedPostgres, free_port
 from service.http.app import create_app
@@ -33,7 +34,6 @@ from service.http.context import KEYLEDGER
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
-from tests.support.servers import scratch_database
 
 
 async def _clients(url: str, token: str, clients: int, seconds: float) -> tuple[int, int]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.support import scratch_database
 from events.codec import GENESIS_HASH, seal
 from events.models import (
     Actor,
@@ -45,7 +46,6 @@ from service.domain.ids import new_key_id
 from service.store.audit_chain import verify_chain
 from service.store.event_store import EVENT_COLUMNS, row_of
 from service.store.migrate import migrate
-from tests.support.servers import scratch_database
 
 ACTOR = Actor(id="bench", request_id="bench")
 _COLUMNS = [name.strip() for name in EVENT_COLUMNS.split(",")]

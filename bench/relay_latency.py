@@ -32,6 +32,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
+from bench.support import scratch_database
 from events.models import Actor
 from service.clock import utc_now
 from service.domain.commands import GenerateKey, RevokeKey
@@ -42,7 +43,6 @@ from service.outbox.relay import OutboxRelay
 from service.outbox.stream import ensure_stream
 from service.settings import Settings
 from service.store.migrate import migrate
-from tests.support.servers import scratch_database
 
 ACTOR = Actor(id="bench:relay-latency")
 

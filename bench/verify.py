@@ -32,17 +32,16 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from bench.support import running_replicas, scratch_database
 from events.models import Actor, KeyGenerated
-from projections.signing import sign, signing_payload
-from projections.verification_index import VerificationIndex
-from service.embedded import EmbeddedNats, EmbeddedPostgres
+from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from service.http.app import create_app
 from service.http.context import KEYLEDGER
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
-from tests.support.replicas import free_port, running_replicas
-from tests.support.servers import scratch_database
+from service.verification.index import VerificationIndex
+from service.verification.signing import sign, signing_payload
 
 CONNECTIONS = 32
 

@@ -11,9 +11,10 @@ its row, ``apply`` raises for it) does not stop the projection: its key is
 quarantined (``service.store.quarantine``), the key's later events are
 skipped, and every other key goes on. Only a gap in the log stops it.
 
-The runner catches up from the log, then follows it: PostgreSQL ``LISTEN`` on
-the channel every append notifies, plus ``wake()`` for callers in this
-process. A slow fallback poll is only a safety net for a lost notification.
+The runner catches up from the log, then follows it with a
+``service.store.log_follower.LogFollower``: PostgreSQL ``LISTEN`` on the
+channel every append notifies, plus ``wake()`` for callers in this process. A
+slow fallback poll is only a safety net for a lost notification.
 
 Positions are dense (appends are serialized by one advisory lock, see
 ``service.store.event_store``), so an event that commits late cannot be
@@ -27,13 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import asyncpg
 import structlog
 
-from service.store.event_store import NOTIFY_CHANNEL, EventStore, LoggedEvent, UnreadableEvent
+from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
+from service.store.log_follower import LogFollower
 from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
 from service.store.quarantine import set_aside as set_aside_key
 
@@ -238,7 +240,6 @@ class _Follower:
 
     projection: Projection
     position: int = 0
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     failure: str | None = None
     task: asyncio.Task[None] | None = None
 
@@ -263,8 +264,9 @@ class ProjectionRunner:
         self._followers = {p.name: _Follower(p) for p in projections}
         self._progress = asyncio.Condition()
         self._log_head = 0
-        self._listener: asyncpg.Connection | None = None
-        self._listen_task: asyncio.Task[None] | None = None
+        self._log = LogFollower(
+            database_url, poll_seconds=fallback_poll_seconds, name="projections"
+        )
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -275,33 +277,25 @@ class ProjectionRunner:
             for follower in self._followers.values():
                 async with conn.transaction():
                     follower.position = await lock_checkpoint(conn, follower.projection.name)
-        self._listen_task = asyncio.create_task(self._listen(), name="projection-listener")
+        self._log.start()
         for name, follower in self._followers.items():
             follower.task = asyncio.create_task(self._follow(follower), name=f"projection-{name}")
 
     async def stop(self) -> None:
         """Stop every task and close the listening connection."""
-        tasks = [f.task for f in self._followers.values() if f.task] + [self._listen_task]
+        tasks = [f.task for f in self._followers.values() if f.task]
         for task in tasks:
-            if task is not None:
-                task.cancel()
+            task.cancel()
         for task in tasks:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._log.stop()
 
     # -- what others ask -----------------------------------------------------
 
     def wake(self, position: int | None = None) -> None:
         """Tell every projection that the log has grown (to ``position`` if known)."""
-        if position is not None:
-            self._log_head = max(self._log_head, position)
-        for follower in self._followers.values():
-            follower.wakeup.set()
+        self._log.wake(position)
 
     def position(self, name: str) -> int:
         """The last position projection ``name`` has applied."""
@@ -309,9 +303,9 @@ class ProjectionRunner:
 
     def lag(self) -> dict[str, int]:
         """Events each projection is behind the newest position this runner has heard of."""
+        head = max(self._log_head, self._log.head)
         return {
-            name: max(0, self._log_head - follower.position)
-            for name, follower in self._followers.items()
+            name: max(0, head - follower.position) for name, follower in self._followers.items()
         }
 
     def failures(self) -> dict[str, str]:
@@ -337,23 +331,15 @@ class ProjectionRunner:
 
     async def _follow(self, follower: _Follower) -> None:
         name = follower.projection.name
-        while True:
-            follower.wakeup.clear()  # before reading, so a wake during the catch-up is kept
-            try:
-                await self._catch_up(follower)
-            except asyncio.CancelledError:
-                raise
-            except ProjectionGap as exc:
-                follower.failure = str(exc)
-                log.error("projection_gap", projection=name, expected=exc.expected, found=exc.found)
-                return
-            except Exception:
-                log.exception("projection_failed", projection=name, position=follower.position)
-                await asyncio.sleep(1.0)
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.fallback_poll_seconds):
-                    await follower.wakeup.wait()
+
+        async def step(_head: int) -> None:
+            await self._catch_up(follower)
+
+        try:
+            await self._log.follow(step, what=f"projection {name}", fatal=(ProjectionGap,))
+        except ProjectionGap as exc:
+            follower.failure = str(exc)
+            log.error("projection_gap", projection=name, expected=exc.expected, found=exc.found)
 
     async def _catch_up(self, follower: _Follower) -> None:
         while True:
@@ -367,23 +353,3 @@ class ProjectionRunner:
                 self._progress.notify_all()
             if outcome.read < self.batch_size:
                 return
-
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self.wake(int(payload) if payload.isdigit() else None)
-
-    async def _listen(self) -> None:
-        """Keep a LISTEN connection open; reconnect (and catch up) when it drops."""
-        while True:
-            try:
-                self._listener = await asyncpg.connect(self.database_url)
-                await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                self.wake()  # anything appended while we were not listening
-                closed = asyncio.Event()
-                self._listener.add_termination_listener(lambda _c, lost=closed: lost.set())
-                await closed.wait()
-                log.warning("projection_listener_lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("projection_listener_failed")
-            await asyncio.sleep(1.0)

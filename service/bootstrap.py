@@ -36,11 +36,7 @@ from typing import Any
 import asyncpg
 
 from projections.catalog import all_projections
-from projections.rate_limits import RateLimiter
 from projections.runner import ProjectionRunner
-from projections.verification_feed import TASK_PREFIX, IndexFeed
-from projections.verification_index import VerificationIndex
-from service.callers import CallerAuthenticator
 from service.expiry import ExpirySweeper
 from service.key_commands import KeyCommandHandler
 from service.key_lifecycle import KeyLifecycle
@@ -51,7 +47,11 @@ from service.settings import Settings
 from service.store.database import connect_database
 from service.store.log_witnesses import Witness
 from service.truncation_guard import TruncationGuard
-from service.verifier import Verifier
+from service.verification.callers import CallerAuthenticator
+from service.verification.feed import TASK_PREFIX, IndexFeed
+from service.verification.index import VerificationIndex
+from service.verification.rate_limits import RateLimiter
+from service.verification.verifier import Verifier
 from service.vitals_reading import VitalsReader
 
 __all__ = ["Keyledger", "build", "connect_database", "database", "running"]

@@ -20,7 +20,6 @@ import structlog
 
 from events.codec import canonical_json
 from events.models import Actor, Envelope
-from service.callers import Caller
 from service.clock import utc_now
 from service.domain.commands import ActiveKeyQuota, Command, EnableKey, GenerateKey
 from service.domain.decider import decide
@@ -33,6 +32,7 @@ from service.store.event_rows import storable_stream
 from service.store.event_store import EventStore, LogHead, UnfoldableStream, fold_envelopes
 from service.store.idempotency import IdempotencyStore, StoredOutcome
 from service.store.key_registry import CallerStanding, KeyRegistry
+from service.verification.callers import Caller
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from events.models import Actor, RateLimit
-from service.callers import SERVICE_SCOPES, Caller
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import (
@@ -32,6 +31,7 @@ from service.domain.ids import new_key_id
 from service.domain.orgs import SYSTEM_ORG, is_tenant_org
 from service.errors import KeyledgerError
 from service.key_commands import CommandOutcome, IdempotentRequest, KeyCommandHandler
+from service.verification.callers import SERVICE_SCOPES, Caller
 
 DEFAULT_ALGORITHM = "ed25519"
 

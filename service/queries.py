@@ -17,7 +17,6 @@ from events.models import Envelope
 from projections.key_views import NAME as KEY_VIEWS
 from projections.key_views import KeyFilter, KeyView, KeyViews
 from projections.runner import ProjectionRunner
-from service.callers import Caller
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
@@ -28,6 +27,7 @@ from service.store.event_store import EventStore, UnreadableEvent
 from service.store.log_witnesses import audit_json
 from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
 from service.truncation_guard import TruncationGuard
+from service.verification.callers import Caller
 
 CONSISTENCY_WAIT_SECONDS = 1.0
 

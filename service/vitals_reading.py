@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from projections.runner import ProjectionRunner
-from projections.verification_index import VerificationIndex
 from service.outbox.relay import OutboxRelay
 from service.store.event_store import EventStore
 from service.store.quarantine import QuarantinedKey, QuarantineLog
 from service.truncation_guard import TruncationGuard
+from service.verification.index import VerificationIndex
 
 # A readiness probe must answer quickly even when PostgreSQL does not.
 DATABASE_TIMEOUT_SECONDS = 2.0

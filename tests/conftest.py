@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bench.support import scratch_database
 from events.models import Actor
 from service.embedded import EmbeddedNats, EmbeddedPostgres
 from service.http.app import create_app
@@ -19,7 +20,6 @@ from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from tests.support.api import Api, indexed
-from tests.support.servers import scratch_database
 
 TEST_PEPPER = "test-pepper-" + secrets.token_hex(16)
 

@@ -6,10 +6,10 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from service.bootstrap import Keyledger
-from service.callers import Caller
 from service.errors import KeyledgerError
 from service.http.middleware import CALLER_ID
 from service.settings import Settings
+from service.verification.callers import Caller
 
 SETTINGS = web.AppKey("settings", Settings)
 # The running service (``service.bootstrap``); set while the app runs.

@@ -13,7 +13,6 @@ from typing import Any
 from aiohttp import web
 
 from events.models import Actor, RateLimit
-from service.callers import Caller
 from service.domain.ids import is_key_id
 from service.domain.orgs import is_org_id
 from service.domain.vocabulary import HEADER_TEXT
@@ -32,6 +31,7 @@ from service.http.schemas import (
 from service.key_commands import CommandOutcome, IdempotentRequest
 from service.key_lifecycle import Issuer, KeyLifecycle, NewKey
 from service.redaction import looks_like_secret
+from service.verification.callers import Caller
 
 routes = web.RouteTableDef()
 _IF_MATCH = re.compile(r'\A(?:W/)?"?([0-9]{1,9})"?\Z')

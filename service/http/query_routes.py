@@ -25,7 +25,6 @@ from aiohttp import web
 
 from events.codec import envelope_body
 from events.models import Envelope
-from service.callers import Caller
 from service.clock import utc_now
 from service.errors import KeyledgerError
 from service.http import query_params as q
@@ -40,6 +39,7 @@ from service.queries import (
     audit_filter,
     storable_name,
 )
+from service.verification.callers import Caller
 
 routes = web.RouteTableDef()
 

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from events.models import Envelope
-from projections.verification import HTTP_STATUS
 from service.http.schemas import RateLimitBody
+from service.verification.policy import HTTP_STATUS
 
 VerifyCode = Literal[tuple(HTTP_STATUS)]  # type: ignore[valid-type]
 

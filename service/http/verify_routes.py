@@ -1,7 +1,7 @@
 """``POST /v1/verify`` and ``GET /v1/authorize`` (SPEC §7).
 
 Both answer from this replica's verification index; the check order is
-documented in ``projections.verification``. ``verify`` always answers 200
+documented in ``service.verification.policy``. ``verify`` always answers 200
 with the verdict in the body; ``authorize`` (for reverse proxies) answers the
 verdict's ``http_status`` itself, with ``X-Keyledger-*`` headers on success.
 """
@@ -16,14 +16,14 @@ from typing import Annotated, Literal, Self
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
-from projections.verification import HTTP_STATUS, Requirements, SignedRequest, Verdict
-from projections.verification_index import IndexEntry
 from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import read_body
 from service.http.context import authenticate, bearer_token, credential_header, keyledger
 from service.http.middleware import CALLER_ID
-from service.verifier import Credential
+from service.verification.index import IndexEntry
+from service.verification.policy import HTTP_STATUS, Requirements, SignedRequest, Verdict
+from service.verification.verifier import Credential
 
 routes = web.RouteTableDef()
 _MAX_SCOPES = 100

@@ -14,11 +14,11 @@ so the events behind it, revocations included, still reach JetStream. NATS
 being unreachable is never the event's fault: those events are retried
 until NATS takes them.
 
-It wakes on ``NOTIFY keyledger_events`` (sent by every append) rather than
-polling; the poll is a safety net. Exactly one replica relays at a time: the
-leader holds a session advisory lock on a dedicated connection, and when that
-connection dies PostgreSQL releases the lock and a waiting replica takes over
-within ``leader_retry_seconds``.
+While it leads, a ``LogFollower`` wakes it on ``NOTIFY keyledger_events``
+(sent by every append) rather than polling; the poll is a safety net. Exactly
+one replica relays at a time: the leader holds a session advisory lock on a
+dedicated connection, and when that connection dies PostgreSQL releases the
+lock and a waiting replica takes over within ``leader_retry_seconds``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from events.models import Envelope
 from service.outbox.messages import is_event_fault, message_of
 from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
-from service.store.event_store import NOTIFY_CHANNEL, EventStore, UnreadableEvent
+from service.store.event_store import EventStore, UnreadableEvent
+from service.store.log_follower import LogFollower, RetryPolicy
+from service.store.outbox_checkpoint import outbox_lag, read_checkpoint, save_checkpoint
 from service.store.quarantine import QuarantinedKey, QuarantineLog, set_aside
 
 # pg_try_advisory_lock(classid, objid): classid "kr" (keyledger relay), objid from the stream name.
@@ -60,22 +62,6 @@ class RelayTuning:
     min_backoff_seconds: float = 0.1
     max_backoff_seconds: float = 5.0
     stop_timeout_seconds: float = 10.0
-
-
-class _Backoff:
-    """Exponential delay between failed attempts, reset by a success."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self.low, self.high = low, high
-        self.current = low
-
-    def reset(self) -> None:
-        self.current = self.low
-
-    def next(self) -> float:
-        delay = self.current
-        self.current = min(self.current * 2, self.high)
-        return delay
 
 
 def relay_consumer(stream: str) -> str:
@@ -100,10 +86,18 @@ class OutboxRelay:
         self.problem: str | None = None
         self._nc: NatsClient | None = None
         self._stream_ready = False
-        self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._backoff = _Backoff(self.tuning.min_backoff_seconds, self.tuning.max_backoff_seconds)
+        self.retry = RetryPolicy(self.tuning.min_backoff_seconds, self.tuning.max_backoff_seconds)
+        self._backoff = self.retry.backoff()
+        # Listens only while leading; its wake-ups also carry stop, NATS and lock-loss news.
+        self._log = LogFollower(
+            settings.database_url,
+            poll_seconds=self.tuning.poll_interval_seconds,
+            retry=self.retry,
+            name="outbox-relay",
+        )
+        self._wakeups = self._log.subscribe()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -117,7 +111,7 @@ class OutboxRelay:
     async def stop(self) -> None:
         """Finish the batch in flight, release leadership, then drain NATS."""
         self._stopping = True
-        self._wake.set()
+        self._log.wake()
         connect, run = self._tasks or (None, None)
         if connect is not None:
             connect.cancel()
@@ -140,7 +134,7 @@ class OutboxRelay:
 
     def wake(self) -> None:
         """Look for new events now (commits also wake the relay through NOTIFY)."""
-        self._wake.set()
+        self._log.wake()
 
     @property
     def nats_connected(self) -> bool:
@@ -148,11 +142,7 @@ class OutboxRelay:
 
     async def lag(self, db: asyncpg.Pool | asyncpg.Connection) -> int:
         """Events committed but not yet acknowledged by JetStream (head − checkpoint)."""
-        return await db.fetchval(
-            """SELECT coalesce((SELECT max(position) FROM events), 0)
-                    - coalesce((SELECT position FROM outbox_checkpoint WHERE stream = $1), 0)""",
-            self.settings.nats_stream,
-        )
+        return await outbox_lag(db, self.settings.nats_stream)
 
     # -- NATS ----------------------------------------------------------------
 
@@ -169,7 +159,7 @@ class OutboxRelay:
             # not lead, nothing else would ever clear it.) A leader's next failure, or a
             # stream mismatch, is recorded again at its next attempt.
             self.problem = None
-            self._wake.set()
+            self._log.wake()
 
         async def error(exc: Exception) -> None:
             self.problem = f"nats: {exc!r}"
@@ -189,7 +179,7 @@ class OutboxRelay:
             error_cb=error,
         )
         log.info("nats_connected")
-        backoff = _Backoff(self.tuning.min_backoff_seconds, self.tuning.max_backoff_seconds)
+        backoff = self.retry.backoff()
         while not self._stream_ready:
             try:
                 if await self._jetstream() is not None:
@@ -201,7 +191,7 @@ class OutboxRelay:
                 self.problem = f"stream {self.settings.nats_stream}: {exc!r}"
                 log.warning("stream_provisioning_retry", error=repr(exc))
             await asyncio.sleep(backoff.next())
-        self._wake.set()
+        self._log.wake()
 
     async def _jetstream(self) -> JetStreamContext | None:
         """JetStream with the stream provisioned, or None while NATS is unreachable."""
@@ -237,7 +227,7 @@ class OutboxRelay:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
             # A killed lock connection must not leave us believing we lead.
-            conn.add_termination_listener(lambda _: self._wake.set())
+            conn.add_termination_listener(lambda _: self._log.wake())
             while not await conn.fetchval(
                 "SELECT pg_try_advisory_lock($1, hashtext($2))",
                 RELAY_LOCK_CLASS,
@@ -246,12 +236,11 @@ class OutboxRelay:
                 if self._stopping:
                     return
                 await self._pause(self.tuning.leader_retry_seconds)
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            self.published_position = await self._checkpoint(conn)
+            self._log.start()
+            self.published_position = await read_checkpoint(conn, self.settings.nats_stream)
             self.is_leader = True
             log.info("outbox_relay_leader", stream=self.settings.nats_stream)
             while not self._stopping:
-                self._wake.clear()
                 caught_up = await self._relay_pending(conn)
                 if conn.is_closed():
                     raise ConnectionError("the relay's lock connection was closed")
@@ -266,6 +255,7 @@ class OutboxRelay:
                 await self._relay_pending(conn, draining=True)
         finally:
             self.is_leader = False
+            await self._log.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 2)
 
@@ -296,7 +286,10 @@ class OutboxRelay:
             if settled:
                 async with conn.transaction():
                     await self.quarantine.record(conn, quarantined)
-                    await self._save_checkpoint(conn, batch[settled - 1].position)
+                    await save_checkpoint(
+                        conn, self.settings.nats_stream, batch[settled - 1].position
+                    )
+                self.published_position = batch[settled - 1].position
             if settled < len(batch):
                 return False
         return True
@@ -355,26 +348,6 @@ class OutboxRelay:
             )
         return len(batch), quarantined
 
-    async def _checkpoint(self, conn: asyncpg.Connection) -> int:
-        position = await conn.fetchval(
-            "SELECT position FROM outbox_checkpoint WHERE stream = $1", self.settings.nats_stream
-        )
-        return position or 0
-
-    async def _save_checkpoint(self, conn: asyncpg.Connection, position: int) -> None:
-        # GREATEST: a deposed leader finishing late must never move the checkpoint back.
-        await conn.execute(
-            """INSERT INTO outbox_checkpoint (stream, position) VALUES ($1, $2)
-               ON CONFLICT (stream) DO UPDATE
-               SET position = GREATEST(outbox_checkpoint.position, EXCLUDED.position),
-                   updated_at = now()""",
-            self.settings.nats_stream,
-            position,
-        )
-        self.published_position = position
-
     async def _pause(self, seconds: float) -> None:
         """Sleep up to ``seconds``; a commit, a reconnect or ``stop`` ends it early."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
+        await self._wakeups.wait(seconds)

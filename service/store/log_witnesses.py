@@ -33,16 +33,16 @@ from nats.js.errors import NotFoundError
 
 from events.codec import GENESIS_HASH
 from service.store.audit_chain import ChainReport
+from service.store.outbox_checkpoint import CHECKPOINTS_AS_WITNESSES
 
 LOG_TRUNCATED = "log_truncated"
 
 # One snapshot: the head, the checkpoints, and the log's hash where a witness has one.
-_HEAD_AND_CHECKPOINTS = """
+_HEAD_AND_CHECKPOINTS = f"""
     SELECT 'head' AS source, position, hash FROM
         (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS last
     UNION ALL
-    SELECT 'outbox_checkpoint:' || stream, position, NULL FROM outbox_checkpoint
-    WHERE position > 0
+    {CHECKPOINTS_AS_WITNESSES}
     UNION ALL
     SELECT 'projection:' || name, position, NULL FROM projection_checkpoints
     WHERE position > 0

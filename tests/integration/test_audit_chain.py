@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from bench.support import scratch_database
 from events.codec import canonical_json, chain_hash, envelope_body
 from service.store.audit_chain import verify_chain
 from service.store.event_store import EVENT_COLUMNS, envelope_from_row
 from service.store.migrate import migrate
 from tests.support.api import Api, new_org
 from tests.support.event_log import append_key, append_rename
-from tests.support.servers import scratch_database
 
 
 @pytest.fixture

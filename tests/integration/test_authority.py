@@ -13,7 +13,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from events.models import Actor
-from service.callers import Caller
 from service.clock import utc_now
 from service.domain.commands import GenerateKey, RevokeKey, RotateKey
 from service.domain.ids import new_key_id
@@ -23,6 +22,7 @@ from service.http.context import KEYLEDGER
 from service.key_commands import KeyCommandHandler
 from service.service_keys import issue_service_key
 from service.settings import Settings
+from service.verification.callers import Caller
 from tests.support.api import Api, indexed, new_org
 from tests.support.event_log import append_lock_held, writers_waiting_for_lock
 from tests.support.replicas import in_process_replica

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from bench.support import scratch_database
 from events.codec import GENESIS_HASH, chain_hash, envelope_body
 from events.models import Actor, KeyDisabled, KeyGenerated
 from service.domain.ids import new_key_id
 from service.store.event_store import EventStore
 from service.store.migrate import migrate, migration_files
-from tests.support.servers import scratch_database
 
 ACTOR = Actor(id="test")
 

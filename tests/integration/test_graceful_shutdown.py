@@ -20,8 +20,8 @@ import nats
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 
+from bench.support import scratch_database
 from tests.support.serve_process import Served, served
-from tests.support.servers import scratch_database
 
 BURST = 400
 CONCURRENCY = 16

@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bench.support import scratch_database
 from events.models import Actor
 from service.embedded import free_port
 from service.http.app import create_app
@@ -33,7 +34,6 @@ from tests.conftest import TEST_PEPPER
 from tests.support.api import Api, indexed, new_org
 from tests.support.event_log import append_key
 from tests.support.outbox import deleted_at_exit, eventually, jetstream, unique_stream_settings
-from tests.support.servers import scratch_database
 
 
 @pytest.fixture

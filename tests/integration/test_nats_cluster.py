@@ -24,14 +24,13 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
+from bench.support import running_replicas, scratch_database
 from events.codec import envelope_from_json
 from events.models import Actor
 from service.service_keys import issue_service_key
 from service.store.migrate import migrate
 from tests.support.nats_cluster import NatsCluster, nats_cluster
 from tests.support.outbox import eventually, jetstream, stream_messages
-from tests.support.replicas import running_replicas
-from tests.support.servers import scratch_database
 
 WORKERS = 4
 BEFORE_KILL = 80  # commands acknowledged before the stream leader is killed

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from bench.support import scratch_database
 from service.http.openapi import OPERATIONS
 from tests.support.serve_process import Served, served
-from tests.support.servers import scratch_database
 
 EXAMPLES_PER_OPERATION = 40
 

@@ -9,13 +9,13 @@ import json
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.embedded import free_port
 from service.http.app import create_app
 from service.http.health_routes import assess_readiness
 from service.http.openapi import build_openapi
 from service.http.vitals import Vitals
 from service.settings import Settings
 from tests.support.api import Api, new_org
-from tests.support.replicas import free_port
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from nats.aio.msg import Msg
 
+from bench.support import scratch_database
 from events.codec import envelope_from_json, envelope_to_json
 from events.subjects import event_subject
 from events.subscriber import EventConsumer
@@ -39,7 +40,6 @@ from tests.support.outbox import (
     stream_messages,
     unique_stream_settings,
 )
-from tests.support.servers import scratch_database
 
 FAST = RelayTuning(leader_retry_seconds=0.2, ack_timeout_seconds=1.0, max_backoff_seconds=0.5)
 

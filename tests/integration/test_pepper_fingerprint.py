@@ -13,12 +13,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bench.support import scratch_database
 from service.bootstrap import connect_database
 from service.http.app import create_app
 from service.settings import Settings
 from service.store.migrate import migrate
 from service.store.pepper_fingerprint import MISMATCH, PepperMismatch, pepper_fingerprint
-from tests.support.servers import scratch_database
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.support import migrated_database
 from projections.key_views import KeyViews
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
@@ -29,7 +30,6 @@ from service.http.context import KEYLEDGER
 from service.outbox.relay import relay_consumer
 from service.settings import Settings
 from service.store.event_store import EventStore, LoggedEvent
-from service.store.migrate import migrate
 from service.store.quarantine import INDEX_CONSUMER, QuarantineLog
 from tests.support.api import Api, new_org
 from tests.support.event_log import append_key
@@ -42,7 +42,6 @@ from tests.support.poison import (
     isolated_app,
     nested,
 )
-from tests.support.servers import scratch_database
 
 store = EventStore()
 quarantine = QuarantineLog()
@@ -273,14 +272,8 @@ class Fussy:
 
 @pytest.fixture
 async def bare_database(postgres_server_url: str) -> Any:
-    async with scratch_database(postgres_server_url, prefix="keyledger_poison") as url:
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        async with asyncpg.create_pool(url, min_size=1, max_size=4) as pool:
-            yield url, pool
+    async with migrated_database(postgres_server_url, prefix="keyledger_poison") as made:
+        yield made
 
 
 async def test_any_projection_quarantines_what_it_refuses_but_retries_an_outage(

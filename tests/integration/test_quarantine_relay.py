@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
+from bench.support import scratch_database
 from service.key_commands import KeyCommandHandler
 from service.outbox.relay import OutboxRelay, RelayTuning, relay_consumer
 from service.settings import Settings
@@ -30,7 +31,6 @@ from tests.support.outbox import (
     unique_stream_settings,
 )
 from tests.support.poison import Injected, generated_data, inject, nested
-from tests.support.servers import scratch_database
 
 FAST = RelayTuning(leader_retry_seconds=0.2, ack_timeout_seconds=1.0, max_backoff_seconds=0.5)
 

@@ -11,6 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from bench.support import running_replicas, scratch_database
 from events.models import Actor
 from service.clock import utc_now
 from service.domain import key_material
@@ -20,8 +21,6 @@ from service.expiry import ExpirySweeper
 from service.key_commands import KeyCommandHandler
 from service.service_keys import issue_service_key
 from service.store.migrate import migrate
-from tests.support.replicas import running_replicas
-from tests.support.servers import scratch_database
 
 
 @pytest.fixture

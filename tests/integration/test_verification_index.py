@@ -14,9 +14,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from events.codec import envelope_to_json
-from projections.verification import Requirements
-from projections.verification_feed import IndexFeed
-from projections.verification_index import VerificationIndex
 from service.domain import key_material
 from service.embedded import free_port
 from service.errors import KeyledgerError
@@ -24,6 +21,9 @@ from service.http.context import KEYLEDGER
 from service.settings import Settings
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
+from service.verification.feed import IndexFeed
+from service.verification.index import VerificationIndex
+from service.verification.policy import Requirements
 from tests.support.api import Api, new_org
 
 _QUERY_METHODS = ("execute", "executemany", "fetch", "fetchrow", "fetchval", "prepare")

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from projections.signing import sign, signing_payload
 from service.domain import key_material
 from service.http.context import KEYLEDGER
+from service.verification.signing import sign, signing_payload
 from tests.support.api import Api, new_org
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
+from bench.support import scratch_database
 from events.codec import canonical_json, chain_hash
 from events.models import Actor
 from service.domain.ids import new_key_id
@@ -27,7 +28,6 @@ from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.store.event_store import EventStore
 from tests.support.api import indexed
-from tests.support.servers import scratch_database
 
 _store = EventStore()
 POISON_ACTOR = {"id": "test:poison"}

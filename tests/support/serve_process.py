@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.replicas import free_port
+from service.embedded import free_port
 
 KEYLEDGER = str(Path(sys.executable).parent / "keyledger")
 

@@ -8,11 +8,11 @@ import asyncpg
 import pytest
 from asyncpg.exceptions._base import DataError as ClientSideDataError
 
-from service.callers import Caller
 from service.domain.orgs import SYSTEM_ORG
 from service.group_commit import error_for
 from service.settings import Settings, SettingsError
 from service.store.key_registry import CallerStanding
+from service.verification.callers import Caller
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

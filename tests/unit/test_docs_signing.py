@@ -23,10 +23,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from events.models import KeyGenerated
-from projections.signing import canonical_body, signing_payload
-from projections.verification import Requirements, SignedRequest, Verdict, verify_signed
-from projections.verification_index import SingleKey, entry_from_state
 from service.domain.decider import evolve
+from service.verification.index import SingleKey, entry_from_state
+from service.verification.policy import Requirements, SignedRequest, Verdict, verify_signed
+from service.verification.signing import canonical_body, signing_payload
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "signing.md"
 _BLOCK = re.compile(r"<!-- doc-test: ([a-z0-9-]+) -->\n```[a-z]*\n(.*?)```", re.S)

@@ -15,13 +15,13 @@ from pydantic import ValidationError
 
 from events.codec import GENESIS_HASH, seal
 from events.models import Actor, Envelope, KeyEnabled, KeyGenerated, KeyRevoked
-from projections.verification import Requirements, verify_bearer
-from projections.verification_index import Offer, VerificationIndex
 from service.domain import key_material
 from service.domain.ids import new_key_id
 from service.outbox.messages import Unpublishable, is_event_fault, message_of, subject_token
 from service.store.event_store import UnreadableEvent
 from service.store.quarantine import INDEX_CONSUMER, describe_failure, is_transient, storable
+from service.verification.index import Offer, VerificationIndex
+from service.verification.policy import Requirements, verify_bearer
 
 PEPPER = b"unit-pepper"
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

@@ -16,9 +16,10 @@ from events.models import (
     KeyRotated,
     RateLimit,
 )
-from projections.rate_limits import RateLimiter
-from projections.signing import canonical_body, sign, signing_payload
-from projections.verification import (
+from service.domain import key_material
+from service.domain.ids import new_key_id
+from service.verification.index import Offer, VerificationIndex
+from service.verification.policy import (
     Requirements,
     SignedRequest,
     scope_granted,
@@ -26,9 +27,8 @@ from projections.verification import (
     verify_bearer,
     verify_signed,
 )
-from projections.verification_index import Offer, VerificationIndex
-from service.domain import key_material
-from service.domain.ids import new_key_id
+from service.verification.rate_limits import RateLimiter
+from service.verification.signing import canonical_body, sign, signing_payload
 
 PEPPER = b"unit-pepper"
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

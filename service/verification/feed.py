@@ -9,9 +9,9 @@ order:
   numbers are not log positions, so each message is placed by its envelope's
   ``position``. A message more than one past the applied position means a
   gap: PostgreSQL fills it.
-- PostgreSQL (source of truth and fallback): ``LISTEN keyledger_events`` wakes
-  a catch-up that reads ``EventStore.read_after(applied)``; a slow poll covers
-  a lost notification or a dropped listening connection.
+- PostgreSQL (source of truth and fallback): a ``LogFollower`` (``LISTEN
+  keyledger_events`` with reconnects, and a slow poll for a lost
+  notification) wakes a catch-up that reads ``EventStore.read_after(applied)``.
 
 Lag (``VerificationIndex.lag``) is the highest position this replica has
 heard of (notifications, JetStream, reads) minus the applied position.
@@ -36,9 +36,10 @@ import structlog
 from events.codec import envelope_from_json
 from events.models import Envelope
 from events.servers import nats_servers
-from projections.verification_index import Offer, VerificationIndex
-from service.store.event_store import NOTIFY_CHANNEL, EventStore, UnreadableEvent
+from service.store.event_store import EventStore, UnreadableEvent
+from service.store.log_follower import LogFollower, RetryPolicy
 from service.store.quarantine import QuarantineLog, describe_failure
+from service.verification.index import Offer, VerificationIndex
 
 log = structlog.get_logger(__name__)
 TASK_PREFIX = "keyledger-background:"
@@ -70,7 +71,10 @@ class IndexFeed:
         self.loaded_position = 0
         self.jetstream_connected = False
         self.last_applied_at = time.monotonic()
-        self._wake = asyncio.Event()
+        self.retry = RetryPolicy()
+        self._log = LogFollower(
+            database_url, poll_seconds=poll_interval, retry=self.retry, name="verification-index"
+        )
         self._advanced = asyncio.Event()
         self._catching_up = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,6 +89,7 @@ class IndexFeed:
         self.loaded_position = self.index.position
         log.info("verification_index_loaded", position=self.loaded_position, keys=len(self.index))
         if follow_postgres:
+            self._log.start()
             self._tasks.append(
                 asyncio.create_task(self._follow_postgres(), name=f"{TASK_PREFIX}index-postgres")
             )
@@ -103,6 +108,7 @@ class IndexFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self._log.stop()
 
     async def catch_up(self) -> int:
         """Apply every committed event after the applied position; returns how many."""
@@ -141,7 +147,7 @@ class IndexFeed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._wake.set()  # nudge a catch-up rather than wait for the poll
+            self._log.wake()  # nudge a catch-up rather than wait for the poll
             advanced = self._advanced
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(advanced.wait(), remaining)
@@ -170,14 +176,14 @@ class IndexFeed:
             envelope = envelope_from_json(envelope_json)
         except Exception as exc:
             log.warning("verification_feed_undecodable_message", reason=describe_failure(exc))
-            self._wake.set()
+            self._log.wake()
             return
         self._heard(envelope.position)
         outcome = self.index.offer(envelope)
         if outcome is Offer.APPLIED or outcome is Offer.SET_ASIDE:
             self._notify_advanced()
         elif outcome is Offer.GAP:
-            self._wake.set()
+            self._log.wake()
 
     def _heard(self, position: int) -> None:
         self.index.note_head(position)
@@ -187,36 +193,18 @@ class IndexFeed:
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        with contextlib.suppress(ValueError):
-            self._heard(int(payload))
-        self._wake.set()
-
     async def _follow_postgres(self) -> None:
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(self.database_url)
-                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                await self.catch_up()  # events committed while we were not listening
-                while not conn.is_closed():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-                    self._wake.clear()
-                    await self.catch_up()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("verification_feed_postgres_failed")
-                await asyncio.sleep(1.0)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    await conn.close()
+        async def step(head: int) -> None:
+            self._heard(head)
+            await self.catch_up()
+
+        await self._log.follow(step, what="verification_index")
 
     async def _follow_jetstream(self) -> None:
         import nats
         from nats.js.api import DeliverPolicy
 
+        backoff = self.retry.backoff()
         while True:
             client = None
             try:
@@ -242,16 +230,17 @@ class IndexFeed:
                     idle_heartbeat=5.0,
                 )
                 self.jetstream_connected = True
+                backoff.reset()
                 # Anything published between the load and this subscription is
                 # in PostgreSQL; the next gap or notification brings it in.
-                self._wake.set()
+                self._log.wake()
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # Typically: the stream is not provisioned yet. PostgreSQL carries on alone.
                 log.info("verification_feed_jetstream_unavailable", error=type(exc).__name__)
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(backoff.next())
             finally:
                 self.jetstream_connected = False
                 if client is not None:

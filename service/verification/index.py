@@ -29,11 +29,11 @@ from typing import Any
 
 from events.codec import to_domain_event
 from events.models import Envelope, KeyEvent, RateLimit
-from projections.signing import PublicKey, load_public_key
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.store.event_store import UnreadableEvent
 from service.store.quarantine import INDEX_CONSUMER, QuarantinedKey, set_aside
+from service.verification.signing import PublicKey, load_public_key
 
 # KeyState fields the index does not keep (they never affect verification) are
 # filled with this neutral instant when an entry is turned back into a state.

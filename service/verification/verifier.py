@@ -15,23 +15,6 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from projections.rate_limits import RateLimiter
-from projections.verification import (
-    KeyLookup,
-    Requirements,
-    SignedRequest,
-    Verdict,
-    secret_digest,
-    verify_bearer,
-    verify_signed,
-)
-from projections.verification_feed import IndexFeed
-from projections.verification_index import (
-    IndexEntry,
-    SingleKey,
-    VerificationIndex,
-    entry_from_state,
-)
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.ids import is_key_id
@@ -40,6 +23,23 @@ from service.key_usage import UsageRecorder
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
 from service.store.quarantine import is_transient
+from service.verification.feed import IndexFeed
+from service.verification.index import (
+    IndexEntry,
+    SingleKey,
+    VerificationIndex,
+    entry_from_state,
+)
+from service.verification.policy import (
+    KeyLookup,
+    Requirements,
+    SignedRequest,
+    Verdict,
+    secret_digest,
+    verify_bearer,
+    verify_signed,
+)
+from service.verification.rate_limits import RateLimiter
 
 MIN_POSITION_WAIT_SECONDS = 1.0
 # Passed as "now" to the registry lookup so that a previous secret is found

@@ -40,19 +40,19 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from events.codec import format_timestamp
-from projections.rate_limits import RateLimiter
-from projections.signing import (
+from service.domain import key_material
+from service.domain.ids import is_key_id
+from service.domain.key_material import secret_digest
+from service.domain.vocabulary import is_unicode
+from service.verification.index import IndexEntry
+from service.verification.rate_limits import RateLimiter
+from service.verification.signing import (
     TIMESTAMP_PATTERN,
     decode_signature,
     is_method,
     signature_holds,
     signing_payload,
 )
-from projections.verification_index import IndexEntry
-from service.domain import key_material
-from service.domain.ids import is_key_id
-from service.domain.key_material import secret_digest
-from service.domain.vocabulary import is_unicode
 
 TIMESTAMP_WINDOW_SECONDS = 300
 

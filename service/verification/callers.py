@@ -7,20 +7,6 @@ from datetime import datetime
 
 import asyncpg
 
-from projections.rate_limits import RateLimiter
-from projections.verification import (
-    Requirements,
-    Verdict,
-    secret_digest,
-    verify_bearer,
-    verify_digest,
-)
-from projections.verification_index import (
-    IndexEntry,
-    SingleKey,
-    VerificationIndex,
-    entry_from_state,
-)
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.orgs import SYSTEM_ORG
@@ -30,6 +16,20 @@ from service.errors import KeyledgerError
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
 from service.store.quarantine import is_transient
+from service.verification.index import (
+    IndexEntry,
+    SingleKey,
+    VerificationIndex,
+    entry_from_state,
+)
+from service.verification.policy import (
+    Requirements,
+    Verdict,
+    secret_digest,
+    verify_bearer,
+    verify_digest,
+)
+from service.verification.rate_limits import RateLimiter
 
 SERVICE_SCOPES = ("keys:read", "keys:write", "keys:verify", "audit:read", "admin")
 _NO_REQUIREMENTS = Requirements()
