@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
@@ -39,6 +40,9 @@ from events.servers import nats_servers
 from projections.verification_index import Offer, VerificationIndex
 from service.store.event_store import NOTIFY_CHANNEL, EventStore, UnreadableEvent
 from service.store.quarantine import QuarantineLog, describe_failure
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 log = structlog.get_logger(__name__)
 TASK_PREFIX = "keyledger-background:"
@@ -225,7 +229,7 @@ class IndexFeed:
                 )
                 js = client.jetstream()
 
-                async def deliver(msg: nats.aio.msg.Msg) -> None:
+                async def deliver(msg: Msg) -> None:
                     try:
                         self.offer(msg.data)
                     except Exception:

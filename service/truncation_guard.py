@@ -22,6 +22,7 @@ import nats
 import structlog
 from nats.aio.client import Client as NatsClient
 
+from events.servers import nats_servers
 from service.errors import KeyledgerError
 from service.store.log_witnesses import (
     LOG_TRUNCATED,
@@ -67,7 +68,9 @@ class TruncationGuard:
     async def start(self) -> WitnessReport:
         """Check once now (loudly when truncated), then keep checking in the background."""
         if self.nats_url:
-            self._tasks.append(asyncio.create_task(self._connect(), name="witness-nats"))
+            # A cluster is a comma-separated list: nats-py needs it split (events.servers).
+            servers = nats_servers(self.nats_url)
+            self._tasks.append(asyncio.create_task(self._connect(servers), name="witness-nats"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), STARTUP_NATS_WAIT_SECONDS)
         report = await self.check()
@@ -133,7 +136,7 @@ class TruncationGuard:
         except Exception as exc:
             return None, f"jetstream: {type(exc).__name__}"
 
-    async def _connect(self) -> None:
+    async def _connect(self, servers: list[str]) -> None:
         async def connected() -> None:
             await self._check_quietly()
 
@@ -142,7 +145,7 @@ class TruncationGuard:
 
         # Retries forever in the background; checks go on from the checkpoints meanwhile.
         self._nc = await nats.connect(
-            self.nats_url,
+            servers,
             name="keyledger-witness",
             allow_reconnect=True,
             max_reconnect_attempts=-1,

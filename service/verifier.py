@@ -21,7 +21,6 @@ from projections.verification import (
     Requirements,
     SignedRequest,
     Verdict,
-    secret_digest,
     verify_bearer,
     verify_signed,
 )
@@ -35,6 +34,7 @@ from projections.verification_index import (
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.ids import is_key_id
+from service.domain.key_material import secret_digest
 from service.errors import KeyledgerError
 from service.key_usage import UsageRecorder
 from service.store.event_store import EventStore

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 
 from events.models import Actor, RateLimit
+from events.vocabulary import Algorithm, Environment, KeyType
 from service.callers import Caller
 from service.clock import utc_now
 from service.domain import key_material
@@ -179,9 +180,17 @@ async def generate_key(request: web.Request) -> web.Response:
     return await _run(request, ctx, command, raw, handed_out)
 
 
+class _Material(TypedDict, total=False):
+    """What a new key's command records of its material (never the secret itself)."""
+
+    public_key: str
+    secret_hash: str
+    hint: str
+
+
 async def _new_material(
-    request: web.Request, key_type: str, environment: str, algorithm: str
-) -> tuple[dict[str, str], dict[str, str]]:
+    request: web.Request, key_type: KeyType, environment: Environment, algorithm: Algorithm
+) -> tuple[_Material, dict[str, str]]:
     """(fields for the command, fields for the response only) of a new secret or key pair."""
     if key_type == "signing":
         pair = await asyncio.to_thread(key_material.new_signing_key_pair, algorithm)

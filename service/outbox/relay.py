@@ -148,11 +148,12 @@ class OutboxRelay:
 
     async def lag(self, db: asyncpg.Pool | asyncpg.Connection) -> int:
         """Events committed but not yet acknowledged by JetStream (head − checkpoint)."""
-        return await db.fetchval(
+        lag: int = await db.fetchval(
             """SELECT coalesce((SELECT max(position) FROM events), 0)
                     - coalesce((SELECT position FROM outbox_checkpoint WHERE stream = $1), 0)""",
             self.settings.nats_stream,
         )
+        return lag
 
     # -- NATS ----------------------------------------------------------------
 

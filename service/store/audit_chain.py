@@ -43,7 +43,7 @@ def _broken(events: int, position: int, reason: str) -> ChainReport:
 async def verify_chain(conn: asyncpg.Connection, page_size: int = _PAGE) -> ChainReport:
     """Recompute every hash of the log in position order; stop at the first break.
 
-    Rows are decoded one by one (not through ``EventStore.iterate``) so that an
+    Rows are decoded one by one (not through ``EventStore.read_after``) so that an
     undecodable, tampered row is reported at its own position.
     """
     previous_hash = GENESIS_HASH

@@ -12,7 +12,7 @@ transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 from uuid import uuid4
@@ -38,7 +38,9 @@ EVENT_COLUMNS = (
 _EVENT_ONLY_COLUMNS = "position, event_type, schema_version, key_id, org_id, occurred_at, data"
 _raw_decode = json.JSONDecoder().raw_decode
 _Decoded = TypeVar("_Decoded")
-_validate_envelope = Envelope.__pydantic_validator__.validate_python
+_validate_envelope: Callable[[dict[str, Any]], Envelope] = (
+    Envelope.__pydantic_validator__.validate_python
+)
 
 
 def _json_value(text: str) -> Any:
@@ -331,18 +333,7 @@ class EventStore:
         )
         return UnreadableEvent(position, row["key_id"], row["org_id"], row["event_type"], error)
 
-    async def iterate(
-        self, conn: asyncpg.Connection, after: int = 0, batch: int = 1000
-    ) -> AsyncIterator[Envelope]:
-        """Every event after ``after`` in position order, in bounded memory."""
-        while True:
-            page = await self.read_after(conn, after, batch)
-            for envelope in page:
-                yield envelope
-            if len(page) < batch:
-                return
-            after = page[-1].position
-
     async def head(self, conn: asyncpg.Connection) -> int:
         """The position of the last committed event (0 for an empty log)."""
-        return await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        head: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        return head

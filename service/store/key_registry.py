@@ -108,7 +108,7 @@ class KeyRegistry:
         self, conn: asyncpg.Connection, org_id: str, environment: str, now: datetime
     ) -> int:
         """Keys that hold an active slot: active and not past ``expires_at``."""
-        return await conn.fetchval(
+        active: int = await conn.fetchval(
             """SELECT count(*) FROM key_registry
                WHERE org_id = $1 AND environment = $2 AND status = 'active'
                  AND (expires_at IS NULL OR expires_at > $3)""",
@@ -116,12 +116,13 @@ class KeyRegistry:
             environment,
             now,
         )
+        return active
 
     async def find_by_secret_hash(
         self, conn: asyncpg.Connection, secret_hash: str, now: datetime
     ) -> str | None:
         """The key whose current, or still-in-grace previous, secret has this hash."""
-        return await conn.fetchval(
+        key_id: str | None = await conn.fetchval(
             """SELECT key_id FROM key_registry WHERE secret_hash = $1
                UNION ALL
                SELECT key_id FROM key_registry
@@ -130,6 +131,7 @@ class KeyRegistry:
             secret_hash,
             now,
         )
+        return key_id
 
     async def due_for_expiry(
         self, conn: asyncpg.Connection, now: datetime
