@@ -39,6 +39,7 @@ from events.models import (
     KeyRevoked,
     KeyRotated,
 )
+from events.vocabulary import ENVIRONMENTS
 from projections.key_views import KeyViews
 from projections.rebuild import rebuild
 from service.domain.ids import new_key_id
@@ -66,7 +67,7 @@ def _key_story(key_id: str, org_id: str, start: datetime, rng: random.Random) ->
             occurred_at=at,
             name="bench key",
             type="secret",
-            environment=rng.choice(("live", "test")),
+            environment=rng.choice(ENVIRONMENTS),
             scopes=("templates:read", "orders:*"),
             secret_hash=uuid.uuid4().hex * 2,
             hint="sk_live_AAAA…ZZZZ",

@@ -33,6 +33,7 @@ import asyncpg
 from aiohttp import web
 
 from events.models import Actor, KeyGenerated
+from events.vocabulary import ALGORITHMS
 from projections.signing import sign, signing_payload
 from projections.verification_index import VerificationIndex
 from service.embedded import EmbeddedNats, EmbeddedPostgres
@@ -125,7 +126,7 @@ async def bench_http(database_url: str, seconds: int) -> list[str]:
                 algo: await _generate(
                     http, base, {"name": algo, "type": "signing", "algorithm": algo}
                 )
-                for algo in ("ed25519", "rsa-2048")
+                for algo in ALGORITHMS
             }
             last = max(k["position"] for k in [bearer, *signing.values()])
             async with http.post(

@@ -83,4 +83,3 @@ class UsageRecorder:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.flush())
-

@@ -38,8 +38,8 @@ def _add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=min(moment.day, 28))
 
 
-def parse_grace_period(value: str) -> timedelta:
-    """``0s``…``7d`` in s, m, h or d units."""
+def parse_grace_period(value: object) -> timedelta:
+    """``0s``…``7d`` in s, m, h or d units; anything else (a non-string too) is a ValueError."""
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise ValueError("grace_period must look like 30s, 15m, 24h or 7d")
