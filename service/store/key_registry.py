@@ -11,6 +11,7 @@ from datetime import datetime
 
 import asyncpg
 
+from events.vocabulary import Environment, Status
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 
@@ -19,7 +20,7 @@ from service.domain.state import KeyState
 class CallerStanding:
     """What decides whether a service key may still act: its status and secrets."""
 
-    status: str
+    status: Status
     expires_at: datetime | None
     secret_hash: str | None
     previous_secret_hash: str | None
@@ -105,7 +106,7 @@ class KeyRegistry:
         }
 
     async def count_active(
-        self, conn: asyncpg.Connection, org_id: str, environment: str, now: datetime
+        self, conn: asyncpg.Connection, org_id: str, environment: Environment, now: datetime
     ) -> int:
         """Keys that hold an active slot: active and not past ``expires_at``."""
         active: int = await conn.fetchval(
