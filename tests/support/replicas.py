@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.http.app import create_app
@@ -24,7 +25,8 @@ def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,9 @@ async def running_replicas(
 
 
 @contextlib.asynccontextmanager
-async def in_process_replica(settings: Settings, **changes: object) -> AsyncIterator[TestClient]:
+async def in_process_replica(
+    settings: Settings, **changes: object
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """Another app instance in this process, on the same database (and its own index)."""
     async with TestClient(TestServer(create_app(settings.replace(**changes)))) as client:
         yield client
