@@ -43,7 +43,7 @@ from service.domain.commands import (
     RevokeKey,
     RotateKey,
 )
-from service.domain.state import KeyState
+from service.domain.state import KeyState, KeyStateChanges
 from service.errors import KeyledgerError
 
 
@@ -165,7 +165,7 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
         )
     if state is None:
         raise ValueError(f"{event.event_type} before KeyGenerated for {event.key_id}")
-    changes: dict[str, object] = {"updated_at": event.occurred_at, "version": state.version + 1}
+    changes: KeyStateChanges = {"updated_at": event.occurred_at, "version": state.version + 1}
     match event:
         case KeyRenamed(name=name):
             changes["name"] = name

@@ -5,10 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from events.models import RateLimit
 from events.vocabulary import TERMINAL_STATUSES, Algorithm, Environment, KeyType, Status
+
+
+class KeyStateChanges(TypedDict, total=False):
+    """What an event (or the event store, ``position``) may change in a key's state."""
+
+    name: str
+    status: Status
+    disabled_at: datetime | None
+    revoked_at: datetime | None
+    secret_hash: str | None
+    hint: str | None
+    public_key: str | None
+    previous_secret_hash: str | None
+    previous_public_key: str | None
+    previous_valid_until: datetime | None
+    updated_at: datetime
+    version: int
+    position: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +69,7 @@ class KeyState:
             return "expired"
         return self.status
 
-    def with_changes(self, **changes: Any) -> KeyState:
+    def with_changes(self, **changes: Unpack[KeyStateChanges]) -> KeyState:
         """A new state with ``changes`` applied; this one is left as it is.
 
         ``dataclasses.replace`` inspects every field's metadata and goes
