@@ -23,7 +23,7 @@ from service.http.verify_routes import VERIFICATION_INDEX
 from service.key_commands import KeyCommandHandler
 from service.service_keys import issue_service_key
 from service.settings import Settings
-from tests.support.api import Api, new_org
+from tests.support.api import Api, indexed, new_org
 from tests.support.event_log import append_lock_held, writers_waiting_for_lock
 from tests.support.replicas import in_process_replica
 
@@ -31,12 +31,23 @@ ACTOR = Actor(id="test:authority")
 
 
 async def service_key(
-    pool: asyncpg.Pool, settings: Settings, scopes: list[str], orgs: list[str] | None = None
+    pool: asyncpg.Pool,
+    settings: Settings,
+    scopes: list[str],
+    orgs: list[str] | None = None,
+    *,
+    known_to: TestClient | None = None,
 ) -> tuple[str, str]:
-    """(secret, key id) of a new service key."""
+    """(secret, key id) of a new service key, once ``known_to``'s index has it.
+
+    Written on the pool, the key reaches an app's index through its notification;
+    presented before that, a caught-up index refuses it (401).
+    """
     issued = await issue_service_key(
         pool, settings.pepper_bytes, name="svc", scopes=scopes, orgs=orgs, actor=ACTOR
     )
+    if known_to is not None:
+        await indexed(known_to, issued.position)
     return issued.secret, issued.key_id
 
 
@@ -48,9 +59,11 @@ async def test_an_org_limited_admin_cannot_touch_system(
     api: Api, client: TestClient, pool: asyncpg.Pool, settings: Settings
 ) -> None:
     mine = new_org()
-    limited_secret, limited_id = await service_key(pool, settings, ["admin"], orgs=[mine])
+    limited_secret, limited_id = await service_key(
+        pool, settings, ["admin"], orgs=[mine], known_to=client
+    )
     limited = Api(client, limited_secret)
-    target_secret, target_id = await service_key(pool, settings, ["admin"])
+    target_secret, target_id = await service_key(pool, settings, ["admin"], known_to=client)
     before = await version_of(pool, target_id)
 
     # Minting an unlimited admin key, the example of the issue.
@@ -119,13 +132,13 @@ async def test_only_an_unlimited_admin_reads_system(
         (["admin"], []),
         (["admin"], [org]),
     ):
-        caller = Api(client, (await service_key(pool, settings, scopes, orgs))[0])
+        caller = Api(client, (await service_key(pool, settings, scopes, orgs, known_to=client))[0])
         status, _, payload = await caller.get("/v1/orgs/_system/keys")
         assert (status, payload["error"]["code"]) == (404, "org_not_found"), (scopes, orgs)
         status, _, payload = await caller.get("/v1/audit?limit=1000")
         if status == 200:
             assert all(e["org_id"] != SYSTEM_ORG for e in payload["data"]), (scopes, orgs)
-    unlimited = Api(client, (await service_key(pool, settings, ["admin"]))[0])
+    unlimited = Api(client, (await service_key(pool, settings, ["admin"], known_to=client))[0])
     status, _, _ = await unlimited.get("/v1/orgs/_system/keys")
     assert status == 200
 

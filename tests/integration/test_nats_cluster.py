@@ -171,8 +171,21 @@ async def test_killing_the_stream_leader_mid_burst_loses_and_duplicates_nothing(
 
         await eventually(stream_led, 30.0, "the relay to provision a 3-replica stream")
 
+        # Written on a pool, the key reaches each replica's index through its notification;
+        # presented before that, a caught-up index refuses it (401).
+        auth = {"Authorization": f"Bearer {admin.secret}"}
+
+        async def admin_known() -> bool:
+            for url in replicas.urls:
+                async with session.get(f"{url}/v1/orgs/cluster-probe/keys", headers=auth) as r:
+                    if r.status != 200:
+                        return False
+            return True
+
+        await eventually(admin_known, 30.0, "every replica to know the admin key")
+
         readiness = ReadinessSamples(replicas.urls)
-        burst = Burst(replicas.urls, {"Authorization": f"Bearer {admin.secret}"})
+        burst = Burst(replicas.urls, auth)
         tasks = [asyncio.create_task(readiness.run(session))] + [
             asyncio.create_task(burst.worker(session, number)) for number in range(WORKERS)
         ]
