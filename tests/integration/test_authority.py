@@ -152,7 +152,7 @@ async def test_a_stale_replica_commits_nothing_for_an_ended_service_key(
     async with in_process_replica(settings) as replica:
         index = replica.app[VERIFICATION_INDEX]
         for ending, body in (("revoke", {"reason": "leaked"}), ("disable", {"reason": "x"})):
-            secret, key_id = await service_key(pool, settings, ["keys:write"])
+            secret, key_id = await service_key(pool, settings, ["keys:write"], known_to=replica)
             through_b = Api(replica, secret)
             org = new_org()
             await through_b.generate(org)  # replica B knows the caller, and remembers it

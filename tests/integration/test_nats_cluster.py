@@ -173,16 +173,8 @@ async def test_killing_the_stream_leader_mid_burst_loses_and_duplicates_nothing(
 
         # Written on a pool, the key reaches each replica's index through its notification;
         # presented before that, a caught-up index refuses it (401).
+        await replicas.until_accepted(session, admin.secret)
         auth = {"Authorization": f"Bearer {admin.secret}"}
-
-        async def admin_known() -> bool:
-            for url in replicas.urls:
-                async with session.get(f"{url}/v1/orgs/cluster-probe/keys", headers=auth) as r:
-                    if r.status != 200:
-                        return False
-            return True
-
-        await eventually(admin_known, 30.0, "every replica to know the admin key")
 
         readiness = ReadinessSamples(replicas.urls)
         burst = Burst(replicas.urls, auth)
