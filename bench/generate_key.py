@@ -59,7 +59,9 @@ async def _clients(url: str, token: str, clients: int, seconds: float) -> tuple[
     return ok, failed
 
 
-def _load_process(url: str, token: str, clients: int, seconds: float, out: multiprocessing.Queue):
+def _load_process(
+    url: str, token: str, clients: int, seconds: float, out: multiprocessing.Queue[tuple[int, int]]
+) -> None:
     out.put(asyncio.run(_clients(url, token, clients, seconds)))
 
 

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import asyncpg
 
@@ -40,6 +40,7 @@ from events.models import (
     KeyRevoked,
     KeyRotated,
 )
+from events.vocabulary import ENVIRONMENTS
 from projections.key_views import KeyViews
 from projections.rebuild import rebuild
 from service.domain.ids import new_key_id
@@ -51,9 +52,14 @@ ACTOR = Actor(id="bench", request_id="bench")
 _COLUMNS = [name.strip() for name in EVENT_COLUMNS.split(",")]
 
 
+class _KeyOf(TypedDict):
+    key_id: str
+    org_id: str
+
+
 def _key_story(key_id: str, org_id: str, start: datetime, rng: random.Random) -> list[KeyEvent]:
     """One key's events: generated, then a few lifecycle changes (5 on average)."""
-    base = {"key_id": key_id, "org_id": org_id}
+    base = _KeyOf(key_id=key_id, org_id=org_id)
     at = start
     story: list[KeyEvent] = [
         KeyGenerated(
@@ -61,7 +67,7 @@ def _key_story(key_id: str, org_id: str, start: datetime, rng: random.Random) ->
             occurred_at=at,
             name="bench key",
             type="secret",
-            environment=rng.choice(("live", "test")),
+            environment=rng.choice(ENVIRONMENTS),
             scopes=("templates:read", "orders:*"),
             secret_hash=uuid.uuid4().hex * 2,
             hint="sk_live_AAAA…ZZZZ",

@@ -25,7 +25,8 @@ import secrets
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import asyncpg
 import nats
@@ -35,7 +36,7 @@ from nats.js.api import DeliverPolicy
 from bench.support import scratch_database
 from events.models import Actor
 from service.clock import utc_now
-from service.domain.commands import GenerateKey, RevokeKey
+from service.domain.commands import Command, GenerateKey, RevokeKey
 from service.domain.ids import new_key_id
 from service.key_commands import KeyCommandHandler
 from service.log_config import configure_logging
@@ -62,12 +63,12 @@ def summary(name: str, samples_ms: list[float]) -> str:
 
 
 async def at_steady_rate(
-    rate: float, seconds: float, action: Callable[[int], Awaitable[None]]
+    rate: float, seconds: float, action: Callable[[int], Coroutine[Any, Any, None]]
 ) -> float:
     """Start ``action(i)`` on a fixed schedule; returns the achieved rate per second."""
     count = int(rate * seconds)
     start = time.perf_counter()
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     for index in range(count):
         delay = start + index / rate - time.perf_counter()
         if delay > 0:
@@ -94,7 +95,8 @@ async def measure_relay(
     received: dict[str, float] = {}
 
     async def on_message(msg: Msg) -> None:
-        received[msg.headers["Nats-Msg-Id"]] = time.perf_counter()
+        if msg.headers is not None:
+            received[msg.headers["Nats-Msg-Id"]] = time.perf_counter()
 
     nc = await nats.connect(servers=settings.nats_servers)
     js = nc.jetstream()
@@ -125,6 +127,7 @@ async def measure_relay(
     async def one_command(index: int) -> None:
         async with in_flight:
             org = f"bench-{index % 50}"
+            command: Command
             if index % 2 and pending_revokes:
                 key_id, org = pending_revokes.pop()
                 command = RevokeKey(key_id=key_id, reason="unused", issued_at=utc_now())

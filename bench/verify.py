@@ -34,6 +34,7 @@ from aiohttp import web
 
 from bench.support import running_replicas, scratch_database
 from events.models import Actor, KeyGenerated
+from events.vocabulary import ALGORITHMS
 from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from service.http.app import create_app
 from service.http.context import KEYLEDGER
@@ -85,7 +86,9 @@ async def _wrk(
         assert match, output
         return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match[2]]
 
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])  # type: ignore[index]
+    requests = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert requests, output
+    rps = float(requests[1])
     return {"rps": rps, "p50": latency("50"), "p99": latency("99")}
 
 
@@ -121,7 +124,7 @@ async def bench_http(database_url: str, seconds: int) -> list[str]:
                 algo: await _generate(
                     http, base, {"name": algo, "type": "signing", "algorithm": algo}
                 )
-                for algo in ("ed25519", "rsa-2048")
+                for algo in ALGORITHMS
             }
             last = max(k["position"] for k in [bearer, *signing.values()])
             async with http.post(
@@ -129,7 +132,7 @@ async def bench_http(database_url: str, seconds: int) -> list[str]:
             ) as r:
                 assert (await r.json())["code"] == "VALID"
         verify_body = {"key": bearer["secret"], "scopes": ["a:read"]}
-        rows = []
+        rows: list[tuple[str, dict[str, float], float | None]] = []
         bare_result = await _wrk(bare_url, verify_body, auth, seconds)
         # The same middleware (request id, error mapping, one JSON log line) as verify.
         healthz = await _wrk(f"{base}/healthz", {}, {}, seconds, method="GET")
@@ -171,10 +174,11 @@ async def bench_http(database_url: str, seconds: int) -> list[str]:
     return out
 
 
-async def _generate(http: aiohttp.ClientSession, base: str, body: dict) -> dict:
+async def _generate(http: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> dict[str, Any]:
     async with http.post(f"{base}/v1/orgs/bench/keys", json=body) as response:
         assert response.status == 201, await response.text()
-        return await response.json()
+        created: dict[str, Any] = await response.json()
+        return created
 
 
 async def bench_propagation(database_url: str, nats_url: str | None, rounds: int) -> list[str]:
@@ -275,9 +279,9 @@ async def main() -> None:
     if ("a" in args.parts or "b" in args.parts) and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="keyledger-bench-"))
-    server_url = os.environ.get("KEYLEDGER_TEST_DATABASE_URL")
-    embedded_pg = None if server_url else EmbeddedPostgres(workdir / "pg")
-    server_url = server_url or embedded_pg.start()  # type: ignore[union-attr]
+    given_url = os.environ.get("KEYLEDGER_TEST_DATABASE_URL")
+    embedded_pg = None if given_url else EmbeddedPostgres(workdir / "pg")
+    server_url = embedded_pg.start() if embedded_pg is not None else given_url or ""
     nats_url = os.environ.get("KEYLEDGER_TEST_NATS_URL")
     embedded_nats = None if nats_url or "c" not in args.parts else EmbeddedNats(workdir / "nats")
     nats_url = nats_url or (embedded_nats.start() if embedded_nats else None)

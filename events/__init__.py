@@ -30,6 +30,15 @@ from events.models import (
 )
 from events.servers import InvalidServerList, nats_servers
 from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, event_subject, subject_filter
+from events.vocabulary import (
+    Algorithm,
+    Environment,
+    ExpiresIn,
+    KeyType,
+    RateWindow,
+    RevokeReason,
+    Status,
+)
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -37,8 +46,11 @@ __all__ = [
     "EVENT_TYPES",
     "GENESIS_HASH",
     "Actor",
+    "Algorithm",
     "DomainEvent",
     "Envelope",
+    "Environment",
+    "ExpiresIn",
     "InvalidServerList",
     "KeyDisabled",
     "KeyEnabled",
@@ -48,7 +60,11 @@ __all__ = [
     "KeyRenamed",
     "KeyRevoked",
     "KeyRotated",
+    "KeyType",
     "RateLimit",
+    "RateWindow",
+    "RevokeReason",
+    "Status",
     "UnknownEventType",
     "canonical_json",
     "chain_hash",

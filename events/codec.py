@@ -139,7 +139,8 @@ def decode_event(
     data["occurred_at"] = occurred_at
     # The validator itself rather than ``model_validate``: same checks, without
     # the Python wrapper, which is a measurable share of folding a long log.
-    return cls.__pydantic_validator__.validate_python(data)  # type: ignore[no-any-return]
+    event: KeyEvent = cls.__pydantic_validator__.validate_python(data)
+    return event
 
 
 def decode(raw: str | bytes | Any) -> tuple[Envelope, KeyEvent]:

@@ -12,16 +12,12 @@ knows: its global position, stream version, actor and hash.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-KeyType = Literal["secret", "embed", "signing"]
-Environment = Literal["live", "test"]
-Algorithm = Literal["ed25519", "rsa-2048"]
-RevokeReason = Literal["compromised", "unused", "rotated", "leaked", "other"]
-RateWindow = Literal["1s", "1m", "1h"]
+from events.vocabulary import Algorithm, Environment, KeyType, RateWindow, RevokeReason
 
 
 class _Frozen(BaseModel):
@@ -121,7 +117,7 @@ KeyEvent = (
     KeyGenerated | KeyRenamed | KeyDisabled | KeyEnabled | KeyRevoked | KeyRotated | KeyExpired
 )
 
-EVENT_TYPES: dict[str, type[DomainEvent]] = {
+EVENT_TYPES: dict[str, type[KeyEvent]] = {
     cls.event_type: cls
     for cls in (
         KeyGenerated,

@@ -4,7 +4,7 @@ A row holds a key's folded state, made by the write side's own ``evolve``, so
 the view never disagrees with the decider. ``service.key_view.render_key``
 turns a row back into the public JSON, and computes ``expired`` at read time.
 ``last_used_at`` does not come from events: verification records it in
-batches with ``record_last_used``, and a rebuild carries it over.
+batches (``service.key_usage.UsageRecorder``), and a rebuild carries it over.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from events.models import KeyGenerated, RateLimit
+from events.vocabulary import LIVE_STATUSES, Environment, KeyType, Status
 from projections.runner import Refusal
 from service.domain.decider import evolve
 from service.domain.state import KeyState
@@ -27,7 +28,6 @@ from service.store.event_store import LoggedEvent
 from service.store.quarantine import is_transient
 
 NAME = "key_views"
-STATUSES = ("active", "disabled", "revoked", "expired")
 _IDENTIFIER = re.compile(r"\A[a-z_][a-z0-9_]{0,62}\Z")
 
 # Columns written from the folded state, in the order of ``_row``.
@@ -77,9 +77,9 @@ class KeyView:
 class KeyFilter:
     """The filters of ``GET /v1/orgs/{org}/keys``; None means any."""
 
-    status: str | None = None
-    type: str | None = None
-    environment: str | None = None
+    status: Status | None = None
+    type: KeyType | None = None
+    environment: Environment | None = None
 
 
 def _row(state: KeyState, position: int) -> tuple[Any, ...]:
@@ -289,24 +289,6 @@ class KeyViews:
         )
         return {r["key_id"]: view_from_record(r).state for r in rows}
 
-    # -- written by verification ---------------------------------------------
-
-    async def record_last_used(
-        self, conn: asyncpg.Connection, used: Iterable[tuple[str, datetime]]
-    ) -> None:
-        """Set ``last_used_at`` for many keys at once; it never moves backwards."""
-        pairs = list(used)
-        if not pairs:
-            return
-        await conn.execute(
-            f"""UPDATE {self.table} AS v SET last_used_at = u.at
-                FROM unnest($1::text[], $2::timestamptz[]) AS u(key_id, at)
-                WHERE v.key_id = u.key_id
-                  AND (v.last_used_at IS NULL OR v.last_used_at < u.at)""",
-            [key_id for key_id, _ in pairs],
-            [at for _, at in pairs],
-        )
-
     # -- queries -------------------------------------------------------------
 
     async def get(self, conn: asyncpg.Connection, org_id: str, key_id: str) -> KeyView | None:
@@ -357,7 +339,7 @@ class KeyViews:
         return [dict(r) for r in rows]
 
 
-def _status_clause(status: str, now: Callable[[], str]) -> str:
+def _status_clause(status: Status, now: Callable[[], str]) -> str:
     """SQL for the status a caller sees: past ``expires_at`` reads ``expired``.
 
     ``now()`` binds the current instant as a parameter and returns its placeholder.
@@ -365,7 +347,7 @@ def _status_clause(status: str, now: Callable[[], str]) -> str:
     if status == "revoked":
         return "status = 'revoked'"
     not_past = f"(expires_at IS NULL OR expires_at > {now()})"
-    if status in ("active", "disabled"):
+    if status in LIVE_STATUSES:
         return f"(status = '{status}' AND {not_past})"
     if status == "expired":
         return f"(status = 'expired' OR (status IN ('active', 'disabled') AND NOT {not_past}))"

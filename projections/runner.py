@@ -48,8 +48,10 @@ class Projection(Protocol):
 
     #: The projection's name; also its checkpoint row, its quarantine consumer and CLI name.
     name: str
-    #: The table a rebuild recreates, or None when there is nothing to rebuild.
-    table: str | None
+
+    @property
+    def table(self) -> str | None:
+        """The table a rebuild recreates, or None when there is nothing to rebuild."""
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[LoggedEvent]) -> None:
         """Apply consecutive events, in position order, to the projection's table.
@@ -107,9 +109,10 @@ async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:
         "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
         name,
     )
-    return await conn.fetchval(
+    position: int = await conn.fetchval(
         "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE", name
     )
+    return position
 
 
 async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) -> None:

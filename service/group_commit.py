@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 import asyncpg
 import structlog
@@ -78,12 +78,14 @@ def _outage(exc: BaseException) -> bool:
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+# A work that takes any item of a kind also takes the narrower items of a GroupCommit.
+WorkItem = TypeVar("WorkItem", contravariant=True)
 
 
-class BatchWork(Protocol[Item, Result]):
+class BatchWork(Protocol[WorkItem, Result]):
     """What a ``GroupCommit`` runs: one transaction of items, under the caller's lock."""
 
-    async def begin(self, conn: asyncpg.Connection, items: Sequence[Item]) -> Any:
+    async def begin(self, conn: asyncpg.Connection, items: Sequence[WorkItem]) -> Any:
         """Open the batch (take locks, read what every item needs); returns its state."""
 
     def mark(self, batch: Any) -> Any:
@@ -92,7 +94,7 @@ class BatchWork(Protocol[Item, Result]):
     def undo(self, batch: Any, mark: Any) -> None:
         """Put ``batch``'s in-memory state back to ``mark`` (the item was rolled back)."""
 
-    async def apply(self, conn: asyncpg.Connection, batch: Any, item: Item) -> Result:
+    async def apply(self, conn: asyncpg.Connection, batch: Any, item: WorkItem) -> Result:
         """Apply one item; a ``KeyledgerError`` is a refusal."""
 
     async def end(self, conn: asyncpg.Connection, batch: Any) -> None:
@@ -108,7 +110,7 @@ class _Pending(Generic[Item, Result]):
     outcome: asyncio.Future[Result] = field(repr=False)
 
 
-Outcome = Result | KeyledgerError
+Outcome: TypeAlias = Result | KeyledgerError
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -200,14 +202,14 @@ class GroupCommit(Generic[Item, Result]):
                 continue
             await self._deliver([pending], results)
 
-    async def _commit(self, items: list[Item]) -> list[Outcome]:
+    async def _commit(self, items: list[Item]) -> list[Outcome[Result]]:
         """One transaction for ``items``; per-item failures are results, not raised.
 
         A batch of one needs no savepoint: its transaction is the unit, and
         whatever it raises rolls the transaction back.
         """
         isolate = len(items) > 1
-        results: list[Outcome] = []
+        results: list[Outcome[Result]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             batch = await self.work.begin(conn, items)
             for item in items:
@@ -228,7 +230,9 @@ class GroupCommit(Generic[Item, Result]):
             await self.work.end(conn, batch)
         return results
 
-    async def _deliver(self, batch: list[_Pending[Item, Result]], results: list[Outcome]) -> None:
+    async def _deliver(
+        self, batch: list[_Pending[Item, Result]], results: list[Outcome[Result]]
+    ) -> None:
         done = [r for r in results if not isinstance(r, KeyledgerError)]
         if done:
             try:

@@ -98,9 +98,10 @@ class KeyCommandHandler:
     """Runs key commands against PostgreSQL, many callers' at a time.
 
     Commands go through a ``GroupCommit`` (see ``service.group_commit``): one
-    transaction per batch under the log's append lock, one savepoint per
-    command, so a batch costs one flush and one command's failure of any kind
-    fails it alone. The append lock is waited for at most
+    transaction per batch under the log's append lock, each command of a
+    batch of several in its own savepoint, so a batch costs one flush and a
+    command's failure fails it alone (a lost connection fails the batch, whose
+    commands are then retried one transaction each). The append lock is waited for at most
     ``lock_timeout_seconds`` (then 503 ``unavailable``, nothing written).
     """
 
@@ -239,6 +240,8 @@ class KeyCommandHandler:
             conn, events, actor=actor, expected_version=state.version if state else 0, head=head
         )
         new_state = fold_envelopes(appended, state)
+        # Only a GenerateKey starts from no state, and it either appends or raises.
+        assert new_state is not None, "a command without a key produced no event"
         if appended:
             await self.registry.save(conn, new_state)
         outcome = CommandOutcome(

@@ -83,8 +83,3 @@ class UsageRecorder:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.flush())
-
-
-async def last_used_at(conn: asyncpg.Connection, key_id: str) -> datetime | None:
-    """When ``key_id`` was last verified, to the minute (None if never)."""
-    return await conn.fetchval("SELECT last_used_at FROM key_usage WHERE key_id = $1", key_id)

@@ -114,7 +114,7 @@ def log_access(
     stream.flush()
 
 
-class _LibraryLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _LibraryLogHandler(logging.StreamHandler[TextIO]):
     """Where the warnings of libraries (aiohttp, asyncpg, nats) go: see ``configure_logging``."""
 
 

@@ -68,7 +68,9 @@ class TruncationGuard:
     async def start(self) -> WitnessReport:
         """Check once now (loudly when truncated), then keep checking in the background."""
         if self.nats_url:
-            self._tasks.append(asyncio.create_task(self._connect(), name="witness-nats"))
+            # A cluster is a comma-separated list: nats-py needs it split (events.servers).
+            servers = nats_servers(self.nats_url)
+            self._tasks.append(asyncio.create_task(self._connect(servers), name="witness-nats"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), STARTUP_NATS_WAIT_SECONDS)
         report = await self.check()
@@ -151,7 +153,7 @@ class TruncationGuard:
         except Exception as exc:
             return None, f"jetstream: {type(exc).__name__}"
 
-    async def _connect(self) -> None:
+    async def _connect(self, servers: list[str]) -> None:
         async def connected() -> None:
             await self._check_quietly()
 

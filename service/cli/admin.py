@@ -13,7 +13,7 @@ from service.settings import Settings
 from service.store.log_witnesses import refuse_if_truncated
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     admin = commands.add_parser("admin", help="administrative tasks")
     tasks = admin.add_subparsers(dest="task", required=True)
     create = tasks.add_parser("create-service-key", help="issue a service key; prints it once")

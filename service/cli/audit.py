@@ -30,7 +30,7 @@ from service.store.migrate import migrate
 NATS_TIMEOUT_SECONDS = 5.0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = commands.add_parser("audit", help="the tamper-evident event log")
     tasks = group.add_subparsers(dest="task", required=True)
     verify = tasks.add_parser(

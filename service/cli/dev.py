@@ -17,7 +17,7 @@ from service.settings import Settings
 from service.store.log_witnesses import refuse_if_truncated
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dev = commands.add_parser(
         "dev", help="run with embedded PostgreSQL and NATS, print an admin key"
     )

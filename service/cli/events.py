@@ -19,7 +19,7 @@ from service.domain.orgs import is_org_id
 from service.settings import Settings
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events = commands.add_parser("events", help="the published event stream")
     tasks = events.add_subparsers(dest="task", required=True)
     tail = tasks.add_parser(

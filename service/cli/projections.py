@@ -12,7 +12,7 @@ from service.log_config import configure_logging
 from service.settings import Settings
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = commands.add_parser("projections", help="read models built from the event log")
     tasks = group.add_subparsers(dest="task", required=True)
     rebuild_cmd = tasks.add_parser(

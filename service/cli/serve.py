@@ -14,7 +14,7 @@ from service.store.database import database_connection
 from service.store.migrate import migrate
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the API (settings from KEYLEDGER_*)")
     serve.add_argument("--host", help="overrides KEYLEDGER_HOST")
     serve.add_argument("--port", type=int, help="overrides KEYLEDGER_PORT")

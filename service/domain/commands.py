@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from events.models import RateLimit
+from events.vocabulary import Algorithm, Environment, KeyType, RevokeReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class ActiveKeyQuota:
 
     @property
     def exhausted(self) -> bool:
+        """Whether one more active key would go over the limit."""
         return self.limit is not None and self.active >= self.limit
 
 
@@ -36,13 +38,13 @@ class GenerateKey:
     key_id: str
     org_id: str
     name: str
-    type: str
-    environment: str
+    type: KeyType
+    environment: Environment
     issued_at: datetime
     scopes: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     resource: str | None = None
-    algorithm: str | None = None
+    algorithm: Algorithm | None = None
     public_key: str | None = None
     secret_hash: str | None = None
     hint: str | None = None
@@ -76,7 +78,7 @@ class EnableKey:
 @dataclass(frozen=True, slots=True)
 class RevokeKey:
     key_id: str
-    reason: str
+    reason: RevokeReason
     issued_at: datetime
 
 

@@ -18,6 +18,8 @@ Both are pure. An empty list means "nothing changes" (the command is a no-op).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from typing import TypedDict, assert_never
 
 from events.models import (
     KeyDisabled,
@@ -29,6 +31,7 @@ from events.models import (
     KeyRevoked,
     KeyRotated,
 )
+from events.vocabulary import TERMINAL_STATUSES
 from service.domain.commands import (
     ActiveKeyQuota,
     Command,
@@ -40,8 +43,16 @@ from service.domain.commands import (
     RevokeKey,
     RotateKey,
 )
-from service.domain.state import KeyState
+from service.domain.state import KeyState, KeyStateChanges
 from service.errors import KeyledgerError
+
+
+class _Subject(TypedDict):
+    """The fields every event about an existing key starts with."""
+
+    key_id: str
+    org_id: str
+    occurred_at: datetime
 
 
 def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
@@ -52,17 +63,17 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
         raise KeyledgerError("key_not_found", "no such key")
     now = command.issued_at
     status = state.status_at(now)
-    base = {"key_id": state.key_id, "org_id": state.org_id, "occurred_at": now}
+    base = _Subject(key_id=state.key_id, org_id=state.org_id, occurred_at=now)
 
     if isinstance(command, RevokeKey):
         if state.status == "revoked":
             return []
         return [KeyRevoked(**base, reason=command.reason)]
     if isinstance(command, ExpireKey):
-        if state.status in ("revoked", "expired") or status != "expired":
+        if state.status in TERMINAL_STATUSES or status != "expired" or state.expires_at is None:
             return []
         return [KeyExpired(**base, expires_at=state.expires_at)]
-    if status in ("revoked", "expired"):
+    if status in TERMINAL_STATUSES:
         raise KeyledgerError("key_not_mutable", f"the key is {status}; only revoke is allowed")
 
     match command:
@@ -89,7 +100,7 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
                     previous_valid_until=now + command.grace_period,
                 )
             ]
-    raise TypeError(f"unknown command {command!r}")
+    assert_never(command)
 
 
 def _generate(command: GenerateKey, state: KeyState | None) -> list[KeyEvent]:
@@ -154,7 +165,7 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
         )
     if state is None:
         raise ValueError(f"{event.event_type} before KeyGenerated for {event.key_id}")
-    changes: dict[str, object] = {"updated_at": event.occurred_at, "version": state.version + 1}
+    changes: KeyStateChanges = {"updated_at": event.occurred_at, "version": state.version + 1}
     match event:
         case KeyRenamed(name=name):
             changes["name"] = name

@@ -1,18 +1,18 @@
-"""The duration vocabulary of the API: ``expires_in``, ``grace_period``, rate windows."""
+"""The durations of the API: ``expires_in`` and ``grace_period``."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
 
-EXPIRES_IN = ("never", "30d", "90d", "6mo", "1y")
+from events.vocabulary import EXPIRES_IN_CHOICES, ExpiresIn
+
 _DURATION = re.compile(r"\A([0-9]{1,7})(s|m|h|d)\Z")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_GRACE = timedelta(days=7)
-WINDOW_SECONDS = {"1s": 1, "1m": 60, "1h": 3600}
 
 
-def expiry_from(expires_in: str, now: datetime) -> datetime | None:
+def expiry_from(expires_in: ExpiresIn, now: datetime) -> datetime | None:
     """When a key created ``now`` with ``expires_in`` expires (None for never)."""
     if expires_in == "never":
         return None
@@ -22,7 +22,7 @@ def expiry_from(expires_in: str, now: datetime) -> datetime | None:
         return _add_months(now, 12)
     days = {"30d": 30, "90d": 90}.get(expires_in)
     if days is None:
-        raise ValueError(f"expires_in must be one of {', '.join(EXPIRES_IN)}")
+        raise ValueError(f"expires_in must be one of {', '.join(EXPIRES_IN_CHOICES)}")
     return now + timedelta(days=days)
 
 
@@ -38,8 +38,8 @@ def _add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=min(moment.day, 28))
 
 
-def parse_grace_period(value: str) -> timedelta:
-    """``0s``…``7d`` in s, m, h or d units."""
+def parse_grace_period(value: object) -> timedelta:
+    """``0s``…``7d`` in s, m, h or d units; anything else (a non-string too) is a ValueError."""
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise ValueError("grace_period must look like 30s, 15m, 24h or 7d")

@@ -14,16 +14,21 @@ import re
 import secrets
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol, Self
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from events.vocabulary import ENVIRONMENTS, Algorithm, Environment, KeyType
+
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LEN = 43
 _CRC_LEN = 6
-PREFIXES = {"secret": "sk", "embed": "rk"}
-SECRET_PATTERN = re.compile(r"\A(sk|rk)_(live|test)_[0-9A-Za-z]{49}\Z")
+# Only bearer keys have a secret; signing keys have a key pair instead.
+PREFIXES: dict[KeyType, str] = {"secret": "sk", "embed": "rk"}
+SECRET_PATTERN = re.compile(
+    rf"\A({'|'.join(PREFIXES.values())})_({'|'.join(ENVIRONMENTS)})_[0-9A-Za-z]{{49}}\Z"
+)
 SECRET_LENGTH = 8 + _BODY_LEN + _CRC_LEN
 
 
@@ -54,7 +59,7 @@ def _checksum(text: str) -> str:
     return _crc_digits(zlib.crc32(text.encode()))
 
 
-def new_secret(key_type: str, environment: str) -> str:
+def new_secret(key_type: KeyType, environment: Environment) -> str:
     """A fresh bearer secret for a ``secret`` or ``embed`` key."""
     head = f"{PREFIXES[key_type]}_{environment}_" + _base62(
         int.from_bytes(secrets.token_bytes(32), "big"), _BODY_LEN
@@ -73,10 +78,18 @@ def is_well_formed(secret: str) -> bool:
 # outer padded keys (RFC 2104), one pair per pepper (i.e. per configuration).
 # Copying these skips OpenSSL 3's per-call HMAC setup: ≈4× cheaper than
 # ``hmac.digest`` on the verify hot path; tests pin it to ``hmac``'s result.
-_KEYED: dict[bytes, tuple[Any, Any]] = {}
+class _HashState(Protocol):
+    """What ``hashlib.sha256()`` returns, as far as the keyed states use it."""
+
+    def copy(self) -> Self: ...
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
 
 
-def _keyed_states(pepper: bytes) -> tuple[Any, Any]:
+_KEYED: dict[bytes, tuple[_HashState, _HashState]] = {}
+
+
+def _keyed_states(pepper: bytes) -> tuple[_HashState, _HashState]:
     key = hashlib.sha256(pepper).digest() if len(pepper) > 64 else pepper
     key = key.ljust(64, b"\0")
     inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
@@ -113,8 +126,9 @@ class SigningKeyPair:
     private_pem: str
 
 
-def new_signing_key_pair(algorithm: str) -> SigningKeyPair:
+def new_signing_key_pair(algorithm: Algorithm) -> SigningKeyPair:
     """Generate an Ed25519 or RSA-2048 pair. RSA takes tens of ms: call off the loop."""
+    private: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
     if algorithm == "ed25519":
         private = ed25519.Ed25519PrivateKey.generate()
     elif algorithm == "rsa-2048":

@@ -5,12 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, TypedDict, Unpack
 
 from events.models import RateLimit
+from events.vocabulary import TERMINAL_STATUSES, Algorithm, Environment, KeyType, Status
 
-Status = Literal["active", "disabled", "revoked", "expired"]
-TERMINAL: frozenset[str] = frozenset({"revoked", "expired"})
+
+class KeyStateChanges(TypedDict, total=False):
+    """What an event (or the event store, ``position``) may change in a key's state."""
+
+    name: str
+    status: Status
+    disabled_at: datetime | None
+    revoked_at: datetime | None
+    secret_hash: str | None
+    hint: str | None
+    public_key: str | None
+    previous_secret_hash: str | None
+    previous_public_key: str | None
+    previous_valid_until: datetime | None
+    updated_at: datetime
+    version: int
+    position: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,13 +36,13 @@ class KeyState:
     key_id: str
     org_id: str
     name: str
-    type: str
-    environment: str
+    type: KeyType
+    environment: Environment
     status: Status
     scopes: tuple[str, ...]
     allowed_origins: tuple[str, ...]
     resource: str | None
-    algorithm: str | None
+    algorithm: Algorithm | None
     public_key: str | None
     secret_hash: str | None
     hint: str | None
@@ -47,17 +63,13 @@ class KeyState:
     def status_at(self, now: datetime) -> Status:
         """The status a caller sees at ``now``: past ``expires_at`` is expired,
         whether or not ``KeyExpired`` has been written yet."""
-        if self.status in TERMINAL:
+        if self.status in TERMINAL_STATUSES:
             return self.status
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
         return self.status
 
-    def counts_as_active(self, now: datetime) -> bool:
-        """Whether the key uses one of its org's active-key slots."""
-        return self.status_at(now) == "active"
-
-    def with_changes(self, **changes: Any) -> KeyState:
+    def with_changes(self, **changes: Unpack[KeyStateChanges]) -> KeyState:
         """A new state with ``changes`` applied; this one is left as it is.
 
         ``dataclasses.replace`` inspects every field's metadata and goes

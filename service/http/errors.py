@@ -6,9 +6,11 @@ from typing import Any
 
 from aiohttp import web
 
+from service.errors import ErrorCode
 from service.redaction import redact_text, redact_value
 
-STATUS_BY_CODE: dict[str, int] = {
+# Every ErrorCode has its status here (tests/unit/test_error_codes.py checks it is total).
+STATUS_BY_CODE: dict[ErrorCode, int] = {
     "malformed_json": 400,
     "invalid_json": 400,
     "invalid_header": 400,
@@ -48,13 +50,26 @@ STATUS_BY_CODE: dict[str, int] = {
 
 
 def error_response(
-    code: str,
+    code: ErrorCode,
     message: str,
     request_id: str,
     details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """``{"error": {code, message, request_id, details?}}`` with the code's status.
+    """``{"error": {code, message, request_id, details?}}`` with the code's status."""
+    return json_error(code, STATUS_BY_CODE[code], message, request_id, details, headers)
+
+
+def json_error(
+    code: str,
+    status: int,
+    message: str,
+    request_id: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """The error body with an explicit status; ``code`` may come from outside the list
+    (an aiohttp ``HTTPException`` passed through: its reason, snake-cased).
 
     Message and details are scrubbed of secret-shaped text here, for every
     error at once: they may quote what the client sent (an unknown query
@@ -70,6 +85,4 @@ def error_response(
     if isinstance(details, dict) and isinstance(details.get("retry_after"), int):
         # 429 for a caller over its own rate limit carries Retry-After (SPEC §8).
         headers = {**(headers or {}), "Retry-After": str(details["retry_after"])}
-    return web.json_response(
-        {"error": error}, status=STATUS_BY_CODE.get(code, 400), headers=headers
-    )
+    return web.json_response({"error": error}, status=status, headers=headers)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from service.domain.vocabulary import REQUEST_ID as REQUEST_ID_TEXT
 from service.errors import KeyledgerError
-from service.http.errors import error_response
+from service.http.errors import error_response, json_error
 from service.log_config import log_access
 from service.redaction import looks_like_secret
 
@@ -27,7 +27,7 @@ _ID_COUNTER = itertools.count(1)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Sees every request: (route template, method, status, seconds); set by service.http.metrics.
 RequestObserver = Callable[[str, str, int, float], None]
-REQUEST_OBSERVER = web.AppKey("request_observer", RequestObserver)
+REQUEST_OBSERVER: web.AppKey[RequestObserver] = web.AppKey("request_observer")
 
 
 def request_id_of(request: web.Request) -> str:
@@ -67,8 +67,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             headers={"Allow": ",".join(sorted(exc.allowed_methods))},
         )
     except web.HTTPException as exc:
-        response = error_response(exc.reason.lower().replace(" ", "_"), exc.reason, request_id)
-        response.set_status(exc.status)
+        code = exc.reason.lower().replace(" ", "_")
+        response = json_error(code, exc.status, exc.reason, request_id)
     except Exception:
         log.exception("unhandled_error", request_id=request_id, route=_route_name(request))
         response = error_response("internal_error", "internal error", request_id)

@@ -19,11 +19,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from events.models import EVENT_TYPES
-from projections.key_views import STATUSES
+from events.vocabulary import ENVIRONMENTS, KEY_TYPES, STATUSES
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.vocabulary import ACTOR_ID, HEADER_TEXT, KEY_ID, ORG_ID
 from service.http import response_shapes as shapes
-from service.http.query_params import ENVIRONMENTS, KEY_TYPES
 from service.http.schemas import (
     DisableKeyBody,
     EnableKeyBody,
@@ -43,7 +42,9 @@ _ACTOR = {"type": "string", "pattern": ACTOR_ID.json_pattern}
 _POSITION = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
 
 
-def _param(where: str, name: str, schema: dict[str, Any], doc: str, required: bool = False) -> dict:
+def _param(
+    where: str, name: str, schema: dict[str, Any], doc: str, required: bool = False
+) -> dict[str, Any]:
     return {"in": where, "name": name, "required": required, "schema": schema, "description": doc}
 
 
@@ -224,7 +225,7 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=[
             _param("query", "resource", {"type": "string"}, "The protected resource."),
             _param("query", "scopes", {"type": "string"}, "Required scopes, comma-separated."),
-            _param("query", "environment", {"type": "string", "enum": ["live", "test"]}, "Env."),
+            _param("query", "environment", {"type": "string", "enum": list(ENVIRONMENTS)}, "Env."),
             _MIN_POSITION,
             _param("header", "X-API-Key", {"type": "string"}, "Signed request: the key id."),
             _param("header", "X-API-Signature", {"type": "string"}, "Signed request."),

@@ -39,4 +39,5 @@ def _handle_error(
 
 def redact_refused_requests() -> None:
     """Make aiohttp's own 4xx answers and their log lines redact secrets."""
+    # Replacing a method of aiohttp's class is the point here (it has no hook for this).
     web_protocol.RequestHandler.handle_error = _handle_error  # type: ignore[method-assign]

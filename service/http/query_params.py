@@ -13,20 +13,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from multidict import MultiMapping
 
 from events.models import EVENT_TYPES
-from projections.key_views import STATUSES, KeyFilter
+from events.vocabulary import ENVIRONMENTS, KEY_TYPES, STATUSES
+from projections.key_views import KeyFilter
 from service.domain.ids import is_key_id
 from service.domain.orgs import is_org_id
 from service.domain.vocabulary import ACTOR_ID, ascii_integer, parse_instant
-from service.errors import KeyledgerError
+from service.errors import ErrorCode, KeyledgerError
 
-KEY_TYPES = ("secret", "embed", "signing")
-ENVIRONMENTS = ("live", "test")
 KEY_LIST_PARAMS = ("status", "type", "environment", "limit", "cursor", "min_position")
 AUDIT_PARAMS = (
     *("org_id", "key_id", "event_type", "actor", "since", "until", "after", "limit"),
@@ -34,7 +34,7 @@ AUDIT_PARAMS = (
 )
 
 
-def _invalid(code: str, name: str, message: str) -> KeyledgerError:
+def _invalid(code: ErrorCode, name: str, message: str) -> KeyledgerError:
     return KeyledgerError(code, message, [{"loc": ["query", name], "msg": message}])
 
 
@@ -58,7 +58,7 @@ def limit_of(query: Mapping[str, str], *, default: int, maximum: int) -> int:
     return value
 
 
-def position_of(query: Mapping[str, str], name: str, code: str) -> int | None:
+def position_of(query: Mapping[str, str], name: str, code: ErrorCode) -> int | None:
     """A non-negative log position (``min_position``, ``after``), or None when absent."""
     raw = query.get(name)
     if raw is None:
@@ -74,13 +74,22 @@ def min_position_of(query: Mapping[str, str]) -> int | None:
     return position_of(query, "min_position", "invalid_min_position")
 
 
+Choice = TypeVar("Choice", bound=str)
+
+
 def choice_of(
-    query: Mapping[str, str], name: str, choices: Collection[str], code: str = "validation_error"
-) -> str | None:
+    query: Mapping[str, str],
+    name: str,
+    choices: Sequence[Choice],
+    code: ErrorCode = "validation_error",
+) -> Choice | None:
     """A value from a closed set, or None when absent."""
     raw = query.get(name)
-    if raw is None or raw in choices:
-        return raw
+    if raw is None:
+        return None
+    for choice in choices:
+        if raw == choice:
+            return choice
     raise _invalid(code, name, f"{name} must be one of {', '.join(choices)}")
 
 
@@ -164,8 +173,9 @@ def decode_key_cursor(raw: str | None, org_id: str, where: KeyFilter) -> str | N
         not isinstance(payload, dict)
         or payload.get("o") != org_id
         or payload.get("f") != _filter_tag(where)
-        or not isinstance(payload.get("k"), str)
-        or not is_key_id(payload["k"])
     ):
         raise _invalid("invalid_cursor", "cursor", message)
-    return payload["k"]
+    key_id = payload.get("k")
+    if not isinstance(key_id, str) or not is_key_id(key_id):
+        raise _invalid("invalid_cursor", "cursor", message)
+    return key_id

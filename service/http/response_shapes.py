@@ -14,10 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from events.models import Envelope
+from events.vocabulary import Algorithm, Environment, KeyType, Status
 from service.http.schemas import RateLimitBody
-from service.verification.policy import HTTP_STATUS
-
-VerifyCode = Literal[tuple(HTTP_STATUS)]  # type: ignore[valid-type]
+from service.verification.policy import VerifyCode
 
 
 class _Shape(BaseModel):
@@ -39,13 +38,13 @@ class Key(_Shape):
     id: str = Field(pattern=r"^key_[0-9A-HJKMNP-TV-Z]{26}$")
     org_id: str
     name: str
-    type: Literal["secret", "embed", "signing"]
-    environment: Literal["live", "test"]
-    status: Literal["active", "disabled", "revoked", "expired"]
+    type: KeyType
+    environment: Environment
+    status: Status
     scopes: list[str]
     allowed_origins: list[str] | None
     resource: str | None
-    algorithm: Literal["ed25519", "rsa-2048"] | None
+    algorithm: Algorithm | None
     public_key: str | None
     hint: str | None
     metadata: dict[str, Any]
@@ -131,8 +130,8 @@ class VerifiedKey(_Shape):
     id: str
     org_id: str
     name: str
-    type: Literal["secret", "embed", "signing"]
-    environment: Literal["live", "test"]
+    type: KeyType
+    environment: Environment
     scopes: list[str]
     metadata: dict[str, Any]
     expires_at: datetime | None

@@ -7,11 +7,18 @@ decided in one place (SPEC §10).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from events.models import RevokeReason
+from events.vocabulary import (
+    Algorithm,
+    Environment,
+    ExpiresIn,
+    KeyType,
+    RateWindow,
+    RevokeReason,
+)
 from service.domain.durations import parse_grace_period
 from service.domain.vocabulary import (
     GrantedScope,
@@ -31,19 +38,19 @@ class StrictBody(BaseModel):
 class RateLimitBody(StrictBody):
     # Strict: a JSON integer, not true, 5.0 or "5" (what the event records is what was sent).
     limit: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
-    window: Literal["1s", "1m", "1h"]
+    window: RateWindow
 
 
 class GenerateKeyBody(StrictBody):
     name: Name
-    type: Literal["secret", "embed", "signing"]
-    environment: Literal["live", "test"] = "live"
-    expires_in: Literal["never", "30d", "90d", "6mo", "1y"] | None = None
+    type: KeyType
+    environment: Environment = "live"
+    expires_in: ExpiresIn | None = None
     expires_at: Instant | None = None
     scopes: Annotated[list[GrantedScope], Field(max_length=100)] = Field(default_factory=list)
     allowed_origins: Annotated[list[Origin], Field(min_length=1, max_length=50)] | None = None
     resource: Resource | None = None
-    algorithm: Literal["ed25519", "rsa-2048"] | None = None
+    algorithm: Algorithm | None = None
     metadata: Metadata = Field(default_factory=dict)
     rate_limit: RateLimitBody | None = None
 

@@ -11,18 +11,25 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
+from events.vocabulary import ENVIRONMENTS, Environment
 from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import read_body
 from service.http.context import authenticate, bearer_token, credential_header, keyledger
 from service.http.middleware import CALLER_ID
 from service.verification.index import IndexEntry
-from service.verification.policy import HTTP_STATUS, Requirements, SignedRequest, Verdict
+from service.verification.policy import (
+    HTTP_STATUS,
+    Requirements,
+    SignedRequest,
+    Verdict,
+    VerifyCode,
+)
 from service.verification.verifier import Credential
 
 routes = web.RouteTableDef()
@@ -44,7 +51,7 @@ class VerifyBody(BaseModel):
     origin: Annotated[str, StringConstraints(max_length=2048)] | None = None
     resource: Annotated[str, StringConstraints(max_length=1024)] | None = None
     scopes: Annotated[list[RequestedScope], Field(max_length=_MAX_SCOPES)] | None = None
-    environment: Literal["live", "test"] | None = None
+    environment: Environment | None = None
     min_position: Annotated[int, Field(ge=0, le=10**18 - 1)] | None = None
 
     @model_validator(mode="after")
@@ -158,7 +165,7 @@ def verdict_response(
 
 
 @functools.lru_cache(maxsize=4096)
-def _encoded_verdict(code: str, entry: IndexEntry | None) -> bytes:
+def _encoded_verdict(code: VerifyCode, entry: IndexEntry | None) -> bytes:
     # Keyed by the entry object itself: entries are never mutated (every event
     # stores a new one), so the same key verified again answers the same bytes
     # without rendering and encoding them each time.
@@ -168,12 +175,13 @@ def _encoded_verdict(code: str, entry: IndexEntry | None) -> bytes:
 def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]:
     query = request.query
     scopes = tuple(s for s in query.get("scopes", "").split(",") if s)
-    environment = query.get("environment") or None
+    raw_environment = query.get("environment") or None
+    environment = next((e for e in ENVIRONMENTS if e == raw_environment), None)
     problems = []
     if len(scopes) > _MAX_SCOPES or not all(SCOPE.matches(s) for s in scopes):
         problems.append({"loc": ["query", "scopes"], "msg": "comma-separated scopes"})
-    if environment not in (None, "live", "test"):
-        problems.append({"loc": ["query", "environment"], "msg": "live or test"})
+    if raw_environment is not None and environment is None:
+        problems.append({"loc": ["query", "environment"], "msg": " or ".join(ENVIRONMENTS)})
     raw_position = query.get("min_position")
     min_position = None
     if raw_position is not None:

@@ -11,7 +11,7 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -291,18 +291,6 @@ class EventStore:
         return UnreadableEvent(
             position, row["key_id"], row["org_id"], row["event_type"], error, row["stream_version"]
         )
-
-    async def iterate(
-        self, conn: asyncpg.Connection, after: int = 0, batch: int = 1000
-    ) -> AsyncIterator[Envelope]:
-        """Every event after ``after`` in position order, in bounded memory."""
-        while True:
-            page = await self.read_after(conn, after, batch)
-            for envelope in page:
-                yield envelope
-            if len(page) < batch:
-                return
-            after = page[-1].position
 
     async def head(self, conn: asyncpg.Connection) -> int:
         """The position of the last committed event (0 for an empty log)."""

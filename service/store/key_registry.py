@@ -11,6 +11,7 @@ from datetime import datetime
 
 import asyncpg
 
+from events.vocabulary import Environment, Status
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 
@@ -19,7 +20,7 @@ from service.domain.state import KeyState
 class CallerStanding:
     """What decides whether a service key may still act: its status and secrets."""
 
-    status: str
+    status: Status
     expires_at: datetime | None
     secret_hash: str | None
     previous_secret_hash: str | None
@@ -105,10 +106,10 @@ class KeyRegistry:
         }
 
     async def count_active(
-        self, conn: asyncpg.Connection, org_id: str, environment: str, now: datetime
+        self, conn: asyncpg.Connection, org_id: str, environment: Environment, now: datetime
     ) -> int:
         """Keys that hold an active slot: active and not past ``expires_at``."""
-        return await conn.fetchval(
+        active: int = await conn.fetchval(
             """SELECT count(*) FROM key_registry
                WHERE org_id = $1 AND environment = $2 AND status = 'active'
                  AND (expires_at IS NULL OR expires_at > $3)""",
@@ -116,12 +117,13 @@ class KeyRegistry:
             environment,
             now,
         )
+        return active
 
     async def find_by_secret_hash(
         self, conn: asyncpg.Connection, secret_hash: str, now: datetime
     ) -> str | None:
         """The key whose current, or still-in-grace previous, secret has this hash."""
-        return await conn.fetchval(
+        key_id: str | None = await conn.fetchval(
             """SELECT key_id FROM key_registry WHERE secret_hash = $1
                UNION ALL
                SELECT key_id FROM key_registry
@@ -130,6 +132,7 @@ class KeyRegistry:
             secret_hash,
             now,
         )
+        return key_id
 
     async def due_for_expiry(
         self, conn: asyncpg.Connection, now: datetime

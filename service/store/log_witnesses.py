@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -35,7 +35,7 @@ from events.codec import GENESIS_HASH
 from service.store.audit_chain import ChainReport
 from service.store.outbox_checkpoint import CHECKPOINTS_AS_WITNESSES
 
-LOG_TRUNCATED = "log_truncated"
+LOG_TRUNCATED: Final = "log_truncated"
 
 # One snapshot: the head, the checkpoints, and the log's hash where a witness has one.
 _HEAD_AND_CHECKPOINTS = f"""

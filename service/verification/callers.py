@@ -9,6 +9,7 @@ import asyncpg
 
 from service.clock import utc_now
 from service.domain import key_material
+from service.domain.key_material import secret_digest
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.domain.vocabulary import CREDENTIAL
@@ -25,7 +26,6 @@ from service.verification.index import (
 from service.verification.policy import (
     Requirements,
     Verdict,
-    secret_digest,
     verify_bearer,
     verify_digest,
 )
@@ -124,13 +124,13 @@ class CallerAuthenticator:
             digest = secret_digest(self.pepper, secret)
             known = self._known.get(digest)
             if known is not None and index.by_secret_hash(digest) is known[0]:
-                verdict = verify_digest(index, digest, _NO_REQUIREMENTS, now, self.limiter)
-                return self._caller(verdict, now, known[1])
+                known_verdict = verify_digest(index, digest, _NO_REQUIREMENTS, now, self.limiter)
+                return self._caller(known_verdict, now, known[1])
         if not key_material.is_well_formed(secret):
             raise KeyledgerError(
                 "invalid_api_key", "the Authorization header does not carry a well-formed key"
             )
-        verdict = None
+        verdict: Verdict | None = None
         if index is not None:
             verdict = verify_digest(index, digest, _NO_REQUIREMENTS, now, self.limiter)
         if (
@@ -145,10 +145,11 @@ class CallerAuthenticator:
             )
         presented = digest.hex() if digest else key_material.secret_hash(self.pepper, secret)
         caller = self._caller(verdict, now, secret_hash=presented)
-        if index is not None and verdict.entry is index.by_secret_hash(digest):
+        entry = verdict.entry  # not None: ``_caller`` refused a verdict without a key
+        if index is not None and entry is not None and entry is index.by_secret_hash(digest):
             if len(self._known) >= _KNOWN_CALLERS_MAX:
                 self._known.clear()
-            self._known[digest] = (verdict.entry, caller)
+            self._known[digest] = (entry, caller)
         return caller
 
     @staticmethod

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
@@ -40,6 +41,9 @@ from service.store.event_store import EventStore, UnreadableEvent
 from service.store.log_follower import LogFollower, RetryPolicy
 from service.store.quarantine import QuarantineLog, describe_failure
 from service.verification.index import Offer, VerificationIndex
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 log = structlog.get_logger(__name__)
 TASK_PREFIX = "keyledger-background:"
@@ -213,7 +217,7 @@ class IndexFeed:
                 )
                 js = client.jetstream()
 
-                async def deliver(msg: nats.aio.msg.Msg) -> None:
+                async def deliver(msg: Msg) -> None:
                     try:
                         self.offer(msg.data)
                     except Exception:

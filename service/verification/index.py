@@ -25,10 +25,11 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from events.codec import to_domain_event
 from events.models import Envelope, KeyEvent, RateLimit
+from events.vocabulary import TERMINAL_STATUSES, Algorithm, Environment, KeyType, Status
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.store.event_store import UnreadableEvent
@@ -38,6 +39,14 @@ from service.verification.signing import PublicKey, load_public_key
 # KeyState fields the index does not keep (they never affect verification) are
 # filled with this neutral instant when an entry is turned back into a state.
 _UNKEPT = datetime(1970, 1, 1, tzinfo=UTC)
+
+Word = TypeVar("Word", bound=str)
+
+
+def _shared(word: Word) -> Word:
+    """One string object per word of the vocabulary for all entries (rows read from
+    PostgreSQL bring fresh copies); ``sys.intern`` returns the same value, typed ``str``."""
+    return cast(Word, sys.intern(word))
 
 
 class Offer(Enum):
@@ -56,7 +65,7 @@ class SigningMaterial:
 
     def __init__(
         self,
-        algorithm: str,
+        algorithm: Algorithm,
         pem: str,
         verifier: PublicKey,
         previous_pem: str | None,
@@ -95,9 +104,9 @@ class IndexEntry:
     key_id: str
     org_id: str
     name: str
-    type: str
-    environment: str
-    status: str
+    type: KeyType
+    environment: Environment
+    status: Status
     scopes: tuple[str, ...]
     allowed_origins: tuple[str, ...]
     resource: str | None
@@ -110,9 +119,9 @@ class IndexEntry:
     signer: SigningMaterial | None
     version: int
 
-    def status_at(self, now: datetime) -> str:
+    def status_at(self, now: datetime) -> Status:
         """Recorded status, or ``expired`` once ``expires_at`` has passed (as KeyState)."""
-        if self.status in ("revoked", "expired"):
+        if self.status in TERMINAL_STATUSES:
             return self.status
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
@@ -127,7 +136,7 @@ class IndexEntry:
             name=self.name,
             type=self.type,
             environment=self.environment,
-            status=self.status,  # type: ignore[arg-type]
+            status=self.status,
             scopes=self.scopes,
             allowed_origins=self.allowed_origins,
             resource=self.resource,
@@ -166,9 +175,9 @@ def entry_from_state(
     entry.key_id = state.key_id
     entry.org_id = sys.intern(state.org_id)
     entry.name = state.name
-    entry.type = sys.intern(state.type)
-    entry.environment = sys.intern(state.environment)
-    entry.status = sys.intern(state.status)
+    entry.type = _shared(state.type)
+    entry.environment = _shared(state.environment)
+    entry.status = _shared(state.status)
     entry.scopes = share(tuple(state.scopes))
     entry.allowed_origins = share(tuple(state.allowed_origins))
     entry.resource = state.resource
@@ -203,7 +212,7 @@ def _signing_material(state: KeyState, known: SigningMaterial | None) -> Signing
 
     previous = state.previous_public_key
     return SigningMaterial(
-        algorithm=sys.intern(state.algorithm or "ed25519"),
+        algorithm=_shared(state.algorithm or "ed25519"),
         pem=state.public_key,
         verifier=verifier(state.public_key),
         previous_pem=previous,

@@ -37,9 +37,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from events.codec import format_timestamp
+from events.vocabulary import Environment, Status
 from service.domain import key_material
 from service.domain.ids import is_key_id
 from service.domain.key_material import secret_digest
@@ -56,7 +57,20 @@ from service.verification.signing import (
 
 TIMESTAMP_WINDOW_SECONDS = 300
 
-HTTP_STATUS: dict[str, int] = {
+VerifyCode = Literal[
+    "VALID",
+    "MALFORMED",
+    "NOT_FOUND",
+    "DISABLED",
+    "REVOKED",
+    "EXPIRED",
+    "ORIGIN_NOT_ALLOWED",
+    "RESOURCE_NOT_ALLOWED",
+    "INSUFFICIENT_SCOPE",
+    "WRONG_ENVIRONMENT",
+    "RATE_LIMITED",
+]
+HTTP_STATUS: dict[VerifyCode, int] = {
     "VALID": 200,
     "MALFORMED": 401,
     "NOT_FOUND": 401,
@@ -69,7 +83,11 @@ HTTP_STATUS: dict[str, int] = {
     "WRONG_ENVIRONMENT": 403,
     "RATE_LIMITED": 429,
 }
-_STATUS_CODES = {"revoked": "REVOKED", "expired": "EXPIRED", "disabled": "DISABLED"}
+_STATUS_CODES: dict[Status, VerifyCode] = {
+    "revoked": "REVOKED",
+    "expired": "EXPIRED",
+    "disabled": "DISABLED",
+}
 
 
 class KeyLookup(Protocol):
@@ -90,7 +108,7 @@ class Requirements(NamedTuple):
     origin: str | None = None
     resource: str | None = None
     scopes: tuple[str, ...] = ()
-    environment: str | None = None
+    environment: Environment | None = None
 
 
 class SignedRequest(NamedTuple):
@@ -107,7 +125,7 @@ class SignedRequest(NamedTuple):
 class Verdict(NamedTuple):
     """The answer: a code, and the key once it is identified."""
 
-    code: str
+    code: VerifyCode
     entry: IndexEntry | None = None
     retry_after: int | None = None
 

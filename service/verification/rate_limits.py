@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 from events.models import RateLimit
+from events.vocabulary import RATE_WINDOW_SECONDS
 
-WINDOW_SECONDS: dict[str, int] = {"1s": 1, "1m": 60, "1h": 3600}
 _PRUNE_EVERY = 10_000
 
 
@@ -30,7 +30,7 @@ class RateLimiter:
     def take(self, key_id: str, rate_limit: RateLimit) -> int | None:
         """Count one request: None when allowed, else seconds until it would be."""
         now = self._clock()
-        length = WINDOW_SECONDS[rate_limit.window]
+        length = RATE_WINDOW_SECONDS[rate_limit.window]
         window = int(now // length)
         counter = self._counters.get(key_id)
         if counter is None or counter[0] != length or counter[1] != window:

@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
-ALGORITHMS = ("ed25519", "rsa-2048")
 # Longest base64 signature we accept: RSA-2048 signatures are 344 characters.
 MAX_SIGNATURE_CHARS = 1024
 TIMESTAMP_PATTERN = re.compile(r"\A[0-9]{1,12}\Z")

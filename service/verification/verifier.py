@@ -18,6 +18,7 @@ import asyncpg
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.ids import is_key_id
+from service.domain.key_material import secret_digest
 from service.errors import KeyledgerError
 from service.key_usage import UsageRecorder
 from service.store.event_store import EventStore
@@ -35,7 +36,6 @@ from service.verification.policy import (
     Requirements,
     SignedRequest,
     Verdict,
-    secret_digest,
     verify_bearer,
     verify_signed,
 )

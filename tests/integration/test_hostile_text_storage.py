@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from events import decode
@@ -136,6 +136,8 @@ def test_the_storage_property_meets_accepted_bodies() -> None:
 
 @THROUGH_THE_API
 @given(body=hostile.generate_bodies, text=hostile.texts)
+# Two surrogates that form a pair: JSON escapes that decode to one character (U+10FC00).
+@example(body={"name": "\udbff\udc00", "type": "secret"}, text="\ud83d\ude00")
 async def test_hostile_generate_bodies_through_the_api(
     api: Api, client: TestClient, body: dict[str, Any], text: str
 ) -> None:

@@ -170,8 +170,13 @@ async def test_killing_the_stream_leader_mid_burst_loses_and_duplicates_nothing(
 
         await eventually(stream_led, 30.0, "the relay to provision a 3-replica stream")
 
+        # Written on a pool, the key reaches each replica's index through its notification;
+        # presented before that, a caught-up index refuses it (401).
+        await replicas.until_accepted(session, admin.secret)
+        auth = {"Authorization": f"Bearer {admin.secret}"}
+
         readiness = ReadinessSamples(replicas.urls)
-        burst = Burst(replicas.urls, {"Authorization": f"Bearer {admin.secret}"})
+        burst = Burst(replicas.urls, auth)
         tasks = [asyncio.create_task(readiness.run(session))] + [
             asyncio.create_task(burst.worker(session, number)) for number in range(WORKERS)
         ]

@@ -19,6 +19,7 @@ from projections.key_views import KeyFilter, KeyViews
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from service.http.context import KEYLEDGER
+from service.key_usage import UsageRecorder
 from service.key_view import render_key
 from service.store.event_store import EventStore, LoggedEvent
 from tests.support.api import Api, new_org
@@ -183,11 +184,13 @@ async def test_last_used_at_is_recorded_in_batches_and_never_moves_back(
     second = (await api.generate(org))["key"]["id"]
     await _caught_up(client, pool)
     later = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-    views = KeyViews()
-    async with pool.acquire() as conn:
-        await views.record_last_used(conn, [(first, later), (second, later)])
-        await views.record_last_used(conn, [(first, later - timedelta(hours=1))])
-        await views.record_last_used(conn, [])
+    usage = UsageRecorder(pool)
+    usage.touch(first, later)
+    usage.touch(second, later)
+    assert await usage.flush() == 2
+    usage.touch(first, later - timedelta(hours=1))
+    assert await usage.flush() == 1
+    assert await usage.flush() == 0
     _, _, key = await api.get(f"/v1/orgs/{org}/keys/{first}")
     assert key["last_used_at"] == "2030-01-01T12:00:00.000000Z"
 
@@ -199,9 +202,10 @@ async def test_rebuild_equals_the_live_projection_while_the_service_answers(
     keys = [(await api.generate(org, name=f"k{i}"))["key"]["id"] for i in range(5)]
     await api.post(f"/v1/orgs/{org}/keys/{keys[0]}/disable")
     await _caught_up(client, pool)
+    usage = UsageRecorder(pool)
+    usage.touch(keys[1], datetime(2031, 5, 5, tzinfo=UTC))
+    await usage.flush()
     views = KeyViews()
-    async with pool.acquire() as conn:
-        await views.record_last_used(conn, [(keys[1], datetime(2031, 5, 5, tzinfo=UTC))])
 
     answers: list[int] = []
     written: list[str] = []

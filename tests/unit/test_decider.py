@@ -1,7 +1,12 @@
-"""The key lifecycle, row by row (SPEC §4): given events, when a command, then events."""
+"""The key lifecycle (``service.domain.decider``), as given / when / then.
+
+The first test is the lifecycle table itself, cell by cell; the rest spell out
+what each event carries and what the state becomes.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +21,7 @@ from events.models import (
     KeyRevoked,
     KeyRotated,
 )
+from events.vocabulary import Status
 from service.domain.commands import (
     ActiveKeyQuota,
     Command,
@@ -27,19 +33,22 @@ from service.domain.commands import (
     RevokeKey,
     RotateKey,
 )
-from service.domain.decider import decide, evolve, fold
-from service.errors import KeyledgerError
+from service.domain.decider import evolve, fold
+from tests.support.decider_spec import given
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(hours=1)
 KEY = "key_01JBZ8Q6S1T8YQ4Y4W1S3M5N7P"
 ORG = "acme"
-AT = {"key_id": KEY, "org_id": ORG}
+
+
+# -- events ----------------------------------------------------------------------
 
 
 def generated(expires_at: datetime | None = None) -> KeyGenerated:
     return KeyGenerated(
-        **AT,
+        key_id=KEY,
+        org_id=ORG,
         occurred_at=T0,
         name="Bot",
         type="secret",
@@ -51,25 +60,31 @@ def generated(expires_at: datetime | None = None) -> KeyGenerated:
 
 
 def disabled() -> KeyDisabled:
-    return KeyDisabled(**AT, occurred_at=T0, reason="paused")
+    return KeyDisabled(key_id=KEY, org_id=ORG, occurred_at=T0, reason="paused")
 
 
 def revoked() -> KeyRevoked:
-    return KeyRevoked(**AT, occurred_at=T0, reason="leaked")
+    return KeyRevoked(key_id=KEY, org_id=ORG, occurred_at=T0, reason="leaked")
 
 
 def expired() -> KeyExpired:
-    return KeyExpired(**AT, occurred_at=T1, expires_at=T0 + timedelta(minutes=1))
+    return KeyExpired(key_id=KEY, org_id=ORG, occurred_at=T1, expires_at=T0 + timedelta(minutes=1))
 
 
-def then(given: list[KeyEvent], when: Command) -> list[KeyEvent]:
-    return decide(when, fold(given))
+# -- commands --------------------------------------------------------------------
 
 
-def refused(given: list[KeyEvent], when: Command) -> str:
-    with pytest.raises(KeyledgerError) as caught:
-        then(given, when)
-    return caught.value.code
+def generate(org: str = ORG, quota: ActiveKeyQuota | None = None) -> GenerateKey:
+    return GenerateKey(
+        KEY,
+        org,
+        "Bot",
+        "secret",
+        "live",
+        T0,
+        secret_hash="a" * 64,
+        quota=quota or ActiveKeyQuota(active=0, limit=None),
+    )
 
 
 def rotate(at: datetime = T1) -> RotateKey:
@@ -82,202 +97,249 @@ def rotate(at: datetime = T1) -> RotateKey:
     )
 
 
-# GenerateKey
+# -- the lifecycle table -----------------------------------------------------------
+
+# A key in each status at T1. None of them has an ``expires_at``, so Expire is a
+# no-op in every row here; the cells that expire (``*``, ``†``) are under ExpireKey.
+STATES: dict[Status, list[KeyEvent]] = {
+    "active": [generated()],
+    "disabled": [generated(), disabled()],
+    "expired": [generated(), expired()],
+    "revoked": [generated(), revoked()],
+}
+COMMANDS: dict[str, tuple[Callable[[], Command], type[KeyEvent]]] = {
+    "Rename": (lambda: RenameKey(KEY, "Renamed", T1), KeyRenamed),
+    "Disable": (lambda: DisableKey(KEY, T1), KeyDisabled),
+    "Enable": (lambda: EnableKey(KEY, T1), KeyEnabled),
+    "Revoke": (lambda: RevokeKey(KEY, "compromised", T1), KeyRevoked),
+    "Rotate": (rotate, KeyRotated),
+    "Expire": (lambda: ExpireKey(KEY, T1), KeyExpired),
+}
+EVENT, NO_OP, REFUSED = "event", "no-op", "409"
+# fmt: off
+TABLE: dict[Status, tuple[str, ...]] = {
+    #              Rename    Disable   Enable    Revoke    Rotate    Expire
+    "active":   (EVENT,    EVENT,    NO_OP,    EVENT,    EVENT,    NO_OP),
+    "disabled": (EVENT,    NO_OP,    EVENT,    EVENT,    EVENT,    NO_OP),
+    "expired":  (REFUSED,  REFUSED,  REFUSED,  EVENT,    REFUSED,  NO_OP),
+    "revoked":  (REFUSED,  REFUSED,  REFUSED,  NO_OP,    REFUSED,  NO_OP),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("status", "command", "outcome"),
+    [
+        (status, command, row[column])
+        for status, row in TABLE.items()
+        for column, command in enumerate(COMMANDS)
+    ],
+)
+def test_the_lifecycle_table(status: Status, command: str, outcome: str) -> None:
+    make, recorded = COMMANDS[command]
+    when = given(*STATES[status]).when(make())
+    if outcome == REFUSED:
+        when.then_refused("key_not_mutable")
+    elif outcome == NO_OP:
+        when.then_nothing()
+    else:
+        event, state = when.then_one(recorded)
+        assert event.occurred_at == T1
+        assert state.version == len(STATES[status]) + 1 and state.updated_at == T1
+
+
+# -- GenerateKey -----------------------------------------------------------------
 
 
 def test_generate_records_key_generated() -> None:
-    command = GenerateKey(
-        KEY,
-        ORG,
-        "Bot",
-        "secret",
-        "live",
-        T0,
-        secret_hash="a" * 64,
-        quota=ActiveKeyQuota(active=9, limit=10),
+    event, state = (
+        given().when(generate(quota=ActiveKeyQuota(active=9, limit=10))).then_one(KeyGenerated)
     )
-    [event] = decide(command, None)
-    assert isinstance(event, KeyGenerated) and event.name == "Bot"
-    assert fold([event]).status == "active"
+    assert event.name == "Bot" and event.secret_hash == "a" * 64
+    assert state.status == "active" and state.version == 1
 
 
 def test_generate_at_the_active_limit_is_refused() -> None:
-    command = GenerateKey(
-        KEY, ORG, "Bot", "secret", "live", T0, quota=ActiveKeyQuota(active=10, limit=10)
+    given().when(generate(quota=ActiveKeyQuota(active=10, limit=10))).then_refused(
+        "active_key_limit"
     )
-    with pytest.raises(KeyledgerError) as caught:
-        decide(command, None)
-    assert caught.value.code == "active_key_limit"
 
 
 def test_generate_without_limit_ignores_count() -> None:
-    command = GenerateKey(
-        KEY, "_system", "Svc", "secret", "live", T0, quota=ActiveKeyQuota(active=500, limit=None)
-    )
-    assert len(decide(command, None)) == 1
+    command = generate(org="_system", quota=ActiveKeyQuota(active=500, limit=None))
+    given().when(command).then_one(KeyGenerated)
 
 
 def test_generate_on_existing_key_is_refused() -> None:
-    assert refused([generated()], GenerateKey(KEY, ORG, "B", "secret", "live", T1)) == "key_exists"
+    given(generated()).when(generate()).then_refused("key_exists")
 
 
-# RenameKey
+# -- RenameKey -------------------------------------------------------------------
 
 
 def test_rename_active_key() -> None:
-    [event] = then([generated()], RenameKey(KEY, "Trading Bot", T1))
-    assert event == KeyRenamed(**AT, occurred_at=T1, name="Trading Bot", previous_name="Bot")
+    given(generated()).when(RenameKey(KEY, "Trading Bot", T1)).then(
+        KeyRenamed(key_id=KEY, org_id=ORG, occurred_at=T1, name="Trading Bot", previous_name="Bot")
+    )
 
 
 def test_rename_disabled_key() -> None:
-    [event] = then([generated(), disabled()], RenameKey(KEY, "New", T1))
-    assert isinstance(event, KeyRenamed)
+    _, state = given(generated(), disabled()).when(RenameKey(KEY, "New", T1)).then_one(KeyRenamed)
+    assert state.name == "New" and state.status == "disabled"
 
 
 def test_rename_to_same_name_is_a_no_op() -> None:
-    assert then([generated()], RenameKey(KEY, "Bot", T1)) == []
+    given(generated()).when(RenameKey(KEY, "Bot", T1)).then_nothing()
 
 
 @pytest.mark.parametrize("terminal", [revoked, expired])
-def test_rename_terminal_key_is_refused(terminal) -> None:
-    assert refused([generated(), terminal()], RenameKey(KEY, "X", T1)) == "key_not_mutable"
+def test_rename_terminal_key_is_refused(terminal: Callable[[], KeyEvent]) -> None:
+    given(generated(), terminal()).when(RenameKey(KEY, "X", T1)).then_refused("key_not_mutable")
 
 
 def test_rename_key_past_expiry_is_refused_before_key_expired_is_written() -> None:
-    given = [generated(expires_at=T0 + timedelta(minutes=5))]
-    assert refused(given, RenameKey(KEY, "X", T1)) == "key_not_mutable"
+    given(generated(expires_at=T0 + timedelta(minutes=5))).when(
+        RenameKey(KEY, "X", T1)
+    ).then_refused("key_not_mutable")
 
 
-# DisableKey / EnableKey
+# -- DisableKey / EnableKey ----------------------------------------------------------
 
 
 def test_disable_active_key() -> None:
-    [event] = then([generated()], DisableKey(KEY, T1, reason="abuse"))
-    assert event == KeyDisabled(**AT, occurred_at=T1, reason="abuse")
-    assert fold([generated(), event]).status == "disabled"
+    state = (
+        given(generated())
+        .when(DisableKey(KEY, T1, reason="abuse"))
+        .then(KeyDisabled(key_id=KEY, org_id=ORG, occurred_at=T1, reason="abuse"))
+    )
+    assert state is not None and state.status == "disabled" and state.disabled_at == T1
 
 
 def test_disable_disabled_key_is_a_no_op() -> None:
-    assert then([generated(), disabled()], DisableKey(KEY, T1)) == []
+    given(generated(), disabled()).when(DisableKey(KEY, T1)).then_nothing()
 
 
 @pytest.mark.parametrize("terminal", [revoked, expired])
-def test_disable_terminal_key_is_refused(terminal) -> None:
-    assert refused([generated(), terminal()], DisableKey(KEY, T1)) == "key_not_mutable"
+def test_disable_terminal_key_is_refused(terminal: Callable[[], KeyEvent]) -> None:
+    given(generated(), terminal()).when(DisableKey(KEY, T1)).then_refused("key_not_mutable")
 
 
 def test_enable_disabled_key() -> None:
-    command = EnableKey(KEY, T1, quota=ActiveKeyQuota(active=3, limit=10))
-    [event] = then([generated(), disabled()], command)
-    assert event == KeyEnabled(**AT, occurred_at=T1)
-    state = fold([generated(), disabled(), event])
-    assert state.status == "active" and state.disabled_at is None
+    state = (
+        given(generated(), disabled())
+        .when(EnableKey(KEY, T1, quota=ActiveKeyQuota(active=3, limit=10)))
+        .then(KeyEnabled(key_id=KEY, org_id=ORG, occurred_at=T1))
+    )
+    assert state is not None and state.status == "active" and state.disabled_at is None
 
 
 def test_enable_active_key_is_a_no_op() -> None:
-    assert then([generated()], EnableKey(KEY, T1)) == []
+    given(generated()).when(EnableKey(KEY, T1)).then_nothing()
 
 
 def test_enable_at_the_active_limit_is_refused() -> None:
     command = EnableKey(KEY, T1, quota=ActiveKeyQuota(active=10, limit=10))
-    assert refused([generated(), disabled()], command) == "active_key_limit"
+    error = given(generated(), disabled()).when(command).then_refused("active_key_limit")
+    assert error.details == {"limit": 10}
 
 
 @pytest.mark.parametrize("terminal", [revoked, expired])
-def test_enable_terminal_key_is_refused(terminal) -> None:
-    assert refused([generated(), terminal()], EnableKey(KEY, T1)) == "key_not_mutable"
+def test_enable_terminal_key_is_refused(terminal: Callable[[], KeyEvent]) -> None:
+    given(generated(), terminal()).when(EnableKey(KEY, T1)).then_refused("key_not_mutable")
 
 
-# RevokeKey
+# -- RevokeKey -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("given", [[generated()], [generated(), disabled()]])
-def test_revoke_active_or_disabled_key(given) -> None:
-    [event] = then(given, RevokeKey(KEY, "compromised", T1))
-    assert event == KeyRevoked(**AT, occurred_at=T1, reason="compromised")
-    state = fold([*given, event])
-    assert state.status == "revoked" and state.revoked_at == T1
+@pytest.mark.parametrize("history", [[generated()], [generated(), disabled()]])
+def test_revoke_active_or_disabled_key(history: list[KeyEvent]) -> None:
+    state = (
+        given(*history)
+        .when(RevokeKey(KEY, "compromised", T1))
+        .then(KeyRevoked(key_id=KEY, org_id=ORG, occurred_at=T1, reason="compromised"))
+    )
+    assert state is not None and state.status == "revoked" and state.revoked_at == T1
 
 
 def test_revoke_revoked_key_is_a_no_op() -> None:
-    assert then([generated(), revoked()], RevokeKey(KEY, "other", T1)) == []
+    given(generated(), revoked()).when(RevokeKey(KEY, "other", T1)).then_nothing()
 
 
 def test_revoke_expired_key_records_the_stronger_statement() -> None:
-    [event] = then([generated(), expired()], RevokeKey(KEY, "leaked", T1))
-    assert isinstance(event, KeyRevoked)
-    assert fold([generated(), expired(), event]).status == "revoked"
+    _, state = given(generated(), expired()).when(RevokeKey(KEY, "leaked", T1)).then_one(KeyRevoked)
+    assert state.status == "revoked"
 
 
-# RotateKey
+# -- RotateKey -------------------------------------------------------------------
 
 
 def test_rotate_keeps_the_old_secret_for_the_grace_period() -> None:
-    [event] = then([generated()], rotate())
-    assert isinstance(event, KeyRotated)
+    event, state = given(generated()).when(rotate()).then_one(KeyRotated)
     assert event.previous_valid_until == T1 + timedelta(hours=24)
-    state = fold([generated(), event])
     assert state.secret_hash == "b" * 64
     assert state.previous_secret_hash == "a" * 64
     assert state.status == "active" and state.version == 2
 
 
 def test_rotate_disabled_key_stays_disabled() -> None:
-    state = fold([generated(), disabled(), *then([generated(), disabled()], rotate())])
+    _, state = given(generated(), disabled()).when(rotate()).then_one(KeyRotated)
     assert state.status == "disabled"
 
 
 def test_rotate_carries_expiry_over() -> None:
     expires = T0 + timedelta(days=30)
-    given = [generated(expires_at=expires)]
-    state = fold([*given, *then(given, rotate())])
+    _, state = given(generated(expires_at=expires)).when(rotate()).then_one(KeyRotated)
     assert state.expires_at == expires
 
 
 @pytest.mark.parametrize("terminal", [revoked, expired])
-def test_rotate_terminal_key_is_refused(terminal) -> None:
-    assert refused([generated(), terminal()], rotate()) == "key_not_mutable"
+def test_rotate_terminal_key_is_refused(terminal: Callable[[], KeyEvent]) -> None:
+    given(generated(), terminal()).when(rotate()).then_refused("key_not_mutable")
 
 
-# ExpireKey
+# -- ExpireKey (the * and † cells of the table) ------------------------------------------
 
 
 def test_expire_after_expires_at() -> None:
     expires = T0 + timedelta(minutes=5)
-    [event] = then([generated(expires_at=expires)], ExpireKey(KEY, T1))
-    assert event == KeyExpired(**AT, occurred_at=T1, expires_at=expires)
+    given(generated(expires_at=expires)).when(ExpireKey(KEY, T1)).then(
+        KeyExpired(key_id=KEY, org_id=ORG, occurred_at=T1, expires_at=expires)
+    )
 
 
 def test_expire_disabled_key_after_expires_at() -> None:
-    given = [generated(expires_at=T0 + timedelta(minutes=5)), disabled()]
-    assert [type(e) for e in then(given, ExpireKey(KEY, T1))] == [KeyExpired]
+    history = (generated(expires_at=T0 + timedelta(minutes=5)), disabled())
+    _, state = given(*history).when(ExpireKey(KEY, T1)).then_one(KeyExpired)
+    assert state.status == "expired"
 
 
 def test_expire_before_expires_at_is_a_no_op() -> None:
-    assert then([generated(expires_at=T1 + timedelta(days=1))], ExpireKey(KEY, T1)) == []
+    given(generated(expires_at=T1 + timedelta(days=1))).when(ExpireKey(KEY, T1)).then_nothing()
 
 
 def test_expire_never_expiring_key_is_a_no_op() -> None:
-    assert then([generated()], ExpireKey(KEY, T1)) == []
+    given(generated()).when(ExpireKey(KEY, T1)).then_nothing()
 
 
 @pytest.mark.parametrize("terminal", [revoked, expired])
-def test_expire_terminal_key_is_a_no_op(terminal) -> None:
-    given = [generated(expires_at=T0 + timedelta(minutes=1)), terminal()]
-    assert then(given, ExpireKey(KEY, T1)) == []
+def test_expire_terminal_key_is_a_no_op(terminal: Callable[[], KeyEvent]) -> None:
+    given(generated(expires_at=T0 + timedelta(minutes=1)), terminal()).when(
+        ExpireKey(KEY, T1)
+    ).then_nothing()
 
 
-# Unknown keys and state
+# -- unknown keys and the state ----------------------------------------------------
 
 
-def test_command_on_unknown_key_is_not_found() -> None:
-    with pytest.raises(KeyledgerError) as caught:
-        decide(RenameKey(KEY, "X", T1), None)
-    assert caught.value.code == "key_not_found"
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_on_unknown_key_is_not_found(command: str) -> None:
+    make, _ = COMMANDS[command]
+    given().when(make()).then_refused("key_not_found")
 
 
 def test_evolve_counts_versions_and_updates_timestamps() -> None:
-    state = fold([generated(), disabled(), KeyEnabled(**AT, occurred_at=T1)])
+    state = fold([generated(), disabled(), KeyEnabled(key_id=KEY, org_id=ORG, occurred_at=T1)])
+    assert state is not None
     assert state.version == 3 and state.updated_at == T1 and state.created_at == T0
 
 
@@ -288,5 +350,6 @@ def test_evolve_refuses_event_before_generation() -> None:
 
 def test_status_at_reads_expired_past_expires_at() -> None:
     state = fold([generated(expires_at=T1)])
+    assert state is not None
     assert state.status_at(T0) == "active"
     assert state.status_at(T1) == "expired"
