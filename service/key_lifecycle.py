@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from events.models import Actor, RateLimit
+from events.vocabulary import Algorithm, Environment, ExpiresIn, KeyType, RevokeReason
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import (
@@ -33,7 +34,7 @@ from service.errors import KeyledgerError
 from service.key_commands import CommandOutcome, IdempotentRequest, KeyCommandHandler
 from service.verification.callers import SERVICE_SCOPES, Caller
 
-DEFAULT_ALGORITHM = "ed25519"
+DEFAULT_ALGORITHM: Algorithm = "ed25519"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +55,15 @@ class NewKey:
     """What a new key is asked to be, validated field by field by the entrypoint."""
 
     name: str
-    type: str
-    environment: str = "live"
+    type: KeyType
+    environment: Environment = "live"
     scopes: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     resource: str | None = None
-    algorithm: str | None = None
+    algorithm: Algorithm | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     rate_limit: RateLimit | None = None
-    expires_in: str | None = None
+    expires_in: ExpiresIn | None = None
     expires_at: datetime | None = None
 
 
@@ -118,7 +119,7 @@ def expiry_of(new: NewKey, now: datetime) -> datetime | None:
 
 
 async def _new_material(
-    pepper: bytes, key_type: str, environment: str, algorithm: str
+    pepper: bytes, key_type: KeyType, environment: Environment, algorithm: Algorithm
 ) -> _Material:
     """A fresh secret (hashed with ``pepper``) or, for signing keys, a key pair."""
     if key_type == "signing":
@@ -150,7 +151,9 @@ class KeyLifecycle:
                 )
         now = utc_now()
         expires_at = expiry_of(new, now)
-        algorithm = (new.algorithm or DEFAULT_ALGORITHM) if new.type == "signing" else None
+        algorithm: Algorithm | None = (
+            (new.algorithm or DEFAULT_ALGORITHM) if new.type == "signing" else None
+        )
         material = await _new_material(
             self.pepper, new.type, new.environment, algorithm or DEFAULT_ALGORITHM
         )
@@ -206,7 +209,7 @@ class KeyLifecycle:
         """Let a disabled key verify again (within the org's active-key quota)."""
         return await self._run(issuer, EnableKey(key_id=key_id, issued_at=utc_now()))
 
-    async def revoke(self, issuer: Issuer, key_id: str, reason: str) -> CommandOutcome:
+    async def revoke(self, issuer: Issuer, key_id: str, reason: RevokeReason) -> CommandOutcome:
         """End a key for good."""
         command = RevokeKey(key_id=key_id, reason=reason, issued_at=utc_now())
         return await self._run(issuer, command)

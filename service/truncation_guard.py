@@ -162,7 +162,7 @@ class TruncationGuard:
 
         # Retries forever in the background; checks go on from the checkpoints meanwhile.
         self._nc = await nats.connect(
-            servers=nats_servers(self.nats_url),
+            servers=servers,
             name="keyledger-witness",
             allow_reconnect=True,
             max_reconnect_attempts=-1,

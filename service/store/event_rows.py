@@ -11,7 +11,7 @@ skip it; a key whose stream holds one cannot be folded (``UnfoldableStream``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -31,7 +31,9 @@ EVENT_COLUMNS = (
 # The columns ``read_events_after`` reads, in the order ``_logged_event`` unpacks them.
 EVENT_ONLY_COLUMNS = "position, event_type, schema_version, key_id, org_id, occurred_at, data"
 _raw_decode = json.JSONDecoder().raw_decode
-_validate_envelope = Envelope.__pydantic_validator__.validate_python
+_validate_envelope: Callable[[dict[str, Any]], Envelope] = (
+    Envelope.__pydantic_validator__.validate_python
+)
 
 
 def json_value(text: str) -> Any:

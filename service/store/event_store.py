@@ -294,7 +294,8 @@ class EventStore:
 
     async def head(self, conn: asyncpg.Connection) -> int:
         """The position of the last committed event (0 for an empty log)."""
-        return await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        head: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        return head
 
 
 __all__ = [

@@ -37,8 +37,9 @@ async def save_checkpoint(conn: asyncpg.Connection, stream: str, position: int) 
 
 async def outbox_lag(db: asyncpg.Pool | asyncpg.Connection, stream: str) -> int:
     """Events committed but not yet acknowledged by ``stream`` (head − checkpoint)."""
-    return await db.fetchval(
+    lag: int = await db.fetchval(
         """SELECT greatest(0, coalesce((SELECT max(position) FROM events), 0)
                 - coalesce((SELECT position FROM outbox_checkpoint WHERE stream = $1), 0))""",
         stream,
     )
+    return lag

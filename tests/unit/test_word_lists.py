@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
-from projections.verification import HTTP_STATUS, VerifyCode
 from pydantic import BaseModel
 
 from events import vocabulary as words
@@ -21,6 +20,7 @@ from service.domain.durations import expiry_from
 from service.http import response_shapes as shapes
 from service.http.schemas import GenerateKeyBody, RateLimitBody, RevokeKeyBody
 from service.http.verify_routes import VerifyBody
+from service.verification.policy import HTTP_STATUS, VerifyCode
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("events", "service", "projections", "bench", "examples")
