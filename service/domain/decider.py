@@ -31,7 +31,7 @@ from events.models import (
     KeyRevoked,
     KeyRotated,
 )
-from events.vocabulary import TERMINAL_STATUSES
+from events.vocabulary import TERMINAL_STATUSES, Status
 from service.domain.commands import (
     ActiveKeyQuota,
     Command,
@@ -139,8 +139,47 @@ def _check_quota(quota: ActiveKeyQuota) -> None:
         )
 
 
+class ImpossibleEvent(ValueError):
+    """An event that ``decide`` could never have produced against this state.
+
+    Such an event was not written by keyledger (a forged or corrupted row): a
+    ``KeyEnabled`` after ``KeyRevoked`` would bring a revoked key back, a
+    ``KeyDisabled`` naming another org would move a key between tenants. The
+    fold refuses it, and every consumer sets the key aside (quarantine) rather
+    than believe it; verification fails closed for that key.
+    """
+
+
+# The stored statuses each event may follow: exactly what ``decide`` produces
+# (see the table above; an expiry not yet written still reads as active/disabled).
+_MAY_FOLLOW: dict[type[KeyEvent], frozenset[Status]] = {
+    KeyRenamed: frozenset({"active", "disabled"}),
+    KeyDisabled: frozenset({"active"}),
+    KeyEnabled: frozenset({"disabled"}),
+    KeyRevoked: frozenset({"active", "disabled", "expired"}),
+    KeyExpired: frozenset({"active", "disabled"}),
+    KeyRotated: frozenset({"active", "disabled"}),
+}
+
+
+def _check_possible(state: KeyState | None, event: KeyEvent) -> KeyState | None:
+    """``ImpossibleEvent`` unless ``event`` can follow ``state``; the state when it can."""
+    if isinstance(event, KeyGenerated):
+        if state is not None:
+            raise ImpossibleEvent(f"KeyGenerated for {event.key_id}, which already exists")
+        return None
+    if state is None:
+        raise ImpossibleEvent(f"{event.event_type} before KeyGenerated for {event.key_id}")
+    if (event.key_id, event.org_id) != (state.key_id, state.org_id):
+        raise ImpossibleEvent(f"{event.event_type} names another key or org than its stream")
+    if state.status not in _MAY_FOLLOW[type(event)]:
+        raise ImpossibleEvent(f"{event.event_type} cannot follow a {state.status} key")
+    return state
+
+
 def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
-    """The state after ``event``."""
+    """The state after ``event``; ``ImpossibleEvent`` if ``decide`` could not have made it."""
+    state = _check_possible(state, event)
     if isinstance(event, KeyGenerated):
         return KeyState(
             key_id=event.key_id,
@@ -163,8 +202,7 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
             expires_at=event.expires_at,
             version=1,
         )
-    if state is None:
-        raise ValueError(f"{event.event_type} before KeyGenerated for {event.key_id}")
+    assert state is not None  # _check_possible refused every other case
     changes: KeyStateChanges = {"updated_at": event.occurred_at, "version": state.version + 1}
     match event:
         case KeyRenamed(name=name):

@@ -33,7 +33,8 @@ from service.domain.commands import (
     RevokeKey,
     RotateKey,
 )
-from service.domain.decider import evolve, fold
+from service.domain.decider import ImpossibleEvent, decide, evolve, fold
+from service.errors import KeyledgerError
 from tests.support.decider_spec import given
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -353,3 +354,59 @@ def test_status_at_reads_expired_past_expires_at() -> None:
     assert state is not None
     assert state.status_at(T0) == "active"
     assert state.status_at(T1) == "expired"
+
+
+# -- evolve refuses what decide could never have made (forged or corrupted rows) --------
+
+
+def enabled() -> KeyEnabled:
+    return KeyEnabled(key_id=KEY, org_id=ORG, occurred_at=T1)
+
+
+def renamed() -> KeyRenamed:
+    return KeyRenamed(key_id=KEY, org_id=ORG, occurred_at=T1, name="New", previous_name="Bot")
+
+
+@pytest.mark.parametrize(
+    ("history", "impossible"),
+    [
+        ([generated(), revoked()], enabled()),  # a revoked key brought back
+        ([generated(), revoked()], disabled()),
+        ([generated(), revoked()], renamed()),
+        ([generated(), revoked()], expired()),
+        ([generated(), revoked()], revoked()),  # decide answers a second revoke with nothing
+        ([generated(), expired()], enabled()),
+        ([generated(), expired()], renamed()),
+        ([generated()], enabled()),  # an active key is not enabled again
+        ([generated(), disabled()], disabled()),
+        ([generated()], generated()),  # a key is generated once
+    ],
+)
+def test_evolve_refuses_an_impossible_transition(
+    history: list[KeyEvent], impossible: KeyEvent
+) -> None:
+    state = fold(history)
+    with pytest.raises(ImpossibleEvent):
+        evolve(state, impossible)
+
+
+def test_evolve_refuses_an_event_naming_another_org_or_key() -> None:
+    state = fold([generated()])
+    with pytest.raises(ImpossibleEvent):
+        evolve(state, KeyDisabled(key_id=KEY, org_id="other", occurred_at=T1, reason="x"))
+    other_key = "key_01JBZ8Q6S1T8YQ4Y4W1S3M5N7Q"
+    with pytest.raises(ImpossibleEvent):
+        evolve(state, KeyDisabled(key_id=other_key, org_id=ORG, occurred_at=T1, reason="x"))
+
+
+def test_every_event_decide_makes_is_possible() -> None:
+    """The table of what may follow what is exactly decide's: its events always fold."""
+    for history in ([generated()], [generated(), disabled()], [generated(), expired()]):
+        state = fold(history)
+        assert state is not None
+        for command, _ in COMMANDS.values():
+            try:
+                events = decide(command(), state)
+            except KeyledgerError:
+                continue
+            fold(events, state)
