@@ -47,6 +47,7 @@ ErrorCode = Literal[
     "internal_error",
     "not_caught_up",
     "log_truncated",
+    "log_gap",
     "unavailable",
 ]
 ERROR_CODES: Final[tuple[ErrorCode, ...]] = get_args(ErrorCode)

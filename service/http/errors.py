@@ -45,6 +45,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     "not_caught_up": 503,
     # The log lost events its witnesses saw (SPEC §10): verify and commands fail closed.
     "log_truncated": 503,
+    "log_gap": 503,
     "unavailable": 503,
 }
 

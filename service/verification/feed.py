@@ -121,7 +121,9 @@ class IndexFeed:
             while True:
                 async with self.pool.acquire() as conn:
                     await self._save_quarantines(conn)
-                    page = await self.store.read_envelopes_after(conn, self.index.position, 1000)
+                    after = self.index.position
+                    page = await self.store.read_envelopes_after(conn, after, 1000)
+                    self._note_gap(page, after)
                     for item in page:
                         if isinstance(item, UnreadableEvent):
                             outcome = self.index.offer_unreadable(item)
@@ -135,6 +137,28 @@ class IndexFeed:
                     self._notify_advanced()
                 if len(page) < 1000:
                     return applied
+
+    def _note_gap(self, page: Sequence[Envelope | UnreadableEvent], after: int) -> None:
+        """Remember a hole in the log itself (not a message JetStream has not sent yet).
+
+        Rows come from PostgreSQL in position order; committed positions are
+        dense, so a first row beyond the next position means the log was
+        written around the append lock. Until that is repaired nothing past it
+        applies here, and verification refuses to answer rather than miss a
+        revocation that lies behind the hole.
+        """
+        expected = after + 1  # read as of ``after``: the index may have moved on meanwhile
+        if page and page[0].position != expected:
+            if self.index.gap_at != expected:
+                log.critical(
+                    "log_gap",
+                    missing=expected,
+                    next_found=page[0].position,
+                    remedy="restore the missing events (keyledger audit verify names them)",
+                )
+            self.index.gap_at = expected
+        else:
+            self.index.gap_at = None
 
     async def _save_quarantines(self, conn: asyncpg.Connection) -> None:
         """Persist the keys the index has set aside since the last save (all replicas agree)."""

@@ -230,6 +230,11 @@ class VerificationIndex:
         self.position = 0
         # The highest log position this replica has heard of (notifications, JetStream, reads).
         self.head_seen = 0
+        # The position PostgreSQL's log lacks while a later one exists: a hole no append
+        # can leave (positions are dense under the append lock), so a row written by hand.
+        # Events past it never apply here, so a revocation behind it would be missed:
+        # verification fails closed while it lasts (``Verifier.verify``).
+        self.gap_at: int | None = None
         # Set by the feed once the whole log has been loaded and is being followed.
         self.following = False
         # Keys set aside (never verified, later events skipped), and those not yet persisted.

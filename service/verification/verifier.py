@@ -103,6 +103,13 @@ class Verifier:
         can_see_org: Callable[[str], bool] | None = None,
     ) -> Verdict:
         """Verify from the index, or honour ``min_position`` first (SPEC §6, §7)."""
+        if self.index.gap_at is not None:
+            raise KeyledgerError(
+                "log_gap",
+                f"the event log has no event at position {self.index.gap_at} but has later"
+                " ones; this replica refuses to verify until the log is repaired",
+                {"missing_position": self.index.gap_at},
+            )
         lookup: KeyLookup = self.index
         if min_position is not None and self.index.position < min_position:
             lookup = await self._lookup_at(credential, min_position)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from service.domain.ids import new_key_id
 from service.http.context import KEYLEDGER
 from tests.support.api import new_org
 from tests.support.outbox import eventually
@@ -124,3 +125,49 @@ async def test_an_event_naming_another_org_quarantines_the_key(
 
         await eventually(applied, what="the index to pass the forged event")
         assert await _verify(app, created["secret"]) == "NOT_FOUND"
+
+
+async def test_a_hole_in_the_log_makes_verification_fail_closed(
+    postgres_server_url: str, settings: Any
+) -> None:
+    """A row written two positions past the head leaves a hole no append can leave.
+
+    Nothing behind the hole reaches the index, so a revocation made after it
+    would go unseen: verify and authorize refuse (503 ``log_gap``) rather than
+    answer ``VALID`` for a revoked key.
+    """
+    async with isolated_app(postgres_server_url, settings) as app:
+        org = new_org()
+        created = await _generate(app, org)
+        async with app.pool.acquire() as conn:
+            head = await conn.fetchval("SELECT max(position) FROM events")
+            # A copy of the head's KeyGenerated for another key, two positions on.
+            await conn.execute(
+                """INSERT INTO events (position, event_id, event_type, schema_version, org_id,
+                       key_id, stream_version, occurred_at, actor, data, hash)
+                   SELECT $1, gen_random_uuid(), event_type, schema_version, org_id, $3,
+                          stream_version, occurred_at, actor, data, repeat('f', 64)
+                   FROM events WHERE position = $2""",
+                head + 2,
+                head,
+                new_key_id(),
+            )
+            await conn.execute("SELECT pg_notify('keyledger_events', $1)", str(head + 2))
+        assert await _command(app, org, created["key"]["id"], "revoke", {"reason": "leaked"}) == 200
+
+        async def refused() -> bool:
+            response = await app.client.post(
+                "/v1/verify", json={"key": created["secret"]}, headers=app.headers()
+            )
+            body = await response.json()
+            return response.status == 503 and body["error"]["code"] == "log_gap"
+
+        await eventually(refused, what="verify to refuse behind the hole")
+        response = await app.client.get(
+            "/v1/authorize",
+            headers={
+                "X-Keyledger-Service-Key": app.admin_key,
+                "Authorization": f"Bearer {created['secret']}",
+            },
+        )
+        assert response.status == 503
