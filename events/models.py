@@ -132,7 +132,10 @@ EVENT_TYPES: dict[str, type[KeyEvent]] = {
 
 
 class Envelope(_Frozen):
-    """An event as recorded in the log and published to subscribers (SPEC §5)."""
+    """An event as recorded in the log and published to subscribers.
+
+    Its fields, for subscribers: docs/events.md#the-envelope.
+    """
 
     event_id: UUID
     event_type: str

@@ -1,4 +1,4 @@
-"""NATS server lists: ``KEYLEDGER_NATS_URL`` and every subscriber's ``--nats`` (SPEC §9).
+"""NATS server lists: ``KEYLEDGER_NATS_URL`` and every subscriber's ``--nats``.
 
 A NATS cluster is reached through any of its servers, so the setting is a
 comma-separated list (``nats://n1:4222, nats://n2:4222, nats://n3:4222``).
@@ -8,6 +8,8 @@ setting into that list, and it lives in ``events/`` so that subscribers
 (which never import keyledger's service) parse it the same way::
 
     nc = await nats.connect(servers=nats_servers("nats://a:4222,nats://b:4222"))
+
+What keyledger does on a cluster: docs/security.md §9.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NATS subject naming for published events (SPEC §5).
+"""NATS subject naming for published events (docs/events.md#nats-stream-subjects-headers).
 
 Every part of a subject is checked: a token that NATS would refuse (empty,
 with a ``.``, a wildcard, whitespace or a control character) raises

@@ -1,4 +1,4 @@
-"""The ``key_views`` projection: every key as callers see it (SPEC §3, §6).
+"""The ``key_views`` projection: every key as callers see it (docs/api.md#keys).
 
 A row holds a key's folded state, made by the write side's own ``evolve``, so
 the view never disagrees with the decider. ``service.key_view.render_key``

@@ -7,7 +7,7 @@ hands them to a ``BatchWork`` in a single transaction: a batch costs one
 flush, and the commands still apply strictly one after another, each seeing
 the ones before it.
 
-Isolation (SPEC §10: one command's failure fails that command alone):
+Isolation (docs/security.md §3: one command's failure fails that command alone):
 
 - In a batch of several, every command runs in its own savepoint. Whatever it
   raises (a refusal, an encoding error, a constraint, a bug) rolls back to

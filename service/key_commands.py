@@ -127,8 +127,9 @@ class KeyCommandHandler:
         # before any caller hears back: this replica's in-memory views (the verification
         # index) then reflect a command by the time its response is sent.
         self.committed: list[CommitObserver] = []
-        # Raises while the log must not grow: a truncated log (SPEC §10) would give a new
-        # event the position of a lost one, and the lost tail could not be re-appended.
+        # Raises while the log must not grow: a truncated log (docs/security.md §6) would
+        # give a new event the position of a lost one, and the lost tail could not be
+        # re-appended.
         self.write_guard: Callable[[], None] | None = None
         # Raises when the head read under the append lock is behind what this process has
         # already seen: a cut that the periodic witness check has not caught yet.
@@ -267,7 +268,7 @@ class KeyCommandHandler:
     ) -> KeyState | None:
         """The key's state folded from its stream; 409 ``key_quarantined`` if it does not fold.
 
-        Nothing can be decided on a state that cannot be read (SPEC §10): the
+        Nothing can be decided on a state that cannot be read (docs/security.md §5): the
         command fails alone, inside its savepoint, and writes nothing.
         """
         try:

@@ -1,4 +1,4 @@
-"""``last_used_at``: recorded without slowing verification (SPEC §7).
+"""``last_used_at``: recorded without slowing verification.
 
 A successful verification only sets ``pending[key_id] = minute`` in memory.
 A background task flushes the pending minutes every few seconds in one

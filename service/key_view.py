@@ -1,4 +1,4 @@
-"""The public JSON shape of a key (SPEC §3): no secret, no hash."""
+"""The public JSON shape of a key (docs/api.md#keys): no secret, no hash."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""structlog JSON logging with redaction of anything secret (SPEC §8)."""
+"""structlog JSON logging with redaction of anything secret (docs/security.md §2)."""
 
 from __future__ import annotations
 
@@ -98,8 +98,8 @@ def log_access(
     cheaper). Its fields are fixed: ``status``/``duration_ms`` are numbers;
     every string goes through the secret-value scrubber (``request_id`` and
     ``method`` come from the client) and is JSON-quoted, recurring ones from
-    a memo. Every line is still written and flushed at once (SPEC §8: one
-    line per request), whatever the status.
+    a memo. Every line is still written and flushed at once (one line per
+    request, docs/api.md#logs), whatever the status.
     """
     stream = _AccessLog.stream
     if stream is None:

@@ -1,12 +1,12 @@
 """Secret-shaped text is never repeated: one scrubber for error bodies and log lines.
 
-SPEC §8/§10: no error message, error detail or log line repeats a string that
-looks like a keyledger secret, wherever the client put it (a query parameter's
-name or value, an unknown body field's name, a metadata key, a header). The
-shapes are a bearer secret (``sk_``/``rk_`` + ``live``/``test`` + ``_`` + the
-base62 body of §3; from 20 characters on, so a truncated or mistyped secret
-is hidden too) and a PEM private key. Key hints (12 characters + ``…`` + 4)
-stay readable.
+No error message, error detail or log line repeats a string that looks like a
+keyledger secret, wherever the client put it (a query parameter's name or
+value, an unknown body field's name, a metadata key, a header); see
+docs/security.md §2. The shapes are a bearer secret (``sk_``/``rk_`` +
+``live``/``test`` + ``_`` + the base62 body that ``service.domain.key_material``
+makes; from 20 characters on, so a truncated or mistyped secret is hidden too)
+and a PEM private key. Key hints (12 characters + ``…`` + 4) stay readable.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     database_url: str | None = None
-    # One NATS server or a comma-separated list of a cluster's servers (SPEC §9).
+    # One NATS server or a comma-separated list of a cluster's servers (docs/security.md §9).
     nats_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)

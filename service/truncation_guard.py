@@ -1,4 +1,4 @@
-"""A replica's guard against serving from a truncated log (SPEC §10).
+"""A replica's guard against serving from a truncated log (docs/security.md §6).
 
 At start, every ``witness_check_interval_seconds`` and on every ``/readyz``,
 the guard compares the log head with its witnesses

@@ -40,9 +40,9 @@ class Vitals:
     index_position: int | None
     projection_positions: dict[str, int] = field(default_factory=dict)
     projection_failures: dict[str, str] = field(default_factory=dict)
-    # One line naming the missing witness when the log is truncated (SPEC §10).
+    # One line naming the missing witness when the log is truncated (docs/security.md §6).
     log_truncated: str | None = None
-    # Keys set aside per consumer (SPEC §10), and the first few of them by position.
+    # Keys set aside per consumer (docs/security.md §5), and the first few of them by position.
     quarantine_counts: dict[str, int] = field(default_factory=dict)
     quarantined: list[QuarantinedKey] = field(default_factory=list)
     # Evidence that the log itself is damaged (a truncated head, …): this replica

@@ -1,4 +1,4 @@
-"""``keyledger audit verify`` and ``keyledger audit repair`` (SPEC §5, §10).
+"""``keyledger audit verify`` and ``keyledger audit repair`` (docs/security.md §6).
 
 ``verify`` walks the hash chain and compares the log head with its witnesses
 (JetStream's last published event when ``KEYLEDGER_NATS_URL`` is set, the

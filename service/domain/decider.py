@@ -1,4 +1,4 @@
-"""The key lifecycle as a decider (SPEC §4).
+"""The key lifecycle as a decider (the commands as callers see them: docs/api.md#commands).
 
 ``decide(command, state)`` returns the events a command produces, or raises
 ``KeyledgerError``; ``evolve(state, event)`` folds one event into the state.

@@ -1,4 +1,4 @@
-"""Bearer secrets and signing key pairs (SPEC §3).
+"""Bearer secrets and signing key pairs.
 
 A bearer secret is ``{sk|rk}_{live|test}_`` + 43 base62 characters of 32
 random bytes + 6 base62 characters of CRC32 over everything before them. The

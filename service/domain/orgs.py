@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from service.domain.vocabulary import ORG_ID
 
-# Holds the service keys that call keyledger (SPEC §8); exempt from the active-key limit.
+# Holds the service keys that call keyledger (docs/api.md#authentication); exempt from the
+# active-key limit.
 SYSTEM_ORG = "_system"
 # Anchored with \A…\Z: whole-string even for a caller that uses ``.match``.
 ORG_PATTERN = ORG_ID.regex

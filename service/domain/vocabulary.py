@@ -1,9 +1,9 @@
-"""The input vocabulary: what an identifier, a text, a number or an instant may be (SPEC §10).
+"""The input vocabulary: what an identifier, a text, a number or an instant may be.
 
 Everything a request can carry into an event, a query or a log line is
 checked here, in one place, so that what the API accepts is exactly what the
 event store (PostgreSQL ``json``/``jsonb``/``text``), ``events.decode`` and
-the NATS subject builder accept too:
+the NATS subject builder accept too (docs/security.md §1 has the table):
 
 - Identifiers (org ids, key ids, scopes, origins, actor ids, request ids,
   positions) are matched whole: every pattern is anchored with ``\\A…\\Z`` and

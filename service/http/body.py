@@ -39,7 +39,7 @@ def decode_json(raw: bytes | None) -> Any:
     except (UnicodeDecodeError, ValueError) as exc:
         raise KeyledgerError("malformed_json", "the body is not valid UTF-8 JSON") from exc
     except RecursionError as exc:
-        # Well-formed maybe, but nested deeper than the parser takes (SPEC §10).
+        # Well-formed maybe, but nested deeper than the parser takes (docs/security.md §1).
         raise KeyledgerError("invalid_json", "the JSON body is nested too deeply") from exc
 
 

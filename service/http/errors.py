@@ -25,14 +25,14 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     "key_not_mutable": 409,
     "key_exists": 409,
     "active_key_limit": 409,
-    # A key whose events a consumer of the log could not apply (SPEC §10, quarantine).
+    # A key whose events a consumer of the log could not apply (docs/security.md §5).
     "key_quarantined": 409,
     "version_mismatch": 412,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "validation_error": 422,
     "idempotency_key_reused": 422,
-    # Read queries (SPEC §6).
+    # Read queries (docs/api.md#reads).
     "invalid_cursor": 422,
     "invalid_limit": 422,
     "invalid_min_position": 422,
@@ -43,7 +43,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     "rate_limited": 429,
     "internal_error": 500,
     "not_caught_up": 503,
-    # The log lost events its witnesses saw (SPEC §10): verify and commands fail closed.
+    # The log lost events its witnesses saw (docs/security.md §6): verify and commands fail closed.
     "log_truncated": 503,
     "log_gap": 503,
     "unavailable": 503,
@@ -84,6 +84,6 @@ def json_error(
     if details is not None:
         error["details"] = redact_value(details)
     if isinstance(details, dict) and isinstance(details.get("retry_after"), int):
-        # 429 for a caller over its own rate limit carries Retry-After (SPEC §8).
+        # 429 for a caller over its own rate limit carries Retry-After.
         headers = {**(headers or {}), "Retry-After": str(details["retry_after"])}
     return web.json_response({"error": error}, status=status, headers=headers)

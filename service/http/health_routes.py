@@ -1,4 +1,4 @@
-"""``GET /healthz`` (the process is up) and ``GET /readyz`` (it can serve correctly), SPEC §8.
+"""``GET /healthz`` (the process is up) and ``GET /readyz`` (it can serve correctly).
 
 Both are unauthenticated: load balancers and orchestrators probe them.
 
@@ -9,7 +9,7 @@ integrity broken (a truncated head, or a gap a projection found). Whatever every
 shares (NATS unreachable, the outbox relay behind, a projection lagging, keys
 in quarantine) answers 200 with ``"status": "degraded"``: draining this
 replica would not help, and a load balancer would drain the whole fleet over
-one shared outage.
+one shared outage (docs/security.md §8).
 
 Bodies: ``{"status": "ready"}``; ``{"status": "degraded", "degraded": [...]}``;
 ``{"status": "not_ready", "problems": [...], "degraded"?: [...]}``; one
@@ -55,7 +55,7 @@ def _this_replica(vitals: Vitals, max_lag: int) -> list[str]:
     if not vitals.database_ok:
         problems.append("database: not answering")
     if vitals.log_truncated:
-        # This replica would answer from a log missing events: never ready (SPEC §10).
+        # This replica would answer from a log missing events: never ready (docs/security.md §6).
         problems.append(vitals.log_truncated)
     if vitals.index_position is None:
         problems.append("verification index: not loaded")

@@ -1,4 +1,4 @@
-"""HTTP commands on keys (SPEC §4): requests into use cases, outcomes into responses.
+"""HTTP commands on keys (docs/api.md#commands): requests into use cases, outcomes into responses.
 
 The use cases are ``service.key_lifecycle``; this module reads headers and
 bodies, and picks the status (201 for a new key, else 200) and the body.

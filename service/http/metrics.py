@@ -1,4 +1,4 @@
-"""``GET /metrics``: Prometheus text from a registry of this app's own (SPEC §8).
+"""``GET /metrics``: Prometheus text from a registry of this app's own (docs/api.md#operations).
 
 - ``keyledger_http_request_duration_seconds{route,method,status_class}``: a
   histogram per route template (never the raw path, so cardinality stays bounded).
@@ -131,7 +131,7 @@ class AppMetrics:
             "Committed events not yet in this replica's verification index.",
         )
         self.log_truncated = gauge(
-            "keyledger_log_truncated", "1 while the log lacks events its witnesses saw (§10)."
+            "keyledger_log_truncated", "1 while the log lacks events its witnesses saw."
         )
         self.quarantined_keys = gauge(
             "keyledger_quarantined_keys",

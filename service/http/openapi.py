@@ -96,7 +96,7 @@ _READ = (*_AUTHENTICATED, "404", "503")
 def _command(path: str, summary: str, body: type[BaseModel], status: str = "200") -> Operation:
     params = [_ORG_PATH] + ([_KEY_PATH] if "{key_id}" in path else []) + _COMMAND_HEADERS
     if "{key_id}" in path:
-        # SPEC §10: nothing is decided on a state that cannot be read.
+        # Nothing is decided on a state that cannot be read (docs/security.md §5).
         summary += " (409 `key_quarantined`, nothing written, when the key's events do not fold)"
     return Operation(
         "post",
@@ -163,13 +163,13 @@ OPERATIONS: tuple[Operation, ...] = (
             _param("header", "If-None-Match", {"type": "string"}, "304 when it matches."),
         ],
         answers={"200": shapes.Key, "304": None},
-        errors=(*_READ, "409"),  # 409 key_quarantined: not even the log folds (SPEC §10)
+        errors=(*_READ, "409"),  # 409 key_quarantined: not even the log folds (docs/security.md §5)
     ),
     Operation(
         "get",
         f"{_KEY}/events",
         "A key's events in stream order (a row that cannot be read: a placeholder with"
-        " `unreadable: true`, never its data, SPEC §10)",
+        " `unreadable: true`, never its data)",
         "queries",
         parameters=[_ORG_PATH, _KEY_PATH, _MIN_POSITION],
         answers={"200": shapes.KeyEvents},
@@ -179,7 +179,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/v1/audit",
         "Events in position order (scope audit:read; a row that cannot be read: a placeholder"
-        " with `unreadable: true`, never its data, SPEC §10)",
+        " with `unreadable: true`, never its data)",
         "audit",
         parameters=[
             _param("query", "org_id", _ORG, "Filter."),
@@ -208,7 +208,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "/v1/verify",
         "Verify a bearer key or a signed request (200 with the verdict in the body; 503"
-        " `log_truncated` while the log is missing events, SPEC §10)",
+        " `log_truncated` while the log is missing events)",
         "verification",
         body=VerifyBody,
         answers={"200": shapes.VerifyResult},

@@ -5,7 +5,7 @@ is refused by aiohttp's HTTP parser itself, with a plain-text 400 that quotes
 the offending line, and logged with that line in the exception. No middleware
 sees it, and aiohttp has no hook for it, so its one error renderer is wrapped
 (once, idempotently) to redact secret-shaped text from the answer and from
-the logged exception (SPEC §10: no error or log line repeats a secret).
+the logged exception (docs/security.md §2: no error or log line repeats a secret).
 """
 
 from __future__ import annotations

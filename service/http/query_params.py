@@ -1,4 +1,4 @@
-"""Query strings of the read endpoints, parsed strictly (SPEC §6).
+"""Query strings of the read endpoints, parsed strictly (docs/api.md#reads).
 
 Every refusal is a 422 with a stable code: ``invalid_limit``,
 ``invalid_cursor``, ``invalid_min_position``, ``invalid_timestamp``,

@@ -1,6 +1,6 @@
-"""The queries of SPEC §6: keys from ``key_views``, history and audit from the log.
+"""The read queries (docs/api.md#reads): keys from ``key_views``, history and audit from the log.
 
-A key that a consumer has quarantined (SPEC §10) shows it on its view as
+A key that a consumer has quarantined (docs/security.md §5) shows it on its view as
 ``quarantined: {consumer: {position, event_type, reason, quarantined_at}}``;
 when ``key_views`` has no row for it, the view is folded from the log.
 
@@ -45,12 +45,12 @@ routes = web.RouteTableDef()
 
 
 def envelope_json(envelope: Envelope) -> dict[str, Any]:
-    """An envelope as SPEC §5 shows it, hash included."""
+    """An envelope as docs/events.md#the-envelope shows it, hash included."""
     return {**envelope_body(envelope), "hash": envelope.hash}
 
 
 def logged_json(item: Envelope | UnreadableEvent) -> dict[str, Any]:
-    """An event of the log as shown; an unreadable one as a placeholder (SPEC §10).
+    """An event of the log as shown; an unreadable one as a placeholder (docs/security.md §5).
 
     The placeholder names where the row is and what it claims to be, never
     its data (which may be anything, a secret included).

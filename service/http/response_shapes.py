@@ -33,7 +33,7 @@ class Quarantine(_Shape):
 
 
 class Key(_Shape):
-    """A key as callers see it (SPEC §3): never a secret or a hash."""
+    """A key as callers see it: never a secret or a hash."""
 
     id: str = Field(pattern=r"^key_[0-9A-HJKMNP-TV-Z]{26}$")
     org_id: str
@@ -57,7 +57,7 @@ class Key(_Shape):
     revoked_at: datetime | None
     previous_valid_until: datetime | None
     version: int
-    # Only on GET of a key some consumer of the log has set aside (SPEC §10).
+    # Only on GET of a key some consumer of the log has set aside (docs/security.md §5).
     quarantined: dict[str, Quarantine] | None = None
 
 
@@ -77,7 +77,7 @@ class KeyPage(_Shape):
 
 
 class UnreadableEvent(_Shape):
-    """A row of the log that cannot be read (SPEC §10), in its place: never its data.
+    """A row of the log that cannot be read, in its place: never its data.
 
     Its key is set aside (quarantined) by the consumers of the log, and
     commands on it answer 409 ``key_quarantined``.
@@ -107,7 +107,7 @@ class LogHead(_Shape):
 
 
 class LogWitness(_Shape):
-    """Where the log was seen to reach ``position`` (SPEC §10); ``held``: the log still has it."""
+    """Where the log was seen to reach ``position``; ``held``: the log still has it."""
 
     source: str
     position: int = Field(ge=0)
@@ -155,7 +155,7 @@ class ErrorDetail(_Shape):
 
 
 class ErrorBody(_Shape):
-    """Every error: ``{"error": {code, message, request_id, details?}}`` (SPEC §8)."""
+    """Every error: ``{"error": {code, message, request_id, details?}}``."""
 
     error: ErrorDetail
 

@@ -1,8 +1,8 @@
-"""Request bodies, validated strictly: unknown fields are refused (SPEC §4).
+"""Request bodies, validated strictly: unknown fields are refused.
 
 Every identifier and text field is a type of the input vocabulary
 (``service.domain.vocabulary``), so what a body may carry into an event is
-decided in one place (SPEC §10).
+decided in one place (docs/security.md §1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``POST /v1/verify`` and ``GET /v1/authorize`` (SPEC §7).
+"""``POST /v1/verify`` and ``GET /v1/authorize`` (docs/api.md#verification).
 
 Both answer from this replica's verification index; the check order is
 documented in ``service.verification.policy``. ``verify`` always answers 200

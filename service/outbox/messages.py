@@ -1,4 +1,4 @@
-"""The NATS message of an event, and whose fault a failed publish is (SPEC §5, §10).
+"""The NATS message of an event, and whose fault a failed publish is (docs/security.md §5).
 
 The relay must tell two failures apart. One belongs to the event: its org id
 is not a subject token (``nl\\n``, ``a.b``, ``*``), its envelope does not

@@ -1,8 +1,10 @@
-"""Provisioning of the JetStream stream every event is published to (SPEC §5).
+"""Provisioning of the JetStream stream every event is published to.
+
+Its name, subjects and headers: docs/events.md#nats-stream-subjects-headers.
 
 The stream is created when missing, with ``KEYLEDGER_NATS_STREAM_REPLICAS``
-copies (SPEC §9). An existing stream whose configuration differs from what
-keyledger needs is reported, never recreated: recreating would throw away
+copies (docs/security.md §9). An existing stream whose configuration differs
+from what keyledger needs is reported, never recreated: recreating would throw away
 every stored message and every consumer's position. A stream with *fewer*
 replicas than configured is such a difference (losing one server would stall
 publishing, or lose events); more replicas than configured is not.

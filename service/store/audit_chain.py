@@ -1,4 +1,4 @@
-"""Walking the hash chain of the whole log (SPEC §5, §6: audit verify).
+"""Walking the hash chain of the whole log (docs/events.md#the-hash-chain, ``audit verify``).
 
 Every stored event's hash is recomputed from its stored columns and the
 previous event's stored hash, and positions must run 1, 2, 3… without a hole.
@@ -53,7 +53,7 @@ async def verify_chain(conn: asyncpg.Connection, page_size: int = _PAGE) -> Chai
 
     The hash is recomputed from the stored columns as they are, not from a
     decoded envelope: the chain says whether the log is what was written, and
-    a row whose content is poison (SPEC §10: ``actor`` or ``data`` not an
+    a row whose content is poison (docs/security.md §5: ``actor`` or ``data`` not an
     object, an unknown type, NUL in a name) but whose hash links still
     verifies. Consumers quarantine such rows; the chain is not their concern.
     A row whose stored JSON cannot even be hashed is a break at its position.

@@ -1,4 +1,4 @@
-"""The audit trail: filtered reads of the event log in position order (SPEC §6)."""
+"""The audit trail: filtered reads of the event log in position order (docs/api.md#audit)."""
 
 from __future__ import annotations
 

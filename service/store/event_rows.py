@@ -4,7 +4,7 @@ A row written by ``EventStore.append`` always decodes. A row written any
 other way (a hand-made INSERT, an old bug, a damaged log) may not: its
 ``actor``/``data`` may not be JSON objects, it may name an unknown event type,
 hold NUL or a lone surrogate, or a timestamp the driver cannot read. Readers
-get such a row as an ``UnreadableEvent`` in its place (SPEC §10) and show or
+get such a row as an ``UnreadableEvent`` in its place (docs/security.md §5) and show or
 skip it; a key whose stream holds one cannot be folded (``UnfoldableStream``).
 """
 
@@ -69,7 +69,7 @@ class UnreadableEvent(NamedTuple):
 
 
 class UnfoldableStream(Exception):
-    """A key's stream holds an event that cannot be read or applied (SPEC §10).
+    """A key's stream holds an event that cannot be read or applied (docs/security.md §5).
 
     Its key cannot be folded, so no command can be decided on it: the API
     answers 409 ``key_quarantined`` (see ``refusal``) and writes nothing.

@@ -1,4 +1,4 @@
-"""``keyledger audit repair``: re-append a truncated log's lost tail from JetStream (SPEC §10).
+"""``keyledger audit repair``: re-append a truncated log's lost tail from JetStream.
 
 Every event the relay published is in the JetStream stream, hash included.
 Repair reads the messages after the log head, and re-appends them exactly as
@@ -9,6 +9,9 @@ is refused and nothing is written: repair restores the log, it never
 rewrites it. The insert runs under the append lock, checks the head again,
 updates the write side's key registry and notifies, so running replicas (their
 indexes, projections and truncation guards) catch up on their own.
+
+When a log counts as truncated, and what is refused meanwhile:
+docs/security.md §6.
 """
 
 from __future__ import annotations
@@ -143,8 +146,8 @@ async def repair_log(conn: asyncpg.Connection, js: JetStreamContext, stream: str
             try:
                 state = await store.load_state(conn, key_id)
             except UnfoldableStream:
-                # An earlier row of this key is poison (SPEC §10): its consumers have set
-                # it aside and it takes no command; the repaired log is still whole.
+                # An earlier row of this key is poison (docs/security.md §5): its consumers
+                # have set it aside and it takes no command; the repaired log is still whole.
                 continue
             if state is not None:
                 await registry.save(conn, state)

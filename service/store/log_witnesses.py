@@ -1,4 +1,4 @@
-"""Witnesses of the log head: a truncated log is detected (SPEC §10).
+"""Witnesses of the log head: a truncated log is detected (docs/security.md §6).
 
 The hash chain proves that every event the log holds is intact, but not that
 the log still holds every event it had: deleting the last events (triggers

@@ -1,4 +1,4 @@
-"""The pepper's fingerprint, kept in the database to refuse a wrong pepper (SPEC §10).
+"""The pepper's fingerprint, kept in the database to refuse a wrong pepper (docs/security.md §7).
 
 Every stored secret hash is HMAC-SHA256(pepper, secret). Started with another
 pepper, the service would answer every key ``NOT_FOUND`` while ``/readyz``

@@ -1,4 +1,4 @@
-"""Quarantine: the keys a consumer of the log has set aside (SPEC §10).
+"""Quarantine: the keys a consumer of the log has set aside (docs/security.md §5).
 
 A consumer (a projection, the outbox relay, a replica's verification index)
 that meets an event it cannot apply records the key here and goes on with

@@ -1,4 +1,4 @@
-"""Who is calling: service keys in the reserved ``_system`` org (SPEC §8)."""
+"""Who is calling: service keys in the reserved ``_system`` org (docs/api.md#authentication)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class Caller:
 
         The ``_system`` org holds the service keys themselves: acting on it,
         reading it included, needs an ``admin`` key without an org list
-        (SPEC §10). Anything less could mint or revive a key with more
+        (docs/security.md §4). Anything less could mint or revive a key with more
         authority than its own.
         """
         if org_id == SYSTEM_ORG:
@@ -183,7 +183,7 @@ class CallerAuthenticator:
         async with self.pool.acquire() as conn:
             key_id = await self.registry.find_by_secret_hash(conn, hashed, now)
             if key_id is None or (self.index is not None and key_id in self.index.quarantined):
-                return None  # a quarantined service key fails closed (SPEC §10)
+                return None  # a quarantined service key fails closed (docs/security.md §5)
             try:
                 return await self.store.load_state(conn, key_id)
             except Exception as exc:

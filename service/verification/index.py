@@ -17,7 +17,7 @@ always noticed (and filled from PostgreSQL by the feed).
 An event the index cannot apply (it does not decode, ``evolve`` refuses it)
 quarantines its key: the key leaves the index, so verification fails closed
 for it (``NOT_FOUND``, never ``VALID``), its later events are skipped, and
-the position moves on for every other key (SPEC §10).
+the position moves on for every other key (docs/security.md §5).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ class VerificationIndex:
 
         While this holds, an unknown secret is unknown to the whole log as far as
         this replica can tell, so it is refused without asking PostgreSQL (a flood
-        of random keys must not become a flood of queries, SPEC §10). A key made
+        of random keys must not become a flood of queries, docs/security.md §4). A key made
         through another replica a moment ago is found as soon as its notification
         arrives, within milliseconds.
         """

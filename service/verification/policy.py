@@ -1,4 +1,4 @@
-"""The verification decision (SPEC §7), pure: no I/O, no clock of its own.
+"""The verification decision (docs/api.md#post-v1verify), pure: no I/O, no clock of its own.
 
 Check order, the first failing check decides the code:
 

@@ -1,4 +1,4 @@
-"""Per-key rate limits (SPEC §3 ``rate_limit``), exact within one replica.
+"""Per-key rate limits (a key's ``rate_limit``), exact within one replica.
 
 A fixed window per key: the window is ``floor(now / length)``; the first
 ``limit`` requests in it pass, the rest are refused with the seconds until the

@@ -1,4 +1,4 @@
-"""Signed requests (SPEC §3): the payload a client signs and the signature check.
+"""Signed requests (docs/signing.md): the payload a client signs and the signature check.
 
 Pure: no I/O. The payload is ``METHOD:PATH``, then ``:BODY`` when the request
 has a JSON object body with at least one non-null field, then ``:TIMESTAMP``
@@ -62,7 +62,7 @@ def _field_text(value: Any) -> str:
 def signing_payload(
     method: str, path: str, raw_body: str | None = None, timestamp: str | None = None
 ) -> bytes:
-    """The exact bytes a client signs (SPEC §3)."""
+    """The exact bytes a client signs (docs/signing.md §1)."""
     payload = f"{method.upper()}:{path}"
     body = canonical_body(raw_body)
     if body is not None:

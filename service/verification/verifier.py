@@ -102,7 +102,10 @@ class Verifier:
         min_position: int | None = None,
         can_see_org: Callable[[str], bool] | None = None,
     ) -> Verdict:
-        """Verify from the index, or honour ``min_position`` first (SPEC §6, §7)."""
+        """Verify from the index, or honour ``min_position`` first.
+
+        ``min_position``: docs/api.md#consistency-min_position.
+        """
         if self.index.gap_at is not None:
             raise KeyledgerError(
                 "log_gap",
@@ -140,7 +143,7 @@ class Verifier:
             else:
                 key_id = None
             if key_id is None or key_id in self.index.quarantined:
-                return None  # a quarantined key fails closed here too (SPEC §10)
+                return None  # a quarantined key fails closed here too (docs/security.md §5)
             try:
                 state = await self.store.load_state(conn, key_id)
                 return entry_from_state(state) if state is not None else None

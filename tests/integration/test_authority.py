@@ -1,4 +1,4 @@
-"""Authority never grows (SPEC §10): ``_system`` needs an unlimited admin key, and a
+"""Authority never grows (docs/security.md §4): ``_system`` needs an unlimited admin key, and a
 command re-checks its caller inside its own transaction, on every replica."""
 
 from __future__ import annotations

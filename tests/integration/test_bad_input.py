@@ -1,4 +1,4 @@
-"""Bad input of every kind: a clear 4xx with a stable code, nothing written (SPEC §8)."""
+"""Bad input of every kind: a clear 4xx with a stable code, nothing written (docs/api.md#errors)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Service keys as callers: 401, 403 and 404 exactly as SPEC §8 says."""
+"""Service keys as callers: 401, 403 and 404 exactly as docs/api.md#authentication says."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The event log in PostgreSQL: append-only, versioned, chained, gap-free (SPEC §5)."""
+"""The event log in PostgreSQL: append-only, versioned, chained, gap-free."""
 
 from __future__ import annotations
 

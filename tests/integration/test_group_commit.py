@@ -1,4 +1,4 @@
-"""The group commit (SPEC §10): one command's failure of any kind fails it alone.
+"""The group commit (docs/security.md §3): one command's failure of any kind fails it alone.
 
 The handler is called directly, so commands the HTTP schemas refuse can be
 sent anyway: the group commit must hold whatever reaches it.

@@ -1,4 +1,4 @@
-"""Every key command over HTTP against a real PostgreSQL (SPEC §4)."""
+"""Every key command over HTTP against a real PostgreSQL (docs/api.md#commands)."""
 
 from __future__ import annotations
 

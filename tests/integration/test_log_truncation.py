@@ -1,4 +1,4 @@
-"""A truncated log is detected, refused and repaired (SPEC §10, issue 9 class 6).
+"""A truncated log is detected, refused and repaired (docs/security.md §6; issue 9 class 6).
 
 The log is cut the way a superuser could: ``session_replication_role =
 replica`` switches the append-only triggers off, then ``DELETE``.

@@ -1,4 +1,4 @@
-"""keyledger on a real 3-node JetStream cluster on loopback (SPEC §9, issue 9 class 8).
+"""keyledger on a real 3-node JetStream cluster on loopback (docs/security.md §9; issue 9 class 8).
 
 Two ``keyledger serve`` replicas share one database and reach the cluster
 through ``KEYLEDGER_NATS_URL`` listing all three servers, with
@@ -6,7 +6,7 @@ through ``KEYLEDGER_NATS_URL`` listing all three servers, with
 leading the stream is killed (SIGKILL). Every acknowledged command's event must
 still reach the stream exactly once, the stream must hold every log position,
 and no replica may stop answering ``/readyz`` with 200: an outage of a shared
-dependency must not drain the fleet (SPEC §8).
+dependency must not drain the fleet (docs/security.md §8).
 """
 
 from __future__ import annotations
@@ -275,13 +275,13 @@ async def test_killing_the_stream_leader_mid_burst_loses_and_duplicates_nothing(
 
         await eventually(all_ready, 30.0, "every replica to be ready again")
 
-        # Readiness held on every replica all through the outage (SPEC §8: shared
-        # outages are "degraded", never 503).
+        # Readiness held on every replica all through the outage: shared outages are
+        # "degraded", never 503 (docs/security.md §8).
         assert readiness.answers
         assert {url for url, _, _ in readiness.answers} == set(replicas.urls)
         not_ready = readiness.not_ready()
         assert not_ready == [], (
             f"{len(not_ready)} of {len(readiness.answers)} /readyz answers were not 200"
-            " (NATS and relay lag are shared outages: SPEC §8 wants 200 'degraded'): "
+            " (NATS and relay lag are shared outages: they answer 200 'degraded'): "
             + "; ".join(sorted({f"{status} {body}" for _, status, body in not_ready}))[:3000]
         )

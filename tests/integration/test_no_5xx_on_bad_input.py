@@ -1,4 +1,4 @@
-"""Bad input never gets a 5xx (SPEC §10; issue 9, class 4).
+"""Bad input never gets a 5xx (docs/security.md §1; issue 9, class 4).
 
 JSON nested deeper than the parser takes, credentials that are not ASCII,
 digits that are not ASCII, instants that overflow once converted to UTC,

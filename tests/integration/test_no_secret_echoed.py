@@ -1,4 +1,4 @@
-"""No error message, detail or log line repeats a secret (SPEC §10; issue 9, class 7)."""
+"""No error message, detail or log line repeats a secret (docs/security.md §2; issue 9, class 7)."""
 
 from __future__ import annotations
 

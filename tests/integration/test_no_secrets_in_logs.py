@@ -1,4 +1,4 @@
-"""No generated secret or private key ever reaches the logs (SPEC §3, §8)."""
+"""No generated secret or private key ever reaches the logs (docs/security.md §2)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """``/openapi.json`` is true: schemathesis finds no 5xx and no answer outside the schema.
 
-(The one 5xx the SPEC defines, 503 ``not_caught_up`` for a ``min_position``
-beyond what the server has, is allowed; anything else is a failure.)
+(One 5xx is an answer, not a failure: 503 ``not_caught_up`` for a ``min_position``
+beyond what the server has, as docs/api.md#consistency-min_position says. Any other
+5xx is a failure.)
 
 A real ``keyledger serve`` runs on a local port (its own scratch database);
 every operation of the document gets a bounded number of generated

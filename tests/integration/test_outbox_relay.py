@@ -1,4 +1,6 @@
-"""The outbox relay against real PostgreSQL and NATS (SPEC §5, §9).
+"""The outbox relay against real PostgreSQL and NATS.
+
+What it guarantees: docs/events.md#ordering-and-delivery-guarantees.
 
 Each test has a database of its own (so the log starts empty) and a stream
 and subject prefix of its own (the NATS server may be shared).

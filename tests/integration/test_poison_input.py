@@ -1,4 +1,4 @@
-"""Poison is never accepted (SPEC §10; issue 9, classes 1 and 5).
+"""Poison is never accepted (docs/security.md §1 and §5; issue 9, classes 1 and 5).
 
 Text that PostgreSQL, UTF-8 or a terminal cannot take (NUL, ESC, DEL, C1,
 lone surrogates), identifiers with a trailing newline, metadata nested deeper

@@ -1,4 +1,4 @@
-"""The queries of SPEC §6 over HTTP: keys, key history, audit trail, bad input."""
+"""The read endpoints over HTTP (docs/api.md#reads): keys, key history, audit trail, bad input."""
 
 from __future__ import annotations
 

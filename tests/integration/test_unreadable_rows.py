@@ -1,4 +1,4 @@
-"""Readers and writers of the log meet rows the API could never have written (SPEC §10).
+"""Readers and writers of the log meet rows the API could never have written (docs/security.md §5).
 
 A damaged log, an old bug or a hand-made INSERT may hold a row whose ``actor``
 or ``data`` is not a JSON object, which names an unknown event type, holds a

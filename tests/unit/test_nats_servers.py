@@ -1,4 +1,7 @@
-"""``KEYLEDGER_NATS_URL`` as a list of servers: one parser for keyledger and subscribers (§9)."""
+"""``KEYLEDGER_NATS_URL`` as a list of servers: one parser for keyledger and subscribers.
+
+See docs/security.md §9.
+"""
 
 from __future__ import annotations
 

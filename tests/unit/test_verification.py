@@ -74,7 +74,7 @@ def indexed(*events: object) -> VerificationIndex:
     return index
 
 
-# --- signing payload (SPEC §3) ---------------------------------------------------
+# --- signing payload (docs/signing.md §1) -----------------------------------------
 
 
 def test_spec_example_payload() -> None:

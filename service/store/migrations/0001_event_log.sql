@@ -1,4 +1,4 @@
--- The event log: the source of truth and the outbox (SPEC §5).
+-- The event log: the source of truth and the outbox (docs/architecture.md#the-data-flow).
 --
 -- Positions are assigned 1, 2, 3… by appends serialized under one advisory
 -- lock, so they have no gaps and a transaction commits before the next one

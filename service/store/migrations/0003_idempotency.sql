@@ -1,4 +1,4 @@
--- Responses remembered for Idempotency-Key retries (SPEC §4), per caller.
+-- Responses remembered for Idempotency-Key retries (docs/api.md#idempotency-key), per caller.
 -- A replayed response never contains a secret: none is stored here.
 
 CREATE TABLE idempotency_keys (

@@ -1,4 +1,4 @@
--- The key_views projection: every key as callers see it (SPEC §3 and §6).
+-- The key_views projection: every key as callers see it (docs/api.md#keys).
 --
 -- One row per key, folded from its events by the same `evolve` as the write
 -- side. `status` is the recorded status; a key past `expires_at` is shown as

@@ -1,5 +1,6 @@
--- The outbox relay's progress (SPEC §5): the last position JetStream has
--- acknowledged, per stream. Advanced only after a PubAck, never moved back.
+-- The outbox relay's progress: the last position JetStream has acknowledged,
+-- per stream. Advanced only after a PubAck, never moved back (what that
+-- guarantees: docs/events.md#ordering-and-delivery-guarantees).
 
 CREATE TABLE outbox_checkpoint (
     stream      text        PRIMARY KEY,

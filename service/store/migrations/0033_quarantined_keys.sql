@@ -1,4 +1,4 @@
--- Keys a consumer of the log has set aside (SPEC §10, "quarantine").
+-- Keys a consumer of the log has set aside (docs/security.md §5).
 --
 -- A projection, the outbox relay or a replica's verification index that meets
 -- an event it cannot apply (it does not decode, the database refuses its row,

@@ -1,5 +1,5 @@
 -- The fingerprint of the pepper this database's secret hashes were made with
--- (SPEC §10): HMAC-SHA256(pepper, a fixed label), never the pepper itself.
+-- (docs/security.md §7): HMAC-SHA256(pepper, a fixed label), never the pepper itself.
 -- Recorded on the first start; every later start with another pepper is
 -- refused, because with the wrong pepper every key would fail to verify while
 -- the service looked healthy.
