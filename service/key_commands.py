@@ -1,35 +1,36 @@
-"""The service layer for key commands: the thin I/O shell around the decider.
+"""The service layer for key commands against PostgreSQL: the I/O shell around the decider.
 
 Each command runs under the log's append lock, in a batch shared with other
 callers' commands (``service.group_commit``): re-check the calling service key,
-replay an idempotent retry, load the key's stream, check ``If-Match``, count
-active keys, decide, append, update the registry, remember the response.
+then the steps of ``service.command_session.record_command`` (replay an
+idempotent retry, load the key's stream, check ``If-Match``, count active
+keys, decide, append, update the registry, remember the response) on the
+batch's connection.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import structlog
 
-from events.codec import canonical_json
-from events.models import Actor, Envelope
+from events.models import Actor, DomainEvent, Envelope
+from events.vocabulary import Environment
 from service.clock import utc_now
-from service.domain.commands import ActiveKeyQuota, Command, EnableKey, GenerateKey
-from service.domain.decider import decide
-from service.domain.orgs import SYSTEM_ORG
+from service.command_session import (
+    CommandOutcome,
+    CommandRequest,
+    IdempotentRequest,
+    check_caller,
+    record_command,
+)
+from service.domain.commands import Command
 from service.domain.state import KeyState
-from service.errors import KeyledgerError
 from service.group_commit import MAX_BATCH, GroupCommit
-from service.key_view import render_key
-from service.store.event_rows import storable_stream
-from service.store.event_store import EventStore, LogHead, UnfoldableStream, fold_envelopes
+from service.store.event_store import EventStore, LogHead, UnfoldableStream
 from service.store.idempotency import IdempotencyStore, StoredOutcome
 from service.store.key_registry import CallerStanding, KeyRegistry
 from service.verification.callers import Caller
@@ -37,50 +38,7 @@ from service.verification.callers import Caller
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class IdempotentRequest:
-    """An ``Idempotency-Key`` and a fingerprint of what it was sent with."""
-
-    key: str
-    fingerprint: str
-
-    @staticmethod
-    def fingerprint_of(method: str, path: str, body: Any) -> str:
-        return hashlib.sha256(f"{method} {path} {canonical_json(body)}".encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class CommandOutcome:
-    """What a command did, in domain terms; how to answer it is up to the entrypoint.
-
-    ``key`` is the key as callers see it at the command's time
-    (``service.key_view.render_key``), never with a secret. A replay of an
-    idempotent retry has no ``state`` and no ``events``: only what the first
-    run recorded (``key``, ``position``, ``created``).
-    """
-
-    key: dict[str, Any]
-    position: int
-    # A new key was generated (HTTP answers 201 for it).
-    created: bool
-    state: KeyState | None
-    events: tuple[Envelope, ...]
-    replayed: bool = False
-
-
 CommitObserver = Callable[[Sequence[Envelope]], Awaitable[None]]
-
-
-@dataclass(eq=False, slots=True)
-class _Request:
-    """One command as the writer takes it."""
-
-    command: Command
-    org_id: str
-    actor: Actor
-    if_match: int | None
-    idempotent: IdempotentRequest | None
-    caller: Caller | None
 
 
 @dataclass(slots=True)
@@ -120,7 +78,7 @@ class KeyCommandHandler:
         self.store = EventStore()
         self.registry = KeyRegistry()
         self.idempotency = IdempotencyStore(idempotency_ttl_hours)
-        self._group: GroupCommit[_Request, CommandOutcome] = GroupCommit(
+        self._group: GroupCommit[CommandRequest, CommandOutcome] = GroupCommit(
             pool, self, max_batch=max_batch, name="key-command-writer"
         )
         # Awaited with each batch's new events, in position order, after the commit and
@@ -156,12 +114,12 @@ class KeyCommandHandler:
         if self.write_guard is not None:
             self.write_guard()
         return await self._group.submit(
-            _Request(command, org_id, actor, if_match, idempotent, caller)
+            CommandRequest(command, org_id, actor, if_match, idempotent, caller)
         )
 
     # -- the batch (service.group_commit.BatchWork) ---------------------------
 
-    async def begin(self, conn: asyncpg.Connection, requests: Sequence[_Request]) -> _Batch:
+    async def begin(self, conn: asyncpg.Connection, requests: Sequence[CommandRequest]) -> _Batch:
         """Take the append lock, then read the log head and the callers' standing."""
         await self.store.lock(conn, wait_seconds=self.lock_timeout_seconds)
         key_ids = list({r.caller.key_id for r in requests if r.caller is not None})
@@ -179,12 +137,10 @@ class KeyCommandHandler:
         batch.head.position, batch.head.hash = mark
 
     async def apply(
-        self, conn: asyncpg.Connection, batch: _Batch, request: _Request
+        self, conn: asyncpg.Connection, batch: _Batch, request: CommandRequest
     ) -> CommandOutcome:
         if request.caller is not None:
-            standing = batch.callers.get(request.caller.key_id)
-            if standing is None or not standing.admits(request.caller.secret_hash, batch.now):
-                raise KeyledgerError("api_key_inactive", "the service key is no longer active")
+            check_caller(batch.callers.get(request.caller.key_id), request.caller, batch.now)
         outcome = await self._apply(conn, request, batch.head)
         state = outcome.state
         if state is not None and state.key_id in batch.callers:
@@ -210,89 +166,11 @@ class KeyCommandHandler:
     # -- one command ------------------------------------------------------------
 
     async def _apply(
-        self, conn: asyncpg.Connection, item: _Request, head: LogHead
+        self, conn: asyncpg.Connection, item: CommandRequest, head: LogHead
     ) -> CommandOutcome:
         """One command inside the batch's transaction, under the append lock."""
-        command, org_id, actor, idempotent = item.command, item.org_id, item.actor, item.idempotent
-        if idempotent is not None:
-            stored = await self.idempotency.find(conn, actor.id, idempotent.key)
-            if stored is not None:
-                return _replay(stored, idempotent)
-
-        # A GenerateKey names a fresh ULID: its stream is empty (the unique
-        # stream-version constraint would catch the impossible collision).
-        state = (
-            None if isinstance(command, GenerateKey) else await self._state(conn, command, org_id)
-        )
-        if state is not None and state.org_id != org_id:
-            state = None  # a key of another org does not exist for this caller
-        if state is None and not isinstance(command, GenerateKey):
-            raise KeyledgerError("key_not_found", "no such key")
-        if item.if_match is not None and (state is None or state.version != item.if_match):
-            raise KeyledgerError(
-                "version_mismatch",
-                "the key has changed since the version given in If-Match",
-                {"current_version": state.version if state else None},
-            )
-        command = await self._with_quota(conn, command, state, org_id)
-
-        events = decide(command, state)
-        appended = await self.store.append(
-            conn, events, actor=actor, expected_version=state.version if state else 0, head=head
-        )
-        new_state = fold_envelopes(appended, state)
-        # Only a GenerateKey starts from no state, and it either appends or raises.
-        assert new_state is not None, "a command without a key produced no event"
-        if appended:
-            await self.registry.save(conn, new_state)
-        outcome = CommandOutcome(
-            key=render_key(new_state, command.issued_at),
-            position=new_state.position,
-            created=isinstance(command, GenerateKey),
-            state=new_state,
-            events=tuple(appended),
-        )
-        if idempotent is not None:
-            await self.idempotency.remember(
-                conn,
-                actor.id,
-                idempotent.key,
-                StoredOutcome(
-                    idempotent.fingerprint, outcome.created, outcome.key, outcome.position
-                ),
-            )
-        return outcome
-
-    async def _state(
-        self, conn: asyncpg.Connection, command: Command, org_id: str
-    ) -> KeyState | None:
-        """The key's state folded from its stream; 409 ``key_quarantined`` if it does not fold.
-
-        Nothing can be decided on a state that cannot be read (docs/security.md §5): the
-        command fails alone, inside its savepoint, and writes nothing.
-        """
-        try:
-            envelopes = await self.store.load_stream(conn, command.key_id)
-            storable_stream(envelopes)
-            return self.store.fold(envelopes)
-        except UnfoldableStream as exc:
-            raise exc.refusal(org_id) from None
-
-    async def _with_quota(
-        self, conn: asyncpg.Connection, command: Command, state: KeyState | None, org_id: str
-    ) -> Command:
-        if org_id == SYSTEM_ORG:
-            return command
-        if isinstance(command, GenerateKey):
-            environment = command.environment
-        elif isinstance(command, EnableKey) and state is not None:
-            environment = state.environment
-        else:
-            return command
-        active = await self.registry.count_active(conn, org_id, environment, command.issued_at)
-        return dataclasses.replace(
-            command, quota=ActiveKeyQuota(active=active, limit=self.max_active_keys)
-        )
+        session = _PostgresSession(self, conn, head)
+        return await record_command(session, item, max_active_keys=self.max_active_keys)
 
     async def due_for_expiry(self) -> list[tuple[str, str]]:
         """(key_id, org_id) of keys past ``expires_at`` without a ``KeyExpired`` yet."""
@@ -312,17 +190,35 @@ class KeyCommandHandler:
         return state if state is not None and state.org_id == org_id else None
 
 
-def _replay(stored: StoredOutcome, idempotent: IdempotentRequest) -> CommandOutcome:
-    if stored.request_hash != idempotent.fingerprint:
-        raise KeyledgerError(
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request",
+@dataclass(slots=True)
+class _PostgresSession:
+    """A ``CommandSession`` on the batch's connection, appending at the batch's head."""
+
+    handler: KeyCommandHandler
+    conn: asyncpg.Connection
+    head: LogHead
+
+    async def recorded_outcome(self, caller_id: str, idempotency_key: str) -> StoredOutcome | None:
+        return await self.handler.idempotency.find(self.conn, caller_id, idempotency_key)
+
+    async def stream(self, key_id: str) -> list[Envelope]:
+        return await self.handler.store.load_stream(self.conn, key_id)
+
+    async def count_active(self, org_id: str, environment: Environment, now: datetime) -> int:
+        return await self.handler.registry.count_active(self.conn, org_id, environment, now)
+
+    async def append(
+        self, events: Sequence[DomainEvent], *, actor: Actor, expected_version: int
+    ) -> list[Envelope]:
+        return await self.handler.store.append(
+            self.conn, events, actor=actor, expected_version=expected_version, head=self.head
         )
-    return CommandOutcome(
-        key=stored.key,
-        position=stored.position,
-        created=stored.created,
-        state=None,
-        events=(),
-        replayed=True,
-    )
+
+    async def save(self, state: KeyState) -> None:
+        await self.handler.registry.save(self.conn, state)
+
+    async def remember(self, caller_id: str, idempotency_key: str, outcome: StoredOutcome) -> None:
+        await self.handler.idempotency.remember(self.conn, caller_id, idempotency_key, outcome)
+
+
+__all__ = ["CommandOutcome", "CommitObserver", "IdempotentRequest", "KeyCommandHandler"]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from events.models import Actor, RateLimit
 from events.vocabulary import Algorithm, Environment, ExpiresIn, KeyType, RevokeReason
 from service.clock import utc_now
+from service.command_session import CommandOutcome, IdempotentRequest
 from service.domain import key_material
 from service.domain.commands import (
     Command,
@@ -30,8 +31,8 @@ from service.domain.commands import (
 from service.domain.durations import expiry_from, parse_grace_period
 from service.domain.ids import new_key_id
 from service.domain.orgs import SYSTEM_ORG, is_tenant_org
+from service.domain.state import KeyState
 from service.errors import KeyledgerError
-from service.key_commands import CommandOutcome, IdempotentRequest, KeyCommandHandler
 from service.verification.callers import SERVICE_SCOPES, Caller
 
 DEFAULT_ALGORITHM: Algorithm = "ed25519"
@@ -134,10 +135,30 @@ async def _new_material(
     )
 
 
-class KeyLifecycle:
-    """The key use cases, run through one ``KeyCommandHandler``."""
+class KeyCommands(Protocol):
+    """What the use cases run commands through: ``service.key_commands.KeyCommandHandler``
+    (PostgreSQL) or ``service.in_memory_commands.InMemoryKeyCommands`` (tests)."""
 
-    def __init__(self, commands: KeyCommandHandler, pepper: bytes) -> None:
+    async def handle(
+        self,
+        command: Command,
+        *,
+        org_id: str,
+        actor: Actor,
+        if_match: int | None = None,
+        idempotent: IdempotentRequest | None = None,
+        caller: Caller | None = None,
+    ) -> CommandOutcome:
+        """Decide and record ``command`` on a key of ``org_id``; returns once recorded."""
+
+    async def load_state(self, org_id: str, key_id: str) -> KeyState | None:
+        """A key's current state (None if absent or of another org)."""
+
+
+class KeyLifecycle:
+    """The key use cases, run through one ``KeyCommands``."""
+
+    def __init__(self, commands: KeyCommands, pepper: bytes) -> None:
         self.commands = commands
         self.pepper = pepper
 

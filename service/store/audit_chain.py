@@ -8,12 +8,14 @@ Shared by ``GET /v1/audit/verify`` and ``keyledger audit verify``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from events.codec import GENESIS_HASH, chain_hash
+from events.codec import GENESIS_HASH, chain_hash, envelope_body
+from events.models import Envelope
 from service.store.event_rows import json_value
 
 _PAGE = 2000
@@ -87,6 +89,26 @@ async def verify_chain(conn: asyncpg.Connection, page_size: int = _PAGE) -> Chai
             checked += 1
         if len(rows) < page_size:
             return ChainReport(ok=True, events=checked)
+
+
+def walk_chain(envelopes: Iterable[Envelope]) -> ChainReport:
+    """``verify_chain`` over envelopes in position order, from the first one (a log held
+    in memory, or what a reader fetched): dense positions, each hash linking to the last.
+    """
+    previous_hash = GENESIS_HASH
+    checked = 0
+    for expected, envelope in enumerate(envelopes, start=1):
+        if envelope.position != expected:
+            return _broken(checked, expected, f"event {expected} is missing")
+        if chain_hash(previous_hash, envelope_body(envelope)) != envelope.hash:
+            return _broken(
+                checked,
+                expected,
+                f"event {expected}'s hash does not match its content and the previous hash",
+            )
+        previous_hash = envelope.hash
+        checked += 1
+    return ChainReport(ok=True, events=checked)
 
 
 def _stored_body(row: asyncpg.Record) -> dict[str, Any]:

@@ -51,6 +51,19 @@ def fold_envelopes(envelopes: Sequence[Envelope], state: KeyState | None = None)
     return state
 
 
+def fold_stream(envelopes: Sequence[Envelope]) -> KeyState | None:
+    """``fold_envelopes`` of one key's stream; ``UnfoldableStream`` if it does not apply."""
+    try:
+        return fold_envelopes(envelopes)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        first = envelopes[0]
+        raise UnfoldableStream(
+            first.key_id, first.org_id, first.position, first.event_type
+        ) from exc
+
+
 @dataclass(slots=True)
 class LogHead:
     """The last position and hash of the log, carried through a batch of appends."""
@@ -171,16 +184,8 @@ class EventStore:
         return self.fold(await self.load_stream(conn, key_id))
 
     def fold(self, envelopes: Sequence[Envelope]) -> KeyState | None:
-        """``fold_envelopes`` of one key's stream; ``UnfoldableStream`` if it does not apply."""
-        try:
-            return fold_envelopes(envelopes)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            first = envelopes[0]
-            raise UnfoldableStream(
-                first.key_id, first.org_id, first.position, first.event_type
-            ) from exc
+        """``fold_stream``: one key's state, or ``UnfoldableStream``."""
+        return fold_stream(envelopes)
 
     async def read_after(
         self, conn: asyncpg.Connection, position: int, limit: int = 1000
@@ -309,6 +314,7 @@ __all__ = [
     "UnreadableEvent",
     "envelope_from_row",
     "fold_envelopes",
+    "fold_stream",
     "readable_envelope",
     "row_of",
 ]
