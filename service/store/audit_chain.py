@@ -16,7 +16,7 @@ import asyncpg
 
 from events.codec import GENESIS_HASH, chain_hash, envelope_body
 from events.models import Envelope
-from service.store.event_rows import json_value
+from service.store.event_rows import stored_body
 
 _PAGE = 2000
 # The columns of ``envelope_body``, as stored. The instant is formatted by PostgreSQL
@@ -74,7 +74,7 @@ async def verify_chain(conn: asyncpg.Connection, page_size: int = _PAGE) -> Chai
             if position != expected:
                 return _broken(checked, expected, f"event {expected} is missing")
             try:
-                recomputed = chain_hash(previous_hash, _stored_body(row))
+                recomputed = chain_hash(previous_hash, stored_body(row))
             except ValueError:  # JSON that does not parse or encode (UnicodeError is one)
                 return _broken(checked, position, f"event {position} cannot be decoded")
             stored = row["hash"].strip()
@@ -109,19 +109,3 @@ def walk_chain(envelopes: Iterable[Envelope]) -> ChainReport:
         previous_hash = envelope.hash
         checked += 1
     return ChainReport(ok=True, events=checked)
-
-
-def _stored_body(row: asyncpg.Record) -> dict[str, Any]:
-    """``envelope_body`` of a row, made of its stored values (no model in between)."""
-    return {
-        "event_id": row["event_id"],
-        "event_type": row["event_type"],
-        "schema_version": row["schema_version"],
-        "org_id": row["org_id"],
-        "key_id": row["key_id"],
-        "stream_version": row["stream_version"],
-        "position": row["position"],
-        "occurred_at": row["occurred_at"],
-        "actor": json_value(row["actor"]),
-        "data": json_value(row["data"]),
-    }
