@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -98,6 +99,19 @@ def storable_name(text: str) -> str:
     return redact_text(storable(text))
 
 
+def _instant(value: Any) -> Any:
+    """``value`` unless it is a timestamp that is no instant.
+
+    PostgreSQL's ``infinity`` and ``-infinity`` come back from asyncpg as
+    naive ``datetime.max`` / ``datetime.min``: no event happened then, so the
+    row is unreadable (its key is set aside), not a state that breaks every
+    reader that formats it later.
+    """
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError("occurred_at is not an instant (infinity)")
+    return value
+
+
 def logged_event(row: asyncpg.Record) -> LoggedEvent:
     position, event_type, schema_version, key_id, org_id, occurred_at, data = row
     return LoggedEvent(
@@ -107,7 +121,7 @@ def logged_event(row: asyncpg.Record) -> LoggedEvent:
             schema_version,
             key_id=key_id,
             org_id=org_id,
-            occurred_at=occurred_at,
+            occurred_at=_instant(occurred_at),
             data=json_value(data),
         ),
     )
@@ -123,7 +137,7 @@ def stored_body(row: asyncpg.Record) -> dict[str, Any]:
         "key_id": row["key_id"],
         "stream_version": row["stream_version"],
         "position": row["position"],
-        "occurred_at": row["occurred_at"],
+        "occurred_at": _instant(row["occurred_at"]),
         "actor": json_value(row["actor"]),
         "data": json_value(row["data"]),
     }

@@ -52,6 +52,8 @@ UNREADABLE: dict[str, dict[str, Any]] = {
     "lone surrogate in the name": {"data": json.dumps(generated_data(name="a\ud800" + SECRET))},
     "lone surrogate in metadata": {"data": json.dumps(generated_data(metadata={"\udfff": 1}))},
     "timestamp past year 9999": {"occurred_at": "10000-01-01T00:00:00Z"},
+    "timestamp infinity": {"occurred_at": "infinity"},
+    "timestamp -infinity": {"occurred_at": "-infinity"},
 }
 # Rows that show (JSON writes NUL as \u0000) but on which no command may build.
 UNSTORABLE: dict[str, dict[str, Any]] = {
@@ -68,6 +70,11 @@ LATER: dict[str, dict[str, Any]] = {
         "actor": '"someone"',
     },
     "unknown event type": {"event_type": "KeyTeleported", "data": {}},
+    "rename at infinity": {
+        "event_type": "KeyRenamed",
+        "data": {"name": "x", "previous_name": "p"},
+        "occurred_at": "infinity",
+    },
     "enable past year 9999": {
         "event_type": "KeyEnabled",
         "data": {},
