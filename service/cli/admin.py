@@ -7,6 +7,7 @@ import asyncio
 
 from events.models import Actor
 from service.bootstrap import database
+from service.cli.audit import published_witness
 from service.errors import KeyledgerError
 from service.service_keys import issue_service_key
 from service.settings import Settings
@@ -37,7 +38,8 @@ def run_create_service_key(args: argparse.Namespace) -> int:
 
     async def create() -> str:
         async with database(settings) as pool:
-            await refuse_if_truncated(pool)
+            witness, _ = await published_witness(settings)
+            await refuse_if_truncated(pool, [witness] if witness else [])
             issued = await issue_service_key(
                 pool,
                 settings.pepper_bytes,

@@ -74,7 +74,7 @@ async def _jetstream(settings: Settings) -> AsyncIterator[JetStreamContext]:
         await nc.close()
 
 
-async def _published_witness(settings: Settings) -> tuple[Witness | None, str | None]:
+async def published_witness(settings: Settings) -> tuple[Witness | None, str | None]:
     """JetStream's witness, or why it could not be read (which does not fail verify)."""
     if not settings.nats_url:
         return None, None
@@ -94,7 +94,7 @@ def run_verify(_: argparse.Namespace) -> int:
             chain = await verify_chain(conn)
             # JetStream is read before the head (inside read_witness_report): an event
             # committed meanwhile makes the head further along, never a false alarm.
-            witness, problem = await _published_witness(settings)
+            witness, problem = await published_witness(settings)
             report = await read_witness_report(
                 conn, [witness] if witness else [], [problem] if problem else []
             )

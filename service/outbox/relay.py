@@ -41,6 +41,7 @@ from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
 from service.store.event_store import EventStore, UnreadableEvent
 from service.store.log_follower import LogFollower, RetryPolicy
+from service.store.log_witnesses import jetstream_witness
 from service.store.outbox_checkpoint import outbox_lag, read_checkpoint, save_checkpoint
 from service.store.quarantine import QuarantinedKey, QuarantineLog, set_aside
 
@@ -82,6 +83,9 @@ class OutboxRelay:
         self.consumer = relay_consumer(settings.nats_stream)
         self.is_leader = False
         self.published_position = 0
+        # Whether this leadership compared the stream's last event with the log (see
+        # ``_stream_agrees``).
+        self._stream_checked = False
         # The last reason the relay could not publish, for readiness checks; None when healthy.
         self.problem: str | None = None
         self._nc: NatsClient | None = None
@@ -238,6 +242,7 @@ class OutboxRelay:
                 await self._pause(self.tuning.leader_retry_seconds)
             self._log.start()
             self.published_position = await read_checkpoint(conn, self.settings.nats_stream)
+            self._stream_checked = False
             self.is_leader = True
             log.info("outbox_relay_leader", stream=self.settings.nats_stream)
             while not self._stopping:
@@ -276,6 +281,8 @@ class OutboxRelay:
                 return False
             if js is None:
                 return False
+            if not self._stream_checked and not await self._stream_agrees(conn, js):
+                return False
             batch = await self.store.read_envelopes_after(
                 conn, self.published_position, self.tuning.batch_size
             )
@@ -292,6 +299,34 @@ class OutboxRelay:
                 self.published_position = batch[settled - 1].position
             if settled < len(batch):
                 return False
+        return True
+
+    async def _stream_agrees(self, conn: asyncpg.Connection, js: JetStreamContext) -> bool:
+        """Whether the log holds the event the stream published last (once per leadership).
+
+        After a restored backup the checkpoint goes back with the log, and an
+        event written since may have taken the position of one that is already
+        on the stream. Publishing it would overwrite the stream's witness of
+        the lost tail (and hand subscribers two different events at one
+        position), so the relay holds back until the log is repaired. When
+        they agree, positions the stream already holds are not sent again.
+        """
+        witness = await jetstream_witness(js, self.settings.nats_stream)
+        if witness is not None and witness.hash is not None:
+            held = await conn.fetchval(
+                "SELECT hash FROM events WHERE position = $1", witness.position
+            )
+            if held is None or held.strip() != witness.hash:
+                self.problem = (
+                    f"the stream holds another event at position {witness.position} than the"
+                    " log; not publishing until the log is repaired (keyledger audit verify)"
+                )
+                log.critical("outbox_relay_log_disagrees", position=witness.position)
+                return False
+            if witness.position > self.published_position:
+                await save_checkpoint(conn, self.settings.nats_stream, witness.position)
+                self.published_position = witness.position
+        self._stream_checked = True
         return True
 
     async def _publish(

@@ -156,12 +156,16 @@ async def read_witness_report(
     )
 
 
-async def refuse_if_truncated(db: asyncpg.Connection | asyncpg.Pool) -> None:
+async def refuse_if_truncated(
+    db: asyncpg.Connection | asyncpg.Pool, outside: Iterable[Witness] = ()
+) -> None:
     """For appends outside a running app (CLI): never write onto a truncated log.
 
     A new event would take the position of a lost one, and the lost tail could
-    then not be re-appended from JetStream."""
-    report = await read_witness_report(db)
+    then not be re-appended from JetStream. ``outside`` witnesses (JetStream's
+    last published event) matter most after a restored backup, which rolls
+    the checkpoints back with the log."""
+    report = await read_witness_report(db, outside)
     if report.truncated:
         raise RuntimeError(f"{report.describe()}; run `keyledger audit repair` first")
 

@@ -427,3 +427,54 @@ async def test_a_command_right_after_a_cut_does_not_take_a_lost_position(
         finally:
             await conn.close()
         assert head == first["position"]  # the lost position stays free for the repair
+
+
+async def test_after_a_restored_backup_an_event_at_a_lost_position_is_never_published(
+    own_database: str, nats_url: str
+) -> None:
+    """A backup restore rolls the checkpoints back with the log; JetStream remembers.
+
+    An event written onto the restored log (here below the app, as a script
+    would) takes the position of a published one. The relay must not publish
+    it over the stream's witness, so the truncation stays visible and the
+    revoked key is never VALID again.
+    """
+    settings = settings_for(own_database, nats_url)
+    async with jetstream(nats_url) as js, deleted_at_exit(js, settings.nats_stream):
+        async with running(settings) as client:
+            api = await admin_api(client, settings)
+            org = new_org()
+            key = await api.generate(org)
+            _, _, revoked = await api.post(
+                f"/v1/orgs/{org}/keys/{key['key']['id']}/revoke", {"reason": "leaked"}
+            )
+            lost = revoked["position"]
+            await witnessed_everywhere(own_database, lost, settings.nats_stream)
+            subjects = f"{settings.nats_subject_prefix}.>"
+            published = (await js.get_last_msg(settings.nats_stream, subjects)).data
+
+        # "Restore" a backup taken just before the revocation: log and checkpoints go back.
+        conn = await asyncpg.connect(own_database)
+        try:
+            await cut_log(own_database, keep=lost - 1)
+            await conn.execute("UPDATE outbox_checkpoint SET position = $1", lost - 1)
+            await conn.execute("UPDATE projection_checkpoints SET position = $1", lost - 1)
+            await append_key(conn, org, "written onto the restored log")  # takes `lost`
+        finally:
+            await conn.close()
+
+        async with running(settings) as client:
+            api = Api(client, api.service_key)
+            status, code = await verify_status(api, key["secret"])
+            assert status == 503 and code in ("log_truncated", "log_gap")
+            relay = client.app[KEYLEDGER].relay
+            assert relay is not None
+
+            async def held_back() -> bool:
+                return relay.problem is not None and "another event" in relay.problem
+
+            await eventually(held_back, what="the relay to hold back")
+            last = await js.get_last_msg(settings.nats_stream, subjects)
+            assert last.data == published  # the stream still witnesses the lost revocation
+            status, _ = await readiness(client)
+            assert status == 503
