@@ -20,6 +20,7 @@ from typing import Any
 import nats
 from nats.js import JetStreamContext
 
+from service.cli.command_settings import cli_settings, settings_help
 from service.settings import Settings
 from service.store.audit_chain import verify_chain
 from service.store.database import database_connection
@@ -38,12 +39,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="recompute every event's hash and compare the head with its witnesses;"
         " prints JSON, exits 1 when broken or truncated",
     )
+    verify.epilog = settings_help(["database_url"], ["nats_url"])
     verify.set_defaults(run=run_verify)
     repair = tasks.add_parser(
         "repair",
         help="re-append the events a truncated log lost, from JetStream, when they continue"
         " the hash chain",
     )
+    repair.epilog = settings_help(["database_url", "nats_url"])
     repair.set_defaults(run=run_repair)
 
 
@@ -86,7 +89,7 @@ async def _published_witness(settings: Settings) -> tuple[Witness | None, str | 
 
 
 def run_verify(_: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = cli_settings(["database_url"], ["nats_url"])
 
     async def walk() -> dict[str, Any]:
         async with database_connection(settings) as conn:
@@ -106,7 +109,7 @@ def run_verify(_: argparse.Namespace) -> int:
 
 
 def run_repair(_: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = cli_settings(["database_url", "nats_url"])
 
     async def repair() -> dict[str, int]:
         async with database_connection(settings) as conn:

@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from events.codec import envelope_from_json, envelope_to_json
 from events.models import EVENT_TYPES
 from events.subjects import subject_filter
+from service.cli.command_settings import cli_settings, settings_help
+from service.cli.failures import UsageError
 from service.domain.orgs import is_org_id
 from service.settings import Settings
 
@@ -23,7 +25,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     events = commands.add_parser("events", help="the published event stream")
     tasks = events.add_subparsers(dest="task", required=True)
     tail = tasks.add_parser(
-        "tail", help="print events as they arrive (KEYLEDGER_NATS_URL), one JSON line each"
+        "tail",
+        help="print events as they arrive (KEYLEDGER_NATS_URL), one JSON line each",
+        epilog=settings_help(["nats_url"], ["nats_stream"]),
     )
     tail.add_argument("--type", choices=sorted(EVENT_TYPES), help="only this event type")
     tail.add_argument("--org", help="only this org")
@@ -35,13 +39,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    if not settings.nats_url:
-        raise RuntimeError("KEYLEDGER_NATS_URL is not set")
     if args.max is not None and args.max < 1:
-        raise RuntimeError("--max must be at least 1")
+        raise UsageError("--max must be at least 1")
     if args.org is not None and not is_org_id(args.org):
-        raise RuntimeError("--org must be an org id (e.g. acme)")
+        raise UsageError("--org must be an org id (e.g. acme)")
+    settings = cli_settings(["nats_url"])
     try:
         asyncio.run(
             tail_events(
@@ -53,9 +55,11 @@ def run_tail(args: argparse.Namespace) -> int:
                 out=sys.stdout,
             )
         )
-    except (nats.errors.Error, OSError) as exc:
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise RuntimeError(
-            f"cannot follow stream {settings.nats_stream!r} at {settings.nats_url}: {exc!r}"
+            f"cannot follow stream {settings.nats_stream!r} at {settings.nats_url}"
+            f" ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); is NATS running"
+            " there (KEYLEDGER_NATS_URL)?"
         ) from exc
     return 0
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 
 from aiohttp import web
 
+from service.cli.command_settings import cli_settings, settings_help
+from service.cli.failures import UsageError
 from service.http.app import create_app
 from service.log_config import configure_logging
 from service.settings import Settings
@@ -15,23 +18,45 @@ from service.store.migrate import migrate
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser("serve", help="run the API (settings from KEYLEDGER_*)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the API (settings from KEYLEDGER_*)",
+        epilog="settings: KEYLEDGER_DATABASE_URL, KEYLEDGER_PEPPER; optional: KEYLEDGER_NATS_URL,"
+        " KEYLEDGER_HOST, KEYLEDGER_PORT and the others in docs/architecture.md. Never read"
+        " from a `keyledger dev` folder: serve is for real deployments.",
+    )
     serve.add_argument("--host", help="overrides KEYLEDGER_HOST")
     serve.add_argument("--port", type=int, help="overrides KEYLEDGER_PORT")
     serve.set_defaults(run=run_serve)
-    migrate_cmd = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate_cmd = commands.add_parser(
+        "migrate", help="apply database migrations and exit", epilog=settings_help(["database_url"])
+    )
     migrate_cmd.set_defaults(run=run_migrate)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(host=args.host, port=args.port)
+    settings = cli_settings(
+        ["database_url", "pepper"], from_dev=False, host=args.host, port=args.port
+    )
     configure_logging(settings.log_level)
-    serve_app(settings)
+    serve_app(settings, on_ready=f"keyledger serving on http://{settings.host}:{settings.port}")
     return 0
 
 
 def serve_app(settings: Settings, on_ready: str | None = None) -> None:
-    """Run the API until SIGINT/SIGTERM, then shut down cleanly."""
+    """Run the API until SIGINT/SIGTERM, then shut down cleanly; prints ``on_ready`` once up."""
+    try:
+        _run(settings, on_ready)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise UsageError(
+            f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}): pick another"
+            " port with --port or KEYLEDGER_PORT"
+        ) from None
+
+
+def _run(settings: Settings, on_ready: str | None) -> None:
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -45,7 +70,7 @@ def serve_app(settings: Settings, on_ready: str | None = None) -> None:
 
 
 def run_migrate(_: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = cli_settings(["database_url"])
     configure_logging(settings.log_level)
 
     async def apply() -> list[str]:

@@ -80,7 +80,7 @@ def test_serve_refuses_a_bad_nats_server_list_naming_the_entry(
             "KEYLEDGER_NATS_URL": value,
         },
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith("keyledger: invalid settings: KEYLEDGER_NATS_URL: ")
     assert reason in result.stderr and "hunter2" not in result.stderr
     assert "Traceback" not in result.stderr
