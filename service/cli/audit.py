@@ -20,7 +20,9 @@ from typing import Any
 import nats
 from nats.js import JetStreamContext
 
+from events.servers import shown_servers
 from service.cli.command_settings import cli_settings, settings_help
+from service.cli.failures import UsageError
 from service.settings import Settings
 from service.store.audit_chain import verify_chain
 from service.store.database import database_connection
@@ -70,7 +72,10 @@ async def _jetstream(settings: Settings) -> AsyncIterator[JetStreamContext]:
                 error_cb=quiet,
             )
     except Exception as exc:
-        raise RuntimeError(f"cannot reach NATS ({type(exc).__name__})") from exc
+        raise UsageError(
+            f"cannot reach NATS at {shown_servers(settings.nats_url)} ({type(exc).__name__}):"
+            " check KEYLEDGER_NATS_URL"
+        ) from exc
     try:
         yield nc.jetstream(timeout=NATS_TIMEOUT_SECONDS)
     finally:

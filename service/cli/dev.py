@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 from pathlib import Path
 
 from events.models import Actor
 from service.bootstrap import database
 from service.cli import dev_folder
-from service.cli.failures import UsageError
-from service.cli.serve import serve_app
+from service.cli.serve import require_free_port, serve_app
 from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port, port_open
 from service.errors import KeyledgerError
 from service.log_config import configure_logging
@@ -38,20 +36,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     dev.add_argument("--data-dir", type=Path, help="default ./.keyledger (KEYLEDGER_DATA_DIR)")
     dev.add_argument("--port", type=int, help="default 8080 (KEYLEDGER_PORT)")
     dev.set_defaults(run=run_dev)
-
-
-def require_free_port(host: str, port: int) -> None:
-    """``UsageError`` naming the setting when ``host:port`` cannot be listened on."""
-    if port == 0:
-        return
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}): pick another port"
-                " with --port or KEYLEDGER_PORT"
-            ) from None
 
 
 def run_dev(args: argparse.Namespace) -> int:

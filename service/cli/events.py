@@ -14,11 +14,14 @@ from pydantic import ValidationError
 
 from events.codec import envelope_from_json, envelope_to_json
 from events.models import EVENT_TYPES
+from events.servers import shown_servers
 from events.subjects import subject_filter
 from service.cli.command_settings import cli_settings, settings_help
 from service.cli.failures import UsageError
 from service.domain.orgs import is_org_id
 from service.settings import Settings
+
+CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,8 +59,8 @@ def run_tail(args: argparse.Namespace) -> int:
             )
         )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        raise RuntimeError(
-            f"cannot follow stream {settings.nats_stream!r} at {settings.nats_url}"
+        raise UsageError(
+            f"cannot follow stream {settings.nats_stream!r} at {shown_servers(settings.nats_url or '')}"
             f" ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); is NATS running"
             " there (KEYLEDGER_NATS_URL)?"
         ) from exc
@@ -78,12 +81,15 @@ async def tail_events(
     async def quiet(_: Exception) -> None:
         """Connection errors surface once, as the command's exit message."""
 
-    nc = await nats.connect(
-        servers=settings.nats_servers,
-        name="keyledger-events-tail",
-        connect_timeout=3,
-        error_cb=quiet,
-    )
+    # nats-py retries a refused first connection for ever: bound it, so that a wrong
+    # KEYLEDGER_NATS_URL is one line and an exit, not a hang.
+    async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+        nc = await nats.connect(
+            servers=settings.nats_servers,
+            name="keyledger-events-tail",
+            connect_timeout=3,
+            error_cb=quiet,
+        )
     try:
         subscription = await nc.jetstream().subscribe(
             subject_filter(

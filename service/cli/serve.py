@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
+import re
+import socket
 
 from aiohttp import web
 
@@ -38,21 +41,40 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = cli_settings(
         ["database_url", "pepper"], from_dev=False, host=args.host, port=args.port
     )
+    require_free_port(settings.host, settings.port)
     configure_logging(settings.log_level)
-    serve_app(settings, on_ready=f"keyledger serving on http://{settings.host}:{settings.port}")
+    serve_app(settings)
     return 0
 
 
+def require_free_port(host: str, port: int) -> None:
+    """``UsageError`` naming the setting when ``host:port`` cannot be listened on."""
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({os.strerror(exc.errno or 0)}): pick another"
+                " port with --port or KEYLEDGER_PORT"
+            ) from None
+
+
 def serve_app(settings: Settings, on_ready: str | None = None) -> None:
-    """Run the API until SIGINT/SIGTERM, then shut down cleanly; prints ``on_ready`` once up."""
+    """Run the API until SIGINT/SIGTERM, then shut down cleanly.
+
+    Once it listens, prints ``on_ready``, by default the one line
+    ``keyledger serving on http://HOST:PORT`` (the port bound, with ``--port 0`` too).
+    """
     try:
         _run(settings, on_ready)
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
         raise UsageError(
-            f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}): pick another"
-            " port with --port or KEYLEDGER_PORT"
+            f"cannot listen on {settings.host}:{settings.port} ({os.strerror(exc.errno)}):"
+            " pick another port with --port or KEYLEDGER_PORT"
         ) from None
 
 
@@ -61,12 +83,18 @@ def _run(settings: Settings, on_ready: str | None) -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        print=(lambda _: print(on_ready, flush=True)) if on_ready else None,
+        print=lambda text: print(on_ready or _serving_line(text), flush=True),
         access_log=None,
         # SIGTERM/SIGINT: stop accepting, give in-flight requests this long, then run the
         # service down in the order documented in service/bootstrap.py.
         shutdown_timeout=settings.shutdown_timeout_seconds,
     )
+
+
+def _serving_line(aiohttp_text: str) -> str:
+    """aiohttp's "======== Running on http://… ========" as keyledger's one line."""
+    urls = re.findall(r"https?://[^\s,]+", aiohttp_text)
+    return "keyledger serving on " + (", ".join(urls) if urls else aiohttp_text.strip())
 
 
 def run_migrate(_: argparse.Namespace) -> int:

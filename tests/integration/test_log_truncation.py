@@ -403,7 +403,7 @@ async def test_an_unreachable_jetstream_is_named_but_does_not_fail_verify(
     assert len(answer["unchecked"]) == 1 and answer["unchecked"][0].startswith("jetstream: ")
     # Without NATS the lost tail cannot be fetched: repair says so and writes nothing.
     refused = await asyncio.to_thread(cli, ["audit", "repair"], nowhere)
-    assert refused.returncode == 1 and "cannot reach NATS" in refused.stderr
+    assert refused.returncode == 2 and "cannot reach NATS" in refused.stderr
 
 
 async def test_a_command_right_after_a_cut_does_not_take_a_lost_position(
