@@ -60,7 +60,8 @@ def run_tail(args: argparse.Namespace) -> int:
         )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise UsageError(
-            f"cannot follow stream {settings.nats_stream!r} at {shown_servers(settings.nats_url or '')}"
+            f"cannot follow stream {settings.nats_stream!r} at"
+            f" {shown_servers(settings.nats_url or '')}"
             f" ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); is NATS running"
             " there (KEYLEDGER_NATS_URL)?"
         ) from exc
