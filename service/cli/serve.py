@@ -52,6 +52,8 @@ def require_free_port(host: str, port: int) -> None:
     if port == 0:
         return
     with socket.socket() as sock:
+        # As the server will (aiohttp sets it): closed connections in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
