@@ -230,3 +230,30 @@ def test_dev_cannot_collide_and_the_cli_just_works_next_to_it(tmp_path: Path) ->
         assert again == renewed
     finally:
         assert stop_dev(process) == 0
+
+
+LISTENER = Path(__file__).resolve().parents[2] / "examples" / "revocation_listener.py"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (["--nats", "nats://127.0.0.1:{port}"], 1, "cannot listen at nats://127.0.0.1:"),
+        ([], 2, "no NATS to listen to"),
+    ],
+)
+def test_the_revocation_listener_fails_in_one_line(
+    tmp_path: Path, args: list[str], code: int, expected: str
+) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [KEYLEDGER[0], str(LISTENER), *(arg.format(port=port) for arg in args)],
+        env=clean_environment(PYTHONPATH=str(LISTENER.parents[1])),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stderr.splitlines()
+    assert result.returncode == code and len(lines) == 1, result.stderr
+    assert expected in lines[0]
