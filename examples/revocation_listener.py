@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -31,11 +32,26 @@ from events.subscriber import EventConsumer
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
+def dev_running(folder: Path) -> bool:
+    """True when a `keyledger dev` holds ``folder``'s lock (an exclusive flock on dev.lock)."""
+    try:
+        with open(folder / "dev.lock") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except OSError:
+        return False
+
+
 def dev_settings() -> dict[str, str]:
     """The NATS URL and stream of a `keyledger dev` running here (its ``dev.json``), if any."""
-    path = Path(os.environ.get("KEYLEDGER_DATA_DIR", ".keyledger")) / "dev.json"
+    folder = Path(os.environ.get("KEYLEDGER_DATA_DIR", ".keyledger"))
+    if not dev_running(folder):
+        return {}  # a dev.json left by a killed dev names servers that are gone
     try:
-        found = json.loads(path.read_text())
+        found = json.loads((folder / "dev.json").read_text())
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}

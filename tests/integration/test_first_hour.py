@@ -12,6 +12,7 @@ import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from service.settings import Settings
 from tests.support.dev_process import KEYLEDGER, clean_environment, start_dev, stop_dev
 
 PEPPER = "p" * 32
+LISTENER = Path(__file__).resolve().parents[2] / "examples" / "revocation_listener.py"
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -210,9 +212,27 @@ def test_dev_cannot_collide_and_the_cli_just_works_next_to_it(tmp_path: Path) ->
             for key in _admin_request(port, secret, "/v1/orgs/_system/keys")["data"]
             if key["name"] == "dev admin"
         )
-        _admin_request(
-            port, secret, f"/v1/orgs/_system/keys/{admin['id']}/revoke", {"reason": "other"}
+        # The example listener finds the dev's NATS and stream by itself, and sees it.
+        listener = subprocess.Popen(
+            [KEYLEDGER[0], str(LISTENER), "--durable", "first-hour"],
+            env=clean_environment(PYTHONPATH=str(LISTENER.parents[1])),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        reader = ThreadPoolExecutor(1)
+        try:
+            assert listener.stdout is not None
+            line = reader.submit(listener.stdout.readline)
+            _admin_request(
+                port, secret, f"/v1/orgs/_system/keys/{admin['id']}/revoke", {"reason": "other"}
+            )
+            assert line.result(timeout=60).startswith(f"evicted {admin['id']} ")
+        finally:
+            # Ended before the reader is waited for: its readline returns at EOF.
+            listener.terminate()
+            listener.wait(30)
+            reader.shutdown()
     finally:
         assert stop_dev(process) == 0
     assert not (folder / dev_folder.URLS).exists()
@@ -230,9 +250,6 @@ def test_dev_cannot_collide_and_the_cli_just_works_next_to_it(tmp_path: Path) ->
         assert again == renewed
     finally:
         assert stop_dev(process) == 0
-
-
-LISTENER = Path(__file__).resolve().parents[2] / "examples" / "revocation_listener.py"
 
 
 @pytest.mark.parametrize(
