@@ -25,7 +25,7 @@ def test_a_short_pepper_is_refused_without_echoing_it(pepper: str) -> None:
 
 @pytest.mark.parametrize("pepper", [None, ""])
 def test_a_missing_pepper_is_refused(pepper: str | None) -> None:
-    with pytest.raises(SettingsError, match="^missing settings: KEYLEDGER_PEPPER$"):
+    with pytest.raises(SettingsError, match=r"^missing settings: KEYLEDGER_PEPPER$"):
         Settings(pepper=pepper).pepper_bytes  # noqa: B018
 
 
