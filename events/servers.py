@@ -79,3 +79,8 @@ def _shown(url: str) -> str:
         # Everything up to the last "@": a password may itself hold "/", ":" or "@".
         rest = "***@" + rest.rpartition("@")[2]
     return f"{scheme}://{rest}" if scheme else rest
+
+
+def shown_servers(spec: str) -> str:
+    """A server list fit for an error message: each entry's credentials hidden."""
+    return ",".join(_shown(entry.strip()) for entry in spec.split(","))

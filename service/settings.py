@@ -97,10 +97,10 @@ class Settings(BaseModel):
     def pepper_bytes(self) -> bytes:
         """The HMAC key as bytes; refuses to run without one or with a short one."""
         if self.pepper is None or not self.pepper.get_secret_value():
-            raise RuntimeError("KEYLEDGER_PEPPER is not set")
+            raise SettingsError("missing settings: KEYLEDGER_PEPPER")
         pepper = self.pepper.get_secret_value()
         if len(pepper) < MIN_PEPPER_LENGTH:
-            raise RuntimeError(
+            raise SettingsError(
                 f"KEYLEDGER_PEPPER is too short ({len(pepper)} characters; at least"
                 f" {MIN_PEPPER_LENGTH} are required, e.g. from `openssl rand -hex 32`)"
             )

@@ -8,16 +8,23 @@ import asyncio
 from events.models import Actor
 from service.bootstrap import database
 from service.cli.audit import published_witness
+from service.cli.command_settings import cli_settings, settings_help
+from service.cli.failures import UsageError
 from service.errors import KeyledgerError
 from service.service_keys import issue_service_key
-from service.settings import Settings
 from service.store.log_witnesses import refuse_if_truncated
+
+NEEDS = ["database_url", "pepper"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     admin = commands.add_parser("admin", help="administrative tasks")
     tasks = admin.add_subparsers(dest="task", required=True)
-    create = tasks.add_parser("create-service-key", help="issue a service key; prints it once")
+    create = tasks.add_parser(
+        "create-service-key",
+        help="issue a service key; prints it once",
+        epilog=settings_help(NEEDS),
+    )
     create.add_argument("--name", required=True)
     create.add_argument(
         "--scopes", required=True, help="comma-separated, e.g. keys:read,keys:write"
@@ -31,10 +38,10 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def run_create_service_key(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
     scopes = _split(args.scopes)
     if not scopes:
-        raise RuntimeError("--scopes needs at least one scope")
+        raise UsageError("--scopes needs at least one scope")
+    settings = cli_settings(NEEDS)
 
     async def create() -> str:
         async with database(settings) as pool:

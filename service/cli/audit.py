@@ -20,6 +20,9 @@ from typing import Any
 import nats
 from nats.js import JetStreamContext
 
+from events.servers import shown_servers
+from service.cli.command_settings import cli_settings, settings_help
+from service.cli.failures import UsageError
 from service.settings import Settings
 from service.store.audit_chain import verify_chain
 from service.store.database import database_connection
@@ -38,12 +41,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="recompute every event's hash and compare the head with its witnesses;"
         " prints JSON, exits 1 when broken or truncated",
     )
+    verify.epilog = settings_help(["database_url"], ["nats_url"])
     verify.set_defaults(run=run_verify)
     repair = tasks.add_parser(
         "repair",
         help="re-append the events a truncated log lost, from JetStream, when they continue"
         " the hash chain",
     )
+    repair.epilog = settings_help(["database_url", "nats_url"])
     repair.set_defaults(run=run_repair)
 
 
@@ -67,7 +72,10 @@ async def _jetstream(settings: Settings) -> AsyncIterator[JetStreamContext]:
                 error_cb=quiet,
             )
     except Exception as exc:
-        raise RuntimeError(f"cannot reach NATS ({type(exc).__name__})") from exc
+        raise UsageError(
+            f"cannot reach NATS at {shown_servers(settings.nats_url)} ({type(exc).__name__}):"
+            " check KEYLEDGER_NATS_URL"
+        ) from exc
     try:
         yield nc.jetstream(timeout=NATS_TIMEOUT_SECONDS)
     finally:
@@ -86,7 +94,7 @@ async def published_witness(settings: Settings) -> tuple[Witness | None, str | N
 
 
 def run_verify(_: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = cli_settings(["database_url"], ["nats_url"])
 
     async def walk() -> dict[str, Any]:
         async with database_connection(settings) as conn:
@@ -106,7 +114,7 @@ def run_verify(_: argparse.Namespace) -> int:
 
 
 def run_repair(_: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = cli_settings(["database_url", "nats_url"])
 
     async def repair() -> dict[str, int]:
         async with database_connection(settings) as conn:

@@ -14,16 +14,23 @@ from pydantic import ValidationError
 
 from events.codec import envelope_from_json, envelope_to_json
 from events.models import EVENT_TYPES
+from events.servers import shown_servers
 from events.subjects import subject_filter
+from service.cli.command_settings import cli_settings, settings_help
+from service.cli.failures import UsageError
 from service.domain.orgs import is_org_id
 from service.settings import Settings
+
+CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events = commands.add_parser("events", help="the published event stream")
     tasks = events.add_subparsers(dest="task", required=True)
     tail = tasks.add_parser(
-        "tail", help="print events as they arrive (KEYLEDGER_NATS_URL), one JSON line each"
+        "tail",
+        help="print events as they arrive (KEYLEDGER_NATS_URL), one JSON line each",
+        epilog=settings_help(["nats_url"], ["nats_stream"]),
     )
     tail.add_argument("--type", choices=sorted(EVENT_TYPES), help="only this event type")
     tail.add_argument("--org", help="only this org")
@@ -35,13 +42,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    if not settings.nats_url:
-        raise RuntimeError("KEYLEDGER_NATS_URL is not set")
     if args.max is not None and args.max < 1:
-        raise RuntimeError("--max must be at least 1")
+        raise UsageError("--max must be at least 1")
     if args.org is not None and not is_org_id(args.org):
-        raise RuntimeError("--org must be an org id (e.g. acme)")
+        raise UsageError("--org must be an org id (e.g. acme)")
+    settings = cli_settings(["nats_url"])
     try:
         asyncio.run(
             tail_events(
@@ -53,9 +58,12 @@ def run_tail(args: argparse.Namespace) -> int:
                 out=sys.stdout,
             )
         )
-    except (nats.errors.Error, OSError) as exc:
-        raise RuntimeError(
-            f"cannot follow stream {settings.nats_stream!r} at {settings.nats_url}: {exc!r}"
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise UsageError(
+            f"cannot follow stream {settings.nats_stream!r} at"
+            f" {shown_servers(settings.nats_url or '')}"
+            f" ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); is NATS running"
+            " there (KEYLEDGER_NATS_URL)?"
         ) from exc
     return 0
 
@@ -74,12 +82,15 @@ async def tail_events(
     async def quiet(_: Exception) -> None:
         """Connection errors surface once, as the command's exit message."""
 
-    nc = await nats.connect(
-        servers=settings.nats_servers,
-        name="keyledger-events-tail",
-        connect_timeout=3,
-        error_cb=quiet,
-    )
+    # nats-py retries a refused first connection for ever: bound it, so that a wrong
+    # KEYLEDGER_NATS_URL is one line and an exit, not a hang.
+    async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+        nc = await nats.connect(
+            servers=settings.nats_servers,
+            name="keyledger-events-tail",
+            connect_timeout=3,
+            error_cb=quiet,
+        )
     try:
         subscription = await nc.jetstream().subscribe(
             subject_filter(

@@ -8,8 +8,8 @@ import asyncio
 from projections.catalog import all_projections, projection_named
 from projections.rebuild import RebuildRefused, RebuildReport, rebuild
 from service.bootstrap import database
+from service.cli.command_settings import cli_settings, settings_help
 from service.log_config import configure_logging
-from service.settings import Settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,11 +25,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     rebuild_cmd.add_argument(
         "--batch-size", type=int, default=5000, help="events per read (default 5000)"
     )
+    rebuild_cmd.epilog = settings_help(["database_url"])
     rebuild_cmd.set_defaults(run=run_rebuild)
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = cli_settings(["database_url"])
     configure_logging(settings.log_level)
     try:
         chosen = [projection_named(args.name)] if args.name else all_projections()

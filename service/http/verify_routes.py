@@ -116,12 +116,15 @@ async def verify(request: web.Request) -> web.Response:
     return verdict_response(verdict)
 
 
+SERVICE_KEY_HEADER = "X-Keyledger-Service-Key"
+
+
 @routes.get("/v1/authorize")
 async def authorize(request: web.Request) -> web.Response:
     """Forward-auth for reverse proxies: the verdict's status, headers and body."""
     service = keyledger(request)
     caller = await service.callers.authenticate(
-        credential_header(request.headers, "X-Keyledger-Service-Key")
+        credential_header(request.headers, SERVICE_KEY_HEADER), SERVICE_KEY_HEADER
     )
     request[CALLER_ID] = caller.key_id
     caller.require("keys:verify")

@@ -4,20 +4,52 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import asyncpg
 
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from service.store.migrate import migrate
 from service.store.pepper_fingerprint import check_pepper
+
+# A database that does not answer in this long is reported, not waited for (asyncpg: 60 s).
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def _where(url: str) -> str:
+    """``url`` without its password: the message may reach a terminal or a log."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    except ValueError:
+        return "(an unparseable URL)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 @contextlib.asynccontextmanager
 async def database_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """One connection to the database, closed on exit; migrating is up to the caller."""
     if not settings.database_url:
-        raise RuntimeError("KEYLEDGER_DATABASE_URL is not set")
-    conn = await asyncpg.connect(settings.database_url)
+        raise SettingsError("missing settings: KEYLEDGER_DATABASE_URL")
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=CONNECT_TIMEOUT_SECONDS)
+    except (
+        OSError,
+        TimeoutError,
+        ValueError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
+        raise SettingsError(
+            f"cannot connect to the database at {_where(settings.database_url)}"
+            f" ({type(exc).__name__}: {_first_line(exc)}): check KEYLEDGER_DATABASE_URL"
+        ) from exc
     try:
         yield conn
     finally:

@@ -99,17 +99,19 @@ class CallerAuthenticator:
         # Callers already authenticated, by secret HMAC, with the index entry they came from.
         self._known: dict[bytes, tuple[IndexEntry, Caller]] = {}
 
-    async def authenticate(self, secret: str | None) -> Caller:
-        """The ``Caller`` presenting ``secret``, or a 401 / 429 ``KeyledgerError``."""
+    async def authenticate(self, secret: str | None, header: str = "Authorization") -> Caller:
+        """The ``Caller`` presenting ``secret``, or a 401 / 429 ``KeyledgerError``.
+
+        ``header`` is where this route reads the key, named in the 401 when none is sent.
+        """
         if secret is None:
-            raise KeyledgerError(
-                "unauthenticated", "send a service key as 'Authorization: Bearer sk_…'"
-            )
+            shown = "Authorization: Bearer" if header == "Authorization" else f"{header}:"
+            raise KeyledgerError("unauthenticated", f"send a service key as '{shown} sk_…'")
         if not CREDENTIAL.matches(secret):
             # Not ASCII (e.g. a raw 0xFF byte, decoded as a lone surrogate): it cannot be
             # hashed, let alone be a key. Refused before anything else looks at it.
             raise KeyledgerError(
-                "invalid_api_key", "the Authorization header does not carry a well-formed key"
+                "invalid_api_key", f"the {header} header does not carry a well-formed key"
             )
         now = utc_now()
         index = self.index
@@ -128,7 +130,7 @@ class CallerAuthenticator:
                 return self._caller(known_verdict, now, known[1])
         if not key_material.is_well_formed(secret):
             raise KeyledgerError(
-                "invalid_api_key", "the Authorization header does not carry a well-formed key"
+                "invalid_api_key", f"the {header} header does not carry a well-formed key"
             )
         verdict: Verdict | None = None
         if index is not None:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ import pytest
 from service.domain import key_material
 from service.embedded import free_port
 from service.settings import Settings
+from tests.support.dev_process import start_dev, stop_dev
 
 KEYLEDGER = [sys.executable, "-m", "service.cli.main"]
 
@@ -80,46 +78,16 @@ def test_serve_refuses_a_bad_nats_server_list_naming_the_entry(
             "KEYLEDGER_NATS_URL": value,
         },
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith("keyledger: invalid settings: KEYLEDGER_NATS_URL: ")
     assert reason in result.stderr and "hunter2" not in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def _start_dev(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYLEDGER_")}
-    process = subprocess.Popen(
-        [*KEYLEDGER, "dev", "--data-dir", str(data_dir), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    banner = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        banner.append(line)
-        if "Press Ctrl-C" in line:
-            text = "".join(banner)
-            secret = re.search(r"^(sk_live_\w+)$", text, re.MULTILINE)[1]
-            curl = text[text.index("curl -s") : text.index("Press Ctrl-C")]
-            return process, secret, curl
-    process.kill()
-    raise AssertionError("keyledger dev did not start:\n" + "".join(banner))
-
-
-def _stop(process: subprocess.Popen[str]) -> int:
-    process.send_signal(signal.SIGINT)
-    return process.wait(30)
-
-
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the banner's example uses curl")
 def test_dev_runs_the_pasted_curl_and_keeps_data(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "kl", free_port()
-    process, secret, curl = _start_dev(data_dir, port)
+    process, secret, curl = start_dev(data_dir, port)
     try:
         assert key_material.is_well_formed(secret)
         shell = f"export KEYLEDGER_ADMIN_KEY={secret}\n{curl}"
@@ -128,11 +96,12 @@ def test_dev_runs_the_pasted_curl_and_keeps_data(tmp_path: Path) -> None:
         assert created["key"]["name"] == "My first key"
         assert key_material.is_well_formed(created["secret"])
     finally:
-        assert _stop(process) == 0
+        assert stop_dev(process) == 0
 
-    process, second_secret, _ = _start_dev(data_dir, port)
+    process, second_secret, _ = start_dev(data_dir, port)
     try:
-        assert second_secret != secret
+        # The dev admin key is kept in the folder and reused.
+        assert second_secret == secret
         fetched = subprocess.run(
             [
                 "curl",
@@ -147,4 +116,4 @@ def test_dev_runs_the_pasted_curl_and_keeps_data(tmp_path: Path) -> None:
         )
         assert json.loads(fetched.stdout)["id"] == created["key"]["id"]
     finally:
-        assert _stop(process) == 0
+        assert stop_dev(process) == 0

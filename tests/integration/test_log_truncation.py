@@ -323,8 +323,8 @@ async def test_checkpoints_alone_witness_a_cut_while_running_and_after_a_restart
         assert "\nkeyledger_log_truncated 1.0\n" in metrics
 
     refused_repair = await asyncio.to_thread(cli, ["audit", "repair"], settings)
-    assert refused_repair.returncode == 1
-    assert "KEYLEDGER_NATS_URL is not set" in refused_repair.stderr
+    assert refused_repair.returncode == 2
+    assert "missing settings: KEYLEDGER_NATS_URL" in refused_repair.stderr
 
     # A command line that appends outside the app refuses too, and writes nothing.
     create = ["admin", "create-service-key", "--name", "late", "--scopes", "admin"]
@@ -403,7 +403,7 @@ async def test_an_unreachable_jetstream_is_named_but_does_not_fail_verify(
     assert len(answer["unchecked"]) == 1 and answer["unchecked"][0].startswith("jetstream: ")
     # Without NATS the lost tail cannot be fetched: repair says so and writes nothing.
     refused = await asyncio.to_thread(cli, ["audit", "repair"], nowhere)
-    assert refused.returncode == 1 and "cannot reach NATS" in refused.stderr
+    assert refused.returncode == 2 and "cannot reach NATS" in refused.stderr
 
 
 async def test_a_command_right_after_a_cut_does_not_take_a_lost_position(

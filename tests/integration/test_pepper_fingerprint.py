@@ -120,7 +120,7 @@ async def test_a_short_pepper_is_refused_before_anything_starts(
         text=True,
         timeout=60,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert (
         done.stderr.strip().splitlines()[-1].startswith("keyledger: KEYLEDGER_PEPPER is too short")
     )

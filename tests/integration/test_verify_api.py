@@ -363,3 +363,27 @@ async def test_verify_answers_are_json_as_before(api: Api, client: TestClient) -
     )
     answer = await verify(api, key=created["secret"], min_position=revoked["position"])
     assert answer["code"] == "REVOKED"
+
+
+@pytest.mark.parametrize(
+    ("headers", "code", "named"),
+    [
+        ({}, "unauthenticated", "X-Keyledger-Service-Key: sk_"),
+        # A Bearer header is not where /v1/authorize reads the service key.
+        ({"Authorization": "Bearer sk_live_x"}, "unauthenticated", "X-Keyledger-Service-Key"),
+        ({"X-Keyledger-Service-Key": "sk_live_\u00e9"}, "invalid_api_key", "X-Keyledger"),
+    ],
+)
+async def test_authorize_names_its_own_service_key_header(
+    client: TestClient, headers: dict[str, str], code: str, named: str
+) -> None:
+    response = await client.get("/v1/authorize", headers=headers)
+    body = await response.json()
+    assert response.status == 401 and body["error"]["code"] == code
+    assert named in body["error"]["message"] and "Bearer" not in body["error"]["message"]
+
+
+async def test_other_routes_still_ask_for_a_bearer_key(client: TestClient) -> None:
+    response = await client.get("/v1/orgs/acme/keys")
+    body = await response.json()
+    assert response.status == 401 and "Authorization: Bearer" in body["error"]["message"]

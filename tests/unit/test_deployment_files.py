@@ -62,6 +62,18 @@ def test_compose_names_postgres_nats_and_keyledger_with_health_and_volumes() -> 
     assert env["KEYLEDGER_PEPPER"].startswith("${KEYLEDGER_PEPPER:?")
 
 
+@pytest.mark.parametrize(("service", "port"), [("keyledger", 8080), ("nats", 4222)])
+def test_compose_publishes_on_the_host_loopback_only(service: str, port: int) -> None:
+    # /metrics and /readyz are unauthenticated; NATS is published for `events tail` from the host.
+    published = _compose()["services"][service]["ports"]
+    assert published == [f"127.0.0.1:{port}:{port}"]
+
+
+def test_the_env_file_holding_the_pepper_is_ignored_by_git() -> None:
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in ignored
+
+
 def test_dockerfile_is_slim_non_root_serves_and_checks_health() -> None:
     steps = _dockerfile()
     instructions = [name for name, _ in steps]

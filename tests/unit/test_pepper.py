@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from service.settings import MIN_PEPPER_LENGTH, Settings
+from service.settings import MIN_PEPPER_LENGTH, Settings, SettingsError
 from service.store.pepper_fingerprint import pepper_fingerprint
 
 
@@ -25,7 +25,7 @@ def test_a_short_pepper_is_refused_without_echoing_it(pepper: str) -> None:
 
 @pytest.mark.parametrize("pepper", [None, ""])
 def test_a_missing_pepper_is_refused(pepper: str | None) -> None:
-    with pytest.raises(RuntimeError, match="KEYLEDGER_PEPPER is not set"):
+    with pytest.raises(SettingsError, match=r"^missing settings: KEYLEDGER_PEPPER$"):
         Settings(pepper=pepper).pepper_bytes  # noqa: B018
 
 
@@ -37,10 +37,10 @@ def test_a_long_enough_pepper_is_accepted(pepper: str) -> None:
 def test_the_dev_pepper_is_long_enough(tmp_path: object) -> None:
     from pathlib import Path
 
-    from service.cli.dev import _pepper
+    from service.cli.dev_folder import pepper
 
-    made = _pepper(Path(str(tmp_path)))
-    assert len(made) >= MIN_PEPPER_LENGTH
+    made = pepper(Path(str(tmp_path)), create=True)
+    assert made is not None and len(made) >= MIN_PEPPER_LENGTH
     assert Settings(pepper=made).pepper_bytes
 
 
