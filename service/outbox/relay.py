@@ -311,7 +311,12 @@ class OutboxRelay:
         position), so the relay holds back until the log is repaired. When
         they agree, positions the stream already holds are not sent again.
         """
-        witness = await jetstream_witness(js, self.settings.nats_stream)
+        try:
+            witness = await jetstream_witness(js, self.settings.nats_stream)
+        except (nats.errors.Error, TimeoutError) as exc:
+            # The stream's leader may be changing: retry after the backoff.
+            self.problem = f"stream {self.settings.nats_stream}: {exc!r}"
+            return False
         if witness is not None and witness.hash is not None:
             held = await conn.fetchval(
                 "SELECT hash FROM events WHERE position = $1", witness.position

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -266,14 +267,21 @@ async def test_killing_the_stream_leader_mid_burst_loses_and_duplicates_nothing(
 
         # Once the cluster is whole again, no replica keeps a stale problem (a NATS error
         # recorded by a replica that does not lead the relay used to stay forever).
+        last_seen: list[Any] = []
+
         async def all_ready() -> bool:
             for url in replicas.urls:
                 async with session.get(f"{url}/readyz") as response:
-                    if response.status != 200 or (await response.json())["status"] != "ready":
+                    body = await response.json()
+                    if response.status != 200 or body["status"] != "ready":
+                        last_seen[:] = [url, response.status, body]
                         return False
             return True
 
-        await eventually(all_ready, 30.0, "every replica to be ready again")
+        try:
+            await eventually(all_ready, 30.0, "every replica to be ready again")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last answer: {last_seen}") from None
 
         # Readiness held on every replica all through the outage: shared outages are
         # "degraded", never 503 (docs/security.md §8).
