@@ -118,6 +118,24 @@ class _LibraryLogHandler(logging.StreamHandler[TextIO]):
     """Where the warnings of libraries (aiohttp, asyncpg, nats) go: see ``configure_logging``."""
 
 
+def _brief_client_errors(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A NATS client's connection trouble as one ``error`` field, not a traceback.
+
+    nats-py logs every failed (re)connect with its traceback; while a server
+    is away that is an expected, repeated event, and the operator needs its
+    kind and address, not forty lines of asyncio frames.
+    """
+    exc_info = event_dict.get("exc_info")
+    if str(event_dict.get("logger", "")).startswith("nats") and exc_info:
+        error = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+        if isinstance(error, BaseException):
+            event_dict.pop("exc_info")
+            event_dict["error"] = f"{type(error).__name__}: {error}"
+    return event_dict
+
+
 def library_log_handler(stream: TextIO) -> logging.Handler:
     """Warnings and errors of ``logging`` users, as redacted JSON lines on ``stream``."""
     handler = _LibraryLogHandler(stream)
@@ -131,6 +149,7 @@ def library_log_handler(stream: TextIO) -> logging.Handler:
             ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _brief_client_errors,
                 structlog.processors.format_exc_info,
                 redact,
                 structlog.processors.JSONRenderer(),

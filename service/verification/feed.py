@@ -233,6 +233,7 @@ class IndexFeed:
         from nats.js.api import DeliverPolicy
 
         backoff = self.retry.backoff()
+        unavailable = False  # said once, so that the recovery can be said too
         while True:
             client = None
             try:
@@ -259,6 +260,9 @@ class IndexFeed:
                 )
                 self.jetstream_connected = True
                 backoff.reset()
+                if unavailable:
+                    log.info("verification_feed_jetstream_subscribed", stream=self.nats_stream)
+                    unavailable = False
                 # Anything published between the load and this subscription is
                 # in PostgreSQL; the next gap or notification brings it in.
                 self._log.wake()
@@ -267,7 +271,9 @@ class IndexFeed:
                 raise
             except Exception as exc:
                 # Typically: the stream is not provisioned yet. PostgreSQL carries on alone.
-                log.info("verification_feed_jetstream_unavailable", error=type(exc).__name__)
+                if not unavailable:
+                    log.info("verification_feed_jetstream_unavailable", error=type(exc).__name__)
+                    unavailable = True
                 await asyncio.sleep(backoff.next())
             finally:
                 self.jetstream_connected = False
