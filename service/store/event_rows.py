@@ -14,11 +14,12 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
+from uuid import uuid4
 
 import asyncpg
 
-from events.codec import canonical_json, decode_event, to_domain_event
-from events.models import Envelope, KeyEvent
+from events.codec import canonical_json, decode_event, seal, to_domain_event
+from events.models import Actor, DomainEvent, Envelope, KeyEvent
 from service.domain.vocabulary import is_unicode
 from service.errors import KeyledgerError
 from service.redaction import redact_text
@@ -191,6 +192,35 @@ def _clean(value: Any, *, nul: bool) -> bool:
     if isinstance(value, list | tuple):
         return all(_clean(v, nul=nul) for v in value)
     return True
+
+
+def seal_after(
+    events: Sequence[DomainEvent],
+    *,
+    actor: Actor,
+    expected_version: int,
+    position: int,
+    previous_hash: str,
+) -> list[Envelope]:
+    """``events`` of one key as envelopes continuing the log after ``position``.
+
+    Positions, stream versions (after ``expected_version``) and the hash chain
+    (from ``previous_hash``) are assigned here, the same for every store.
+    """
+    sealed: list[Envelope] = []
+    for version, event in enumerate(events, start=expected_version + 1):
+        position += 1
+        envelope = seal(
+            event,
+            event_id=uuid4(),
+            stream_version=version,
+            position=position,
+            actor=actor,
+            previous_hash=previous_hash,
+        )
+        previous_hash = envelope.hash
+        sealed.append(envelope)
+    return sealed
 
 
 def row_of(envelope: Envelope) -> tuple[Any, ...]:

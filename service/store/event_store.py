@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from uuid import uuid4
 
 import asyncpg
 
-from events.codec import GENESIS_HASH, seal, to_domain_event
+from events.codec import GENESIS_HASH, to_domain_event
 from events.models import Actor, DomainEvent, Envelope
 from service.domain.decider import evolve
 from service.domain.state import KeyState
@@ -33,6 +32,7 @@ from service.store.event_rows import (
     logged_event,
     readable_envelope,
     row_of,
+    seal_after,
 )
 from service.store.quarantine import is_transient
 
@@ -111,20 +111,14 @@ class EventStore:
         standalone = head is None
         if head is None:
             head = await self.read_head(conn)
-        position, previous_hash = head.position, head.hash
-        sealed = []
-        version = expected_version
-        for event in events:
-            position += 1
-            version += 1
-            envelope = seal(
-                event,
-                event_id=uuid4(),
-                stream_version=version,
-                position=position,
-                actor=actor,
-                previous_hash=previous_hash,
-            )
+        sealed = seal_after(
+            events,
+            actor=actor,
+            expected_version=expected_version,
+            position=head.position,
+            previous_hash=head.hash,
+        )
+        for envelope in sealed:
             try:
                 await conn.execute(
                     f"INSERT INTO events ({EVENT_COLUMNS})"
@@ -135,11 +129,11 @@ class EventStore:
                 raise KeyledgerError(
                     "version_mismatch", "the key changed concurrently; retry"
                 ) from exc
-            previous_hash = envelope.hash
-            sealed.append(envelope)
-        head.position, head.hash = position, previous_hash
-        if sealed and standalone:
-            await self.notify(conn, position)
+        if not sealed:
+            return sealed
+        head.position, head.hash = sealed[-1].position, sealed[-1].hash
+        if standalone:
+            await self.notify(conn, head.position)
         return sealed
 
     async def read_head(self, conn: asyncpg.Connection) -> LogHead:

@@ -21,15 +21,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from uuid import uuid4
 
-from events.codec import GENESIS_HASH, seal
+from events.codec import GENESIS_HASH
 from events.models import Actor, DomainEvent, Envelope
 from events.vocabulary import Environment
 from service.clock import utc_now
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
+from service.store.event_rows import seal_after
 from service.store.idempotency import StoredOutcome
 from service.store.key_registry import CallerStanding
 
@@ -51,24 +51,16 @@ class InMemoryEventLog:
             for key_id in {event.key_id for event in events}
             for envelope in self._stream(key_id)
         }
-        position = len(self._log)
-        previous_hash = self._log[-1].hash if self._log else GENESIS_HASH
-        sealed: list[Envelope] = []
         for version, event in enumerate(events, start=expected_version + 1):
             if (event.key_id, version) in taken:
                 raise KeyledgerError("version_mismatch", "the key changed concurrently; retry")
-            position += 1
-            envelope = seal(
-                event,
-                event_id=uuid4(),
-                stream_version=version,
-                position=position,
-                actor=actor,
-                previous_hash=previous_hash,
-            )
-            previous_hash = envelope.hash
-            sealed.append(envelope)
-            taken.add((event.key_id, version))
+        sealed = seal_after(
+            events,
+            actor=actor,
+            expected_version=expected_version,
+            position=len(self._log),
+            previous_hash=self._log[-1].hash if self._log else GENESIS_HASH,
+        )
         # All or nothing, as one transaction: nothing is written before every event sealed.
         for envelope in sealed:
             self._log.append(envelope)
