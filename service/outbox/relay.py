@@ -41,7 +41,7 @@ from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
 from service.store.event_store import EventStore, UnreadableEvent
 from service.store.log_follower import LogFollower, RetryPolicy
-from service.store.log_witnesses import jetstream_witness
+from service.store.log_witnesses import jetstream_witness, read_witness_report
 from service.store.outbox_checkpoint import outbox_lag, read_checkpoint, save_checkpoint
 from service.store.quarantine import QuarantinedKey, QuarantineLog, set_aside
 
@@ -318,10 +318,9 @@ class OutboxRelay:
             self.problem = f"stream {self.settings.nats_stream}: {exc!r}"
             return False
         if witness is not None and witness.hash is not None:
-            held = await conn.fetchval(
-                "SELECT hash FROM events WHERE position = $1", witness.position
-            )
-            if held is None or held.strip() != witness.hash:
+            # The same comparison as the truncation guard's, on this one witness.
+            report = await read_witness_report(conn, [witness])
+            if witness in report.missing:
                 self.problem = (
                     f"the stream holds another event at position {witness.position} than the"
                     " log; not publishing until the log is repaired (keyledger audit verify)"
