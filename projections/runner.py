@@ -34,6 +34,7 @@ from typing import NamedTuple, Protocol
 import asyncpg
 import structlog
 
+from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
 from service.store.log_follower import LogFollower
 from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
@@ -96,11 +97,10 @@ def check_contiguous(
     name: str, checkpoint: int, events: Sequence[LoggedEvent | UnreadableEvent]
 ) -> None:
     """Refuse a batch that does not continue exactly at ``checkpoint`` + 1."""
-    expected = checkpoint + 1
-    for logged in events:
-        if logged.position != expected:
-            raise ProjectionGap(name, expected, logged.position)
-        expected += 1
+    missing = missing_position(checkpoint, events)
+    if missing is not None:
+        # The row standing where ``missing`` should be.
+        raise ProjectionGap(name, missing, events[missing - checkpoint - 1].position)
 
 
 async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from uuid import uuid4
 
 import asyncpg
@@ -192,6 +192,28 @@ def _clean(value: Any, *, nul: bool) -> bool:
     if isinstance(value, list | tuple):
         return all(_clean(v, nul=nul) for v in value)
     return True
+
+
+class Positioned(Protocol):
+    """Anything read from the log at a position (an envelope, a logged or unreadable event)."""
+
+    @property
+    def position(self) -> int: ...
+
+
+def missing_position(after: int, rows: Sequence[Positioned]) -> int | None:
+    """The first position the log lacks in ``rows`` read after ``after``; None when dense.
+
+    Appends are dense under the append lock, so in rows read from PostgreSQL
+    in position order a missing position is a hole in the log itself (a row
+    written around the lock), not one still to commit.
+    """
+    expected = after + 1
+    for row in rows:
+        if row.position != expected:
+            return expected
+        expected += 1
+    return None
 
 
 def seal_after(

@@ -37,6 +37,7 @@ import structlog
 from events.codec import envelope_from_json
 from events.models import Envelope
 from events.servers import nats_servers
+from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, UnreadableEvent
 from service.store.log_follower import LogFollower, RetryPolicy
 from service.store.quarantine import QuarantineLog, describe_failure
@@ -141,22 +142,19 @@ class IndexFeed:
     def _note_gap(self, page: Sequence[Envelope | UnreadableEvent], after: int) -> None:
         """Remember a hole in the log itself (not a message JetStream has not sent yet).
 
-        Rows come from PostgreSQL in position order; committed positions are
-        dense, so a first row beyond the next position means the log was
-        written around the append lock. Until that is repaired nothing past it
-        applies here, and verification refuses to answer rather than miss a
-        revocation that lies behind the hole.
+        Until that is repaired nothing past it applies here, and verification
+        refuses to answer rather than miss a revocation that lies behind the hole.
         """
-        expected = after + 1  # read as of ``after``: the index may have moved on meanwhile
-        if page and page[0].position != expected:
-            if self.index.gap_at != expected:
+        # Read as of ``after``: the index may have moved on meanwhile.
+        missing = missing_position(after, page)
+        if missing is not None:
+            if self.index.gap_at != missing:
                 log.critical(
                     "log_gap",
-                    missing=expected,
-                    next_found=page[0].position,
+                    missing=missing,
                     remedy="restore the missing events (keyledger audit verify names them)",
                 )
-            self.index.gap_at = expected
+            self.index.gap_at = missing
         else:
             self.index.gap_at = None
 
