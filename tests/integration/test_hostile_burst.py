@@ -36,13 +36,15 @@ from service.settings import Settings
 from tests.support.api import Api, indexed, new_org
 from tests.support.burst import Burst, injection, normal, poison, sample_readiness
 from tests.support.outbox import (
-    deleted_at_exit,
     eventually,
-    jetstream,
     stream_messages,
-    unique_stream_settings,
 )
-from tests.support.poison import IsolatedApp, generated_data, isolated_app, nested
+from tests.support.poison import (
+    IsolatedApp,
+    generated_data,
+    isolated_app_with_relay,
+    nested,
+)
 
 # Secrets sent where they do not belong; none may come back or reach a log line.
 SENT_SECRET = "sk_live_" + "B3rstS3cretN0tEch0ed" * 2
@@ -239,18 +241,11 @@ async def _verify(api: Api, secret: str, **extra: str) -> str:
 async def test_a_hostile_burst_fails_no_neighbour_and_halts_nothing(
     postgres_server_url: str, settings: Settings, nats_url: str, captured_logs: io.StringIO
 ) -> None:
-    stream = unique_stream_settings(settings)
     logs_before = len(captured_logs.getvalue())
-    async with (
-        jetstream(nats_url) as js,
-        deleted_at_exit(js, stream.nats_stream),
-        isolated_app(
-            postgres_server_url,
-            settings,
-            nats_url=nats_url,
-            nats_stream=stream.nats_stream,
-            nats_subject_prefix=stream.nats_subject_prefix,
-        ) as app,
+    async with isolated_app_with_relay(postgres_server_url, settings, nats_url) as (
+        app,
+        js,
+        stream,
     ):
         burst = await _prepare(app, settings)
         _normal_commands(burst)

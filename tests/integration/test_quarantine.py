@@ -33,13 +33,14 @@ from service.store.event_store import EventStore, LoggedEvent
 from service.store.quarantine import INDEX_CONSUMER, QuarantineLog
 from tests.support.api import Api, new_org
 from tests.support.event_log import append_key
-from tests.support.outbox import deleted_at_exit, eventually, jetstream, unique_stream_settings
+from tests.support.outbox import eventually
 from tests.support.poison import (
     Injected,
     IsolatedApp,
     generated_data,
     inject,
     isolated_app,
+    isolated_app_with_relay,
     nested,
 )
 
@@ -383,17 +384,10 @@ async def test_a_rebuild_quarantines_instead_of_failing(
 async def test_with_nats_the_relay_and_index_feed_go_on_past_poison(
     postgres_server_url: str, settings: Settings, nats_url: str
 ) -> None:
-    stream = unique_stream_settings(settings)
-    async with (
-        jetstream(nats_url) as js,
-        deleted_at_exit(js, stream.nats_stream),
-        isolated_app(
-            postgres_server_url,
-            settings,
-            nats_url=nats_url,
-            nats_stream=stream.nats_stream,
-            nats_subject_prefix=stream.nats_subject_prefix,
-        ) as app,
+    async with isolated_app_with_relay(postgres_server_url, settings, nats_url) as (
+        app,
+        _,
+        stream,
     ):
         api = Api(app.client, app.admin_key)
         org = new_org()

@@ -31,8 +31,15 @@ from service.http import response_shapes as shapes
 from service.http.context import KEYLEDGER
 from service.settings import Settings
 from tests.support.api import Api, new_org
-from tests.support.outbox import deleted_at_exit, eventually, jetstream, unique_stream_settings
-from tests.support.poison import Injected, IsolatedApp, generated_data, inject, isolated_app
+from tests.support.outbox import eventually
+from tests.support.poison import (
+    Injected,
+    IsolatedApp,
+    generated_data,
+    inject,
+    isolated_app,
+    isolated_app_with_relay,
+)
 
 SECRET = "sk_live_" + "P0isonedS3cret" * 3
 ACTOR_WITH_SECRET = json.dumps({"id": SECRET})
@@ -360,17 +367,10 @@ async def test_the_expiry_sweeper_expires_every_other_key_past_a_poisoned_one(
 async def test_events_tail_skips_malformed_messages_and_prints_the_rest(
     postgres_server_url: str, settings: Settings, nats_url: str
 ) -> None:
-    stream = unique_stream_settings(settings)
-    async with (
-        jetstream(nats_url) as js,
-        deleted_at_exit(js, stream.nats_stream),
-        isolated_app(
-            postgres_server_url,
-            settings,
-            nats_url=nats_url,
-            nats_stream=stream.nats_stream,
-            nats_subject_prefix=stream.nats_subject_prefix,
-        ) as app,
+    async with isolated_app_with_relay(postgres_server_url, settings, nats_url) as (
+        app,
+        js,
+        stream,
     ):
         api = Api(app.client, app.admin_key)
         org = new_org()

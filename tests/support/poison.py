@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
+from nats.js import JetStreamContext
 
 from bench.support import scratch_database
 from events.codec import canonical_json, chain_hash
@@ -28,6 +29,7 @@ from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.store.event_store import EventStore
 from tests.support.api import indexed
+from tests.support.outbox import deleted_at_exit, jetstream, unique_stream_settings
 
 _store = EventStore()
 POISON_ACTOR = {"id": "test:poison"}
@@ -146,6 +148,29 @@ class IsolatedApp:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_key}"}
+
+
+@contextlib.asynccontextmanager
+async def isolated_app_with_relay(
+    server_url: str, settings: Settings, nats_url: str
+) -> AsyncIterator[tuple[IsolatedApp, JetStreamContext, Settings]]:
+    """``isolated_app`` relaying to a JetStream stream of its own, deleted at the end.
+
+    Yields the app, a JetStream context, and the settings naming the stream.
+    """
+    stream = unique_stream_settings(settings)
+    async with (
+        jetstream(nats_url) as js,
+        deleted_at_exit(js, stream.nats_stream),
+        isolated_app(
+            server_url,
+            settings,
+            nats_url=nats_url,
+            nats_stream=stream.nats_stream,
+            nats_subject_prefix=stream.nats_subject_prefix,
+        ) as app,
+    ):
+        yield app, js, stream
 
 
 @contextlib.asynccontextmanager
