@@ -101,6 +101,15 @@ async def witnessed_everywhere(database_url: str, position: int, stream: str | N
     await eventually(reached, what=f"position {position} to be projected and published")
 
 
+async def revoked_key(api: Api, org: str) -> tuple[dict[str, Any], int]:
+    """A key of ``org`` generated then revoked, and the position of its ``KeyRevoked``."""
+    key = await api.generate(org)
+    _, _, revoked = await api.post(
+        f"/v1/orgs/{org}/keys/{key['key']['id']}/revoke", {"reason": "leaked"}
+    )
+    return key, revoked["position"]
+
+
 def cli(args: list[str], settings: Settings) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -236,11 +245,7 @@ async def test_jetstream_alone_witnesses_a_restored_backup_and_a_rewritten_head(
         async with running(settings) as client:
             api = await admin_api(client, settings)
             org = new_org()
-            key = await api.generate(org)
-            _, _, revoked = await api.post(
-                f"/v1/orgs/{org}/keys/{key['key']['id']}/revoke", {"reason": "leaked"}
-            )
-            head = revoked["position"]
+            key, head = await revoked_key(api, org)
             await witnessed_everywhere(own_database, head, settings.nats_stream)
 
         # A backup from before the revocation: log and checkpoints agree with each other.
@@ -286,11 +291,7 @@ async def test_checkpoints_alone_witness_a_cut_while_running_and_after_a_restart
     async with running(settings) as client:
         api = await admin_api(client, settings)
         org = new_org()
-        key = await api.generate(org)
-        _, _, revoked = await api.post(
-            f"/v1/orgs/{org}/keys/{key['key']['id']}/revoke", {"reason": "leaked"}
-        )
-        head = revoked["position"]
+        key, head = await revoked_key(api, org)
         await witnessed_everywhere(own_database, head, None)
         await cut_log(own_database, keep=head - 1)
 
@@ -444,11 +445,7 @@ async def test_after_a_restored_backup_an_event_at_a_lost_position_is_never_publ
         async with running(settings) as client:
             api = await admin_api(client, settings)
             org = new_org()
-            key = await api.generate(org)
-            _, _, revoked = await api.post(
-                f"/v1/orgs/{org}/keys/{key['key']['id']}/revoke", {"reason": "leaked"}
-            )
-            lost = revoked["position"]
+            key, lost = await revoked_key(api, org)
             await witnessed_everywhere(own_database, lost, settings.nats_stream)
             subjects = f"{settings.nats_subject_prefix}.>"
             published = (await js.get_last_msg(settings.nats_stream, subjects)).data
