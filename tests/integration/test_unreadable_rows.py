@@ -331,7 +331,11 @@ async def test_the_rebuild_command_goes_past_every_unreadable_row(
 async def test_the_expiry_sweeper_expires_every_other_key_past_a_poisoned_one(
     postgres_server_url: str, settings: Settings
 ) -> None:
-    async with isolated_app(postgres_server_url, settings) as app:
+    # The app's own sweeper is slowed to an hour: it must not expire a key before the test
+    # has poisoned it, and the sweep under test is the one called below.
+    async with isolated_app(
+        postgres_server_url, settings, expiry_sweep_interval_seconds=3600
+    ) as app:
         commands = app.client.app[KEYLEDGER].commands
         past = utc_now() - timedelta(seconds=5)
         org = new_org()
@@ -356,7 +360,6 @@ async def test_the_expiry_sweeper_expires_every_other_key_past_a_poisoned_one(
         async with app.pool.acquire() as conn:
             for key_id, kwargs in zip(poisoned, list(LATER.values())[:3], strict=True):
                 await inject(conn, org, key_id=key_id, stream_version=2, **kwargs)
-        # (The app's own sweeper runs too: whichever writes a KeyExpired, it is written once.)
         sweeper = ExpirySweeper(commands, interval_seconds=60)
         await sweeper.sweep_once()
         assert await sweeper.sweep_once() == 0  # the poisoned keys are skipped again, quietly
