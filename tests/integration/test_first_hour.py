@@ -196,7 +196,13 @@ def test_dev_cannot_collide_and_the_cli_just_works_next_to_it(tmp_path: Path) ->
     try:
         urls = json.loads((folder / dev_folder.URLS).read_text())
         assert urls["api_url"] == f"http://127.0.0.1:{port}"
-        assert set(urls) == {"api_url", "database_url", "nats_url", "nats_stream"}
+        assert set(urls) == {
+            "api_url",
+            "database_url",
+            "nats_url",
+            "nats_stream",
+            "nats_subject_prefix",
+        }
         servers_before = _nats_servers_on(folder / "nats")
         assert len(servers_before) == 1
 
