@@ -157,14 +157,6 @@ def test_every_shell_block_of_the_readme_does_what_it_claims(
     assert evicted.search(output), output[-3000:]
 
 
-def test_the_readme_runs_keyledger_dev_once_before_any_other_block() -> None:
-    blocks = [b for b in readme_shell.parse_blocks(README.read_text()) if b.is_shell]
-    dev = [i for i, block in enumerate(blocks) if block.marker == "dev"]
-    assert len(dev) == 1
-    assert [command.code for command in blocks[dev[0]].commands] == ["keyledger dev"]
-    assert all(block.marker == "skip" for block in blocks[: dev[0]])
-
-
 def test_the_banner_sample_is_what_dev_prints(live_dev: LiveDev) -> None:
     (sample,) = [b for b in readme_shell.parse_blocks(README.read_text()) if b.marker == "banner"]
     replacements = {
