@@ -26,8 +26,11 @@ from pathlib import Path
 SHELL_LANGUAGES = frozenset({"sh", "bash", "shell", "console", "zsh"})
 MARKER_KINDS = frozenset({"skip", "dev", "banner"})
 
-_FENCE = re.compile(r"^```\s*([\w+-]*)\s*$")
-_MARKER = re.compile(r"^<!--\s*readme-test:\s*(?P<kind>[\w-]+)\s*(?::\s*(?P<reason>.*?))?\s*-->$")
+# Fences may be indented (in a list item); their lines lose that indentation.
+_FENCE = re.compile(r"^(\s*)```\s*([\w+-]*)\s*$")
+_MARKER = re.compile(
+    r"^\s*<!--\s*readme-test:\s*(?P<kind>[\w-]+)\s*(?::\s*(?P<reason>.*?))?\s*-->$"
+)
 _CLAIM = re.compile(
     r"→\s*(?P<status>\d{3})\s+(?P<phrase>[A-Za-z][A-Za-z' -]*?)"
     r"(?:\s+with\s+(?P<headers>[A-Za-z-]+(?:,\s*[A-Za-z-]+)*))?"
@@ -180,10 +183,10 @@ def parse_blocks(markdown: str) -> list[Block]:
                 raise ReadmeError(f"README line {i + 1}: a readme-test marker must precede a fence")
             i += 1
             continue
-        end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "```"), None)
         if end is None:
             raise ReadmeError(f"README line {i + 1}: a fence that is never closed")
-        language = opening[1].lower()
+        indent, language = len(opening[1]), opening[2].lower()
         marker = _MARKER.match(lines[i - 1]) if i > 0 else None
         kind = reason = None
         if marker is not None:
@@ -193,7 +196,9 @@ def parse_blocks(markdown: str) -> list[Block]:
                     f"README line {i}: a marker is `<!-- readme-test: KIND: reason -->`, KIND"
                     f" one of {sorted(MARKER_KINDS)}, with the reason it is not run as it is"
                 )
-        body_lines = lines[i + 1 : end]
+        body_lines = [
+            line[indent:] if line[:indent].isspace() else line for line in lines[i + 1 : end]
+        ]
         shell = language in SHELL_LANGUAGES
         commands = _commands(body_lines, i + 2, language == "console") if shell else ()
         blocks.append(Block(i + 2, language, "\n".join(body_lines), kind, reason, commands))

@@ -95,6 +95,14 @@ def test_console_blocks_run_their_prompts_only() -> None:
     assert [c.code for c in block.commands] == ["echo hi", "true"]
 
 
+def test_an_indented_fence_in_a_list_item_is_a_block_too() -> None:
+    markdown = "- tail it:\n\n  ```bash\n  keyledger events tail \\\n    --max 1\n  ```\n"
+    (block,) = parse_blocks(markdown)
+    assert [(c.line, c.text) for c in block.commands] == [
+        (4, "keyledger events tail \\\n  --max 1")
+    ]
+
+
 def test_only_shell_languages_are_commands() -> None:
     blocks = parse_blocks(fenced("curl x", language="python") + fenced("curl y", language=""))
     assert [(b.is_shell, b.commands) for b in blocks] == [(False, ()), (False, ())]
