@@ -187,3 +187,28 @@ def test_a_readme_that_drifted_fails_naming_the_line(
     assert pasted.returncode != 0
     assert pasted.stderr.startswith("README line 8: ") and expected in pasted.stderr
     assert "never" not in pasted.stdout.read_text() and pasted.checked == set()
+
+
+# Pasted with no `export` line: only what is in the folder.
+BY_FOLDER = r"""```bash
+python examples/revocation_listener.py --durable by-folder &
+URL=$(python3 -c 'import json; print(json.load(open(".keyledger/dev.json"))["api_url"])')
+AUTH="Authorization: Bearer $(cat .keyledger/admin-key)" JSON="Content-Type: application/json"
+NEW=$(curl -s -X POST $URL/v1/orgs/folder/keys -H "$AUTH" -H "$JSON" \
+  -d '{"name": "x", "type": "secret"}')   # → 201 Created
+KEY=$(echo "$NEW" | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"]["id"])')
+curl -s -X POST $URL/v1/orgs/folder/keys/$KEY/revoke -H "$AUTH" -H "$JSON" \
+  -d '{"reason": "other"}'   # → 200 OK
+```
+"""
+
+
+def test_the_listener_finds_the_dev_from_its_folder_alone(
+    live_dev: LiveDev, tmp_path: Path
+) -> None:
+    """No ``export`` pasted: the example reads the NATS URL, stream and prefix from dev.json."""
+    evicted = re.compile(r"evicted key_\w+ \(org folder, reason other,")
+    pasted = paste(live_dev, BY_FOLDER, tmp_path, until=lambda out: bool(evicted.search(out)))
+    output = pasted.stdout.read_text()
+    assert pasted.returncode == 0 and len(pasted.checked) == 2, pasted.stderr
+    assert evicted.search(output), output[-2000:]
