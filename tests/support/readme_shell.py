@@ -8,9 +8,10 @@ right above its opening fence is a marker, ``<!-- readme-test: KIND: reason -->`
   banner's ``export`` lines take the block's place, as a user pastes them;
 - ``banner``: a sample of that banner (any language), compared line by line.
 
-A ``curl`` command must end with its claim, ``# → 201 Created``: the status, its
-reason phrase, and optionally a ``{…}`` fragment of the body, whose parts between
-``…`` must appear in it verbatim. A command without ``curl`` must simply succeed:
+A ``curl`` command must end with its claim, ``# → 201 Created``: the status and its
+reason phrase; optionally ``with ETag, X-Other`` (headers the response carries), a
+``{…}`` fragment of the body (its parts between ``…`` appear in it verbatim) and a
+``(note)`` for the reader. A command without ``curl`` must simply succeed:
 the script runs with ``set -euo pipefail``, in one bash process, so variables flow
 from block to block as they do in the one shell a user pastes into.
 """
