@@ -1,8 +1,8 @@
 """React to revoked keys: evict them from this service's own cache of verified keys.
 
 Run:    python examples/revocation_listener.py
-        (next to a running `keyledger dev`: its NATS URL and stream come from
-        .keyledger/dev.json; elsewhere --nats nats://127.0.0.1:4222, or on a
+        (next to a running `keyledger dev`: its NATS URL, stream and subject prefix
+        come from .keyledger/dev.json; elsewhere --nats nats://127.0.0.1:4222, or on a
         cluster --nats nats://n1:4222,nats://n2:4222,nats://n3:4222)
 Then:   revoke a key (POST /v1/orgs/{org}/keys/{id}/revoke); this prints `evicted key_…`.
 Needs:  only `events/` and nats-py from keyledger, never `service/` or `projections/`.
@@ -46,7 +46,7 @@ def dev_running(folder: Path) -> bool:
 
 
 def dev_settings() -> dict[str, str]:
-    """The NATS URL and stream of a `keyledger dev` running here (its ``dev.json``), if any."""
+    """The NATS URL, stream and subject prefix of a `keyledger dev` running here, if any."""
     folder = Path(os.environ.get("KEYLEDGER_DATA_DIR", ".keyledger"))
     if not dev_running(folder):
         return {}  # a dev.json left by a killed dev names servers that are gone
@@ -121,7 +121,9 @@ def main() -> int:
     )
     parser.add_argument("--durable", default="revocation-listener")
     parser.add_argument("--stream", help=f"default: the dev's stream, else {DEFAULT_STREAM}")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
+    parser.add_argument(
+        "--prefix", help=f"subject prefix (default: the dev's, else {DEFAULT_PREFIX})"
+    )
     args = parser.parse_args()
     dev = {} if args.nats else dev_settings()
     nats_url = args.nats or os.environ.get("KEYLEDGER_NATS_URL") or dev.get("nats_url")
@@ -133,8 +135,15 @@ def main() -> int:
         )
         return 2
     stream = args.stream or os.environ.get("KEYLEDGER_NATS_STREAM") or dev.get("nats_stream")
+    prefix = (
+        args.prefix
+        or os.environ.get("KEYLEDGER_NATS_SUBJECT_PREFIX")
+        or dev.get("nats_subject_prefix")
+    )
     try:
-        asyncio.run(listen(nats_url, args.durable, stream or DEFAULT_STREAM, args.prefix))
+        asyncio.run(
+            listen(nats_url, args.durable, stream or DEFAULT_STREAM, prefix or DEFAULT_PREFIX)
+        )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         print(
             f"revocation_listener: cannot listen at {nats_url} ({type(exc).__name__}): is NATS"

@@ -64,8 +64,12 @@ def _from_running_dev(settings: Settings, wanted: Sequence[str]) -> Settings:
     for field in ("database_url", "nats_url"):
         if field in wanted and getattr(settings, field) is None and urls.get(field):
             changes[field] = urls[field]
-            if field == "nats_url" and urls.get("nats_stream"):
-                changes["nats_stream"] = urls["nats_stream"]
+            if field == "nats_url":
+                # The stream and subjects go with the server: a dev pointed at a shared
+                # NATS may use its own (KEYLEDGER_NATS_STREAM / _SUBJECT_PREFIX).
+                for name in ("nats_stream", "nats_subject_prefix"):
+                    if urls.get(name):
+                        changes[name] = urls[name]
     if "pepper" in wanted and settings.pepper is None:
         changes["pepper"] = dev_folder.pepper(settings.data_dir)
     return settings.replace(**changes) if changes else settings

@@ -70,6 +70,7 @@ def run_dev(args: argparse.Namespace) -> int:
                     "database_url": database_url,
                     "nats_url": nats_url,
                     "nats_stream": settings.nats_stream,
+                    "nats_subject_prefix": settings.nats_subject_prefix,
                 },
             )
             serve_app(settings, on_ready=banner(settings, secret, note, data_dir))
@@ -120,14 +121,15 @@ keyledger dev is running on {base_url}
 Admin service key ({note}):
 {secret}
 
-For other shells (keyledger commands run from this folder need none of it):
+In another shell, paste these first (keyledger commands run from this folder need none of them):
   export KEYLEDGER_DATABASE_URL='{settings.database_url}'
   export KEYLEDGER_NATS_URL='{settings.nats_url}'
   export KEYLEDGER_NATS_STREAM='{settings.nats_stream}'
+  export KEYLEDGER_NATS_SUBJECT_PREFIX='{settings.nats_subject_prefix}'
   export KEYLEDGER_API_URL='{base_url}'
   export KEYLEDGER_ADMIN_KEY={secret}
 
-Try it:
+Then try:
   curl -s -X POST {base_url}/v1/orgs/acme/keys \\
     -H "Authorization: Bearer $KEYLEDGER_ADMIN_KEY" \\
     -H "Content-Type: application/json" \\

@@ -39,8 +39,14 @@ def _private_write(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def held(data_dir: Path, url: str) -> Iterator[None]:
     """Hold the folder's dev lock while the block runs; ``UsageError`` when another holds it."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = open(data_dir / LOCK, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle: IO[str] = open(data_dir / LOCK, "a+")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise UsageError(
+            f"cannot use {data_dir} as the dev data folder ({exc.strerror or exc}):"
+            " choose another with --data-dir or KEYLEDGER_DATA_DIR"
+        ) from exc
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,6 +9,7 @@ from typing import TextIO
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
@@ -58,6 +59,12 @@ def run_tail(args: argparse.Namespace) -> int:
                 out=sys.stdout,
             )
         )
+    except nats.js.errors.NotFoundError as exc:
+        # NATS answers, but keyledger has not published there (yet), or under another name.
+        raise UsageError(
+            f"no stream {settings.nats_stream!r} at {shown_servers(settings.nats_url or '')}:"
+            " has keyledger published there yet? (check KEYLEDGER_NATS_STREAM)"
+        ) from exc
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise UsageError(
             f"cannot follow stream {settings.nats_stream!r} at"

@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,6 +95,7 @@ def test_help_lists_the_settings_a_command_needs(tmp_path: Path, command: str) -
         (["admin", "create-service-key", "--name", "x", "--scopes", ","], {}, "--scopes needs"),
         (["frobnicate"], {}, "invalid choice: 'frobnicate'"),
         (["serve"], {"KEYLEDGER_PEPPER": "short"}, "KEYLEDGER_PEPPER is too short"),
+        (["dev", "--data-dir", "/proc/kl-nope"], {}, "cannot use /proc/kl-nope as the dev data"),
     ],
 )
 def test_bad_settings_and_flags_are_one_line_exit_2(
@@ -138,6 +140,14 @@ def test_unreachable_nats_is_one_line(tmp_path: Path, settings: Settings, args: 
     )
     line = one_line_error(result)
     assert "KEYLEDGER_NATS_URL" in line and "hunter2" not in line
+
+
+def test_a_stream_that_is_not_there_is_one_line(tmp_path: Path, nats_url: str) -> None:
+    stream = f"NOT_THERE_{uuid.uuid4().hex[:8].upper()}"
+    result = run(
+        ["events", "tail"], tmp_path, KEYLEDGER_NATS_URL=nats_url, KEYLEDGER_NATS_STREAM=stream
+    )
+    assert f"no stream '{stream}' at " in one_line_error(result)
 
 
 @pytest.mark.parametrize("command", [["serve"], ["dev"]])
@@ -196,7 +206,13 @@ def test_dev_cannot_collide_and_the_cli_just_works_next_to_it(tmp_path: Path) ->
     try:
         urls = json.loads((folder / dev_folder.URLS).read_text())
         assert urls["api_url"] == f"http://127.0.0.1:{port}"
-        assert set(urls) == {"api_url", "database_url", "nats_url", "nats_stream"}
+        assert set(urls) == {
+            "api_url",
+            "database_url",
+            "nats_url",
+            "nats_stream",
+            "nats_subject_prefix",
+        }
         servers_before = _nats_servers_on(folder / "nats")
         assert len(servers_before) == 1
 

@@ -144,6 +144,30 @@ async def test_a_restarted_relay_resumes_from_its_checkpoint(
             assert info.state.messages == info.state.last_seq == 4 * (batch + 1)
 
 
+async def test_a_lost_stream_is_republished_whole_once_the_checkpoint_is_cleared(
+    relay_settings: Settings, commands: KeyCommandHandler, pool: asyncpg.Pool
+) -> None:
+    """The README's recovery: replicas stopped, stream lost, checkpoint deleted, restart."""
+    stream = relay_settings.nats_stream
+    async with jetstream(relay_settings.nats_url) as js, deleted_at_exit(js, stream):
+        await record_events(commands, new_org(), 3)
+        for lost in (False, True):
+            if lost:
+                await js.delete_stream(stream)
+                await pool.execute("DELETE FROM outbox_checkpoint WHERE stream = $1", stream)
+            relay = OutboxRelay(relay_settings, FAST)
+            relay.start()
+            try:
+                await caught_up(relay, pool)
+            finally:
+                await relay.stop()
+        async with pool.acquire() as conn:
+            log = await EventStore().read_after(conn, 0)
+        messages = await stream_messages(js, stream)
+        assert [m.headers["Nats-Msg-Id"] for m in messages] == [str(e.event_id) for e in log]
+        assert [m.data.decode() for m in messages] == [envelope_to_json(e) for e in log]
+
+
 async def lock_holders(pool: asyncpg.Pool) -> list[int]:
     """Backend pids holding a relay lock (in this test's database)."""
     rows = await pool.fetch(

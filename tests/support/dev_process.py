@@ -19,11 +19,14 @@ def clean_environment(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def start_dev(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
-    """Start ``keyledger dev``; returns the process, its admin key and the banner's curl."""
+def launch_dev(
+    args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``keyledger dev ARGS``; returns the process and its banner, once it listens."""
     process = subprocess.Popen(
-        [*KEYLEDGER, "dev", "--data-dir", str(data_dir), "--port", str(port)],
-        env=clean_environment(),
+        [*KEYLEDGER, "dev", *args],
+        env=clean_environment() if env is None else env,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -37,13 +40,19 @@ def start_dev(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, st
             break
         banner.append(line)
         if "Press Ctrl-C" in line:
-            text = "".join(banner)
-            found = re.search(r"^(sk_live_\w+)$", text, re.MULTILINE)
-            assert found is not None, text
-            curl = text[text.index("curl -s") : text.index("Press Ctrl-C")]
-            return process, found[1], curl
+            return process, "".join(banner)
     process.kill()
+    process.wait()
     raise AssertionError("keyledger dev did not start:\n" + "".join(banner))
+
+
+def start_dev(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
+    """Start ``keyledger dev``; returns the process, its admin key and the banner's curl."""
+    process, text = launch_dev(["--data-dir", str(data_dir), "--port", str(port)])
+    found = re.search(r"^(sk_live_\w+)$", text, re.MULTILINE)
+    assert found is not None, text
+    curl = text[text.index("curl -s") : text.index("Press Ctrl-C")]
+    return process, found[1], curl
 
 
 def stop_dev(process: subprocess.Popen[str]) -> int:

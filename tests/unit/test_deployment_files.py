@@ -1,13 +1,16 @@
 """docker-compose.yml and Dockerfile, checked without Docker (it cannot run here).
 
-The compose file must parse and name PostgreSQL 16, NATS 2.10+ with JetStream
-and keyledger, with healthchecks and volumes; the Dockerfile must run as
-non-root; and its install steps, run in a plain venv on the files it copies,
-must give a working ``keyledger`` command.
+The compose file must be valid under the Compose Specification's JSON schema
+(vendored in tests/support/compose_spec/, with its source and license), and
+name PostgreSQL 16, NATS 2.10+ with JetStream and keyledger, with healthchecks
+and volumes; the Dockerfile must run as non-root; and its install steps, run in
+a plain venv on the files it copies, must give a working ``keyledger`` command.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 import shlex
 import shutil
@@ -15,10 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_SCHEMA = ROOT / "tests" / "support" / "compose_spec" / "compose-spec.json"
 
 
 def _compose() -> dict:
@@ -34,6 +39,41 @@ def _dockerfile() -> list[tuple[str, str]]:
         for line in lines
         if line and not line.startswith("#")
     ]
+
+
+def compose_problems(document: object) -> list[str]:
+    """Where ``document`` breaks the Compose Specification's schema, and how; empty if valid."""
+    validator = jsonschema_rs.validator_for(json.loads(COMPOSE_SCHEMA.read_text()))
+    return [
+        "/".join(map(str, error.instance_path)) + ": " + error.message
+        for error in validator.iter_errors(document)
+    ]
+
+
+def test_compose_file_is_valid_under_the_compose_specification_schema() -> None:
+    assert compose_problems(_compose()) == []
+
+
+@pytest.mark.parametrize(
+    ("where", "change", "named"),
+    [
+        (("services", "nats", "healthcheck"), {"tset": ["CMD", "true"]}, "'tset' was unexpected"),
+        (("services", "keyledger", "depends_on", "nats"), {"condition": "up"}, "depends_on"),
+        (("services", "keyledger"), {"stop_grace_period": 30}, "stop_grace_period"),
+        (("volumes",), {"bad name!": {}}, "volumes"),
+    ],
+)
+def test_the_schema_check_refuses_what_compose_would(
+    where: tuple[str, ...], change: dict[str, object], named: str
+) -> None:
+    """The check is no formality: a typo, a wrong value or a wrong type is caught."""
+    document = copy.deepcopy(_compose())
+    target = document
+    for key in where:
+        target = target[key]
+    target.update(change)
+    problems = compose_problems(document)
+    assert problems and any(named in problem for problem in problems), problems
 
 
 def test_compose_names_postgres_nats_and_keyledger_with_health_and_volumes() -> None:

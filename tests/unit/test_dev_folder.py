@@ -20,6 +20,7 @@ DEV_URLS = {
     "database_url": "postgresql://postgres:@/postgres?host=/tmp/x",
     "nats_url": "nats://127.0.0.1:14222",
     "nats_stream": "DEVSTREAM",
+    "nats_subject_prefix": "dev.events",
 }
 
 
@@ -85,6 +86,7 @@ def test_commands_take_unset_settings_from_a_running_dev(
         assert settings.database_url == DEV_URLS["database_url"]
         assert settings.nats_url == DEV_URLS["nats_url"]
         assert settings.nats_stream == "DEVSTREAM"
+        assert settings.nats_subject_prefix == "dev.events"
         assert settings.pepper is not None and settings.pepper.get_secret_value() == pepper
         # A setting that is set wins over the folder.
         monkeypatch.setenv("KEYLEDGER_DATABASE_URL", "postgresql://elsewhere/db")
