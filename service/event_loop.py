@@ -9,7 +9,6 @@ once rather than from its throughput.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import Callable
 from typing import Literal
 
@@ -18,7 +17,11 @@ from service.settings import EventLoopChoice, SettingsError
 
 def uvloop_installed() -> bool:
     """Whether the optional ``uvloop`` package can be imported."""
-    return importlib.util.find_spec("uvloop") is not None
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def resolved_loop(choice: EventLoopChoice) -> Literal["asyncio", "uvloop"]:

@@ -146,7 +146,7 @@ async def _verify_body(request: web.Request) -> BearerBody | VerifyBody:
 
 
 @routes.post("/v1/verify")
-async def verify(request: web.Request) -> web.Response:
+async def verify(request: web.Request) -> web.StreamResponse:
     """Is this key good for this request? 200 with the verdict in the body.
 
     The one exception is 503 ``log_truncated``: while the log misses events its
@@ -172,7 +172,7 @@ SERVICE_KEY_HEADER = "X-Keyledger-Service-Key"
 
 
 @routes.get("/v1/authorize")
-async def authorize(request: web.Request) -> web.Response:
+async def authorize(request: web.Request) -> web.StreamResponse:
     """Forward-auth for reverse proxies: the verdict's status, headers and body."""
     service = keyledger(request)
     caller = await service.callers.authenticate(
