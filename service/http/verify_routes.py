@@ -140,7 +140,7 @@ async def _verify_body(request: web.Request) -> BearerBody | VerifyBody:
     if raw is not None:
         try:
             return _BEARER_BODY.decode(raw)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, ValueError):  # ValueError: bytes that are not UTF-8
             pass
     return model_from_bytes(VerifyBody, raw)
 
