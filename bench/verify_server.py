@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from events.models import Actor
@@ -37,6 +38,20 @@ from service.settings import Settings
 from service.verification.signing import sign, signing_payload
 
 BARE_BODY = {"valid": True, "code": "VALID", "http_status": 200, "key": None}
+
+
+class VerifyPathCounter:
+    """Counts the connections the verify path (``Verifier``, ``CallerAuthenticator``)
+    takes from the pool: every database round trip it could make goes through one."""
+
+    def __init__(self) -> None:
+        self.pool: asyncpg.Pool | None = None  # the API's, once it runs
+        self.acquired = 0
+
+    def acquire(self) -> Any:
+        self.acquired += 1
+        assert self.pool is not None
+        return self.pool.acquire()
 
 
 async def bare_handler(request: web.Request) -> web.Response:
@@ -90,6 +105,14 @@ async def serve(database_url: str) -> None:
     settings = Settings.from_env({}, database_url=database_url, pepper=secrets.token_hex(16))
     api, bare = create_app(settings), web.Application()
     bare.router.add_post("/bare", bare_handler)
+    counter = VerifyPathCounter()
+
+    async def counts(_: web.Request) -> web.Response:
+        """The bench's view into the API: verify-path pool use and verdicts by code."""
+        outcomes = dict(api[KEYLEDGER].verifier.outcomes)
+        return web.json_response({"acquired": counter.acquired, "outcomes": outcomes})
+
+    bare.router.add_get("/counts", counts)
     runners = [web.AppRunner(api, access_log=None), web.AppRunner(bare, access_log=None)]
     ports = [free_port(), free_port()]
     for runner, port in zip(runners, ports, strict=True):
@@ -100,6 +123,10 @@ async def serve(database_url: str) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(0, 4096) else None)
+    service = api[KEYLEDGER]
+    counter.pool = service.pool
+    service.verifier.pool = counter
+    service.callers.pool = counter
     try:
         ready = {
             "api": ports[0],
