@@ -48,6 +48,10 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+# Writes up to this size to a pipe are never interleaved with other writers' (Linux PIPE_BUF).
+_ATOMIC_WRITE = 4096
+
+
 class _AccessLog:
     """Where access lines go (set by ``configure_logging``, off until it runs), and the
     lines of this event-loop turn not yet written.
@@ -77,9 +81,21 @@ class _AccessLog:
     def flush(cls) -> None:
         lines, cls.pending = cls.pending, []
         stream = cls.stream
-        if stream is not None and lines:
-            stream.write("".join(lines))
-            stream.flush()
+        if stream is None or not lines:
+            return
+        # Whole lines, at most PIPE_BUF bytes a write (lines are ASCII: JSON escapes the
+        # rest): on a pipe shared by `serve --workers`, no line is cut by another's.
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
+            if chunk and size + len(line) > _ATOMIC_WRITE:
+                stream.write("".join(chunk))
+                stream.flush()
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        stream.write("".join(chunk))
+        stream.flush()
 
 
 # The last turn's lines when the process ends before its loop ran the flush.
