@@ -1,10 +1,17 @@
-"""Verification benchmarks (issue 5): ``python -m bench.verify``.
+"""Verification benchmarks (issues 5 and 13): ``python -m bench.verify``.
 
 (a) bearer ``POST /v1/verify`` beside a bare aiohttp handler served by the
-    same event loop in the same run, 32 connections, load from ``wrk`` in a
-    separate process; (b) signed-request verify (ed25519, rsa-2048), same way;
+    same event loop of one server process (``bench.verify_server``), once per
+    event loop (asyncio, uvloop), 32 connections, load from ``wrk`` in a
+    process of its own; each row has requests/s, p50/p99 and the server's CPU
+    µs per request (``/proc/<pid>/stat``), the steadier figure on a shared
+    machine; then a flood of random well-formed keys, with the database round
+    trips the verify path made meanwhile (0 expected);
+(b) signed-request verify (ed25519, rsa-2048), same way;
 (c) revocation propagation across three ``keyledger serve`` replicas;
-(d) index memory per key at 1M keys (tracemalloc, live bytes).
+(d) index memory per key at 1M keys (tracemalloc, live bytes);
+(e) ``keyledger serve --workers N`` for N = 1, 2: bearer verify throughput,
+    CPU per request over all workers, resident memory per worker.
 
 Needs PostgreSQL (``KEYLEDGER_TEST_DATABASE_URL``, else embedded) and, for
 (c), NATS (``KEYLEDGER_TEST_NATS_URL``, else embedded); ``wrk`` on PATH.
@@ -18,9 +25,9 @@ import asyncio
 import gc
 import json
 import os
-import re
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -30,21 +37,18 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 
 from bench.support import running_replicas, scratch_database
+from bench.wrk import TABLE_HEAD, Load, lua_script, rss_mib, run_wrk
 from events.models import Actor, KeyGenerated
-from events.vocabulary import ALGORITHMS
+from service.domain.key_material import new_secret
 from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port
-from service.http.app import create_app
-from service.http.context import KEYLEDGER
+from service.event_loop import resolved_loop
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
-from service.settings import Settings
 from service.verification.index import VerificationIndex
-from service.verification.signing import sign, signing_payload
 
-CONNECTIONS = 32
+FLOOD_KEYS = 2000
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -52,126 +56,174 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _wrk(
-    url: str, body: dict[str, Any], headers: dict[str, str], seconds: int, method: str = "POST"
-) -> dict[str, float]:
-    """Run wrk against ``url`` in a separate process; requests/s, p50 and p99 in ms."""
-    lines = [f'wrk.method = "{method}"']
-    if method == "POST":
-        lines.append(f"wrk.body = {json.dumps(json.dumps(body))}")
-    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
-    if method == "POST":
-        lines.append('wrk.headers["Content-Type"] = "application/json"')
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write("\n".join(lines) + "\n")
+async def _server(
+    database_url: str, loop: str
+) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    """``bench.verify_server`` on ``loop``, and its ready line (ports, credentials)."""
     process = await asyncio.create_subprocess_exec(
-        "wrk",
-        "-t1",
-        f"-c{CONNECTIONS}",
-        f"-d{seconds}s",
-        "--latency",
-        "-s",
-        script.name,
-        url,
+        sys.executable,
+        "-m",
+        "bench.verify_server",
+        database_url,
+        "--loop",
+        loop,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    output = (await process.communicate())[0].decode()
-    os.unlink(script.name)
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if non_2xx:
-        raise RuntimeError(f"wrk saw {non_2xx[1]} error responses:\n{output}")
-
-    def latency(label: str) -> float:
-        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
-        assert match, output
-        return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match[2]]
-
-    requests = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    assert requests, output
-    rps = float(requests[1])
-    return {"rps": rps, "p50": latency("50"), "p99": latency("99")}
+    assert process.stdout is not None
+    line = await process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"bench.verify_server ({loop}) did not start")
+    return process, json.loads(line)
 
 
-async def _bare_handler(request: web.Request) -> web.Response:
-    await request.read()
-    return web.json_response({"valid": True, "code": "VALID", "http_status": 200, "key": None})
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    assert process.stdin is not None
+    process.stdin.close()  # the server stops when its stdin closes
+    await process.wait()
 
 
-async def bench_http(database_url: str, seconds: int) -> list[str]:
-    """(a) and (b): the API and a bare handler on one loop, loaded by wrk."""
-    settings = Settings.from_env({}, database_url=database_url, pepper=secrets.token_hex(16))
-    api, bare = create_app(settings), web.Application()
-    bare.router.add_post("/bare", _bare_handler)
-    runners = [web.AppRunner(api, access_log=None), web.AppRunner(bare, access_log=None)]
-    ports = [free_port(), free_port()]
-    for runner, port in zip(runners, ports, strict=True):
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-    base, bare_url = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}/bare"
+async def bench_same_loop(database_url: str, loop: str, seconds: int) -> list[str]:
+    """(a)/(b): the API and a bare aiohttp handler served by one process on one ``loop``."""
+    process, ready = await _server(database_url, loop)
+    pids = [process.pid]
+    base, auth = f"http://127.0.0.1:{ready['api']}", ready["auth"]
+    bearer_body = {"key": ready["bearer"], "scopes": ["a:read"]}
     try:
-        admin = await issue_service_key(
-            api[KEYLEDGER].pool,
-            settings.pepper_bytes,
-            name="bench",
-            scopes=["admin"],
-            actor=Actor(id="bench"),
+        bare = await run_wrk(
+            f"http://127.0.0.1:{ready['bare']}/bare",
+            lua_script(body=bearer_body, headers=auth),
+            seconds,
+            pids,
         )
-        await api[KEYLEDGER].verifier.feed.wait_for(admin.position, 10.0)
-        auth = {"Authorization": f"Bearer {admin.secret}"}
-        async with aiohttp.ClientSession(headers=auth) as http:
-            bearer = await _generate(http, base, {"name": "b", "type": "secret", "scopes": ["a:*"]})
-            signing = {
-                algo: await _generate(
-                    http, base, {"name": algo, "type": "signing", "algorithm": algo}
-                )
-                for algo in ALGORITHMS
-            }
-            last = max(k["position"] for k in [bearer, *signing.values()])
-            async with http.post(
-                f"{base}/v1/verify", json={"key": bearer["secret"], "min_position": last}
-            ) as r:
-                assert (await r.json())["code"] == "VALID"
-        verify_body = {"key": bearer["secret"], "scopes": ["a:read"]}
-        rows: list[tuple[str, dict[str, float], float | None]] = []
-        bare_result = await _wrk(bare_url, verify_body, auth, seconds)
-        # The same middleware (request id, error mapping, one JSON log line) as verify.
-        healthz = await _wrk(f"{base}/healthz", {}, {}, seconds, method="GET")
-        bearer_result = await _wrk(f"{base}/v1/verify", verify_body, auth, seconds)
-        rows.append(("bare aiohttp handler (same loop)", bare_result, None))
-        rows.append(
-            (
-                "GET /healthz (keyledger middleware only)",
-                healthz,
-                healthz["rps"] / bare_result["rps"],
-            )
-        )
-        rows.append(
-            ("POST /v1/verify bearer", bearer_result, bearer_result["rps"] / bare_result["rps"])
-        )
-        for algo, created in signing.items():
-            body = '{"symbol": "OIL-BTC", "side": "buy", "qty": 12}'
-            signed = {
-                "key_id": created["key"]["id"],
-                "method": "POST",
-                "path": "/api/v1/orders",
-                "body": body,
-                "signature": sign(
-                    created["private_key"], signing_payload("POST", "/api/v1/orders", body)
-                ),
-            }
-            result = await _wrk(f"{base}/v1/verify", signed, auth, seconds)
-            rows.append(
-                (f"POST /v1/verify signed {algo}", result, result["rps"] / bare_result["rps"])
-            )
+        rows = [bare.row("bare aiohttp handler (same loop)", None)]
+        targets = [
+            ("GET /healthz (middleware only)", "/healthz", lua_script("GET")),
+            ("POST /v1/verify bearer", "/v1/verify", lua_script(body=bearer_body, headers=auth)),
+        ]
+        for algorithm, signed in ready["signed"].items():
+            script = lua_script(body=signed, headers=auth)
+            targets.append((f"POST /v1/verify signed {algorithm}", "/v1/verify", script))
+        for name, path, script in targets:
+            load = await run_wrk(f"{base}{path}", script, seconds, pids)
+            rows.append(load.row(name, bare))
+        flood = await _flood(ready, seconds)
     finally:
-        for runner in runners:
-            await runner.cleanup()
-    out = ["| target | requests/s | p50 ms | p99 ms | × bare |", "|---|---:|---:|---:|---:|"]
-    for name, result, ratio in rows:
-        ratio_text = f"{ratio:.2f}" if ratio is not None else "1.00"
-        figures = f"{result['rps']:.0f} | {result['p50']:.2f} | {result['p99']:.2f}"
-        out.append(f"| {name} | {figures} | {ratio_text} |")
-    return out
+        await _stop(process)
+    return [f"Event loop: {ready['loop']}", "", *TABLE_HEAD, *rows, "", flood]
+
+
+async def _flood(ready: dict[str, Any], seconds: int) -> str:
+    """Random well-formed keys at full speed; the verify path's database use before/after."""
+    counts_url = f"http://127.0.0.1:{ready['bare']}/counts"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(counts_url) as response:
+            before = await response.json()
+        bodies = [{"key": new_secret("secret", "live")} for _ in range(FLOOD_KEYS)]
+        load = await run_wrk(
+            f"http://127.0.0.1:{ready['api']}/v1/verify",
+            lua_script(headers=ready["auth"], bodies=bodies),
+            seconds,
+            [],
+        )
+        async with http.get(counts_url) as response:
+            after = await response.json()
+    not_found = after["outcomes"].get("NOT_FOUND", 0) - before["outcomes"].get("NOT_FOUND", 0)
+    queries = after["acquired"] - before["acquired"]
+    return (
+        f"Flood of {FLOOD_KEYS:,} random well-formed keys, cycled: {load.requests:,} requests"
+        f" at {load.rps:.0f}/s, {not_found:,} NOT_FOUND verdicts, {queries} database round"
+        " trips on the verify path (connections taken by the verifier and the authenticator)."
+    )
+
+
+async def bench_workers(database_url: str, counts: list[int], seconds: int) -> list[str]:
+    """(e): ``keyledger serve --workers N``, bearer verify with wrk, CPU and memory per worker."""
+    rows = [
+        "| workers | requests/s | p50 ms | p99 ms | server CPU µs/request"
+        " | × 1 worker (req/s) | × 1 worker (CPU) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    memory = []
+    single: Load | None = None
+    loop = resolved_loop("auto")
+    for count in counts:
+        async with scratch_database(database_url, prefix="keyledger_bench") as url:
+            load, rss = await _served_load(url, count, seconds)
+        rows.append(load.row(f"{count}", single))
+        single = single or load
+        memory.append(f"{count}: " + ", ".join(f"{mib:.0f}" for mib in rss))
+    return [
+        f"`keyledger serve --workers N` ({loop} loop), bearer `POST /v1/verify`, wrk -t1 -c32:",
+        "",
+        *rows,
+        "",
+        "Resident memory per worker after the run, MiB (index nearly empty; add the index's"
+        " bytes per key × keys for each worker): " + "; ".join(memory),
+    ]
+
+
+async def _served_load(database_url: str, count: int, seconds: int) -> tuple[Load, list[float]]:
+    pepper = "bench-" + secrets.token_hex(16)
+    port = free_port()
+    env = {
+        **os.environ,
+        "KEYLEDGER_DATABASE_URL": database_url,
+        "KEYLEDGER_PEPPER": pepper,
+        "KEYLEDGER_PORT": str(port),
+        "KEYLEDGER_HOST": "127.0.0.1",
+        "KEYLEDGER_NATS_URL": "",
+    }
+    command = [str(Path(sys.executable).parent / "keyledger"), "serve", "--workers", str(count)]
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        assert process.stdout is not None
+        await process.stdout.readline()  # the ready line
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        admin = await issue_service_key(
+            pool, pepper.encode(), name="bench", scopes=["admin"], actor=Actor(id="bench")
+        )
+        await pool.close()
+        base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {admin.secret}"}
+        new_key = {"name": "b", "type": "secret", "scopes": ["a:*"]}
+        created = await _fresh(base, "/v1/orgs/bench/keys", new_key, auth)
+        body = {"key": created["secret"], "min_position": created["position"]}
+        for _ in range(8 * count):  # new connections, so every worker's index has the key
+            assert (await _fresh(base, "/v1/verify", body, auth))["code"] == "VALID"
+        workers = _children(process.pid) if count > 1 else [process.pid]
+        load = await run_wrk(
+            f"{base}/v1/verify",
+            lua_script(body={"key": created["secret"], "scopes": ["a:read"]}, headers=auth),
+            seconds,
+            workers,
+        )
+        return load, [rss_mib(pid) for pid in workers]
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def _fresh(
+    base: str, path: str, body: dict[str, Any], auth: dict[str, str]
+) -> dict[str, Any]:
+    """POST on a new connection (any worker), until the worker knows the service key."""
+    for _ in range(100):
+        async with (
+            aiohttp.ClientSession(headers=auth) as http,
+            http.post(f"{base}{path}", json=body) as response,
+        ):
+            if response.status != 401:
+                assert response.status in (200, 201), await response.text()
+                answer: dict[str, Any] = await response.json()
+                return answer
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{base} never accepted the bench's service key")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 async def _generate(http: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -271,12 +323,16 @@ def bench_memory(keys: int) -> list[str]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="abcd", help="which of a, b, c, d to run")
-    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per target")
+    parser.add_argument("--parts", default="abcde", help="which of a, b, c, d, e to run")
+    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per target")
+    parser.add_argument(
+        "--loops", default="asyncio,uvloop", help="event loops for (a)/(b), comma-separated"
+    )
+    parser.add_argument("--workers", default="1,2", help="worker counts for (e)")
     parser.add_argument("--rounds", type=int, default=200, help="revocations for (c)")
     parser.add_argument("--keys", type=int, default=1_000_000, help="index size for (d)")
     args = parser.parse_args()
-    if ("a" in args.parts or "b" in args.parts) and not shutil.which("wrk"):
+    if set("abe") & set(args.parts) and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="keyledger-bench-"))
     given_url = os.environ.get("KEYLEDGER_TEST_DATABASE_URL")
@@ -290,9 +346,10 @@ async def main() -> None:
     ]
     try:
         if "a" in args.parts or "b" in args.parts:
-            async with scratch_database(server_url, prefix="keyledger_bench") as url:
-                report += ["", "(a)/(b) verify over HTTP, wrk -t1 -c32, one 2-core machine:", ""]
-                report += await bench_http(url, args.seconds)
+            report += ["", "(a)/(b) verify over HTTP, wrk -t1 -c32 in its own process:"]
+            for loop in args.loops.split(","):
+                async with scratch_database(server_url, prefix="keyledger_bench") as url:
+                    report += ["", *await bench_same_loop(url, loop, args.seconds)]
         if "c" in args.parts:
             async with scratch_database(server_url, prefix="keyledger_bench") as url:
                 report += [
@@ -301,6 +358,12 @@ async def main() -> None:
                 ]
         if "d" in args.parts:
             report += ["", "(d) " + "\n".join(bench_memory(args.keys))]
+        if "e" in args.parts:
+            counts = [int(n) for n in args.workers.split(",")]
+            report += [
+                "",
+                "(e) " + "\n".join(await bench_workers(server_url, counts, args.seconds)),
+            ]
     finally:
         if embedded_nats:
             embedded_nats.stop()

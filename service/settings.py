@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -14,6 +15,7 @@ from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM
 PREFIX = "KEYLEDGER_"
 # A pepper shorter than this is refused: every stored secret hash is only as strong as it.
 MIN_PEPPER_LENGTH = 32
+EventLoopChoice = Literal["auto", "asyncio", "uvloop"]
 
 
 class SettingsError(RuntimeError):
@@ -60,6 +62,8 @@ class Settings(BaseModel):
     # `keyledger serve`: seconds to let in-flight requests finish after SIGTERM.
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     log_level: str = "info"
+    # asyncio event loop: auto (uvloop when installed), asyncio, or uvloop (keyledger[fast]).
+    event_loop: EventLoopChoice = "auto"
 
     @field_validator("nats_url")
     @classmethod

@@ -13,11 +13,15 @@ from aiohttp import web
 
 from service.cli.command_settings import cli_settings, settings_help
 from service.cli.failures import UsageError
+from service.cli.workers import READY, die_with_parent, run_workers
+from service.event_loop import loop_factory, resolved_loop
 from service.http.app import create_app
 from service.log_config import configure_logging
 from service.settings import Settings
 from service.store.database import database_connection
 from service.store.migrate import migrate
+
+SERVING_LINE = "keyledger serving on"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +34,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     serve.add_argument("--host", help="overrides KEYLEDGER_HOST")
     serve.add_argument("--port", type=int, help="overrides KEYLEDGER_PORT")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT), each with its own"
+        " verification index; default 1",
+    )
+    # Set by `--workers N` on the processes it starts: "SUPERVISOR_PID:READY_FD".
+    serve.add_argument("--worker-of", help=argparse.SUPPRESS)
     serve.set_defaults(run=run_serve)
     migrate_cmd = commands.add_parser(
         "migrate", help="apply database migrations and exit", epilog=settings_help(["database_url"])
@@ -37,12 +50,28 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     migrate_cmd.set_defaults(run=run_migrate)
 
 
+def _worker_count(text: str) -> int:
+    count = int(text) if text.isdigit() else 0
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"--workers takes a number from 1 to 64, not {text!r}")
+    return count
+
+
 def run_serve(args: argparse.Namespace) -> int:
     settings = cli_settings(
         ["database_url", "pepper"], from_dev=False, host=args.host, port=args.port
     )
+    resolved_loop(settings.event_loop)  # a missing uvloop is a settings error, before binding
+    if args.worker_of:
+        parent, ready_fd = (int(part) for part in args.worker_of.split(":"))
+        die_with_parent(parent)
+        configure_logging(settings.log_level)
+        serve_app(settings, ready_fd=ready_fd)
+        return 0
     require_free_port(settings.host, settings.port)
     configure_logging(settings.log_level)
+    if args.workers > 1:
+        return run_workers(settings, args.workers, SERVING_LINE)
     serve_app(settings)
     return 0
 
@@ -63,14 +92,16 @@ def require_free_port(host: str, port: int) -> None:
             ) from None
 
 
-def serve_app(settings: Settings, on_ready: str | None = None) -> None:
+def serve_app(settings: Settings, on_ready: str | None = None, ready_fd: int | None = None) -> None:
     """Run the API until SIGINT/SIGTERM, then shut down cleanly.
 
     Once it listens, prints ``on_ready``, by default the one line
     ``keyledger serving on http://HOST:PORT`` (the port bound, with ``--port 0`` too).
+    A worker of ``--workers`` (``ready_fd`` given) shares the port with the
+    others (SO_REUSEPORT) and reports to its supervisor on that pipe instead.
     """
     try:
-        _run(settings, on_ready)
+        _run(settings, on_ready, ready_fd)
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
@@ -80,13 +111,22 @@ def serve_app(settings: Settings, on_ready: str | None = None) -> None:
         ) from None
 
 
-def _run(settings: Settings, on_ready: str | None) -> None:
+def _run(settings: Settings, on_ready: str | None, ready_fd: int | None) -> None:
+    def ready(aiohttp_text: str) -> None:
+        if ready_fd is None:
+            print(on_ready or _serving_line(aiohttp_text), flush=True)
+        else:
+            os.write(ready_fd, READY)
+            os.close(ready_fd)
+
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        print=lambda text: print(on_ready or _serving_line(text), flush=True),
+        print=ready,
         access_log=None,
+        reuse_port=ready_fd is not None or None,
+        loop=loop_factory(settings.event_loop)(),
         # SIGTERM/SIGINT: stop accepting, give in-flight requests this long, then run the
         # service down in the order documented in service/bootstrap.py.
         shutdown_timeout=settings.shutdown_timeout_seconds,
@@ -96,7 +136,7 @@ def _run(settings: Settings, on_ready: str | None) -> None:
 def _serving_line(aiohttp_text: str) -> str:
     """aiohttp's "======== Running on http://… ========" as keyledger's one line."""
     urls = re.findall(r"https?://[^\s,]+", aiohttp_text)
-    return "keyledger serving on " + (", ".join(urls) if urls else aiohttp_text.strip())
+    return f"{SERVING_LINE} " + (", ".join(urls) if urls else aiohttp_text.strip())
 
 
 def run_migrate(_: argparse.Namespace) -> int:

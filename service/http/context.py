@@ -7,7 +7,7 @@ from multidict import CIMultiDictProxy
 
 from service.bootstrap import Keyledger
 from service.errors import KeyledgerError
-from service.http.middleware import CALLER_ID
+from service.http.middleware import context_of
 from service.settings import Settings
 from service.verification.callers import Caller
 
@@ -44,8 +44,8 @@ def bearer_token(header: str | None) -> str | None:
 
 async def authenticate(request: web.Request) -> Caller:
     """The calling service key (401 when absent, malformed, unknown or inactive)."""
-    caller = await keyledger(request).callers.authenticate(
-        bearer_token(credential_header(request.headers, "Authorization"))
-    )
-    request[CALLER_ID] = caller.key_id
+    callers = keyledger(request).callers
+    secret = bearer_token(credential_header(request.headers, "Authorization"))
+    caller = callers.recognised(secret) or await callers.authenticate(secret)
+    context_of(request).caller_id = caller.key_id
     return caller

@@ -52,16 +52,27 @@ class RequestLatency(Collector):
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, str, str], _Series] = {}
+        # The same series by exact status, so that a request costs one lookup. Bounded:
+        # routes are templates, methods outside _METHODS share one key, statuses are few.
+        self._by_status: dict[tuple[str, str, int], _Series] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request (called by the middleware for every request)."""
+        series = self._by_status.get((route, method, status))
+        if series is None:
+            series = self._new_status(route, method, status)
+        series.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        series.total += seconds
+
+    def _new_status(self, route: str, method: str, status: int) -> _Series:
         status_class = _STATUS_CLASSES[min(max(status // 100, 1), 5) - 1]
-        key = (route, method if method in _METHODS else "OTHER", status_class)
+        method = method if method in _METHODS else "OTHER"
+        key = (route, method, status_class)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series()
-        series.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        series.total += seconds
+        self._by_status[(route, method, status)] = series
+        return series
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(

@@ -17,8 +17,6 @@ from service.log_config import log_access
 from service.redaction import looks_like_secret
 
 log = structlog.get_logger("keyledger.http")
-REQUEST_ID = web.RequestKey("request_id", str)
-CALLER_ID = web.RequestKey("caller_id", str)
 # Generated request ids: "req_" + 32 hex digits, a random per-process half and a
 # counter half: unique without a syscall or a uuid4 per request.
 _ID_PREFIX = f"req_{os.urandom(8).hex()}"
@@ -30,9 +28,37 @@ RequestObserver = Callable[[str, str, int, float], None]
 REQUEST_OBSERVER: web.AppKey[RequestObserver] = web.AppKey("request_observer")
 
 
+class RequestContext:
+    """What the access line says about a request besides its route and status.
+
+    One object per request, set by the middleware: handlers fill in the
+    caller and a verify's verdict with attribute writes, and the middleware
+    reads them without a lookup that may miss (a missing key in the
+    request's mapping costs an exception).
+    """
+
+    __slots__ = ("caller_id", "outcome", "request_id")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        # The service key that called, once authenticated.
+        self.caller_id: str | None = None
+        # A verify's verdict code (never the credential).
+        self.outcome: str | None = None
+
+
+CONTEXT = web.RequestKey("keyledger_context", RequestContext)
+
+
+def context_of(request: web.Request) -> RequestContext:
+    """The request's ``RequestContext`` (a detached one outside the middleware)."""
+    context = request.get(CONTEXT)
+    return context if context is not None else RequestContext("unknown")
+
+
 def request_id_of(request: web.Request) -> str:
     """The request's id (from ``X-Request-Id`` when well-formed, else generated)."""
-    return request.get(REQUEST_ID) or "unknown"
+    return context_of(request).request_id
 
 
 def _route_name(request: web.Request) -> str:
@@ -49,7 +75,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request_id = given
     else:
         request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
-    request[REQUEST_ID] = request_id
+    context = request[CONTEXT] = RequestContext(request_id)
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -84,6 +110,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         route,
         response.status,
         round(seconds * 1000, 3),
-        request.get(CALLER_ID),
+        context.caller_id,
+        context.outcome,
     )
     return response

@@ -9,19 +9,20 @@ verdict's ``http_status`` itself, with ``X-Keyledger-*`` headers on success.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 from typing import Annotated, Self
 
+import msgspec
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 from events.vocabulary import ENVIRONMENTS, Environment
 from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
-from service.http.body import read_body
+from service.http.body import model_from_bytes, read_bytes
 from service.http.context import authenticate, bearer_token, credential_header, keyledger
-from service.http.middleware import CALLER_ID
+from service.http.encoded import EncodedJson, EncodedResponse
+from service.http.middleware import context_of
 from service.verification.index import IndexEntry
 from service.verification.policy import (
     HTTP_STATUS,
@@ -95,8 +96,57 @@ class VerifyBody(BaseModel):
         )
 
 
+class BearerBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The usual verify body, a bearer ``key`` and what the request needs, read by msgspec.
+
+    msgspec decodes and checks it in one pass, ≈6× cheaper than pydantic (0.7
+    against 4 µs here), and this is most of the verify traffic. It accepts
+    only what ``VerifyBody`` accepts, with the same values (a property test
+    holds it to that); anything else it refuses, signed requests included,
+    is read as ``VerifyBody``, so every refusal is ``VerifyBody``'s.
+    """
+
+    key: str
+    origin: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    resource: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    scopes: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(pattern=SCOPE.regex.pattern)]],
+            msgspec.Meta(max_length=_MAX_SCOPES),
+        ]
+        | None
+    ) = None
+    environment: Environment | None = None
+    min_position: Annotated[int, msgspec.Meta(ge=0, le=10**18 - 1)] | None = None
+
+    def credential(self) -> Credential:
+        return self.key
+
+    def requirements(self) -> Requirements:
+        return Requirements(
+            origin=self.origin,
+            resource=self.resource,
+            scopes=tuple(self.scopes or ()),
+            environment=self.environment,
+        )
+
+
+_BEARER_BODY = msgspec.json.Decoder(BearerBody)
+
+
+async def _verify_body(request: web.Request) -> BearerBody | VerifyBody:
+    """The verify body, parsed once: as ``BearerBody`` when it is one, else as ``VerifyBody``."""
+    raw = await read_bytes(request)
+    if raw is not None:
+        try:
+            return _BEARER_BODY.decode(raw)
+        except (msgspec.MsgspecError, ValueError):  # ValueError: bytes that are not UTF-8
+            pass
+    return model_from_bytes(VerifyBody, raw)
+
+
 @routes.post("/v1/verify")
-async def verify(request: web.Request) -> web.Response:
+async def verify(request: web.Request) -> web.StreamResponse:
     """Is this key good for this request? 200 with the verdict in the body.
 
     The one exception is 503 ``log_truncated``: while the log misses events its
@@ -106,13 +156,15 @@ async def verify(request: web.Request) -> web.Response:
     caller.require("keys:verify")
     # Fail closed on a truncated log: a revocation cut off it would verify VALID.
     service.guard.require_intact()
-    body = await read_body(request, VerifyBody)
-    verdict = await service.verifier.verify(
-        body.credential(),
-        body.requirements(),
-        min_position=body.min_position,
-        can_see_org=caller.can_see_org,
+    body = await _verify_body(request)
+    credential, requirements = body.credential(), body.requirements()
+    verifier, min_position = service.verifier, body.min_position
+    verdict = verifier.verify_from_index(
+        credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
+    ) or await verifier.verify(
+        credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
     )
+    context_of(request).outcome = verdict.code
     return verdict_response(verdict)
 
 
@@ -120,13 +172,13 @@ SERVICE_KEY_HEADER = "X-Keyledger-Service-Key"
 
 
 @routes.get("/v1/authorize")
-async def authorize(request: web.Request) -> web.Response:
+async def authorize(request: web.Request) -> web.StreamResponse:
     """Forward-auth for reverse proxies: the verdict's status, headers and body."""
     service = keyledger(request)
     caller = await service.callers.authenticate(
         credential_header(request.headers, SERVICE_KEY_HEADER), SERVICE_KEY_HEADER
     )
-    request[CALLER_ID] = caller.key_id
+    context_of(request).caller_id = caller.key_id
     caller.require("keys:verify")
     service.guard.require_intact()
     requirements, min_position = _query_requirements(request)
@@ -147,32 +199,30 @@ async def authorize(request: web.Request) -> web.Response:
         }
     elif verdict.retry_after is not None:
         headers = {"Retry-After": str(verdict.retry_after)}
+    context_of(request).outcome = verdict.code
     return verdict_response(verdict, HTTP_STATUS[verdict.code], headers)
 
 
 def verdict_response(
     verdict: Verdict, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """The verdict as JSON (``Verdict.to_json``), as ``web.json_response`` would encode it."""
-    if verdict.retry_after is None:
-        body = _encoded_verdict(verdict.code, verdict.entry)
-    else:
-        body = json.dumps(verdict.to_json()).encode()
-    return web.Response(
-        body=body,
-        status=status,
-        headers=headers,
-        content_type="application/json",
-        charset="utf-8",
-    )
+) -> EncodedResponse:
+    """The verdict as JSON (``Verdict.to_json``, as ``web.json_response`` would encode it).
+
+    The part that is the same for every request with this verdict on this key
+    is encoded once (``_encoded_verdict``); per-request fields are appended to
+    it, in ``to_json``'s order (they come last there).
+    """
+    fields = None if verdict.retry_after is None else {"retry_after": verdict.retry_after}
+    body = _encoded_verdict(verdict.code, verdict.entry).body(fields)
+    return EncodedResponse(body, status, headers)
 
 
 @functools.lru_cache(maxsize=4096)
-def _encoded_verdict(code: VerifyCode, entry: IndexEntry | None) -> bytes:
+def _encoded_verdict(code: VerifyCode, entry: IndexEntry | None) -> EncodedJson:
     # Keyed by the entry object itself: entries are never mutated (every event
     # stores a new one), so the same key verified again answers the same bytes
     # without rendering and encoding them each time.
-    return json.dumps(Verdict(code, entry).to_json()).encode()
+    return EncodedJson.of(Verdict(code, entry).to_json())
 
 
 def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]:

@@ -99,6 +99,29 @@ class CallerAuthenticator:
         # Callers already authenticated, by secret HMAC, with the index entry they came from.
         self._known: dict[bytes, tuple[IndexEntry, Caller]] = {}
 
+    def recognised(self, secret: str | None) -> Caller | None:
+        """The caller of a secret that authenticated before, if its key has not changed.
+
+        The hot path of every authenticated request: an HMAC and two
+        dictionary lookups. Entries are never mutated, and every applied
+        event for a key stores a new one, so a rename, disable, revoke or
+        rotation of the service key makes this None at once (``authenticate``
+        then does the full check). Grace, expiry and the rate limit depend on
+        ``now``: they are checked here on every request (a 401/429
+        ``KeyledgerError``). None too for anything unusual, ``authenticate``
+        judges it.
+        """
+        index = self.index
+        if secret is None or index is None or not secret.isascii():
+            return None
+        digest = secret_digest(self.pepper, secret)
+        known = self._known.get(digest)
+        if known is None or index.by_secret_hash(digest) is not known[0]:
+            return None
+        now = utc_now()
+        verdict = verify_digest(index, digest, _NO_REQUIREMENTS, now, self.limiter)
+        return self._caller(verdict, now, known[1])
+
     async def authenticate(self, secret: str | None, header: str = "Authorization") -> Caller:
         """The ``Caller`` presenting ``secret``, or a 401 / 429 ``KeyledgerError``.
 
@@ -113,21 +136,12 @@ class CallerAuthenticator:
             raise KeyledgerError(
                 "invalid_api_key", f"the {header} header does not carry a well-formed key"
             )
+        recognised = self.recognised(secret)
+        if recognised is not None:
+            return recognised
         now = utc_now()
         index = self.index
-        digest = b""
-        if index is not None:
-            # Fast path: a secret that authenticated before, whose index entry is
-            # still the very same object. Entries are never mutated, and every
-            # applied event for a key stores a new one, so a rename, disable,
-            # revoke or rotation of the service key falls through to the full
-            # check at once. Grace, expiry and the rate limit depend on ``now``:
-            # ``verify_digest`` checks them on every request.
-            digest = secret_digest(self.pepper, secret)
-            known = self._known.get(digest)
-            if known is not None and index.by_secret_hash(digest) is known[0]:
-                known_verdict = verify_digest(index, digest, _NO_REQUIREMENTS, now, self.limiter)
-                return self._caller(known_verdict, now, known[1])
+        digest = secret_digest(self.pepper, secret) if index is not None else b""
         if not key_material.is_well_formed(secret):
             raise KeyledgerError(
                 "invalid_api_key", f"the {header} header does not carry a well-formed key"

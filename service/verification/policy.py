@@ -164,10 +164,11 @@ def scope_granted(granted: tuple[str, ...], requested: str) -> bool:
     """``requested`` is granted exactly or by a ``prefix:*``-style wildcard."""
     if requested in granted:
         return True
-    return any(
-        scope.endswith("*") and len(scope) > 1 and requested.startswith(scope[:-1])
-        for scope in granted
-    )
+    # A loop, not any() over a generator: this runs for every requested scope of a verify.
+    for scope in granted:
+        if len(scope) > 1 and scope.endswith("*") and requested.startswith(scope[:-1]):
+            return True
+    return False
 
 
 def verify_bearer(

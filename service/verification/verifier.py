@@ -94,6 +94,30 @@ class Verifier:
         self.outcomes[verdict.code] += 1
         return verdict
 
+    def verify_from_index(
+        self,
+        credential: Credential,
+        requirements: Requirements,
+        *,
+        min_position: int | None = None,
+        can_see_org: Callable[[str], bool] | None = None,
+    ) -> Verdict | None:
+        """The verdict from the index as it stands (no I/O, no wait): the hot path.
+
+        None when the index has not reached ``min_position`` yet (``verify`` waits for it).
+        """
+        index = self.index
+        if index.gap_at is not None:
+            raise KeyledgerError(
+                "log_gap",
+                f"the event log has no event at position {index.gap_at} but has later"
+                " ones; this replica refuses to verify until the log is repaired",
+                {"missing_position": index.gap_at},
+            )
+        if min_position is not None and index.position < min_position:
+            return None
+        return self.check(index, credential, requirements, utc_now(), can_see_org)
+
     async def verify(
         self,
         credential: Credential,
@@ -106,16 +130,13 @@ class Verifier:
 
         ``min_position``: docs/api.md#consistency-min_position.
         """
-        if self.index.gap_at is not None:
-            raise KeyledgerError(
-                "log_gap",
-                f"the event log has no event at position {self.index.gap_at} but has later"
-                " ones; this replica refuses to verify until the log is repaired",
-                {"missing_position": self.index.gap_at},
-            )
-        lookup: KeyLookup = self.index
-        if min_position is not None and self.index.position < min_position:
-            lookup = await self._lookup_at(credential, min_position)
+        verdict = self.verify_from_index(
+            credential, requirements, min_position=min_position, can_see_org=can_see_org
+        )
+        if verdict is not None:
+            return verdict
+        assert min_position is not None  # the only reason for no verdict from the index
+        lookup = await self._lookup_at(credential, min_position)
         return self.check(lookup, credential, requirements, utc_now(), can_see_org)
 
     async def _lookup_at(self, credential: Credential, min_position: int) -> KeyLookup:

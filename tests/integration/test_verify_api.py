@@ -387,3 +387,45 @@ async def test_other_routes_still_ask_for_a_bearer_key(client: TestClient) -> No
     response = await client.get("/v1/orgs/acme/keys")
     body = await response.json()
     assert response.status == 401 and "Authorization: Bearer" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"key": "\x80"}',
+        b'{"key": "\xed\xa0\x80"}',
+        b'{"key": "a"}\xff',
+        b'\xef\xbb\xbf{"key": "a"}',
+    ],
+)
+async def test_a_body_that_is_not_utf8_json_is_400_not_500(
+    api: Api, client: TestClient, raw: bytes
+) -> None:
+    response = await client.post(
+        "/v1/verify", data=raw, headers={**api.headers(), "Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "malformed_json"
+    assert response.headers["X-Request-Id"].startswith("req_")
+
+
+async def test_a_verify_answer_keeps_the_connection_and_its_headers(
+    api: Api, client: TestClient
+) -> None:
+    created = await api.generate(new_org())
+    for _ in range(3):  # one connection, several answers: keep-alive holds
+        response = await client.post(
+            "/v1/verify",
+            json={"key": created["secret"]},
+            headers={**api.headers(), "X-Request-Id": "trace-keepalive"},
+        )
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert response.headers["X-Request-Id"] == "trace-keepalive"
+        assert int(response.headers["Content-Length"]) == len(await response.read())
+        assert (await response.json())["code"] == "VALID"
+    head = await client.head(
+        "/v1/authorize",
+        headers={"X-Keyledger-Service-Key": api.service_key, "Authorization": "Bearer x"},
+    )
+    assert head.status == 401 and await head.read() == b""
