@@ -4,29 +4,32 @@
 ``KeyledgerError``; ``evolve(state, event)`` folds one event into the state.
 Both are pure. An empty list means "nothing changes" (the command is a no-op).
 
-| state \\ command | Rename | Disable | Enable | Revoke | Rotate | Expire |
-|------------------|--------|---------|--------|--------|--------|--------|
-| active           | event  | event   | no-op  | event  | event  | event* |
-| disabled         | event  | no-op   | event  | event  | event  | event* |
-| expired          | 409    | 409     | 409    | event  | 409    | event† |
-| revoked          | 409    | 409     | 409    | no-op  | 409    | no-op  |
+| state \\ command | Rename | Disable | Enable | Revoke | Rotate | Expire | Update  |
+|------------------|--------|---------|--------|--------|--------|--------|---------|
+| active           | event  | event   | no-op  | event  | event  | event* | events‡ |
+| disabled         | event  | no-op   | event  | event  | event  | event* | events‡ |
+| expired          | 409    | 409     | 409    | event  | 409    | event† | 409     |
+| revoked          | 409    | 409     | 409    | no-op  | 409    | no-op  | 409     |
 
 ``*`` only once ``expires_at`` has passed; ``†`` when the key is past
-``expires_at`` but ``KeyExpired`` is not yet written, else no-op.
+``expires_at`` but ``KeyExpired`` is not yet written, else no-op; ``‡`` one
+event per aspect whose value changes (``service.domain.key_changes``), none
+when nothing changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
-from typing import TypedDict, assert_never
+from typing import assert_never, get_args
 
 from events.models import (
+    KeyChangeEvent,
     KeyDisabled,
     KeyEnabled,
     KeyEvent,
     KeyExpired,
     KeyGenerated,
+    KeyOriginsChanged,
     KeyRenamed,
     KeyRevoked,
     KeyRotated,
@@ -42,17 +45,14 @@ from service.domain.commands import (
     RenameKey,
     RevokeKey,
     RotateKey,
+    UpdateKey,
 )
-from service.domain.state import KeyState, KeyStateChanges
+from service.domain.key_changes import Subject, change_fields, decide_update
+from service.domain.state import KeyState, KeyStateChanges, default_limit, named_limits
 from service.errors import KeyledgerError
 
-
-class _Subject(TypedDict):
-    """The fields every event about an existing key starts with."""
-
-    key_id: str
-    org_id: str
-    occurred_at: datetime
+_CHANGE_EVENTS: tuple[type[KeyChangeEvent], ...] = get_args(KeyChangeEvent)
+_LIVE: frozenset[Status] = frozenset({"active", "disabled"})
 
 
 def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
@@ -63,7 +63,7 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
         raise KeyledgerError("key_not_found", "no such key")
     now = command.issued_at
     status = state.status_at(now)
-    base = _Subject(key_id=state.key_id, org_id=state.org_id, occurred_at=now)
+    base = Subject(key_id=state.key_id, org_id=state.org_id, occurred_at=now)
 
     if isinstance(command, RevokeKey):
         if state.status == "revoked":
@@ -90,6 +90,8 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
                 return []
             _check_quota(quota)
             return [KeyEnabled(**base)]
+        case UpdateKey():
+            return decide_update(command, state, base)
         case RotateKey():
             return [
                 KeyRotated(
@@ -125,6 +127,10 @@ def _generate(command: GenerateKey, state: KeyState | None) -> list[KeyEvent]:
             metadata=command.metadata,
             rate_limit=command.rate_limit,
             expires_at=command.expires_at,
+            rate_limits=command.rate_limits,
+            credits=command.credits,
+            allowed_cidrs=command.allowed_cidrs,
+            identity_id=command.identity_id,
         )
     ]
 
@@ -160,6 +166,7 @@ _MAY_FOLLOW: dict[type[KeyEvent], frozenset[Status]] = {
     KeyExpired: frozenset({"active", "disabled"}),
     KeyRotated: frozenset({"active", "disabled"}),
 }
+_MAY_FOLLOW.update(dict.fromkeys(_CHANGE_EVENTS, _LIVE))
 
 
 def _check_possible(state: KeyState | None, event: KeyEvent) -> KeyState | None:
@@ -174,6 +181,8 @@ def _check_possible(state: KeyState | None, event: KeyEvent) -> KeyState | None:
         raise ImpossibleEvent(f"{event.event_type} names another key or org than its stream")
     if state.status not in _MAY_FOLLOW[type(event)]:
         raise ImpossibleEvent(f"{event.event_type} cannot follow a {state.status} key")
+    if isinstance(event, KeyOriginsChanged) and state.type != "embed":
+        raise ImpossibleEvent("KeyOriginsChanged on a key that is not an embed key")
     return state
 
 
@@ -196,7 +205,12 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
             secret_hash=event.secret_hash,
             hint=event.hint,
             metadata=dict(event.metadata),
-            rate_limit=event.rate_limit,
+            # Either form may be given; each is derived from the other when absent.
+            rate_limit=event.rate_limit or default_limit(tuple(event.rate_limits)),
+            rate_limits=tuple(event.rate_limits) or named_limits(event.rate_limit),
+            credits=event.credits,
+            allowed_cidrs=tuple(event.allowed_cidrs),
+            identity_id=event.identity_id,
             created_at=event.occurred_at,
             updated_at=event.occurred_at,
             expires_at=event.expires_at,
@@ -224,6 +238,8 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
                 "previous_public_key": state.public_key,
                 "previous_valid_until": event.previous_valid_until,
             }
+        case _:
+            changes |= change_fields(event)
     return state.with_changes(**changes)
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from events.models import Envelope
 from events.vocabulary import Algorithm, Environment, KeyType, Status
-from service.http.schemas import RateLimitBody
+from service.http.schemas import CreditsBody, NamedRateLimitBody, RateLimitBody
 from service.verification.policy import VerifyCode
 
 
@@ -49,6 +49,10 @@ class Key(_Shape):
     hint: str | None
     metadata: dict[str, Any]
     rate_limit: RateLimitBody | None
+    rate_limits: list[NamedRateLimitBody]
+    credits: CreditsBody | None
+    allowed_cidrs: list[str]
+    identity_id: str | None
     created_at: datetime | None
     updated_at: datetime | None
     last_used_at: datetime | None
