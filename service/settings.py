@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,6 +62,9 @@ class Settings(BaseModel):
     # `keyledger serve`: seconds to let in-flight requests finish after SIGTERM.
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     log_level: str = "info"
+    # Proxies whose X-Forwarded-For / X-Real-IP GET /v1/authorize believes (comma-separated
+    # IPv4/IPv6 networks); empty: the peer's own address is the client's.
+    trusted_proxies: str = ""
 
     @field_validator("nats_url")
     @classmethod
@@ -68,6 +73,20 @@ class Settings(BaseModel):
             return None
         # InvalidServerList (a ValueError) names the bad entry; a good list is kept normalised.
         return ",".join(nats_servers(value))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        networks = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            return ",".join(str(ipaddress.ip_network(n, strict=False)) for n in networks)
+        except ValueError:
+            raise ValueError("a comma-separated list of IPv4/IPv6 networks") from None
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed (once per value: it is read on every authorize)."""
+        return _networks(self.trusted_proxies)
 
     @property
     def nats_servers(self) -> list[str]:
@@ -105,6 +124,11 @@ class Settings(BaseModel):
                 f" {MIN_PEPPER_LENGTH} are required, e.g. from `openssl rand -hex 32`)"
             )
         return pepper.encode()
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(listed: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n) for n in listed.split(",") if n)
 
 
 def _described(error: ValidationError) -> str:

@@ -14,15 +14,24 @@ from collections.abc import Mapping
 from typing import Annotated, Self
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from events.vocabulary import ENVIRONMENTS, Environment
 from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import read_body
-from service.http.context import authenticate, bearer_token, credential_header, keyledger
+from service.http.context import SETTINGS, authenticate, bearer_token, credential_header, keyledger
 from service.http.middleware import CALLER_ID
 from service.verification.index import IndexEntry
+from service.verification.ip_allowlist import client_address, parse_address
 from service.verification.policy import (
     HTTP_STATUS,
     Requirements,
@@ -34,6 +43,13 @@ from service.verification.verifier import Credential
 
 routes = web.RouteTableDef()
 _MAX_SCOPES = 100
+
+
+def ip_address_text(value: str) -> str:
+    """An IPv4 or IPv6 address (no network, no port), as sent."""
+    if parse_address(value) is None:
+        raise ValueError("ip is an IPv4 or IPv6 address")
+    return value
 
 
 class VerifyBody(BaseModel):
@@ -53,6 +69,9 @@ class VerifyBody(BaseModel):
     scopes: Annotated[list[RequestedScope], Field(max_length=_MAX_SCOPES)] | None = None
     environment: Environment | None = None
     min_position: Annotated[int, Field(ge=0, le=10**18 - 1)] | None = None
+    ip: Annotated[str, StringConstraints(max_length=64), AfterValidator(ip_address_text)] | None = (
+        None
+    )
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
@@ -92,6 +111,7 @@ class VerifyBody(BaseModel):
             resource=self.resource,
             scopes=tuple(self.scopes or ()),
             environment=self.environment,
+            ip=self.ip,
         )
 
 
@@ -198,6 +218,12 @@ def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]
         resource=query.get("resource"),
         scopes=scopes,
         environment=environment,
+        ip=client_address(
+            request.remote,
+            request.headers.getall("X-Forwarded-For", []),
+            request.headers.get("X-Real-IP"),
+            request.app[SETTINGS].trusted_proxy_networks,
+        ),
     )
     return requirements, min_position
 

@@ -25,7 +25,7 @@ def parse_address(raw: str | None) -> Address | None:
     if raw is None or not raw.isascii() or len(raw) > 64:
         return None
     try:
-        address = ipaddress.ip_address(raw.strip())
+        address = ipaddress.ip_address(raw)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -39,3 +39,32 @@ def address_allowed(networks: tuple[Network, ...], raw: str | None) -> bool:
     if address is None:
         return False
     return any(address.version == net.version and address in net for net in networks)
+
+
+def client_address(
+    remote: str | None,
+    forwarded_for: list[str],
+    real_ip: str | None,
+    trusted: tuple[Network, ...],
+) -> str | None:
+    """The address of the client a proxy forwards for, believing only ``trusted`` proxies.
+
+    A request whose peer (``remote``) is not a trusted proxy is its own client:
+    whatever it claims in ``X-Forwarded-For`` is ignored. Behind trusted proxies,
+    ``X-Forwarded-For`` is read right to left (each proxy appends the address it
+    saw) and the first address that is not a trusted proxy is the client; without
+    the header, ``X-Real-IP``. An entry that is not an address means the chain
+    cannot be believed: no address at all (which no allowlist admits).
+    """
+    if not trusted or not address_allowed(trusted, remote):
+        return remote
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+    if not hops:
+        return real_ip.strip() if real_ip is not None else remote
+    for hop in reversed(hops):
+        address = parse_address(hop)
+        if address is None:
+            return None
+        if not address_allowed(trusted, hop):
+            return str(address)
+    return hops[0]  # every hop is a trusted proxy: the first one is where it began

@@ -18,6 +18,8 @@ Check order, the first failing check decides the code:
    (``expires_at`` in the past is expired even before ``KeyExpired`` is
    written); a rotated-out secret past its grace is ``REVOKED``.
 4. ``WRONG_ENVIRONMENT`` — ``environment`` was given and differs.
+   ``IP_NOT_ALLOWED`` — the key has ``allowed_cidrs`` and ``ip`` is missing
+   or in none of them.
 5. ``ORIGIN_NOT_ALLOWED`` — an embed key without an ``origin`` or with one not
    exactly in ``allowed_origins``; or a secret key presented with an origin
    (a browser must never hold a secret key).
@@ -46,6 +48,7 @@ from service.domain.ids import is_key_id
 from service.domain.key_material import secret_digest
 from service.domain.vocabulary import is_unicode
 from service.verification.index import IndexEntry
+from service.verification.ip_allowlist import address_allowed
 from service.verification.rate_limits import RateLimiter
 from service.verification.signing import (
     TIMESTAMP_PATTERN,
@@ -68,6 +71,7 @@ VerifyCode = Literal[
     "RESOURCE_NOT_ALLOWED",
     "INSUFFICIENT_SCOPE",
     "WRONG_ENVIRONMENT",
+    "IP_NOT_ALLOWED",
     "RATE_LIMITED",
 ]
 HTTP_STATUS: dict[VerifyCode, int] = {
@@ -81,6 +85,7 @@ HTTP_STATUS: dict[VerifyCode, int] = {
     "RESOURCE_NOT_ALLOWED": 403,
     "INSUFFICIENT_SCOPE": 403,
     "WRONG_ENVIRONMENT": 403,
+    "IP_NOT_ALLOWED": 403,
     "RATE_LIMITED": 429,
 }
 _STATUS_CODES: dict[Status, VerifyCode] = {
@@ -109,6 +114,8 @@ class Requirements(NamedTuple):
     resource: str | None = None
     scopes: tuple[str, ...] = ()
     environment: Environment | None = None
+    # The client's address, for keys with an IP allowlist.
+    ip: str | None = None
 
 
 class SignedRequest(NamedTuple):
@@ -269,6 +276,8 @@ def check_key(
         return Verdict(_STATUS_CODES[status], entry)
     if requirements.environment is not None and requirements.environment != entry.environment:
         return Verdict("WRONG_ENVIRONMENT", entry)
+    if entry.allowed_cidrs and not address_allowed(entry.allowed_cidrs, requirements.ip):
+        return Verdict("IP_NOT_ALLOWED", entry)
     if entry.type == "embed":
         if requirements.origin is None or requirements.origin not in entry.allowed_origins:
             return Verdict("ORIGIN_NOT_ALLOWED", entry)
