@@ -51,6 +51,7 @@ from service.verification.callers import CallerAuthenticator
 from service.verification.feed import TASK_PREFIX, IndexFeed
 from service.verification.index import VerificationIndex
 from service.verification.rate_limits import RateLimiter
+from service.verification.shared_limits import SharedLimits
 from service.verification.verifier import Verifier
 from service.vitals_reading import VitalsReader
 
@@ -70,6 +71,8 @@ class Keyledger:
     index: VerificationIndex
     feed: IndexFeed
     limiter: RateLimiter
+    # Shares the limiter's counts with the other replicas; None without NATS.
+    shared_limits: SharedLimits | None
     usage: UsageRecorder
     verifier: Verifier
     callers: CallerAuthenticator
@@ -133,6 +136,11 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         index=index,
         feed=feed,
         limiter=limiter,
+        shared_limits=(
+            SharedLimits(limiter, settings.nats_url, settings.limits_subject)
+            if settings.nats_url
+            else None
+        ),
         usage=usage,
         verifier=Verifier(index, feed, pool, pepper, limiter, usage),
         callers=CallerAuthenticator(pool, pepper, index=index, limiter=limiter),
@@ -179,6 +187,9 @@ async def _start_verification(stack: contextlib.AsyncExitStack, service: Keyledg
     # Each commit reaches this replica's index before its command is answered.
     service.commands.committed.append(service.feed.apply_committed)
     _in_background(stack, service.usage.run(), f"{TASK_PREFIX}key-usage")
+    if service.shared_limits is not None:
+        service.shared_limits.start()
+        stack.push_async_callback(service.shared_limits.stop)
 
 
 async def _start_guard(stack: contextlib.AsyncExitStack, service: Keyledger) -> None:

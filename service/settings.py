@@ -38,6 +38,9 @@ class Settings(BaseModel):
     data_dir: Path = Path(".keyledger")
     nats_stream: str = DEFAULT_STREAM
     nats_subject_prefix: str = DEFAULT_PREFIX
+    # Core NATS subject on which replicas share their rate limit counts; default
+    # ``<nats_subject_prefix>-limits`` (a sibling of the events' subjects, outside the stream).
+    nats_limits_subject: str | None = None
     nats_duplicate_window_seconds: float = Field(120.0, gt=0)
     # Copies JetStream keeps of the stream: 3 on a 3-node cluster, so losing a node loses nothing.
     nats_stream_replicas: int = Field(1, ge=1, le=5)
@@ -87,6 +90,11 @@ class Settings(BaseModel):
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """``trusted_proxies`` parsed (once per value: it is read on every authorize)."""
         return _networks(self.trusted_proxies)
+
+    @property
+    def limits_subject(self) -> str:
+        """Where replicas share rate limit counts (``nats_limits_subject`` or its default)."""
+        return self.nats_limits_subject or f"{self.nats_subject_prefix}-limits"
 
     @property
     def nats_servers(self) -> list[str]:

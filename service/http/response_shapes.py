@@ -141,6 +141,15 @@ class VerifiedKey(_Shape):
     expires_at: datetime | None
 
 
+class RateLimitStateShape(_Shape):
+    """One named limit after the request: what is left and when its window ends."""
+
+    name: str
+    limit: int
+    remaining: int
+    reset_at: datetime
+
+
 class VerifyResult(_Shape):
     """Always the body of ``POST /v1/verify`` (status 200) and of ``GET /v1/authorize``."""
 
@@ -149,6 +158,8 @@ class VerifyResult(_Shape):
     http_status: Literal[200, 401, 403, 429]
     key: VerifiedKey | None
     retry_after: int | None = None
+    # Only for a key with rate limits.
+    ratelimits: list[RateLimitStateShape] | None = None
 
 
 class ErrorDetail(_Shape):

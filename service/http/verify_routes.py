@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import time
 from collections.abc import Mapping
 from typing import Annotated, Self
 
@@ -39,10 +41,12 @@ from service.verification.policy import (
     Verdict,
     VerifyCode,
 )
+from service.verification.rate_limits import LimitState
 from service.verification.verifier import Credential
 
 routes = web.RouteTableDef()
 _MAX_SCOPES = 100
+MAX_COST = 1000
 
 
 def ip_address_text(value: str) -> str:
@@ -72,6 +76,7 @@ class VerifyBody(BaseModel):
     ip: Annotated[str, StringConstraints(max_length=64), AfterValidator(ip_address_text)] | None = (
         None
     )
+    cost: Annotated[StrictInt, Field(ge=0, le=MAX_COST)] = 1
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
@@ -112,6 +117,7 @@ class VerifyBody(BaseModel):
             scopes=tuple(self.scopes or ()),
             environment=self.environment,
             ip=self.ip,
+            cost=self.cost,
         )
 
 
@@ -167,14 +173,26 @@ async def authorize(request: web.Request) -> web.Response:
         }
     elif verdict.retry_after is not None:
         headers = {"Retry-After": str(verdict.retry_after)}
+    if verdict.ratelimits:
+        headers |= ratelimit_headers(verdict.ratelimits, time.time())
     return verdict_response(verdict, HTTP_STATUS[verdict.code], headers)
+
+
+def ratelimit_headers(states: tuple[LimitState, ...], now: float) -> dict[str, str]:
+    """``RateLimit-Limit``/``-Remaining``/``-Reset`` (seconds) of the limit closest to its end."""
+    tightest = min(states, key=lambda s: (s.remaining, s.reset_at))
+    return {
+        "RateLimit-Limit": str(tightest.limit),
+        "RateLimit-Remaining": str(tightest.remaining),
+        "RateLimit-Reset": str(max(0, math.ceil(tightest.reset_at - now))),
+    }
 
 
 def verdict_response(
     verdict: Verdict, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     """The verdict as JSON (``Verdict.to_json``), as ``web.json_response`` would encode it."""
-    if verdict.retry_after is None:
+    if not verdict.per_request:
         body = _encoded_verdict(verdict.code, verdict.entry)
     else:
         body = json.dumps(verdict.to_json()).encode()
@@ -205,6 +223,14 @@ def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]
         problems.append({"loc": ["query", "scopes"], "msg": "comma-separated scopes"})
     if raw_environment is not None and environment is None:
         problems.append({"loc": ["query", "environment"], "msg": " or ".join(ENVIRONMENTS)})
+    raw_cost = query.get("cost")
+    cost = 1
+    if raw_cost is not None:
+        parsed_cost = ascii_integer(raw_cost)
+        if parsed_cost is None or parsed_cost > MAX_COST:
+            problems.append({"loc": ["query", "cost"], "msg": f"an integer 0-{MAX_COST}"})
+        else:
+            cost = parsed_cost
     raw_position = query.get("min_position")
     min_position = None
     if raw_position is not None:
@@ -224,6 +250,7 @@ def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]
             request.headers.get("X-Real-IP"),
             request.app[SETTINGS].trusted_proxy_networks,
         ),
+        cost=cost,
     )
     return requirements, min_position
 

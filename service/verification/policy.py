@@ -27,8 +27,9 @@ Check order, the first failing check decides the code:
    its one resource.
 7. ``INSUFFICIENT_SCOPE`` — a requested scope is not granted (``a:*`` grants
    every scope starting with ``a:``).
-8. ``RATE_LIMITED`` — the key's own rate limit is used up; ``retry_after``.
-9. ``VALID``.
+8. ``RATE_LIMITED`` — one of the key's named rate limits has no room for
+   ``cost``; ``retry_after``. Nothing is counted then (in no limit).
+9. ``VALID``, with ``ratelimits`` for a key that has limits.
 
 A key is identified (``key`` in the answer) from step 3 on; before that the
 answer says nothing about any key.
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
 from events.codec import format_timestamp
@@ -49,7 +50,7 @@ from service.domain.key_material import secret_digest
 from service.domain.vocabulary import is_unicode
 from service.verification.index import IndexEntry
 from service.verification.ip_allowlist import address_allowed
-from service.verification.rate_limits import RateLimiter
+from service.verification.rate_limits import LimitState, RateLimiter
 from service.verification.signing import (
     TIMESTAMP_PATTERN,
     decode_signature,
@@ -116,6 +117,8 @@ class Requirements(NamedTuple):
     environment: Environment | None = None
     # The client's address, for keys with an IP allowlist.
     ip: str | None = None
+    # What the request counts for against rate limits (and credits).
+    cost: int = 1
 
 
 class SignedRequest(NamedTuple):
@@ -135,10 +138,17 @@ class Verdict(NamedTuple):
     code: VerifyCode
     entry: IndexEntry | None = None
     retry_after: int | None = None
+    # The key's rate limits after this request (None: the key has none).
+    ratelimits: tuple[LimitState, ...] | None = None
 
     @property
     def valid(self) -> bool:
         return self.code == "VALID"
+
+    @property
+    def per_request(self) -> bool:
+        """Whether the answer holds more than the key and the code (it cannot be reused)."""
+        return self.retry_after is not None or self.ratelimits is not None
 
     def to_json(self) -> dict[str, Any]:
         """``{"valid", "code", "http_status", "key", "retry_after"?}``."""
@@ -150,6 +160,16 @@ class Verdict(NamedTuple):
         }
         if self.retry_after is not None:
             body["retry_after"] = self.retry_after
+        if self.ratelimits is not None:
+            body["ratelimits"] = [
+                {
+                    "name": state.name,
+                    "limit": state.limit,
+                    "remaining": state.remaining,
+                    "reset_at": format_timestamp(datetime.fromtimestamp(state.reset_at, UTC)),
+                }
+                for state in self.ratelimits
+            ]
         return body
 
 
@@ -289,8 +309,9 @@ def check_key(
     for scope in requirements.scopes:
         if scope not in granted and not scope_granted(granted, scope):
             return Verdict("INSUFFICIENT_SCOPE", entry)
-    if limiter is not None and entry.rate_limit is not None:
-        retry_after = limiter.take(entry.key_id, entry.rate_limit)
-        if retry_after is not None:
-            return Verdict("RATE_LIMITED", entry, retry_after)
-    return Verdict("VALID", entry)
+    if limiter is None or not entry.rate_limits:
+        return Verdict("VALID", entry)
+    limits = limiter.take(entry.key_id, entry.rate_limits, requirements.cost)
+    if limits.retry_after is not None:
+        return Verdict("RATE_LIMITED", entry, limits.retry_after, limits.states)
+    return Verdict("VALID", entry, None, limits.states)
