@@ -208,6 +208,15 @@ class KeyIdentityChanged(DomainEvent):
     previous_identity_id: str | None
 
 
+class KeyCreditsRefilled(DomainEvent):
+    """A key's credits were topped up for a new refill period (by the sweeper, once per period)."""
+
+    event_type: ClassVar[str] = "KeyCreditsRefilled"
+
+    remaining: Annotated[int, Field(ge=0)]
+    period: str
+
+
 KeyChangeEvent = (
     KeyScopesChanged
     | KeyMetadataChanged
@@ -228,6 +237,7 @@ KeyEvent = (
     | KeyRotated
     | KeyExpired
     | KeyChangeEvent
+    | KeyCreditsRefilled
 )
 
 EVENT_TYPES: dict[str, type[KeyEvent]] = {
@@ -248,6 +258,7 @@ EVENT_TYPES: dict[str, type[KeyEvent]] = {
         KeyIpAllowlistChanged,
         KeyExpiryChanged,
         KeyIdentityChanged,
+        KeyCreditsRefilled,
     )
 }
 

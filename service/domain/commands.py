@@ -103,6 +103,14 @@ class ExpireKey:
     issued_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RefillCredits:
+    """Top a key's credits up for the refill period ``issued_at`` falls in (the sweeper)."""
+
+    key_id: str
+    issued_at: datetime
+
+
 class Keep(Enum):
     """An aspect an ``UpdateKey`` leaves as it is (None would mean "clear it")."""
 
@@ -130,5 +138,13 @@ class UpdateKey:
 
 
 Command = (
-    GenerateKey | RenameKey | DisableKey | EnableKey | RevokeKey | RotateKey | ExpireKey | UpdateKey
+    GenerateKey
+    | RenameKey
+    | DisableKey
+    | EnableKey
+    | RevokeKey
+    | RotateKey
+    | ExpireKey
+    | UpdateKey
+    | RefillCredits
 )

@@ -25,6 +25,8 @@ class KeyStateChanges(TypedDict, total=False):
     allowed_cidrs: tuple[str, ...]
     expires_at: datetime | None
     identity_id: str | None
+    credits_version: int
+    credits_period: str | None
     disabled_at: datetime | None
     revoked_at: datetime | None
     secret_hash: str | None
@@ -74,6 +76,10 @@ class KeyState:
     credits: Credits | None = None
     allowed_cidrs: tuple[str, ...] = ()
     identity_id: str | None = None
+    # The version of the event that last set (or cleared) ``credits``, 0 if none did: what
+    # replicas spend from is tagged with it. And the refill period the balance belongs to.
+    credits_version: int = 0
+    credits_period: str | None = None
 
     def status_at(self, now: datetime) -> Status:
         """The status a caller sees at ``now``: past ``expires_at`` is expired,

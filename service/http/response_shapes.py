@@ -160,6 +160,8 @@ class VerifyResult(_Shape):
     retry_after: int | None = None
     # Only for a key with rate limits.
     ratelimits: list[RateLimitStateShape] | None = None
+    # Only for a key with credits.
+    credits_remaining: int | None = None
 
 
 class ErrorDetail(_Shape):

@@ -86,6 +86,7 @@ class IndexEntry:
         "allowed_cidrs",
         "allowed_origins",
         "credits",
+        "credits_version",
         "environment",
         "expires_at",
         "identity_id",
@@ -126,6 +127,7 @@ class IndexEntry:
     # Usage limits and grouping (changes after issue): shared tuples, compiled networks.
     rate_limits: tuple[NamedRateLimit, ...]
     credits: Credits | None
+    credits_version: int  # what a replica's block of credits is checked against
     allowed_cidrs: tuple[Network, ...]  # empty: any address
     identity_id: str | None
 
@@ -165,6 +167,7 @@ class IndexEntry:
             previous_valid_until=self.previous_valid_until,
             rate_limits=self.rate_limits,
             credits=self.credits,
+            credits_version=self.credits_version,
             allowed_cidrs=tuple(str(network) for network in self.allowed_cidrs),
             identity_id=self.identity_id,
         )
@@ -211,6 +214,7 @@ def entry_from_state(
     entry.version = state.version
     entry.rate_limits = share(state.rate_limits)
     entry.credits = state.credits
+    entry.credits_version = state.credits_version
     entry.allowed_cidrs = share(compile_cidrs(state.allowed_cidrs)) if state.allowed_cidrs else ()
     entry.identity_id = state.identity_id
     return entry

@@ -29,7 +29,11 @@ Check order, the first failing check decides the code:
    every scope starting with ``a:``).
 8. ``RATE_LIMITED`` — one of the key's named rate limits has no room for
    ``cost``; ``retry_after``. Nothing is counted then (in no limit).
-9. ``VALID``, with ``ratelimits`` for a key that has limits.
+9. ``USAGE_EXCEEDED`` — the key has credits and fewer than ``cost`` are left
+   (spent by ``service.verification.credits`` after the checks above: the
+   one step that may need the database).
+10. ``VALID``, with ``ratelimits`` for a key that has limits and
+    ``credits_remaining`` for one with credits.
 
 A key is identified (``key`` in the answer) from step 3 on; before that the
 answer says nothing about any key.
@@ -74,6 +78,7 @@ VerifyCode = Literal[
     "WRONG_ENVIRONMENT",
     "IP_NOT_ALLOWED",
     "RATE_LIMITED",
+    "USAGE_EXCEEDED",
 ]
 HTTP_STATUS: dict[VerifyCode, int] = {
     "VALID": 200,
@@ -88,6 +93,7 @@ HTTP_STATUS: dict[VerifyCode, int] = {
     "WRONG_ENVIRONMENT": 403,
     "IP_NOT_ALLOWED": 403,
     "RATE_LIMITED": 429,
+    "USAGE_EXCEEDED": 429,
 }
 _STATUS_CODES: dict[Status, VerifyCode] = {
     "revoked": "REVOKED",
@@ -140,6 +146,8 @@ class Verdict(NamedTuple):
     retry_after: int | None = None
     # The key's rate limits after this request (None: the key has none).
     ratelimits: tuple[LimitState, ...] | None = None
+    # The key's credits left after this request (None: the key has no credits).
+    credits_remaining: int | None = None
 
     @property
     def valid(self) -> bool:
@@ -148,7 +156,11 @@ class Verdict(NamedTuple):
     @property
     def per_request(self) -> bool:
         """Whether the answer holds more than the key and the code (it cannot be reused)."""
-        return self.retry_after is not None or self.ratelimits is not None
+        return (
+            self.retry_after is not None
+            or self.ratelimits is not None
+            or self.credits_remaining is not None
+        )
 
     def to_json(self) -> dict[str, Any]:
         """``{"valid", "code", "http_status", "key", "retry_after"?}``."""
@@ -170,6 +182,8 @@ class Verdict(NamedTuple):
                 }
                 for state in self.ratelimits
             ]
+        if self.credits_remaining is not None:
+            body["credits_remaining"] = self.credits_remaining
         return body
 
 

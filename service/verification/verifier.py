@@ -24,6 +24,7 @@ from service.key_usage import UsageRecorder
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
 from service.store.quarantine import is_transient
+from service.verification.credits import CreditLedger
 from service.verification.feed import IndexFeed
 from service.verification.index import (
     IndexEntry,
@@ -60,6 +61,7 @@ class Verifier:
         pepper: bytes,
         limiter: RateLimiter,
         usage: UsageRecorder,
+        credits: CreditLedger | None = None,
     ) -> None:
         self.index = index
         self.feed = feed
@@ -67,6 +69,7 @@ class Verifier:
         self.pepper = pepper
         self.limiter = limiter
         self.usage = usage
+        self.credits = credits
         self.store = EventStore()
         self.registry = KeyRegistry()
         # Verdicts by code, exported by /metrics; a dict increment keeps the hot path cheap.
@@ -82,17 +85,20 @@ class Verifier:
     ) -> Verdict:
         """The verdict for ``credential`` from ``lookup`` (pure apart from the limiter)."""
         if isinstance(credential, SignedRequest):
-            verdict = verify_signed(
-                lookup, credential, requirements, now, self.limiter, can_see_org
-            )
-        else:
-            verdict = verify_bearer(
-                lookup, self.pepper, credential, requirements, now, self.limiter, can_see_org
-            )
-        if verdict.valid and verdict.entry is not None:
-            self.usage.touch(verdict.entry.key_id, now)
-        self.outcomes[verdict.code] += 1
-        return verdict
+            return verify_signed(lookup, credential, requirements, now, self.limiter, can_see_org)
+        return verify_bearer(
+            lookup, self.pepper, credential, requirements, now, self.limiter, can_see_org
+        )
+
+    async def _spend_credits(self, verdict: Verdict, cost: int) -> Verdict:
+        """A valid verdict for a key with credits, once ``cost`` of them is spent (or not)."""
+        entry = verdict.entry
+        if self.credits is None or entry is None or entry.credits is None:
+            return verdict
+        left = await self.credits.spend(entry, cost)
+        if left is None:
+            return Verdict("USAGE_EXCEEDED", entry, None, verdict.ratelimits, 0)
+        return verdict._replace(credits_remaining=left)
 
     async def verify(
         self,
@@ -116,7 +122,16 @@ class Verifier:
         lookup: KeyLookup = self.index
         if min_position is not None and self.index.position < min_position:
             lookup = await self._lookup_at(credential, min_position)
-        return self.check(lookup, credential, requirements, utc_now(), can_see_org)
+        now = utc_now()
+        verdict = self.check(lookup, credential, requirements, now, can_see_org)
+        entry = verdict.entry
+        if verdict.valid and entry is not None:
+            if entry.credits is not None:
+                verdict = await self._spend_credits(verdict, requirements.cost)
+            if verdict.valid:
+                self.usage.touch(entry.key_id, now)
+        self.outcomes[verdict.code] += 1
+        return verdict
 
     async def _lookup_at(self, credential: Credential, min_position: int) -> KeyLookup:
         async with self.pool.acquire() as conn:

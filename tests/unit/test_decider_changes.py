@@ -8,7 +8,7 @@ terminal keys like every command but revoke.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from events.models import (
     CreditRefill,
     Credits,
     KeyCreditsChanged,
+    KeyCreditsRefilled,
     KeyEvent,
     KeyExpiryChanged,
     KeyGenerated,
@@ -30,7 +31,8 @@ from events.models import (
     NamedRateLimit,
     RateLimit,
 )
-from service.domain.commands import UpdateKey
+from service.domain.commands import RefillCredits, UpdateKey
+from service.domain.credit_periods import next_period_start, period_of
 from service.domain.decider import ImpossibleEvent, evolve, fold
 from tests.support.decider_spec import given
 from tests.unit.test_decider import KEY, ORG, T0, T1, disabled, expired, generated, revoked
@@ -225,3 +227,122 @@ def test_evolve_refuses_change_events_after_the_end_or_out_of_place() -> None:
     for _, event, _ in ASPECTS.values():
         with pytest.raises(ImpossibleEvent):
             evolve(fold([generated(), revoked()]), event)
+
+
+# -- credits: refills once per period (the sweeper's RefillCredits) --------------------
+
+DAILY_REFILL = Credits(remaining=5, refill=CreditRefill(amount=50, interval="daily"))
+
+
+def with_credits(credits: Credits) -> KeyGenerated:
+    return generated().model_copy(update={"credits": credits})
+
+
+def test_a_refill_is_written_once_per_period() -> None:
+    next_day = T0 + timedelta(days=1)
+    event, state = (
+        given(with_credits(DAILY_REFILL))
+        .when(RefillCredits(KEY, next_day))
+        .then_one(KeyCreditsRefilled)
+    )
+    assert (event.remaining, event.period) == (50, "2026-01-02")
+    assert state.credits == Credits(remaining=50, refill=DAILY_REFILL.refill)
+    assert state.credits_version == 2 and state.credits_period == "2026-01-02"
+    given(with_credits(DAILY_REFILL), event).when(
+        RefillCredits(KEY, next_day + timedelta(hours=5))
+    ).then_nothing()
+
+
+def test_no_refill_within_the_period_the_credits_were_set_in() -> None:
+    given(with_credits(DAILY_REFILL)).when(RefillCredits(KEY, T1)).then_nothing()
+
+
+@pytest.mark.parametrize(
+    "credits", [None, Credits(remaining=5)], ids=["no credits", "credits without refill"]
+)
+def test_no_refill_without_a_refill(credits: Credits | None) -> None:
+    history = [generated()] if credits is None else [with_credits(credits)]
+    given(*history).when(RefillCredits(KEY, T0 + timedelta(days=3))).then_nothing()
+
+
+@pytest.mark.parametrize("terminal", [revoked, expired])
+def test_terminal_keys_are_not_refilled(terminal: Callable[[], KeyEvent]) -> None:
+    given(with_credits(DAILY_REFILL), terminal()).when(
+        RefillCredits(KEY, T0 + timedelta(days=3))
+    ).then_nothing()
+
+
+def test_a_disabled_key_is_refilled() -> None:
+    given(with_credits(DAILY_REFILL), disabled()).when(
+        RefillCredits(KEY, T0 + timedelta(days=3))
+    ).then_one(KeyCreditsRefilled)
+
+
+def test_setting_credits_tags_the_balance_with_its_version() -> None:
+    state = fold([with_credits(DAILY_REFILL)])
+    assert state is not None and state.credits_version == 1
+    _, state = (
+        given(with_credits(DAILY_REFILL))
+        .when(update(credits=Credits(remaining=9)))
+        .then_one(KeyCreditsChanged)
+    )
+    assert state.credits_version == 2 and state.credits_period is None
+    _, state = (
+        given(with_credits(DAILY_REFILL)).when(update(credits=None)).then_one(KeyCreditsChanged)
+    )
+    assert state.credits is None and state.credits_version == 2
+
+
+def test_a_refill_of_a_key_without_one_is_impossible() -> None:
+    refill = KeyCreditsRefilled(key_id=KEY, org_id=ORG, occurred_at=T1, remaining=1, period="x")
+    with pytest.raises(ImpossibleEvent):
+        evolve(fold([generated()]), refill)
+
+
+@pytest.mark.parametrize(
+    ("refill", "at", "period", "next_start"),
+    [
+        (
+            CreditRefill(amount=1, interval="daily"),
+            "2026-03-31T23:59:59",
+            "2026-03-31",
+            "2026-04-01",
+        ),
+        (
+            CreditRefill(amount=1, interval="monthly"),
+            "2026-03-01T00:00:00",
+            "2026-03",
+            "2026-04-01",
+        ),
+        (
+            CreditRefill(amount=1, interval="monthly", day=15),
+            "2026-03-14T12:00:00",
+            "2026-02",
+            "2026-03-15",
+        ),
+        (
+            CreditRefill(amount=1, interval="monthly", day=15),
+            "2026-03-15T00:00:00",
+            "2026-03",
+            "2026-04-15",
+        ),
+        (
+            CreditRefill(amount=1, interval="monthly", day=28),
+            "2026-01-02T00:00:00",
+            "2025-12",
+            "2026-01-28",
+        ),
+        (
+            CreditRefill(amount=1, interval="monthly", day=3),
+            "2026-12-04T00:00:00",
+            "2026-12",
+            "2027-01-03",
+        ),
+    ],
+)
+def test_refill_periods(refill: CreditRefill, at: str, period: str, next_start: str) -> None:
+    moment = datetime.fromisoformat(at).replace(tzinfo=UTC)
+    assert period_of(refill, moment) == period
+    assert next_period_start(refill, moment) == datetime.fromisoformat(next_start).replace(
+        tzinfo=UTC
+    )
