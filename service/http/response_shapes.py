@@ -139,6 +139,7 @@ class VerifiedKey(_Shape):
     scopes: list[str]
     metadata: dict[str, Any]
     expires_at: datetime | None
+    identity_id: str | None
 
 
 class RateLimitStateShape(_Shape):

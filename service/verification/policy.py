@@ -198,6 +198,7 @@ def render_verified_key(entry: IndexEntry) -> dict[str, Any]:
         "scopes": list(entry.scopes),
         "metadata": entry.metadata or {},
         "expires_at": format_timestamp(entry.expires_at) if entry.expires_at else None,
+        "identity_id": entry.identity_id,
     }
 
 

@@ -224,3 +224,19 @@ async def test_hostile_patch_bodies_get_4xx_or_whole_changes(
         assert fetched == answer["key"]
     else:
         assert written == 0 and "error" in answer
+
+
+async def test_verify_answers_the_identity(api: Api) -> None:
+    org = new_org()
+    created = await api.generate(org, identity_id="cus_7")
+    assert created["key"]["identity_id"] == "cus_7"
+    answer = await verify(api, key=created["secret"])
+    assert answer["key"]["identity_id"] == "cus_7"
+    status, _, body = await api.patch(
+        f"/v1/orgs/{org}/keys/{created['key']['id']}", {"identity_id": None}
+    )
+    assert status == 200 and body["key"]["identity_id"] is None
+    assert (await verify(api, key=created["secret"]))["key"]["identity_id"] is None
+    for bad in ("", "a%0Ab", "x" * 129):  # percent-encoded: a URL drops a raw newline
+        status, _, error = await api.get(f"/v1/orgs/{org}/keys?identity={bad}")
+        assert (status, error["error"]["code"]) == (422, "validation_error"), bad
