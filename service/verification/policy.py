@@ -41,6 +41,7 @@ answer says nothing about any key.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -178,13 +179,19 @@ class Verdict(NamedTuple):
                     "name": state.name,
                     "limit": state.limit,
                     "remaining": state.remaining,
-                    "reset_at": format_timestamp(datetime.fromtimestamp(state.reset_at, UTC)),
+                    "reset_at": _instant(state.reset_at),
                 }
                 for state in self.ratelimits
             ]
         if self.credits_remaining is not None:
             body["credits_remaining"] = self.credits_remaining
         return body
+
+
+@functools.lru_cache(maxsize=1024)
+def _instant(unix_seconds: float) -> str:
+    # Window ends repeat for every request of a window: format each once.
+    return format_timestamp(datetime.fromtimestamp(unix_seconds, UTC))
 
 
 def render_verified_key(entry: IndexEntry) -> dict[str, Any]:
