@@ -234,14 +234,28 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/authorize",
         "Forward auth for reverse proxies: answers the verdict's status. The customer's "
         "credential is read from `Authorization: Bearer …` or `X-API-Key` + `X-API-Signature` "
-        "[+ `X-API-Timestamp`], with `Origin`, `X-Forwarded-Method`, `X-Forwarded-Uri`.",
+        "[+ `X-API-Timestamp`], with `Origin`, `X-Forwarded-Method`, `X-Forwarded-Uri`. A key"
+        " with rate limits adds `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`.",
         "verification",
         security="ProxyServiceKey",
         parameters=[
             _param("query", "resource", {"type": "string"}, "The protected resource."),
             _param("query", "scopes", {"type": "string"}, "Required scopes, comma-separated."),
             _param("query", "environment", {"type": "string", "enum": list(ENVIRONMENTS)}, "Env."),
+            _param(
+                "query",
+                "cost",
+                {"type": "integer", "minimum": 0, "maximum": 1000},
+                "What the request counts for against rate limits and credits (default 1).",
+            ),
             _MIN_POSITION,
+            _param(
+                "header",
+                "X-Forwarded-For",
+                {"type": "string"},
+                "The client's address, believed from KEYLEDGER_TRUSTED_PROXIES only.",
+            ),
+            _param("header", "X-Real-IP", {"type": "string"}, "As X-Forwarded-For, without it."),
             _param("header", "X-API-Key", {"type": "string"}, "Signed request: the key id."),
             _param("header", "X-API-Signature", {"type": "string"}, "Signed request."),
             _param("header", "X-API-Timestamp", {"type": "string"}, "Unix seconds (replay)."),
