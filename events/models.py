@@ -17,7 +17,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.vocabulary import Algorithm, Environment, KeyType, RateWindow, RevokeReason
+from events.vocabulary import (
+    Algorithm,
+    Environment,
+    KeyType,
+    RateWindow,
+    RefillInterval,
+    RevokeReason,
+)
 
 
 class _Frozen(BaseModel):
@@ -30,6 +37,30 @@ class RateLimit(_Frozen):
 
     limit: Annotated[int, Field(ge=1)]
     window: RateWindow
+
+
+class NamedRateLimit(_Frozen):
+    """One of a key's (or an identity's) named request budgets: ``limit`` per ``window``."""
+
+    name: str
+    limit: Annotated[int, Field(ge=1)]
+    window: RateWindow
+
+
+class CreditRefill(_Frozen):
+    """How a key's credits are topped up: back to ``amount`` every day, or every month
+    on ``day`` (1-28; the 1st when not given)."""
+
+    amount: Annotated[int, Field(ge=1)]
+    interval: RefillInterval
+    day: Annotated[int, Field(ge=1, le=28)] | None = None
+
+
+class Credits(_Frozen):
+    """A key's remaining uses, as last set by a command or a refill."""
+
+    remaining: Annotated[int, Field(ge=0)]
+    refill: CreditRefill | None = None
 
 
 class Actor(_Frozen):
@@ -72,6 +103,11 @@ class KeyGenerated(DomainEvent):
     metadata: dict[str, Any] = Field(default_factory=dict)
     rate_limit: RateLimit | None = None
     expires_at: datetime | None = None
+    # Added with changes after issue; absent from older events, hence the defaults.
+    rate_limits: tuple[NamedRateLimit, ...] = ()
+    credits: Credits | None = None
+    allowed_cidrs: tuple[str, ...] = ()
+    identity_id: str | None = None
 
 
 class KeyRenamed(DomainEvent):
@@ -113,8 +149,95 @@ class KeyExpired(DomainEvent):
     expires_at: datetime
 
 
+# -- changes after issue: one event per aspect, carrying the value before and after ------
+
+
+class KeyScopesChanged(DomainEvent):
+    event_type: ClassVar[str] = "KeyScopesChanged"
+
+    scopes: tuple[str, ...]
+    previous_scopes: tuple[str, ...]
+
+
+class KeyMetadataChanged(DomainEvent):
+    event_type: ClassVar[str] = "KeyMetadataChanged"
+
+    metadata: dict[str, Any]
+    previous_metadata: dict[str, Any]
+
+
+class KeyRateLimitsChanged(DomainEvent):
+    event_type: ClassVar[str] = "KeyRateLimitsChanged"
+
+    rate_limits: tuple[NamedRateLimit, ...]
+    previous_rate_limits: tuple[NamedRateLimit, ...]
+
+
+class KeyCreditsChanged(DomainEvent):
+    event_type: ClassVar[str] = "KeyCreditsChanged"
+
+    credits: Credits | None
+    previous_credits: Credits | None
+
+
+class KeyOriginsChanged(DomainEvent):
+    event_type: ClassVar[str] = "KeyOriginsChanged"
+
+    allowed_origins: tuple[str, ...]
+    previous_allowed_origins: tuple[str, ...]
+
+
+class KeyIpAllowlistChanged(DomainEvent):
+    event_type: ClassVar[str] = "KeyIpAllowlistChanged"
+
+    allowed_cidrs: tuple[str, ...]
+    previous_allowed_cidrs: tuple[str, ...]
+
+
+class KeyExpiryChanged(DomainEvent):
+    event_type: ClassVar[str] = "KeyExpiryChanged"
+
+    expires_at: datetime | None
+    previous_expires_at: datetime | None
+
+
+class KeyIdentityChanged(DomainEvent):
+    event_type: ClassVar[str] = "KeyIdentityChanged"
+
+    identity_id: str | None
+    previous_identity_id: str | None
+
+
+class KeyCreditsRefilled(DomainEvent):
+    """A key's credits were topped up for a new refill period (by the sweeper, once per period)."""
+
+    event_type: ClassVar[str] = "KeyCreditsRefilled"
+
+    remaining: Annotated[int, Field(ge=0)]
+    period: str
+
+
+KeyChangeEvent = (
+    KeyScopesChanged
+    | KeyMetadataChanged
+    | KeyRateLimitsChanged
+    | KeyCreditsChanged
+    | KeyOriginsChanged
+    | KeyIpAllowlistChanged
+    | KeyExpiryChanged
+    | KeyIdentityChanged
+)
+
 KeyEvent = (
-    KeyGenerated | KeyRenamed | KeyDisabled | KeyEnabled | KeyRevoked | KeyRotated | KeyExpired
+    KeyGenerated
+    | KeyRenamed
+    | KeyDisabled
+    | KeyEnabled
+    | KeyRevoked
+    | KeyRotated
+    | KeyExpired
+    | KeyChangeEvent
+    | KeyCreditsRefilled
 )
 
 EVENT_TYPES: dict[str, type[KeyEvent]] = {
@@ -127,6 +250,15 @@ EVENT_TYPES: dict[str, type[KeyEvent]] = {
         KeyRevoked,
         KeyRotated,
         KeyExpired,
+        KeyScopesChanged,
+        KeyMetadataChanged,
+        KeyRateLimitsChanged,
+        KeyCreditsChanged,
+        KeyOriginsChanged,
+        KeyIpAllowlistChanged,
+        KeyExpiryChanged,
+        KeyIdentityChanged,
+        KeyCreditsRefilled,
     )
 }
 

@@ -19,7 +19,8 @@ Environment = Literal["live", "test"]
 Status = Literal["active", "disabled", "revoked", "expired"]
 Algorithm = Literal["ed25519", "rsa-2048"]
 RevokeReason = Literal["compromised", "unused", "rotated", "leaked", "other"]
-RateWindow = Literal["1s", "1m", "1h"]
+RateWindow = Literal["1s", "1m", "1h", "1d"]
+RefillInterval = Literal["daily", "monthly"]
 ExpiresIn = Literal["never", "30d", "90d", "6mo", "1y"]
 
 KEY_TYPES: Final[tuple[KeyType, ...]] = get_args(KeyType)
@@ -29,10 +30,11 @@ ALGORITHMS: Final[tuple[Algorithm, ...]] = get_args(Algorithm)
 REVOKE_REASONS: Final[tuple[RevokeReason, ...]] = get_args(RevokeReason)
 RATE_WINDOWS: Final[tuple[RateWindow, ...]] = get_args(RateWindow)
 EXPIRES_IN_CHOICES: Final[tuple[ExpiresIn, ...]] = get_args(ExpiresIn)
+REFILL_INTERVALS: Final[tuple[RefillInterval, ...]] = get_args(RefillInterval)
 
 # A key in one of these statuses never changes again (only revoke of an expired key).
 TERMINAL_STATUSES: Final[frozenset[Status]] = frozenset({"revoked", "expired"})
 # The statuses that may still turn ``expired`` once ``expires_at`` has passed.
 LIVE_STATUSES: Final[frozenset[Status]] = frozenset({"active", "disabled"})
 
-RATE_WINDOW_SECONDS: Final[dict[RateWindow, int]] = {"1s": 1, "1m": 60, "1h": 3600}
+RATE_WINDOW_SECONDS: Final[dict[RateWindow, int]] = {"1s": 1, "1m": 60, "1h": 3600, "1d": 86400}

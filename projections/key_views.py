@@ -18,11 +18,11 @@ from typing import Any
 
 import asyncpg
 
-from events.models import KeyGenerated, RateLimit
+from events.models import Credits, KeyGenerated, NamedRateLimit, RateLimit
 from events.vocabulary import LIVE_STATUSES, Environment, KeyType, Status
 from projections.runner import Refusal
 from service.domain.decider import evolve
-from service.domain.state import KeyState
+from service.domain.state import KeyState, named_limits
 from service.key_view import render_key
 from service.store.event_store import LoggedEvent
 from service.store.quarantine import is_transient
@@ -54,6 +54,10 @@ _STATE_COLUMNS = (
     "previous_valid_until",
     "version",
     "position",
+    "rate_limits",
+    "credits",
+    "allowed_cidrs",
+    "identity_id",
 )
 _SELECT = ", ".join((*_STATE_COLUMNS, "last_used_at"))
 # How many keys a rebuild folds in memory before it writes them out (about a
@@ -80,6 +84,7 @@ class KeyFilter:
     status: Status | None = None
     type: KeyType | None = None
     environment: Environment | None = None
+    identity_id: str | None = None
 
 
 def _row(state: KeyState, position: int) -> tuple[Any, ...]:
@@ -96,7 +101,7 @@ def _row(state: KeyState, position: int) -> tuple[Any, ...]:
         state.algorithm,
         state.public_key,
         state.hint,
-        json.dumps(state.metadata, separators=(",", ":"), ensure_ascii=False),
+        _json(state.metadata),
         state.rate_limit.model_dump_json() if state.rate_limit else None,
         state.created_at,
         state.updated_at,
@@ -106,12 +111,24 @@ def _row(state: KeyState, position: int) -> tuple[Any, ...]:
         state.previous_valid_until,
         state.version,
         position,
+        _json([limit.model_dump() for limit in state.rate_limits]),
+        state.credits.model_dump_json() if state.credits else None,
+        list(state.allowed_cidrs),
+        state.identity_id,
     )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def view_from_record(record: asyncpg.Record) -> KeyView:
     """A ``key_views`` row as a key view (secret hashes are not kept: None)."""
-    rate_limit = record["rate_limit"]
+    rate_limit = (
+        RateLimit.model_validate_json(record["rate_limit"]) if record["rate_limit"] else None
+    )
+    credits = record["credits"]
+    rate_limits = tuple(NamedRateLimit.model_validate(r) for r in json.loads(record["rate_limits"]))
     state = KeyState(
         key_id=record["key_id"],
         org_id=record["org_id"],
@@ -127,7 +144,12 @@ def view_from_record(record: asyncpg.Record) -> KeyView:
         secret_hash=None,
         hint=record["hint"],
         metadata=json.loads(record["metadata"]),
-        rate_limit=RateLimit.model_validate_json(rate_limit) if rate_limit else None,
+        rate_limit=rate_limit,
+        # Rows from before named limits hold only the single one.
+        rate_limits=rate_limits or named_limits(rate_limit),
+        credits=Credits.model_validate_json(credits) if credits else None,
+        allowed_cidrs=tuple(record["allowed_cidrs"]),
+        identity_id=record["identity_id"],
         created_at=record["created_at"],
         updated_at=record["updated_at"],
         expires_at=record["expires_at"],
@@ -324,6 +346,8 @@ class KeyViews:
             clauses.append(f"type = {arg(where.type)}")
         if where.environment is not None:
             clauses.append(f"environment = {arg(where.environment)}")
+        if where.identity_id is not None:
+            clauses.append(f"identity_id = {arg(where.identity_id)}")
         if where.status is not None:
             clauses.append(_status_clause(where.status, lambda: arg(now)))
         rows = await conn.fetch(

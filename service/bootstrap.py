@@ -48,9 +48,11 @@ from service.store.database import connect_database
 from service.store.log_witnesses import Witness
 from service.truncation_guard import TruncationGuard
 from service.verification.callers import CallerAuthenticator
+from service.verification.credits import CreditLedger
 from service.verification.feed import TASK_PREFIX, IndexFeed
 from service.verification.index import VerificationIndex
 from service.verification.rate_limits import RateLimiter
+from service.verification.shared_limits import SharedLimits
 from service.verification.verifier import Verifier
 from service.vitals_reading import VitalsReader
 
@@ -70,6 +72,9 @@ class Keyledger:
     index: VerificationIndex
     feed: IndexFeed
     limiter: RateLimiter
+    credits: CreditLedger
+    # Shares the limiter's counts with the other replicas; None without NATS.
+    shared_limits: SharedLimits | None
     usage: UsageRecorder
     verifier: Verifier
     callers: CallerAuthenticator
@@ -104,6 +109,7 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         poll_interval=settings.verify_fallback_poll_seconds,
     )
     limiter = RateLimiter()
+    credits = CreditLedger(pool, limiter.replicas)
     usage = UsageRecorder(pool, settings.usage_flush_interval_seconds)
 
     def applied_by_the_index() -> list[Witness]:
@@ -133,8 +139,14 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         index=index,
         feed=feed,
         limiter=limiter,
+        credits=credits,
+        shared_limits=(
+            SharedLimits(limiter, settings.nats_url, settings.limits_subject)
+            if settings.nats_url
+            else None
+        ),
         usage=usage,
-        verifier=Verifier(index, feed, pool, pepper, limiter, usage),
+        verifier=Verifier(index, feed, pool, pepper, limiter, usage, credits),
         callers=CallerAuthenticator(pool, pepper, index=index, limiter=limiter),
         guard=guard,
         relay=relay,
@@ -179,6 +191,11 @@ async def _start_verification(stack: contextlib.AsyncExitStack, service: Keyledg
     # Each commit reaches this replica's index before its command is answered.
     service.commands.committed.append(service.feed.apply_committed)
     _in_background(stack, service.usage.run(), f"{TASK_PREFIX}key-usage")
+    # Stopped before the pool closes: it gives this replica's unspent credits back.
+    _in_background(stack, service.credits.run(), f"{TASK_PREFIX}credits")
+    if service.shared_limits is not None:
+        service.shared_limits.start()
+        stack.push_async_callback(service.shared_limits.stop)
 
 
 async def _start_guard(stack: contextlib.AsyncExitStack, service: Keyledger) -> None:

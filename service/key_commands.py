@@ -30,6 +30,7 @@ from service.command_session import (
 from service.domain.commands import Command
 from service.domain.state import KeyState
 from service.group_commit import MAX_BATCH, GroupCommit
+from service.store.credit_balances import CreditBalances
 from service.store.event_store import EventStore, LogHead, UnfoldableStream
 from service.store.idempotency import IdempotencyStore, StoredOutcome
 from service.store.key_registry import CallerStanding, KeyRegistry
@@ -77,6 +78,7 @@ class KeyCommandHandler:
         self.lock_timeout_seconds = lock_timeout_seconds
         self.store = EventStore()
         self.registry = KeyRegistry()
+        self.balances = CreditBalances()
         self.idempotency = IdempotencyStore(idempotency_ttl_hours)
         self._group: GroupCommit[CommandRequest, CommandOutcome] = GroupCommit(
             pool, self, max_batch=max_batch, name="key-command-writer"
@@ -177,6 +179,11 @@ class KeyCommandHandler:
         async with self.pool.acquire() as conn:
             return await self.registry.due_for_expiry(conn, utc_now())
 
+    async def due_for_refill(self) -> list[tuple[str, str]]:
+        """(key_id, org_id) of keys whose next credit refill period has begun."""
+        async with self.pool.acquire() as conn:
+            return await self.balances.due_for_refill(conn, utc_now())
+
     async def load_state(self, org_id: str, key_id: str) -> KeyState | None:
         """A key's current state straight from its stream (None if absent or foreign).
 
@@ -216,6 +223,7 @@ class _PostgresSession:
 
     async def save(self, state: KeyState) -> None:
         await self.handler.registry.save(self.conn, state)
+        await self.handler.balances.save(self.conn, state)
 
     async def remember(self, caller_id: str, idempotency_key: str, outcome: StoredOutcome) -> None:
         await self.handler.idempotency.remember(self.conn, caller_id, idempotency_key, outcome)

@@ -1,4 +1,4 @@
-"""The key use cases: generate, rename, disable, enable, revoke and rotate a key.
+"""The key use cases: generate, rename, change, disable, enable, revoke and rotate a key.
 
 Each takes plain values (who asks, on which org, what they ask for) and
 returns what happened in domain terms (``CommandOutcome``: state, events,
@@ -10,11 +10,12 @@ about bodies and status codes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from events.models import Actor, RateLimit
+from events.models import Actor, Credits, NamedRateLimit, RateLimit
 from events.vocabulary import Algorithm, Environment, ExpiresIn, KeyType, RevokeReason
 from service.clock import utc_now
 from service.command_session import CommandOutcome, IdempotentRequest
@@ -27,6 +28,7 @@ from service.domain.commands import (
     RenameKey,
     RevokeKey,
     RotateKey,
+    UpdateKey,
 )
 from service.domain.durations import expiry_from, parse_grace_period
 from service.domain.ids import new_key_id
@@ -66,6 +68,10 @@ class NewKey:
     rate_limit: RateLimit | None = None
     expires_in: ExpiresIn | None = None
     expires_at: datetime | None = None
+    rate_limits: tuple[NamedRateLimit, ...] = ()
+    credits: Credits | None = None
+    allowed_cidrs: tuple[str, ...] = ()
+    identity_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +102,36 @@ def service_key_problem(new: NewKey) -> str | None:
     The one statement of the rules: service keys are secret keys, their scopes
     are service scopes, and ``metadata.orgs`` (when given) lists tenant orgs.
     """
-    orgs = new.metadata.get("orgs")
     if new.type != "secret":
         return "service keys are secret keys"
-    if not set(new.scopes) <= set(SERVICE_SCOPES):
+    if new.allowed_cidrs or new.credits is not None or new.identity_id is not None:
+        return _NOT_FOR_SERVICE_KEYS
+    return service_scopes_problem(new.scopes) or service_metadata_problem(new.metadata)
+
+
+_NOT_FOR_SERVICE_KEYS = "allowed_cidrs, credits and identity_id are not for service keys"
+# Aspects a service key does not take: its callers are services, not customers.
+_CUSTOMER_ASPECTS = ("allowed_cidrs", "credits", "identity_id")
+
+
+def service_scopes_problem(scopes: tuple[str, ...]) -> str | None:
+    """Why ``scopes`` cannot be a service key's scopes, or None."""
+    if not set(scopes) <= set(SERVICE_SCOPES):
         return f"service key scopes must be among {', '.join(SERVICE_SCOPES)}"
+    return None
+
+
+def service_metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """Why ``metadata`` cannot be a service key's metadata (``orgs`` lists tenant orgs), or None."""
+    orgs = metadata.get("orgs")
     if orgs is not None and not (isinstance(orgs, list) and all(is_tenant_org(o) for o in orgs)):
         return "metadata.orgs must be a list of org ids"
     return None
+
+
+def _refuse_body(problem: str | None) -> None:
+    if problem:
+        raise KeyledgerError("validation_error", problem, [{"loc": ["body"], "msg": problem}])
 
 
 def expiry_of(new: NewKey, now: datetime) -> datetime | None:
@@ -165,11 +193,7 @@ class KeyLifecycle:
     async def generate(self, issuer: Issuer, new: NewKey) -> Issued:
         """Generate a key; its secret or private key is in ``handed_out``, this once."""
         if issuer.org_id == SYSTEM_ORG:
-            problem = service_key_problem(new)
-            if problem:
-                raise KeyledgerError(
-                    "validation_error", problem, [{"loc": ["body"], "msg": problem}]
-                )
+            _refuse_body(service_key_problem(new))
         now = utc_now()
         expires_at = expiry_of(new, now)
         algorithm: Algorithm | None = (
@@ -191,6 +215,10 @@ class KeyLifecycle:
             algorithm=algorithm,
             metadata=new.metadata,
             rate_limit=new.rate_limit,
+            rate_limits=new.rate_limits,
+            credits=new.credits,
+            allowed_cidrs=tuple(dict.fromkeys(new.allowed_cidrs)),
+            identity_id=new.identity_id,
             expires_at=expires_at,
             secret_hash=material.secret_hash,
             hint=material.hint,
@@ -220,6 +248,28 @@ class KeyLifecycle:
     async def rename(self, issuer: Issuer, key_id: str, name: str) -> CommandOutcome:
         """Give a key a new name."""
         return await self._run(issuer, RenameKey(key_id=key_id, name=name, issued_at=utc_now()))
+
+    async def update(
+        self, issuer: Issuer, key_id: str, changes: Mapping[str, Any]
+    ) -> CommandOutcome:
+        """Change aspects of a key (``UpdateKey``'s fields): one event per aspect changed.
+
+        A service key (org ``_system``) keeps service scopes and a valid ``metadata.orgs``:
+        a change cannot give it authority a new one could not have.
+        """
+        if issuer.org_id == SYSTEM_ORG:
+            if "scopes" in changes:
+                _refuse_body(service_scopes_problem(changes["scopes"]))
+            if "metadata" in changes:
+                _refuse_body(service_metadata_problem(changes["metadata"]))
+            if any(changes.get(aspect) for aspect in _CUSTOMER_ASPECTS):
+                _refuse_body(_NOT_FOR_SERVICE_KEYS)
+        values = dict(changes)
+        for listed in ("scopes", "allowed_origins", "allowed_cidrs"):
+            if listed in values:
+                values[listed] = tuple(dict.fromkeys(values[listed]))
+        command = UpdateKey(key_id=key_id, issued_at=utc_now(), **values)
+        return await self._run(issuer, command)
 
     async def disable(self, issuer: Issuer, key_id: str, reason: str | None) -> CommandOutcome:
         """Stop a key verifying until it is enabled again."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +40,9 @@ class Settings(BaseModel):
     data_dir: Path = Path(".keyledger")
     nats_stream: str = DEFAULT_STREAM
     nats_subject_prefix: str = DEFAULT_PREFIX
+    # Core NATS subject on which replicas share their rate limit counts; default
+    # ``<nats_subject_prefix>-limits`` (a sibling of the events' subjects, outside the stream).
+    nats_limits_subject: str | None = None
     nats_duplicate_window_seconds: float = Field(120.0, gt=0)
     # Copies JetStream keeps of the stream: 3 on a 3-node cluster, so losing a node loses nothing.
     nats_stream_replicas: int = Field(1, ge=1, le=5)
@@ -64,6 +69,9 @@ class Settings(BaseModel):
     log_level: str = "info"
     # asyncio event loop: auto (uvloop when installed), asyncio, or uvloop (keyledger[fast]).
     event_loop: EventLoopChoice = "auto"
+    # Proxies whose X-Forwarded-For / X-Real-IP GET /v1/authorize believes (comma-separated
+    # IPv4/IPv6 networks); empty: the peer's own address is the client's.
+    trusted_proxies: str = ""
 
     @field_validator("nats_url")
     @classmethod
@@ -72,6 +80,25 @@ class Settings(BaseModel):
             return None
         # InvalidServerList (a ValueError) names the bad entry; a good list is kept normalised.
         return ",".join(nats_servers(value))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        networks = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            return ",".join(str(ipaddress.ip_network(n, strict=False)) for n in networks)
+        except ValueError:
+            raise ValueError("a comma-separated list of IPv4/IPv6 networks") from None
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed (once per value: it is read on every authorize)."""
+        return _networks(self.trusted_proxies)
+
+    @property
+    def limits_subject(self) -> str:
+        """Where replicas share rate limit counts (``nats_limits_subject`` or its default)."""
+        return self.nats_limits_subject or f"{self.nats_subject_prefix}-limits"
 
     @property
     def nats_servers(self) -> list[str]:
@@ -109,6 +136,11 @@ class Settings(BaseModel):
                 f" {MIN_PEPPER_LENGTH} are required, e.g. from `openssl rand -hex 32`)"
             )
         return pepper.encode()
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(listed: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n) for n in listed.split(",") if n)
 
 
 def _described(error: ValidationError) -> str:

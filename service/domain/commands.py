@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
-from events.models import RateLimit
+from events.models import Credits, NamedRateLimit, RateLimit
 from events.vocabulary import Algorithm, Environment, KeyType, RevokeReason
 
 
@@ -52,6 +53,10 @@ class GenerateKey:
     rate_limit: RateLimit | None = None
     expires_at: datetime | None = None
     quota: ActiveKeyQuota = UNLIMITED
+    rate_limits: tuple[NamedRateLimit, ...] = ()
+    credits: Credits | None = None
+    allowed_cidrs: tuple[str, ...] = ()
+    identity_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,4 +103,48 @@ class ExpireKey:
     issued_at: datetime
 
 
-Command = GenerateKey | RenameKey | DisableKey | EnableKey | RevokeKey | RotateKey | ExpireKey
+@dataclass(frozen=True, slots=True)
+class RefillCredits:
+    """Top a key's credits up for the refill period ``issued_at`` falls in (the sweeper)."""
+
+    key_id: str
+    issued_at: datetime
+
+
+class Keep(Enum):
+    """An aspect an ``UpdateKey`` leaves as it is (None would mean "clear it")."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateKey:
+    """Change aspects of a key after issue; each aspect given replaces the current value."""
+
+    key_id: str
+    issued_at: datetime
+    name: str | Keep = KEEP
+    scopes: tuple[str, ...] | Keep = KEEP
+    metadata: dict[str, Any] | Keep = KEEP
+    rate_limits: tuple[NamedRateLimit, ...] | Keep = KEEP
+    credits: Credits | Keep | None = KEEP
+    allowed_origins: tuple[str, ...] | Keep = KEEP
+    allowed_cidrs: tuple[str, ...] | Keep = KEEP
+    expires_at: datetime | Keep | None = KEEP
+    identity_id: str | Keep | None = KEEP
+
+
+Command = (
+    GenerateKey
+    | RenameKey
+    | DisableKey
+    | EnableKey
+    | RevokeKey
+    | RotateKey
+    | ExpireKey
+    | UpdateKey
+    | RefillCredits
+)

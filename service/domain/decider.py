@@ -4,29 +4,36 @@
 ``KeyledgerError``; ``evolve(state, event)`` folds one event into the state.
 Both are pure. An empty list means "nothing changes" (the command is a no-op).
 
-| state \\ command | Rename | Disable | Enable | Revoke | Rotate | Expire |
-|------------------|--------|---------|--------|--------|--------|--------|
-| active           | event  | event   | no-op  | event  | event  | event* |
-| disabled         | event  | no-op   | event  | event  | event  | event* |
-| expired          | 409    | 409     | 409    | event  | 409    | event† |
-| revoked          | 409    | 409     | 409    | no-op  | 409    | no-op  |
+| state \\ command | Rename | Disable | Enable | Revoke | Rotate | Expire | Update  |
+|------------------|--------|---------|--------|--------|--------|--------|---------|
+| active           | event  | event   | no-op  | event  | event  | event* | events‡ |
+| disabled         | event  | no-op   | event  | event  | event  | event* | events‡ |
+| expired          | 409    | 409     | 409    | event  | 409    | event† | 409     |
+| revoked          | 409    | 409     | 409    | no-op  | 409    | no-op  | 409     |
 
 ``*`` only once ``expires_at`` has passed; ``†`` when the key is past
-``expires_at`` but ``KeyExpired`` is not yet written, else no-op.
+``expires_at`` but ``KeyExpired`` is not yet written, else no-op; ``‡`` one
+event per aspect whose value changes (``service.domain.key_changes``), none
+when nothing changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TypedDict, assert_never
+from typing import assert_never, get_args
 
 from events.models import (
+    Credits,
+    KeyChangeEvent,
+    KeyCreditsChanged,
+    KeyCreditsRefilled,
     KeyDisabled,
     KeyEnabled,
     KeyEvent,
     KeyExpired,
     KeyGenerated,
+    KeyOriginsChanged,
     KeyRenamed,
     KeyRevoked,
     KeyRotated,
@@ -39,20 +46,19 @@ from service.domain.commands import (
     EnableKey,
     ExpireKey,
     GenerateKey,
+    RefillCredits,
     RenameKey,
     RevokeKey,
     RotateKey,
+    UpdateKey,
 )
-from service.domain.state import KeyState, KeyStateChanges
+from service.domain.credit_periods import period_of
+from service.domain.key_changes import Subject, change_fields, decide_update
+from service.domain.state import KeyState, KeyStateChanges, default_limit, named_limits
 from service.errors import KeyledgerError
 
-
-class _Subject(TypedDict):
-    """The fields every event about an existing key starts with."""
-
-    key_id: str
-    org_id: str
-    occurred_at: datetime
+_CHANGE_EVENTS: tuple[type[KeyChangeEvent], ...] = get_args(KeyChangeEvent)
+_LIVE: frozenset[Status] = frozenset({"active", "disabled"})
 
 
 def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
@@ -63,12 +69,14 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
         raise KeyledgerError("key_not_found", "no such key")
     now = command.issued_at
     status = state.status_at(now)
-    base = _Subject(key_id=state.key_id, org_id=state.org_id, occurred_at=now)
+    base = Subject(key_id=state.key_id, org_id=state.org_id, occurred_at=now)
 
     if isinstance(command, RevokeKey):
         if state.status == "revoked":
             return []
         return [KeyRevoked(**base, reason=command.reason)]
+    if isinstance(command, RefillCredits):
+        return _refill(command, state)
     if isinstance(command, ExpireKey):
         if state.status in TERMINAL_STATUSES or status != "expired" or state.expires_at is None:
             return []
@@ -90,6 +98,8 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
                 return []
             _check_quota(quota)
             return [KeyEnabled(**base)]
+        case UpdateKey():
+            return decide_update(command, state, base)
         case RotateKey():
             return [
                 KeyRotated(
@@ -125,8 +135,39 @@ def _generate(command: GenerateKey, state: KeyState | None) -> list[KeyEvent]:
             metadata=command.metadata,
             rate_limit=command.rate_limit,
             expires_at=command.expires_at,
+            rate_limits=command.rate_limits,
+            credits=command.credits,
+            allowed_cidrs=command.allowed_cidrs,
+            identity_id=command.identity_id,
         )
     ]
+
+
+def _refill(command: RefillCredits, state: KeyState) -> list[KeyEvent]:
+    """A refill once per period, for a live key whose credits have a refill."""
+    credits = state.credits
+    if state.status_at(command.issued_at) in TERMINAL_STATUSES:
+        return []
+    if credits is None or credits.refill is None:
+        return []
+    period = period_of(credits.refill, command.issued_at)
+    if period == state.credits_period:
+        return []
+    return [
+        KeyCreditsRefilled(
+            key_id=state.key_id,
+            org_id=state.org_id,
+            occurred_at=command.issued_at,
+            remaining=credits.refill.amount,
+            period=period,
+        )
+    ]
+
+
+def _credits_set(credits: Credits | None, version: int, at: datetime) -> tuple[int, str | None]:
+    """(``credits_version``, ``credits_period``) of a balance set by the event of ``version``."""
+    refill = credits.refill if credits is not None else None
+    return version, period_of(refill, at) if refill is not None else None
 
 
 def _check_quota(quota: ActiveKeyQuota) -> None:
@@ -159,7 +200,9 @@ _MAY_FOLLOW: dict[type[KeyEvent], frozenset[Status]] = {
     KeyRevoked: frozenset({"active", "disabled", "expired"}),
     KeyExpired: frozenset({"active", "disabled"}),
     KeyRotated: frozenset({"active", "disabled"}),
+    KeyCreditsRefilled: frozenset({"active", "disabled"}),
 }
+_MAY_FOLLOW.update(dict.fromkeys(_CHANGE_EVENTS, _LIVE))
 
 
 def _check_possible(state: KeyState | None, event: KeyEvent) -> KeyState | None:
@@ -174,6 +217,12 @@ def _check_possible(state: KeyState | None, event: KeyEvent) -> KeyState | None:
         raise ImpossibleEvent(f"{event.event_type} names another key or org than its stream")
     if state.status not in _MAY_FOLLOW[type(event)]:
         raise ImpossibleEvent(f"{event.event_type} cannot follow a {state.status} key")
+    if isinstance(event, KeyOriginsChanged) and state.type != "embed":
+        raise ImpossibleEvent("KeyOriginsChanged on a key that is not an embed key")
+    if isinstance(event, KeyCreditsRefilled) and (
+        state.credits is None or state.credits.refill is None
+    ):
+        raise ImpossibleEvent("KeyCreditsRefilled for a key whose credits have no refill")
     return state
 
 
@@ -181,6 +230,7 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
     """The state after ``event``; ``ImpossibleEvent`` if ``decide`` could not have made it."""
     state = _check_possible(state, event)
     if isinstance(event, KeyGenerated):
+        credits_version, credits_period = _credits_set(event.credits, 1, event.occurred_at)
         return KeyState(
             key_id=event.key_id,
             org_id=event.org_id,
@@ -196,7 +246,14 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
             secret_hash=event.secret_hash,
             hint=event.hint,
             metadata=dict(event.metadata),
-            rate_limit=event.rate_limit,
+            # Either form may be given; each is derived from the other when absent.
+            rate_limit=event.rate_limit or default_limit(tuple(event.rate_limits)),
+            rate_limits=tuple(event.rate_limits) or named_limits(event.rate_limit),
+            credits=event.credits,
+            allowed_cidrs=tuple(event.allowed_cidrs),
+            identity_id=event.identity_id,
+            credits_version=credits_version if event.credits is not None else 0,
+            credits_period=credits_period,
             created_at=event.occurred_at,
             updated_at=event.occurred_at,
             expires_at=event.expires_at,
@@ -224,6 +281,19 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
                 "previous_public_key": state.public_key,
                 "previous_valid_until": event.previous_valid_until,
             }
+        case KeyCreditsRefilled(remaining=remaining, period=period):
+            assert state.credits is not None  # _check_possible refused a key without credits
+            changes |= {
+                "credits": Credits(remaining=remaining, refill=state.credits.refill),
+                "credits_version": state.version + 1,
+                "credits_period": period,
+            }
+        case KeyCreditsChanged(credits=credits):
+            changes |= change_fields(event)
+            version, set_in = _credits_set(credits, state.version + 1, event.occurred_at)
+            changes |= {"credits_version": version, "credits_period": set_in}
+        case _:
+            changes |= change_fields(event)
     return state.with_changes(**changes)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any, TypedDict, Unpack
 
-from events.models import RateLimit
+from events.models import Credits, NamedRateLimit, RateLimit
 from events.vocabulary import TERMINAL_STATUSES, Algorithm, Environment, KeyType, Status
 
 
@@ -16,6 +16,17 @@ class KeyStateChanges(TypedDict, total=False):
 
     name: str
     status: Status
+    scopes: tuple[str, ...]
+    metadata: dict[str, Any]
+    rate_limit: RateLimit | None
+    rate_limits: tuple[NamedRateLimit, ...]
+    credits: Credits | None
+    allowed_origins: tuple[str, ...]
+    allowed_cidrs: tuple[str, ...]
+    expires_at: datetime | None
+    identity_id: str | None
+    credits_version: int
+    credits_period: str | None
     disabled_at: datetime | None
     revoked_at: datetime | None
     secret_hash: str | None
@@ -59,6 +70,16 @@ class KeyState:
     previous_valid_until: datetime | None = None
     # Global position of the key's last event; filled in by the event store's fold.
     position: int = 0
+    # Usage limits and grouping (changes after issue). ``rate_limit`` above is always
+    # the limit of ``rate_limits`` named ``default``: the one-limit form keys began with.
+    rate_limits: tuple[NamedRateLimit, ...] = ()
+    credits: Credits | None = None
+    allowed_cidrs: tuple[str, ...] = ()
+    identity_id: str | None = None
+    # The version of the event that last set (or cleared) ``credits``, 0 if none did: what
+    # replicas spend from is tagged with it. And the refill period the balance belongs to.
+    credits_version: int = 0
+    credits_period: str | None = None
 
     def status_at(self, now: datetime) -> Status:
         """The status a caller sees at ``now``: past ``expires_at`` is expired,
@@ -96,3 +117,24 @@ _FIELD_INDEX = {name: index for index, name in enumerate(_FIELD_NAMES)}
 _field_values = attrgetter(*_FIELD_NAMES)
 # The slot descriptors' setters, which a frozen dataclass's own __setattr__ refuses.
 _SLOT_SETTERS = tuple(getattr(KeyState, name).__set__ for name in _FIELD_NAMES)
+
+
+# The name the single ``rate_limit`` of a key takes among its named limits.
+DEFAULT_LIMIT_NAME = "default"
+
+
+def named_limits(rate_limit: RateLimit | None) -> tuple[NamedRateLimit, ...]:
+    """The single ``rate_limit`` form as named limits (the one named ``default``)."""
+    if rate_limit is None:
+        return ()
+    return (
+        NamedRateLimit(name=DEFAULT_LIMIT_NAME, limit=rate_limit.limit, window=rate_limit.window),
+    )
+
+
+def default_limit(rate_limits: tuple[NamedRateLimit, ...]) -> RateLimit | None:
+    """The limit named ``default`` in the single ``rate_limit`` form, if there is one."""
+    for named in rate_limits:
+        if named.name == DEFAULT_LIMIT_NAME:
+            return RateLimit(limit=named.limit, window=named.window)
+    return None

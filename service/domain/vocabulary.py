@@ -27,6 +27,7 @@ Refusals raise ``ValueError`` with a message that never repeats the input
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -81,6 +82,10 @@ HEADER_TEXT = Identifier(r"[\x21-\x7e][\x20-\x7e]{0,254}")
 # is refused as unauthenticated before it is hashed, looked up or logged.
 CREDENTIAL = Identifier(r"[\x21-\x7e]{1,1024}")
 DIGITS = Identifier(rf"[0-9]{{1,{MAX_DIGITS}}}")
+# A named rate limit's name (``default`` is the single ``rate_limit``).
+LIMIT_NAME = Identifier(r"[a-z0-9][a-z0-9_.-]{0,63}")
+# An IPv4 or IPv6 network as text, before ``ipaddress`` judges it (no zone, no spaces).
+CIDR_TEXT = Identifier(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_LINE_BREAKS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -211,6 +216,36 @@ def origin(value: str) -> str:
     return lowered
 
 
+def identity_id(value: str) -> str:
+    """An identity id from the customer's own system: 1-128 characters of plain text."""
+    plain_text(value)
+    if not value.strip():
+        raise ValueError("an identity id must not be blank")
+    return value
+
+
+def cidr(value: str) -> str:
+    """An IPv4 or IPv6 network (a bare address is a /32 or /128), in canonical form.
+
+    Host bits must be zero (``10.0.0.1/8`` is refused, not silently widened or narrowed).
+    """
+    if not CIDR_TEXT.matches(value):
+        raise ValueError("a network is an IPv4 or IPv6 address with an optional /prefix")
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(
+            "a network is an IPv4 or IPv6 address with an optional /prefix, host bits zero"
+        ) from exc
+
+
+def limit_name(value: str) -> str:
+    """A rate limit's name: lower-case letters, digits and _.- (at most 64)."""
+    if not LIMIT_NAME.matches(value):
+        raise ValueError("a limit name is 1-64 of a-z, 0-9, _ . -, starting with a letter or digit")
+    return value
+
+
 # -- numbers and instants ----------------------------------------------------------
 
 
@@ -294,3 +329,15 @@ Metadata = Annotated[
     ),
 ]
 Instant = Annotated[datetime, AfterValidator(bounded_instant)]
+IdentityId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128), AfterValidator(identity_id), PLAIN_TEXT
+]
+Cidr = Annotated[
+    str,
+    StringConstraints(max_length=50),
+    AfterValidator(cidr),
+    Field(description="An IPv4 or IPv6 network (10.0.0.0/8, 2001:db8::/32) or one address."),
+]
+LimitName = Annotated[
+    str, AfterValidator(limit_name), Field(json_schema_extra={"pattern": LIMIT_NAME.json_pattern})
+]

@@ -27,6 +27,8 @@ from service.http.schemas import (
     RenameKeyBody,
     RevokeKeyBody,
     RotateKeyBody,
+    UpdateKeyBody,
+    rate_limits_of,
 )
 from service.key_commands import CommandOutcome, IdempotentRequest
 from service.key_lifecycle import Issuer, KeyLifecycle, NewKey
@@ -136,9 +138,30 @@ def _new_key(body: GenerateKeyBody) -> NewKey:
         algorithm=body.algorithm,
         metadata=body.metadata,
         rate_limit=RateLimit(**body.rate_limit.model_dump()) if body.rate_limit else None,
+        rate_limits=rate_limits_of(body.rate_limits, None),
+        credits=body.credits.credits() if body.credits else None,
+        allowed_cidrs=tuple(body.allowed_cidrs),
+        identity_id=body.identity_id,
         expires_in=body.expires_in,
         expires_at=body.expires_at,
     )
+
+
+def update_changes(body: UpdateKeyBody) -> dict[str, Any]:
+    """The aspects a PATCH body names, as ``UpdateKey`` takes them."""
+    changes: dict[str, Any] = {
+        name: getattr(body, name)
+        for name in ("name", "metadata", "expires_at", "identity_id")
+        if body.given(name)
+    }
+    for name in ("scopes", "allowed_origins", "allowed_cidrs"):
+        if body.given(name):
+            changes[name] = tuple(getattr(body, name))
+    if body.given("rate_limits") or body.given("rate_limit"):
+        changes["rate_limits"] = rate_limits_of(body.rate_limits, body.rate_limit)
+    if body.given("credits"):
+        changes["credits"] = body.credits.credits() if body.credits else None
+    return changes
 
 
 @routes.post("/v1/orgs/{org_id}/keys")
@@ -155,6 +178,15 @@ async def rename_key(request: web.Request) -> web.Response:
     key_id = path_key_id(request)
     body, raw = await read_model(request, RenameKeyBody)
     return _response(await _keys(request).rename(ctx.issuer_of(request, raw), key_id, body.name))
+
+
+@routes.patch("/v1/orgs/{org_id}/keys/{key_id}")
+async def update_key(request: web.Request) -> web.Response:
+    ctx = await _command_request(request, "keys:write")
+    key_id = path_key_id(request)
+    body, raw = await read_model(request, UpdateKeyBody)
+    outcome = await _keys(request).update(ctx.issuer_of(request, raw), key_id, update_changes(body))
+    return _response(outcome)
 
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/disable")

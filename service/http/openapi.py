@@ -30,6 +30,7 @@ from service.http.schemas import (
     RenameKeyBody,
     RevokeKeyBody,
     RotateKeyBody,
+    UpdateKeyBody,
 )
 from service.http.verify_routes import VerifyBody
 
@@ -93,13 +94,15 @@ _COMMAND = (*_AUTHENTICATED, *_WITH_BODY, "404", "409", "412", "503")
 _READ = (*_AUTHENTICATED, "404", "503")
 
 
-def _command(path: str, summary: str, body: type[BaseModel], status: str = "200") -> Operation:
+def _command(
+    path: str, summary: str, body: type[BaseModel], status: str = "200", method: str = "post"
+) -> Operation:
     params = [_ORG_PATH] + ([_KEY_PATH] if "{key_id}" in path else []) + _COMMAND_HEADERS
     if "{key_id}" in path:
         # Nothing is decided on a state that cannot be read (docs/security.md §5).
         summary += " (409 `key_quarantined`, nothing written, when the key's events do not fold)"
     return Operation(
-        "post",
+        method,
         path,
         summary,
         "commands",
@@ -127,6 +130,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/metrics", "Prometheus metrics (text)", "operations", None),
     Operation("get", "/openapi.json", "This document", "operations", None),
     _command("/v1/orgs/{org_id}/keys", "GenerateKey", GenerateKeyBody, "201"),
+    _command(
+        _KEY,
+        "UpdateKey: change aspects of a key, one event per aspect changed",
+        UpdateKeyBody,
+        method="patch",
+    ),
     _command(f"{_KEY}/rename", "RenameKey", RenameKeyBody),
     _command(f"{_KEY}/disable", "DisableKey", DisableKeyBody),
     _command(f"{_KEY}/enable", "EnableKey", EnableKeyBody),
@@ -143,6 +152,12 @@ OPERATIONS: tuple[Operation, ...] = (
             _param("query", "type", {"type": "string", "enum": list(KEY_TYPES)}, "Filter."),
             _param(
                 "query", "environment", {"type": "string", "enum": list(ENVIRONMENTS)}, "Filter."
+            ),
+            _param(
+                "query",
+                "identity",
+                {"type": "string", "minLength": 1, "maxLength": 128},
+                "One identity's keys (also accepted as `identity_id`).",
             ),
             _param("query", "limit", {"type": "integer", "minimum": 1, "maximum": 100}, "1-100."),
             _param("query", "cursor", {"type": "string"}, "A `next_cursor` of this list."),
@@ -219,14 +234,28 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/authorize",
         "Forward auth for reverse proxies: answers the verdict's status. The customer's "
         "credential is read from `Authorization: Bearer …` or `X-API-Key` + `X-API-Signature` "
-        "[+ `X-API-Timestamp`], with `Origin`, `X-Forwarded-Method`, `X-Forwarded-Uri`.",
+        "[+ `X-API-Timestamp`], with `Origin`, `X-Forwarded-Method`, `X-Forwarded-Uri`. A key"
+        " with rate limits adds `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`.",
         "verification",
         security="ProxyServiceKey",
         parameters=[
             _param("query", "resource", {"type": "string"}, "The protected resource."),
             _param("query", "scopes", {"type": "string"}, "Required scopes, comma-separated."),
             _param("query", "environment", {"type": "string", "enum": list(ENVIRONMENTS)}, "Env."),
+            _param(
+                "query",
+                "cost",
+                {"type": "integer", "minimum": 0, "maximum": 1000},
+                "What the request counts for against rate limits and credits (default 1).",
+            ),
             _MIN_POSITION,
+            _param(
+                "header",
+                "X-Forwarded-For",
+                {"type": "string"},
+                "The client's address, believed from KEYLEDGER_TRUSTED_PROXIES only.",
+            ),
+            _param("header", "X-Real-IP", {"type": "string"}, "As X-Forwarded-For, without it."),
             _param("header", "X-API-Key", {"type": "string"}, "Signed request: the key id."),
             _param("header", "X-API-Signature", {"type": "string"}, "Signed request."),
             _param("header", "X-API-Timestamp", {"type": "string"}, "Unix seconds (replay)."),

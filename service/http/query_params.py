@@ -24,10 +24,19 @@ from events.vocabulary import ENVIRONMENTS, KEY_TYPES, STATUSES
 from projections.key_views import KeyFilter
 from service.domain.ids import is_key_id
 from service.domain.orgs import is_org_id
-from service.domain.vocabulary import ACTOR_ID, ascii_integer, parse_instant
+from service.domain.vocabulary import ACTOR_ID, ascii_integer, identity_id, parse_instant
 from service.errors import ErrorCode, KeyledgerError
 
-KEY_LIST_PARAMS = ("status", "type", "environment", "limit", "cursor", "min_position")
+KEY_LIST_PARAMS = (
+    "status",
+    "type",
+    "environment",
+    "identity",
+    "identity_id",
+    "limit",
+    "cursor",
+    "min_position",
+)
 AUDIT_PARAMS = (
     *("org_id", "key_id", "event_type", "actor", "since", "until", "after", "limit"),
     "min_position",
@@ -114,7 +123,23 @@ def key_filter_of(query: Mapping[str, str]) -> KeyFilter:
         status=choice_of(query, "status", STATUSES, "unknown_status"),
         type=choice_of(query, "type", KEY_TYPES),
         environment=choice_of(query, "environment", ENVIRONMENTS),
+        identity_id=identity_of(query),
     )
+
+
+def identity_of(query: Mapping[str, str]) -> str | None:
+    """``identity`` (or its other name ``identity_id``): one identity's keys only."""
+    given = {name: query[name] for name in ("identity", "identity_id") if name in query}
+    if len(set(given.values())) > 1:
+        raise _invalid("validation_error", "identity", "give identity or identity_id, not both")
+    for name, raw in given.items():
+        try:
+            return identity_id(raw) if len(raw) <= 128 else identity_id("")
+        except ValueError as exc:
+            raise _invalid(
+                "validation_error", name, f"{name} is 1-128 characters, no control characters"
+            ) from exc
+    return None
 
 
 def audit_org_of(query: Mapping[str, str]) -> str | None:
@@ -150,7 +175,8 @@ def audit_actor_of(query: Mapping[str, str]) -> str | None:
 
 
 def _filter_tag(where: KeyFilter) -> str:
-    return f"{where.status or ''}|{where.type or ''}|{where.environment or ''}"
+    tag = f"{where.status or ''}|{where.type or ''}|{where.environment or ''}"
+    return tag if where.identity_id is None else f"{tag}|{where.identity_id}"
 
 
 def encode_key_cursor(org_id: str, where: KeyFilter, last_key_id: str) -> str:

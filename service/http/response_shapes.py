@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from events.models import Envelope
 from events.vocabulary import Algorithm, Environment, KeyType, Status
-from service.http.schemas import RateLimitBody
+from service.http.schemas import CreditsBody, NamedRateLimitBody, RateLimitBody
 from service.verification.policy import VerifyCode
 
 
@@ -49,6 +49,10 @@ class Key(_Shape):
     hint: str | None
     metadata: dict[str, Any]
     rate_limit: RateLimitBody | None
+    rate_limits: list[NamedRateLimitBody]
+    credits: CreditsBody | None
+    allowed_cidrs: list[str]
+    identity_id: str | None
     created_at: datetime | None
     updated_at: datetime | None
     last_used_at: datetime | None
@@ -135,6 +139,16 @@ class VerifiedKey(_Shape):
     scopes: list[str]
     metadata: dict[str, Any]
     expires_at: datetime | None
+    identity_id: str | None
+
+
+class RateLimitStateShape(_Shape):
+    """One named limit after the request: what is left and when its window ends."""
+
+    name: str
+    limit: int
+    remaining: int
+    reset_at: datetime
 
 
 class VerifyResult(_Shape):
@@ -145,6 +159,10 @@ class VerifyResult(_Shape):
     http_status: Literal[200, 401, 403, 429]
     key: VerifiedKey | None
     retry_after: int | None = None
+    # Only for a key with rate limits.
+    ratelimits: list[RateLimitStateShape] | None = None
+    # Only for a key with credits.
+    credits_remaining: int | None = None
 
 
 class ErrorDetail(_Shape):

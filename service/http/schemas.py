@@ -11,18 +11,24 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from events.models import CreditRefill, Credits, NamedRateLimit, RateLimit
 from events.vocabulary import (
     Algorithm,
     Environment,
     ExpiresIn,
     KeyType,
     RateWindow,
+    RefillInterval,
     RevokeReason,
 )
 from service.domain.durations import parse_grace_period
+from service.domain.state import named_limits
 from service.domain.vocabulary import (
+    Cidr,
     GrantedScope,
+    IdentityId,
     Instant,
+    LimitName,
     Metadata,
     Name,
     Origin,
@@ -41,6 +47,59 @@ class RateLimitBody(StrictBody):
     window: RateWindow
 
 
+MAX_RATE_LIMITS = 5
+MAX_CIDRS = 100
+MAX_CREDITS = 10**15
+
+
+class NamedRateLimitBody(StrictBody):
+    name: LimitName
+    limit: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
+    window: RateWindow
+
+
+class CreditRefillBody(StrictBody):
+    amount: Annotated[StrictInt, Field(ge=1, le=MAX_CREDITS)]
+    interval: RefillInterval
+    day: Annotated[StrictInt, Field(ge=1, le=28)] | None = None
+
+    @model_validator(mode="after")
+    def _day_is_monthly(self) -> CreditRefillBody:
+        if self.day is not None and self.interval != "monthly":
+            raise ValueError("day is for a monthly refill only")
+        return self
+
+
+class CreditsBody(StrictBody):
+    remaining: Annotated[StrictInt, Field(ge=0, le=MAX_CREDITS)]
+    refill: CreditRefillBody | None = None
+
+    def credits(self) -> Credits:
+        refill = self.refill
+        return Credits(
+            remaining=self.remaining,
+            refill=CreditRefill(**refill.model_dump()) if refill is not None else None,
+        )
+
+
+RateLimitsField = Annotated[list[NamedRateLimitBody], Field(max_length=MAX_RATE_LIMITS)]
+CidrsField = Annotated[list[Cidr], Field(max_length=MAX_CIDRS)]
+
+
+def _distinct_names(limits: list[NamedRateLimitBody] | None) -> None:
+    if limits is not None and len({limit.name for limit in limits}) != len(limits):
+        raise ValueError("rate limit names must be distinct")
+
+
+def rate_limits_of(
+    rate_limits: list[NamedRateLimitBody] | None, rate_limit: RateLimitBody | None
+) -> tuple[NamedRateLimit, ...]:
+    """The named limits a body asks for (its single ``rate_limit`` is the one named default)."""
+    if rate_limits is not None:
+        return tuple(NamedRateLimit(**limit.model_dump()) for limit in rate_limits)
+    return named_limits(RateLimit(**rate_limit.model_dump()) if rate_limit else None)
+
+
 class GenerateKeyBody(StrictBody):
     name: Name
     type: KeyType
@@ -53,11 +112,18 @@ class GenerateKeyBody(StrictBody):
     algorithm: Algorithm | None = None
     metadata: Metadata = Field(default_factory=dict)
     rate_limit: RateLimitBody | None = None
+    rate_limits: RateLimitsField | None = None
+    credits: CreditsBody | None = None
+    allowed_cidrs: CidrsField = Field(default_factory=list)
+    identity_id: IdentityId | None = None
 
     @model_validator(mode="after")
     def _fits_its_type(self) -> GenerateKeyBody:
         if self.expires_in is not None and self.expires_at is not None:
             raise ValueError("give either expires_in or expires_at, not both")
+        if self.rate_limit is not None and self.rate_limits is not None:
+            raise ValueError("give either rate_limit or rate_limits, not both")
+        _distinct_names(self.rate_limits)
         is_embed = self.type == "embed"
         if is_embed and (self.allowed_origins is None or self.resource is None):
             raise ValueError("embed keys need allowed_origins and resource")
@@ -66,6 +132,39 @@ class GenerateKeyBody(StrictBody):
         if self.type != "signing" and self.algorithm is not None:
             raise ValueError("algorithm is for signing keys only")
         return self
+
+
+# Aspects PATCH may set to null (clear); the others take a value (an empty list clears them).
+_NULLABLE = frozenset({"credits", "expires_at", "identity_id", "rate_limit"})
+
+
+class UpdateKeyBody(StrictBody):
+    """``PATCH /v1/orgs/{org}/keys/{id}``: the aspects to change; absent ones stay."""
+
+    name: Name | None = None
+    scopes: Annotated[list[GrantedScope], Field(max_length=100)] | None = None
+    metadata: Metadata | None = None
+    rate_limit: RateLimitBody | None = None
+    rate_limits: RateLimitsField | None = None
+    credits: CreditsBody | None = None
+    allowed_origins: Annotated[list[Origin], Field(min_length=1, max_length=50)] | None = None
+    allowed_cidrs: CidrsField | None = None
+    expires_at: Instant | None = None
+    identity_id: IdentityId | None = None
+
+    @model_validator(mode="after")
+    def _nulls_and_pairs(self) -> UpdateKeyBody:
+        for name in sorted(self.model_fields_set - _NULLABLE):
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null (an empty list clears a list)")
+        if {"rate_limit", "rate_limits"} <= self.model_fields_set:
+            raise ValueError("give either rate_limit or rate_limits, not both")
+        _distinct_names(self.rate_limits)
+        return self
+
+    def given(self, name: str) -> bool:
+        """Whether the body names the aspect ``name`` (null included)."""
+        return name in self.model_fields_set
 
 
 class RenameKeyBody(StrictBody):

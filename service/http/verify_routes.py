@@ -9,21 +9,32 @@ verdict's ``http_status`` itself, with ``X-Keyledger-*`` headers on success.
 from __future__ import annotations
 
 import functools
+import math
+import time
 from collections.abc import Mapping
 from typing import Annotated, Self
 
 import msgspec
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from events.vocabulary import ENVIRONMENTS, Environment
 from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import model_from_bytes, read_bytes
-from service.http.context import authenticate, bearer_token, credential_header, keyledger
+from service.http.context import SETTINGS, authenticate, bearer_token, credential_header, keyledger
 from service.http.encoded import EncodedJson, EncodedResponse
 from service.http.middleware import context_of
 from service.verification.index import IndexEntry
+from service.verification.ip_allowlist import client_address, parse_address
 from service.verification.policy import (
     HTTP_STATUS,
     Requirements,
@@ -31,10 +42,19 @@ from service.verification.policy import (
     Verdict,
     VerifyCode,
 )
+from service.verification.rate_limits import LimitState
 from service.verification.verifier import Credential
 
 routes = web.RouteTableDef()
 _MAX_SCOPES = 100
+MAX_COST = 1000
+
+
+def ip_address_text(value: str) -> str:
+    """An IPv4 or IPv6 address (no network, no port), as sent."""
+    if parse_address(value) is None:
+        raise ValueError("ip is an IPv4 or IPv6 address")
+    return value
 
 
 class VerifyBody(BaseModel):
@@ -54,6 +74,10 @@ class VerifyBody(BaseModel):
     scopes: Annotated[list[RequestedScope], Field(max_length=_MAX_SCOPES)] | None = None
     environment: Environment | None = None
     min_position: Annotated[int, Field(ge=0, le=10**18 - 1)] | None = None
+    ip: Annotated[str, StringConstraints(max_length=64), AfterValidator(ip_address_text)] | None = (
+        None
+    )
+    cost: Annotated[StrictInt, Field(ge=0, le=MAX_COST)] = 1
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
@@ -93,6 +117,8 @@ class VerifyBody(BaseModel):
             resource=self.resource,
             scopes=tuple(self.scopes or ()),
             environment=self.environment,
+            ip=self.ip,
+            cost=self.cost,
         )
 
 
@@ -118,6 +144,9 @@ class BearerBody(msgspec.Struct, forbid_unknown_fields=True):
     ) = None
     environment: Environment | None = None
     min_position: Annotated[int, msgspec.Meta(ge=0, le=10**18 - 1)] | None = None
+    # Checked as an address by ``VerifyBody``'s rule, once decoded (``_verify_body``).
+    ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    cost: Annotated[int, msgspec.Meta(ge=0, le=MAX_COST)] = 1
 
     def credential(self) -> Credential:
         return self.key
@@ -128,6 +157,8 @@ class BearerBody(msgspec.Struct, forbid_unknown_fields=True):
             resource=self.resource,
             scopes=tuple(self.scopes or ()),
             environment=self.environment,
+            ip=self.ip,
+            cost=self.cost,
         )
 
 
@@ -139,9 +170,12 @@ async def _verify_body(request: web.Request) -> BearerBody | VerifyBody:
     raw = await read_bytes(request)
     if raw is not None:
         try:
-            return _BEARER_BODY.decode(raw)
+            body = _BEARER_BODY.decode(raw)
         except (msgspec.MsgspecError, ValueError):  # ValueError: bytes that are not UTF-8
             pass
+        else:
+            if body.ip is None or parse_address(body.ip) is not None:
+                return body
     return model_from_bytes(VerifyBody, raw)
 
 
@@ -159,9 +193,7 @@ async def verify(request: web.Request) -> web.StreamResponse:
     body = await _verify_body(request)
     credential, requirements = body.credential(), body.requirements()
     verifier, min_position = service.verifier, body.min_position
-    verdict = verifier.verify_from_index(
-        credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
-    ) or await verifier.verify(
+    verdict = await verifier.verify(
         credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
     )
     context_of(request).outcome = verdict.code
@@ -199,8 +231,20 @@ async def authorize(request: web.Request) -> web.StreamResponse:
         }
     elif verdict.retry_after is not None:
         headers = {"Retry-After": str(verdict.retry_after)}
+    if verdict.ratelimits:
+        headers |= ratelimit_headers(verdict.ratelimits, time.time())
     context_of(request).outcome = verdict.code
     return verdict_response(verdict, HTTP_STATUS[verdict.code], headers)
+
+
+def ratelimit_headers(states: tuple[LimitState, ...], now: float) -> dict[str, str]:
+    """``RateLimit-Limit``/``-Remaining``/``-Reset`` (seconds) of the limit closest to its end."""
+    tightest = min(states, key=lambda s: (s.remaining, s.reset_at))
+    return {
+        "RateLimit-Limit": str(tightest.limit),
+        "RateLimit-Remaining": str(tightest.remaining),
+        "RateLimit-Reset": str(max(0, math.ceil(tightest.reset_at - now))),
+    }
 
 
 def verdict_response(
@@ -212,8 +256,7 @@ def verdict_response(
     is encoded once (``_encoded_verdict``); per-request fields are appended to
     it, in ``to_json``'s order (they come last there).
     """
-    fields = None if verdict.retry_after is None else {"retry_after": verdict.retry_after}
-    body = _encoded_verdict(verdict.code, verdict.entry).body(fields)
+    body = _encoded_verdict(verdict.code, verdict.entry).body(verdict.request_fields())
     return EncodedResponse(body, status, headers)
 
 
@@ -222,7 +265,7 @@ def _encoded_verdict(code: VerifyCode, entry: IndexEntry | None) -> EncodedJson:
     # Keyed by the entry object itself: entries are never mutated (every event
     # stores a new one), so the same key verified again answers the same bytes
     # without rendering and encoding them each time.
-    return EncodedJson.of(Verdict(code, entry).to_json())
+    return EncodedJson.of(Verdict(code, entry).key_fields())
 
 
 def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]:
@@ -235,6 +278,14 @@ def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]
         problems.append({"loc": ["query", "scopes"], "msg": "comma-separated scopes"})
     if raw_environment is not None and environment is None:
         problems.append({"loc": ["query", "environment"], "msg": " or ".join(ENVIRONMENTS)})
+    raw_cost = query.get("cost")
+    cost = 1
+    if raw_cost is not None:
+        parsed_cost = ascii_integer(raw_cost)
+        if parsed_cost is None or parsed_cost > MAX_COST:
+            problems.append({"loc": ["query", "cost"], "msg": f"an integer 0-{MAX_COST}"})
+        else:
+            cost = parsed_cost
     raw_position = query.get("min_position")
     min_position = None
     if raw_position is not None:
@@ -248,6 +299,13 @@ def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]
         resource=query.get("resource"),
         scopes=scopes,
         environment=environment,
+        ip=client_address(
+            request.remote,
+            request.headers.getall("X-Forwarded-For", []),
+            request.headers.get("X-Real-IP"),
+            request.app[SETTINGS].trusted_proxy_networks,
+        ),
+        cost=cost,
     )
     return requirements, min_position
 

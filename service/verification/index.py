@@ -28,12 +28,13 @@ from enum import Enum
 from typing import Any, TypeVar, cast
 
 from events.codec import to_domain_event
-from events.models import Envelope, KeyEvent, RateLimit
+from events.models import Credits, Envelope, KeyEvent, NamedRateLimit, RateLimit
 from events.vocabulary import TERMINAL_STATUSES, Algorithm, Environment, KeyType, Status
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.store.event_store import UnreadableEvent
 from service.store.quarantine import INDEX_CONSUMER, QuarantinedKey, set_aside
+from service.verification.ip_allowlist import Network, compile_cidrs
 from service.verification.signing import PublicKey, load_public_key
 
 # KeyState fields the index does not keep (they never affect verification) are
@@ -82,9 +83,13 @@ class IndexEntry:
     """What verification needs to know about one key. Never mutated once stored."""
 
     __slots__ = (
+        "allowed_cidrs",
         "allowed_origins",
+        "credits",
+        "credits_version",
         "environment",
         "expires_at",
+        "identity_id",
         "key_id",
         "metadata",
         "name",
@@ -92,6 +97,7 @@ class IndexEntry:
         "previous_hash",
         "previous_valid_until",
         "rate_limit",
+        "rate_limits",
         "resource",
         "scopes",
         "secret_hash",
@@ -118,6 +124,12 @@ class IndexEntry:
     previous_valid_until: datetime | None
     signer: SigningMaterial | None
     version: int
+    # Usage limits and grouping (changes after issue): shared tuples, compiled networks.
+    rate_limits: tuple[NamedRateLimit, ...]
+    credits: Credits | None
+    credits_version: int  # what a replica's block of credits is checked against
+    allowed_cidrs: tuple[Network, ...]  # empty: any address
+    identity_id: str | None
 
     def status_at(self, now: datetime) -> Status:
         """Recorded status, or ``expired`` once ``expires_at`` has passed (as KeyState)."""
@@ -153,6 +165,11 @@ class IndexEntry:
             previous_secret_hash=self.previous_hash.hex() if self.previous_hash else None,
             previous_public_key=signer.previous_pem if signer else None,
             previous_valid_until=self.previous_valid_until,
+            rate_limits=self.rate_limits,
+            credits=self.credits,
+            credits_version=self.credits_version,
+            allowed_cidrs=tuple(str(network) for network in self.allowed_cidrs),
+            identity_id=self.identity_id,
         )
 
 
@@ -195,6 +212,11 @@ def entry_from_state(
     entry.previous_valid_until = state.previous_valid_until
     entry.signer = _signing_material(state, previous.signer if previous else None)
     entry.version = state.version
+    entry.rate_limits = share(state.rate_limits)
+    entry.credits = state.credits
+    entry.credits_version = state.credits_version
+    entry.allowed_cidrs = share(compile_cidrs(state.allowed_cidrs)) if state.allowed_cidrs else ()
+    entry.identity_id = state.identity_id
     return entry
 
 

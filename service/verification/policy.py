@@ -18,6 +18,8 @@ Check order, the first failing check decides the code:
    (``expires_at`` in the past is expired even before ``KeyExpired`` is
    written); a rotated-out secret past its grace is ``REVOKED``.
 4. ``WRONG_ENVIRONMENT`` — ``environment`` was given and differs.
+   ``IP_NOT_ALLOWED`` — the key has ``allowed_cidrs`` and ``ip`` is missing
+   or in none of them.
 5. ``ORIGIN_NOT_ALLOWED`` — an embed key without an ``origin`` or with one not
    exactly in ``allowed_origins``; or a secret key presented with an origin
    (a browser must never hold a secret key).
@@ -25,8 +27,13 @@ Check order, the first failing check decides the code:
    its one resource.
 7. ``INSUFFICIENT_SCOPE`` — a requested scope is not granted (``a:*`` grants
    every scope starting with ``a:``).
-8. ``RATE_LIMITED`` — the key's own rate limit is used up; ``retry_after``.
-9. ``VALID``.
+8. ``RATE_LIMITED`` — one of the key's named rate limits has no room for
+   ``cost``; ``retry_after``. Nothing is counted then (in no limit).
+9. ``USAGE_EXCEEDED`` — the key has credits and fewer than ``cost`` are left
+   (spent by ``service.verification.credits`` after the checks above: the
+   one step that may need the database).
+10. ``VALID``, with ``ratelimits`` for a key that has limits and
+    ``credits_remaining`` for one with credits.
 
 A key is identified (``key`` in the answer) from step 3 on; before that the
 answer says nothing about any key.
@@ -34,9 +41,10 @@ answer says nothing about any key.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
 from events.codec import format_timestamp
@@ -46,7 +54,8 @@ from service.domain.ids import is_key_id
 from service.domain.key_material import secret_digest
 from service.domain.vocabulary import is_unicode
 from service.verification.index import IndexEntry
-from service.verification.rate_limits import RateLimiter
+from service.verification.ip_allowlist import address_allowed
+from service.verification.rate_limits import LimitState, RateLimiter
 from service.verification.signing import (
     TIMESTAMP_PATTERN,
     decode_signature,
@@ -68,7 +77,9 @@ VerifyCode = Literal[
     "RESOURCE_NOT_ALLOWED",
     "INSUFFICIENT_SCOPE",
     "WRONG_ENVIRONMENT",
+    "IP_NOT_ALLOWED",
     "RATE_LIMITED",
+    "USAGE_EXCEEDED",
 ]
 HTTP_STATUS: dict[VerifyCode, int] = {
     "VALID": 200,
@@ -81,7 +92,9 @@ HTTP_STATUS: dict[VerifyCode, int] = {
     "RESOURCE_NOT_ALLOWED": 403,
     "INSUFFICIENT_SCOPE": 403,
     "WRONG_ENVIRONMENT": 403,
+    "IP_NOT_ALLOWED": 403,
     "RATE_LIMITED": 429,
+    "USAGE_EXCEEDED": 429,
 }
 _STATUS_CODES: dict[Status, VerifyCode] = {
     "revoked": "REVOKED",
@@ -109,6 +122,10 @@ class Requirements(NamedTuple):
     resource: str | None = None
     scopes: tuple[str, ...] = ()
     environment: Environment | None = None
+    # The client's address, for keys with an IP allowlist.
+    ip: str | None = None
+    # What the request counts for against rate limits (and credits).
+    cost: int = 1
 
 
 class SignedRequest(NamedTuple):
@@ -128,22 +145,52 @@ class Verdict(NamedTuple):
     code: VerifyCode
     entry: IndexEntry | None = None
     retry_after: int | None = None
+    # The key's rate limits after this request (None: the key has none).
+    ratelimits: tuple[LimitState, ...] | None = None
+    # The key's credits left after this request (None: the key has no credits).
+    credits_remaining: int | None = None
 
     @property
     def valid(self) -> bool:
         return self.code == "VALID"
 
     def to_json(self) -> dict[str, Any]:
-        """``{"valid", "code", "http_status", "key", "retry_after"?}``."""
-        body: dict[str, Any] = {
+        """``{"valid", "code", "http_status", "key", "retry_after"?, "ratelimits"?, …}``."""
+        return self.key_fields() | self.request_fields()
+
+    def key_fields(self) -> dict[str, Any]:
+        """What the answer holds for any request with this code on this key."""
+        return {
             "valid": self.code == "VALID",
             "code": self.code,
             "http_status": HTTP_STATUS[self.code],
             "key": render_verified_key(self.entry) if self.entry is not None else None,
         }
+
+    def request_fields(self) -> dict[str, Any]:
+        """What the answer holds for this request only (after ``key_fields``)."""
+        body: dict[str, Any] = {}
         if self.retry_after is not None:
             body["retry_after"] = self.retry_after
+        if self.ratelimits is not None:
+            body["ratelimits"] = [
+                {
+                    "name": state.name,
+                    "limit": state.limit,
+                    "remaining": state.remaining,
+                    "reset_at": _instant(state.reset_at),
+                }
+                for state in self.ratelimits
+            ]
+        if self.credits_remaining is not None:
+            body["credits_remaining"] = self.credits_remaining
         return body
+
+
+@functools.lru_cache(maxsize=1024)
+def _instant(unix_seconds: float) -> str:
+    # Window ends repeat for every request of a window: format each once.
+    return format_timestamp(datetime.fromtimestamp(unix_seconds, UTC))
 
 
 def render_verified_key(entry: IndexEntry) -> dict[str, Any]:
@@ -157,6 +204,7 @@ def render_verified_key(entry: IndexEntry) -> dict[str, Any]:
         "scopes": list(entry.scopes),
         "metadata": entry.metadata or {},
         "expires_at": format_timestamp(entry.expires_at) if entry.expires_at else None,
+        "identity_id": entry.identity_id,
     }
 
 
@@ -270,6 +318,8 @@ def check_key(
         return Verdict(_STATUS_CODES[status], entry)
     if requirements.environment is not None and requirements.environment != entry.environment:
         return Verdict("WRONG_ENVIRONMENT", entry)
+    if entry.allowed_cidrs and not address_allowed(entry.allowed_cidrs, requirements.ip):
+        return Verdict("IP_NOT_ALLOWED", entry)
     if entry.type == "embed":
         if requirements.origin is None or requirements.origin not in entry.allowed_origins:
             return Verdict("ORIGIN_NOT_ALLOWED", entry)
@@ -281,8 +331,9 @@ def check_key(
     for scope in requirements.scopes:
         if scope not in granted and not scope_granted(granted, scope):
             return Verdict("INSUFFICIENT_SCOPE", entry)
-    if limiter is not None and entry.rate_limit is not None:
-        retry_after = limiter.take(entry.key_id, entry.rate_limit)
-        if retry_after is not None:
-            return Verdict("RATE_LIMITED", entry, retry_after)
-    return Verdict("VALID", entry)
+    if limiter is None or not entry.rate_limits:
+        return Verdict("VALID", entry)
+    limits = limiter.take(entry.key_id, entry.rate_limits, requirements.cost)
+    if limits.retry_after is not None:
+        return Verdict("RATE_LIMITED", entry, limits.retry_after, limits.states)
+    return Verdict("VALID", entry, None, limits.states)

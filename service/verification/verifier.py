@@ -24,6 +24,7 @@ from service.key_usage import UsageRecorder
 from service.store.event_store import EventStore
 from service.store.key_registry import KeyRegistry
 from service.store.quarantine import is_transient
+from service.verification.credits import CreditLedger
 from service.verification.feed import IndexFeed
 from service.verification.index import (
     IndexEntry,
@@ -60,6 +61,7 @@ class Verifier:
         pepper: bytes,
         limiter: RateLimiter,
         usage: UsageRecorder,
+        credits: CreditLedger | None = None,
     ) -> None:
         self.index = index
         self.feed = feed
@@ -67,6 +69,7 @@ class Verifier:
         self.pepper = pepper
         self.limiter = limiter
         self.usage = usage
+        self.credits = credits
         self.store = EventStore()
         self.registry = KeyRegistry()
         # Verdicts by code, exported by /metrics; a dict increment keeps the hot path cheap.
@@ -82,17 +85,10 @@ class Verifier:
     ) -> Verdict:
         """The verdict for ``credential`` from ``lookup`` (pure apart from the limiter)."""
         if isinstance(credential, SignedRequest):
-            verdict = verify_signed(
-                lookup, credential, requirements, now, self.limiter, can_see_org
-            )
-        else:
-            verdict = verify_bearer(
-                lookup, self.pepper, credential, requirements, now, self.limiter, can_see_org
-            )
-        if verdict.valid and verdict.entry is not None:
-            self.usage.touch(verdict.entry.key_id, now)
-        self.outcomes[verdict.code] += 1
-        return verdict
+            return verify_signed(lookup, credential, requirements, now, self.limiter, can_see_org)
+        return verify_bearer(
+            lookup, self.pepper, credential, requirements, now, self.limiter, can_see_org
+        )
 
     def verify_from_index(
         self,
@@ -102,7 +98,7 @@ class Verifier:
         min_position: int | None = None,
         can_see_org: Callable[[str], bool] | None = None,
     ) -> Verdict | None:
-        """The verdict from the index as it stands (no I/O, no wait): the hot path.
+        """The verdict from the index as it stands (no I/O, no wait), not yet settled.
 
         None when the index has not reached ``min_position`` yet (``verify`` waits for it).
         """
@@ -126,18 +122,36 @@ class Verifier:
         min_position: int | None = None,
         can_see_org: Callable[[str], bool] | None = None,
     ) -> Verdict:
-        """Verify from the index, or honour ``min_position`` first.
+        """Verify from the index, or honour ``min_position`` first; spend credits; count it.
 
         ``min_position``: docs/api.md#consistency-min_position.
         """
         verdict = self.verify_from_index(
             credential, requirements, min_position=min_position, can_see_org=can_see_org
         )
-        if verdict is not None:
+        if verdict is None:
+            assert min_position is not None  # the only reason for no verdict from the index
+            lookup = await self._lookup_at(credential, min_position)
+            verdict = self.check(lookup, credential, requirements, utc_now(), can_see_org)
+        entry = verdict.entry
+        if verdict.valid and entry is not None:
+            # Only keys with credits make the hot path wait (a block reservation, rarely).
+            if entry.credits is not None:
+                verdict = await self._spend_credits(verdict, requirements.cost)
+            if verdict.valid:
+                self.usage.touch(entry.key_id, utc_now())
+        self.outcomes[verdict.code] += 1
+        return verdict
+
+    async def _spend_credits(self, verdict: Verdict, cost: int) -> Verdict:
+        """A valid verdict for a key with credits, once ``cost`` of them is spent (or not)."""
+        entry = verdict.entry
+        if self.credits is None or entry is None or entry.credits is None:
             return verdict
-        assert min_position is not None  # the only reason for no verdict from the index
-        lookup = await self._lookup_at(credential, min_position)
-        return self.check(lookup, credential, requirements, utc_now(), can_see_org)
+        left = await self.credits.spend(entry, cost)
+        if left is None:
+            return Verdict("USAGE_EXCEEDED", entry, None, verdict.ratelimits, 0)
+        return verdict._replace(credits_remaining=left)
 
     async def _lookup_at(self, credential: Credential, min_position: int) -> KeyLookup:
         async with self.pool.acquire() as conn:

@@ -83,7 +83,7 @@ async def test_malformed_bodies(
         {**VALID, "metadata": {"blob": "x" * 5000}},
         {**VALID, "metadata": [1]},
         {**VALID, "rate_limit": {"limit": 0, "window": "1s"}},
-        {**VALID, "rate_limit": {"limit": 5, "window": "1d"}},
+        {**VALID, "rate_limit": {"limit": 5, "window": "1w"}},
         {**VALID, "rate_limit": {"limit": 5, "window": "1s", "burst": 3}},
         {**VALID, "allowed_origins": ["https://a.example"]},
         {**VALID, "resource": "tpl_1"},

@@ -26,17 +26,21 @@ from service.domain.commands import (
     RenameKey,
     RevokeKey,
     RotateKey,
+    UpdateKey,
 )
 from service.domain.decider import decide, evolve
 from service.domain.durations import expiry_from, parse_grace_period
 from service.domain.ids import new_key_id
 from service.errors import KeyledgerError
 from service.http.body import decode_json, parse_model
+from service.http.key_routes import update_changes
 from service.http.schemas import (
     DisableKeyBody,
     GenerateKeyBody,
     RenameKeyBody,
     RevokeKeyBody,
+    UpdateKeyBody,
+    rate_limits_of,
 )
 
 # Characters that broke something once, or could: Cc (NUL, ESC, DEL, C1), lone
@@ -134,6 +138,49 @@ origins = st.lists(
     min_size=1,
     max_size=3,
 )
+limit_names = st.sampled_from(["default", "burst", "daily", "Burst", "a\n", ""]) | texts
+rate_limit_lists = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": limit_names,
+            "limit": st.integers(-1, 10**10) | st.sampled_from([True, 5.0, "5"]),
+            "window": st.sampled_from(["1s", "1m", "1h", "1d", "1w"]),
+        }
+    ),
+    max_size=7,
+)
+credit_values = st.none() | st.fixed_dictionaries(
+    {"remaining": st.integers(-1, 10**16) | st.just(2.5)},
+    optional={
+        "refill": st.none()
+        | st.fixed_dictionaries(
+            {
+                "amount": st.integers(-1, 10**16),
+                "interval": st.sampled_from(["daily", "monthly", "weekly"]),
+            },
+            optional={"day": st.integers(-1, 40) | st.none()},
+        )
+    },
+)
+cidr_lists = st.lists(
+    st.sampled_from(
+        [
+            "10.0.0.0/8",
+            "10.0.0.1/8",
+            "192.168.1.7",
+            "2001:db8::/32",
+            "::ffff:10.0.0.0/104",
+            "fe80::1%eth0",
+            "10.0.0.0/33",
+            "0.0.0.0/0",
+            "::/0",
+            " 10.0.0.0/8",
+            "10.0.0.0/8\n",
+        ]
+    )
+    | texts,
+    max_size=5,
+)
 generate_bodies = st.fixed_dictionaries(
     {
         "name": mostly_plain | texts,
@@ -154,6 +201,29 @@ generate_bodies = st.fixed_dictionaries(
                 "window": st.sampled_from(["1s", "1m", "1h", "1d"]),
             }
         ),
+        "rate_limits": rate_limit_lists,
+        "credits": credit_values,
+        "allowed_cidrs": cidr_lists,
+        "identity_id": texts,
+    },
+)
+update_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.none() | texts,
+        "scopes": st.none() | scopes,
+        "metadata": st.none() | metadata,
+        "rate_limits": st.none() | rate_limit_lists,
+        "rate_limit": st.none()
+        | st.fixed_dictionaries(
+            {"limit": st.integers(-1, 100), "window": st.sampled_from(["1s", "1d"])}
+        ),
+        "credits": credit_values,
+        "allowed_origins": st.none() | origins,
+        "allowed_cidrs": st.none() | cidr_lists,
+        "expires_at": st.none() | instants,
+        "identity_id": st.none() | texts,
+        "expires_on": st.just("2030-01-01T00:00:00Z"),
     },
 )
 rename_bodies = st.fixed_dictionaries({"name": texts})
@@ -198,6 +268,10 @@ def generated(org_id: str, body: GenerateKeyBody) -> list[KeyEvent]:
         algorithm=(body.algorithm or "ed25519") if body.type == "signing" else None,
         metadata=body.metadata,
         rate_limit=RateLimit(**body.rate_limit.model_dump()) if body.rate_limit else None,
+        rate_limits=rate_limits_of(body.rate_limits, None),
+        credits=body.credits.credits() if body.credits else None,
+        allowed_cidrs=tuple(body.allowed_cidrs),
+        identity_id=body.identity_id,
         expires_at=body.expires_at or expiry_from(body.expires_in or "never", now),
         secret_hash=key_material.secret_hash(b"pepper", secret),
         hint=key_material.hint(secret),
@@ -225,6 +299,19 @@ def changed(org_id: str, model: type[Any], body: Any) -> list[KeyEvent]:
             hint="sk_live_0000…0000",
         )
     return decide(command, state)
+
+
+def updated(org_id: str, body: UpdateKeyBody) -> list[KeyEvent]:
+    """The events of a PATCH with this accepted body on a fresh embed key (as the route builds
+    it); an ``expires_at`` in the past is the decider's 422, so it is left out."""
+    base = GenerateKeyBody(
+        name="base", type="embed", resource="r", allowed_origins=["https://a.example"]
+    )
+    state = evolve(None, generated(org_id, base)[0])
+    changes = update_changes(body)
+    if changes.get("expires_at") is not None and changes["expires_at"] <= utc_now():
+        del changes["expires_at"]
+    return decide(UpdateKey(key_id=state.key_id, issued_at=utc_now(), **changes), state)
 
 
 def sealed(event: KeyEvent, actor: Actor | None = None) -> Envelope:

@@ -33,6 +33,7 @@ from service.http.schemas import (
     RenameKeyBody,
     RevokeKeyBody,
     RotateKeyBody,
+    UpdateKeyBody,
 )
 from tests.support import hostile
 
@@ -171,3 +172,37 @@ def test_hostile_examples_are_refused() -> None:
     assert hostile.parsed(RenameKeyBody, {"name": "\udcff"}) is None
     assert hostile.parsed(RotateKeyBody, {"grace_period": "24h\n"}) is None
     assert hostile.parsed(RotateKeyBody, {"grace_period": "\u0663h"}) is None
+
+
+@PROPERTY
+@given(org_id=org_ids, body=hostile.update_bodies)
+def test_accepted_update_bodies_flow_downstream(org_id: str, body: dict[str, Any]) -> None:
+    parsed = hostile.parsed(UpdateKeyBody, body)  # a refusal is a 4xx code, never a crash
+    assume(parsed is not None)
+    for event in hostile.updated(org_id, parsed):
+        assert_downstream_accepts(event)
+
+
+def test_hostile_update_examples_are_refused() -> None:
+    refused = [
+        {"name": None},
+        {"scopes": None},
+        {"expires_on": "2030-01-01T00:00:00Z"},
+        {"rate_limit": {"limit": 1, "window": "1s"}, "rate_limits": []},
+        {"rate_limits": [{"name": "a", "limit": 1, "window": "1s"}] * 2},
+        {"rate_limits": [{"name": f"l{i}", "limit": 1, "window": "1s"} for i in range(6)]},
+        {"rate_limits": [{"name": "a\n", "limit": 1, "window": "1s"}]},
+        {"credits": {"remaining": -1}},
+        {"credits": {"remaining": 1, "refill": {"amount": 1, "interval": "daily", "day": 3}}},
+        {"allowed_cidrs": ["10.0.0.1/8"]},
+        {"allowed_cidrs": ["fe80::1%eth0"]},
+        {"allowed_cidrs": ["10.0.0.0/8\n"]},
+        {"allowed_cidrs": ["10.0.0.0/8"] * 101},
+        {"identity_id": ""},
+        {"identity_id": "a\x00"},
+        {"identity_id": "x" * 129},
+    ]
+    for body in refused:
+        assert hostile.parsed(UpdateKeyBody, body) is None, body
+    accepted = hostile.parsed(UpdateKeyBody, {"allowed_cidrs": ["192.168.1.7", "2001:DB8::/32"]})
+    assert accepted.allowed_cidrs == ["192.168.1.7/32", "2001:db8::/32"]

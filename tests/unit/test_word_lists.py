@@ -153,7 +153,7 @@ def test_the_spelling_scanner_sees_each_form() -> None:
         'KEY_TYPES = ("secret", "embed", "signing")\n'
         'environment: Literal["live", "test"]\n'
         'if status in {"active", "disabled", "revoked", "expired"}: pass\n'
-        'windows = ["1s", "1m", "1h"]\n'
+        'windows = ["1s", "1m", "1h", "1d"]\n'
         'partial = ("revoked", "expired")\n'
     )
     assert sorted(name for _, name in spelled_lists(ast.parse(source))) == [

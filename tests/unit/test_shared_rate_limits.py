@@ -1,0 +1,199 @@
+"""Named rate limits and how replicas share them, without I/O.
+
+The replicas here are ``RateLimiter``s joined by a simulated NATS subject:
+one totally ordered stream of messages, delivered to every subscriber (the
+sender included) some steps after it was sent, as on a busy machine.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events.models import NamedRateLimit
+from service.verification.rate_limits import CountReport, RateLimiter
+from service.verification.shared_limits import decode, encode
+
+PER_SECOND = NamedRateLimit(name="burst", limit=3, window="1s")
+PER_MINUTE = NamedRateLimit(name="minute", limit=5, window="1m")
+
+
+class Clock:
+    def __init__(self, now: float = 1000.25) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_every_limit_must_have_room_and_a_refusal_counts_in_none() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    limits = (PER_SECOND, PER_MINUTE)
+    outcomes = [limiter.take("key_a", limits).retry_after for _ in range(4)]
+    assert outcomes[:3] == [None, None, None] and outcomes[3] == 1
+    clock.now += 1  # a new second: the per-minute limit still has 2 left
+    check = limiter.take("key_a", limits, cost=2)
+    assert check.retry_after is None
+    assert [(s.name, s.remaining) for s in check.states] == [("burst", 1), ("minute", 0)]
+    refused = limiter.take("key_a", limits)
+    assert refused.retry_after == 19  # at 1001.25, the minute 960-1020 ends in 18.75 s
+    assert [s.remaining for s in refused.states] == [1, 0]
+    assert limiter.take("key_b", limits).retry_after is None  # counted per scope
+
+
+def test_cost_zero_checks_without_counting_and_a_cost_over_the_limit_is_refused() -> None:
+    limiter = RateLimiter(clock=Clock())
+    assert limiter.take("k", (PER_SECOND,), cost=0).states[0].remaining == 3
+    assert limiter.take("k", (PER_SECOND,), cost=4).retry_after == 1
+    assert limiter.take("k", (PER_SECOND,), cost=3).retry_after is None
+    assert limiter.take("k", (PER_SECOND,), cost=0).retry_after is None  # full, not over
+
+
+def test_a_changed_window_is_a_new_counter() -> None:
+    limiter = RateLimiter(clock=Clock())
+    for _ in range(3):
+        limiter.take("k", (PER_SECOND,))
+    wider = NamedRateLimit(name="burst", limit=3, window="1m")
+    assert limiter.take("k", (wider,)).retry_after is None
+
+
+class Bus:
+    """One NATS subject: messages in one order, delivered ``lag`` steps after sending."""
+
+    def __init__(self, replicas: list[RateLimiter], lag: int) -> None:
+        self.replicas = replicas
+        self.lag = lag
+        self.pending: deque[tuple[int, bytes]] = deque()
+        self.step = 0
+
+    def publish(self) -> None:
+        for limiter in self.replicas:
+            reports = limiter.drain()
+            if reports:
+                self.pending.append((self.step, encode(limiter.replica_id, reports)))
+
+    def deliver(self) -> None:
+        self.step += 1
+        while self.pending and self.pending[0][0] + self.lag <= self.step:
+            _, data = self.pending.popleft()
+            decoded = decode(data)
+            assert decoded is not None
+            for limiter in self.replicas:
+                limiter.heard(*decoded)
+
+
+def sharing_replicas(count: int, clock: Clock) -> list[RateLimiter]:
+    replicas = [RateLimiter(clock=clock, replica_id=f"r{i}") for i in range(count)]
+    for limiter in replicas:
+        limiter.sharing = True
+        for other in replicas:
+            limiter.heard_from(other.replica_id)
+    return replicas
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    limit=st.integers(1, 300),
+    lag=st.integers(0, 40),
+    seed=st.integers(0, 2**32),
+    requests=st.integers(50, 1500),
+)
+def test_three_replicas_accept_within_the_bound(
+    limit: int, lag: int, seed: int, requests: int
+) -> None:
+    clock = Clock()
+    replicas = sharing_replicas(3, clock)
+    bus = Bus(replicas, lag)
+    rule = (NamedRateLimit(name="default", limit=limit, window="1m"),)
+    rng = random.Random(seed)
+    accepted = 0
+    for _ in range(requests):
+        limiter = rng.choice(replicas)
+        if limiter.take("key", rule).retry_after is None:
+            accepted += 1
+        if rng.random() < 0.5:
+            bus.publish()
+        bus.deliver()
+    assert accepted <= limit * 1.1 + 3
+
+
+def test_with_prompt_messages_the_replicas_together_reach_the_limit() -> None:
+    clock = Clock()
+    replicas = sharing_replicas(3, clock)
+    bus = Bus(replicas, lag=0)
+    rule = (NamedRateLimit(name="default", limit=100, window="1m"),)
+    accepted = 0
+    for i in range(300):
+        if replicas[i % 3].take("key", rule).retry_after is None:
+            accepted += 1
+        bus.publish()
+        bus.deliver()
+    assert accepted == 100
+
+
+def test_one_replica_taking_all_the_traffic_still_reaches_the_limit() -> None:
+    clock = Clock()
+    replicas = sharing_replicas(3, clock)
+    bus = Bus(replicas, lag=0)
+    rule = (NamedRateLimit(name="default", limit=50, window="1m"),)
+    accepted = 0
+    for _ in range(80):
+        if replicas[0].take("key", rule).retry_after is None:
+            accepted += 1
+        bus.publish()
+        bus.deliver()
+    assert accepted == 50
+
+
+def test_replicas_not_heard_from_stop_sharing_the_limit() -> None:
+    ticks = [0.0]
+    limiter = RateLimiter(clock=Clock(), replica_id="me", monotonic=lambda: ticks[0])
+    limiter.heard_from("other")
+    limiter.heard_from("me")  # its own heartbeat is not a peer
+    assert limiter.replicas() == 2
+    ticks[0] = 10.0
+    assert limiter.replicas() == 1
+
+
+def test_counts_of_a_window_that_is_over_are_ignored_and_repeats_do_no_harm() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock, replica_id="me")
+    now_window = int(clock.now // 60)
+    stale: list[CountReport] = [("key", "default", 60, now_window - 1, 50)]
+    current: list[CountReport] = [("key", "default", 60, now_window, 4)]
+    limiter.heard("other", stale)
+    limiter.heard("other", current)
+    limiter.heard("other", current)  # a repeat
+    limiter.heard("other", [("key", "default", 60, now_window, 2)])  # older news
+    rule = (NamedRateLimit(name="default", limit=5, window="1m"),)
+    assert limiter.take("key", rule).states[0].remaining == 0
+    assert limiter.take("key", rule).retry_after is not None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"r": 1, "c": []}',
+        b'{"r": "x", "c": [["k", "n", 60, 1]]}',
+        b'{"r": "x", "c": [["k", "n", 0, 1, 1]]}',
+        b'{"r": "x", "c": [["k", "n", 60, -1, 1]]}',
+        b'{"r": "x", "c": [["k", "n", 60, 1, true]]}',
+        b'{"r": "x", "c": [["k", "n", 60, 1, 1.5]]}',
+        b"[" * 100_000,
+    ],
+)
+def test_malformed_messages_are_ignored(data: bytes) -> None:
+    assert decode(data) is None
+
+
+def test_messages_round_trip() -> None:
+    reports: list[CountReport] = [("key_1", "default", 60, 7, 3)]
+    assert decode(encode("r1", reports)) == ("r1", reports)
