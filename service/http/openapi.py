@@ -31,6 +31,7 @@ from service.http.schemas import (
     RevokeKeyBody,
     RotateKeyBody,
 )
+from service.http.usage_routes import UsageReport
 from service.http.verify_routes import VerifyBody
 
 routes = web.RouteTableDef()
@@ -235,6 +236,16 @@ OPERATIONS: tuple[Operation, ...] = (
         ],
         answers={"200": shapes.VerifyResult},
         errors=("400", "422", "503"),
+    ),
+    Operation(
+        "post",
+        "/v1/usage",
+        "Report uses of keys verified outside keyledger (a client's in-process cache), so"
+        " `last_used_at` stays true (scope keys:verify; keys the caller cannot see are ignored)",
+        "verification",
+        body=UsageReport,
+        answers={"200": shapes.UsageRecorded},
+        errors=(*_AUTHENTICATED, *_WITH_BODY),
     ),
 )
 # authorize answers 401/403/429 with the verdict, or with an error about the proxy's own key.

@@ -135,6 +135,7 @@ class VerifiedKey(_Shape):
     scopes: list[str]
     metadata: dict[str, Any]
     expires_at: datetime | None
+    rate_limit: RateLimitBody | None
 
 
 class VerifyResult(_Shape):
@@ -145,6 +146,13 @@ class VerifyResult(_Shape):
     http_status: Literal[200, 401, 403, 429]
     key: VerifiedKey | None
     retry_after: int | None = None
+
+
+class UsageRecorded(_Shape):
+    """The answer to ``POST /v1/usage``: uses recorded, and uses of keys unknown to the caller."""
+
+    recorded: int
+    ignored: int
 
 
 class ErrorDetail(_Shape):
@@ -191,6 +199,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ChainReport,
     VerifiedKey,
     VerifyResult,
+    UsageRecorded,
     ErrorBody,
     Health,
     Readiness,

@@ -157,6 +157,8 @@ def render_verified_key(entry: IndexEntry) -> dict[str, Any]:
         "scopes": list(entry.scopes),
         "metadata": entry.metadata or {},
         "expires_at": format_timestamp(entry.expires_at) if entry.expires_at else None,
+        # A client caching verdicts (keyledger_client.LocalVerifier) must not cache a limited key.
+        "rate_limit": entry.rate_limit.model_dump() if entry.rate_limit else None,
     }
 
 

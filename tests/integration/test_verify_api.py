@@ -43,6 +43,7 @@ async def test_bearer_key_lifecycle(api: Api) -> None:
             "scopes": ["orders:*"],
             "metadata": {"plan": "pro"},
             "expires_at": None,
+            "rate_limit": None,
         },
     }
     assert "hash" not in str(answer) and secret not in str(answer)

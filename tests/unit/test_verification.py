@@ -147,6 +147,7 @@ def test_valid_secret_key_answer() -> None:
             "scopes": ["orders:*", "prices:read"],
             "metadata": {"plan": "pro"},
             "expires_at": None,
+            "rate_limit": None,
         },
     }
 

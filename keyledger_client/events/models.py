@@ -17,7 +17,13 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.vocabulary import Algorithm, Environment, KeyType, RateWindow, RevokeReason
+from keyledger_client.events.vocabulary import (
+    Algorithm,
+    Environment,
+    KeyType,
+    RateWindow,
+    RevokeReason,
+)
 
 
 class _Frozen(BaseModel):
