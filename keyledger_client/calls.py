@@ -257,7 +257,12 @@ def authorize(
     )
 
 
+# The most uses one ``POST /v1/usage`` takes.
+MAX_USES_PER_REPORT = 500
+
+
 def report_usage(uses: Mapping[str, datetime]) -> Call[UsageRecorded]:
-    """``POST /v1/usage``: the latest use of each key, seen outside keyledger."""
+    """``POST /v1/usage``: the latest use of each key, seen outside keyledger
+    (at most ``MAX_USES_PER_REPORT``)."""
     body = {"uses": [{"key_id": k, "at": at.isoformat()} for k, at in uses.items()]}
     return Call("POST", "/v1/usage", _model(UsageRecorded), json=body)

@@ -47,6 +47,14 @@ def reply_of(response: httpx.Response) -> Reply:
     return Reply(response.status_code, response.headers, body)
 
 
+def request_headers(own: Mapping[str, str], call: Call[Any]) -> dict[str, str]:
+    """The client's headers under the call's own; ``/v1/authorize`` carries the service key
+    in ``X-Keyledger-Service-Key``, its ``Authorization`` being the customer's."""
+    if "X-Keyledger-Service-Key" in call.headers:
+        own = {name: value for name, value in own.items() if name != "Authorization"}
+    return {**own, **call.headers}
+
+
 def outcome(call: Call[T], reply: Reply) -> T:
     """The call's result, or its ``KeyledgerAPIError``."""
     if reply.status in call.answers:
@@ -86,9 +94,7 @@ class KeyledgerClient:
 
     async def send(self, call: Call[T]) -> T:
         """Send one call, again after a transient failure, and read its answer."""
-        headers = {**self._headers, **call.headers}
-        if "X-Keyledger-Service-Key" in call.headers:
-            del headers["Authorization"]  # /v1/authorize: Authorization is the customer's
+        headers = request_headers(self._headers, call)
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:

@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from keyledger_client.calls import MAX_USES_PER_REPORT
 from keyledger_client.client import KeyledgerClient
 from keyledger_client.events.servers import nats_servers
 from keyledger_client.events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, subject_filter
@@ -258,10 +259,13 @@ class LocalVerifier:
         if not self._uses:
             return 0
         uses, self._uses = self._uses, {}
+        batch = list(uses.items())
         try:
-            await self.client.report_usage(uses)
+            while batch:
+                await self.client.report_usage(dict(batch[:MAX_USES_PER_REPORT]))
+                del batch[:MAX_USES_PER_REPORT]
         except BaseException:
-            for key_id, at in uses.items():  # keep them for the next report
+            for key_id, at in batch:  # keep what was not reported for the next report
                 self._uses.setdefault(key_id, at)
             raise
         return len(uses)

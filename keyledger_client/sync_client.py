@@ -16,7 +16,13 @@ import httpx
 
 from keyledger_client import calls
 from keyledger_client.calls import Call, Cursor, Page, RetryPolicy
-from keyledger_client.client import USER_AGENT, outcome, reply_of, split_options
+from keyledger_client.client import (
+    USER_AGENT,
+    outcome,
+    reply_of,
+    request_headers,
+    split_options,
+)
 from keyledger_client.events.vocabulary import KeyType, RevokeReason
 from keyledger_client.models import (
     AuthorizeResult,
@@ -63,9 +69,7 @@ class SyncKeyledgerClient:
 
     def send(self, call: Call[T]) -> T:
         """Send one call, again after a transient failure, and read its answer."""
-        headers = {**self._headers, **call.headers}
-        if "X-Keyledger-Service-Key" in call.headers:
-            del headers["Authorization"]
+        headers = request_headers(self._headers, call)
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:

@@ -25,7 +25,8 @@ from service.http.body import read_body
 from service.http.context import authenticate, keyledger
 
 routes = web.RouteTableDef()
-MAX_USES = 1000
+# 500 uses of at most ~80 bytes each stay well within the 64 KiB body limit.
+MAX_USES = 500
 
 
 class KeyUse(BaseModel):
