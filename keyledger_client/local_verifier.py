@@ -79,6 +79,7 @@ class LocalVerifier:
         self._position = 0  # the highest log position seen on the consumer
         self._uses: dict[str, datetime] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._advanced = asyncio.Event()  # set (and replaced) whenever ``_position`` moves
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -222,7 +223,30 @@ class LocalVerifier:
         self._delivered = delivered
         key_id = msg.subject.split(".")[-2] if msg.subject.count(".") >= 2 else ""
         self.cache.note_event(key_id)
-        self._position = max(self._position, _position_of(msg.data))
+        position = _position_of(msg.data)
+        if position > self._position:
+            self._position = position
+            self._advanced.set()
+            self._advanced = asyncio.Event()
+
+    @property
+    def consumer_name(self) -> str | None:
+        """The name of this verifier's JetStream consumer on the server (None: none yet)."""
+        return self._consumer
+
+    @property
+    def position(self) -> int:
+        """The highest log position this verifier has seen an event of (0: none yet)."""
+        return self._position
+
+    async def wait_for_position(self, position: int, timeout: float = 5.0) -> bool:
+        """Wait until the event at ``position`` (a command's ``position``) has reached this
+        verifier, so no verdict it caches predates it; False after ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._position < position:
+                    await self._advanced.wait()
+        return self._position >= position
 
     def _lost(self, why: str) -> None:
         log.warning("keyledger_verifier_cache_dropped", extra={"why": why})
