@@ -239,11 +239,11 @@ class LocalVerifier:
         """The highest log position this verifier has seen an event of (0: none yet)."""
         return self._position
 
-    async def wait_for_position(self, position: int, timeout: float = 5.0) -> bool:
+    async def wait_for_position(self, position: int, within: float = 5.0) -> bool:
         """Wait until the event at ``position`` (a command's ``position``) has reached this
-        verifier, so no verdict it caches predates it; False after ``timeout`` seconds."""
+        verifier, so no verdict it caches predates it; False after ``within`` seconds."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 while self._position < position:
                     await self._advanced.wait()
         return self._position >= position
