@@ -76,6 +76,17 @@ class RetryPolicy:
     # 429: over the caller's rate limit; 502-504: the server or a proxy is overloaded.
     statuses: frozenset[int] = frozenset({429, 502, 503, 504})
 
+    def after(self, attempt: int, reply: Reply | None) -> float | None:
+        """Seconds to wait before sending again after attempt ``attempt`` (0-based) got
+        ``reply`` (None: a connection error); None when the answer stands as it is."""
+        if attempt + 1 >= self.attempts:
+            return None
+        if reply is None:
+            return self.delay(attempt)
+        if reply.status in self.statuses:
+            return self.delay(attempt, retry_after_of(reply.headers))
+        return None
+
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1``: ``Retry-After`` when given,
         else exponential backoff with full jitter (replicas do not retry in step)."""

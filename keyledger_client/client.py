@@ -62,7 +62,27 @@ def outcome(call: Call[T], reply: Reply) -> T:
     raise calls.api_error(reply)
 
 
-class KeyledgerClient:
+class Connection:
+    """What both clients hold: where keyledger is, as whom they call it, how they retry."""
+
+    def __init__(self, base_url: str, service_key: str, retry: RetryPolicy | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.service_key = service_key
+        self.retry = retry or RetryPolicy()
+        self._headers = {"Authorization": f"Bearer {service_key}", "User-Agent": USER_AGENT}
+
+    def request_of(self, call: Call[Any]) -> dict[str, Any]:
+        """The arguments of ``httpx``'s ``request`` for ``call``."""
+        return {
+            "method": call.method,
+            "url": self.base_url + call.path,
+            "params": call.params or None,
+            "json": call.json,
+            "headers": request_headers(self._headers, call),
+        }
+
+
+class KeyledgerClient(Connection):
     """The async client. ``http`` may be your own ``httpx.AsyncClient`` (tests, proxies)."""
 
     def __init__(
@@ -74,11 +94,8 @@ class KeyledgerClient:
         retry: RetryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.service_key = service_key
-        self.retry = retry or RetryPolicy()
+        super().__init__(base_url, service_key, retry)
         self._http = http or httpx.AsyncClient(timeout=timeout)
-        self._headers = {"Authorization": f"Bearer {service_key}", "User-Agent": USER_AGENT}
 
     async def __aenter__(self) -> Self:
         return self
@@ -93,29 +110,20 @@ class KeyledgerClient:
         await self._http.aclose()
 
     async def send(self, call: Call[T]) -> T:
-        """Send one call, again after a transient failure, and read its answer."""
-        headers = request_headers(self._headers, call)
-        for attempt in range(self.retry.attempts):
-            last = attempt == self.retry.attempts - 1
+        """Send one call, again after a transient failure (``RetryPolicy``), and read its answer."""
+        attempt = 0
+        while True:
+            reply: Reply | None = None
             try:
-                response = await self._http.request(
-                    call.method,
-                    self.base_url + call.path,
-                    params=call.params or None,
-                    json=call.json,
-                    headers=headers,
-                )
+                reply = reply_of(await self._http.request(**self.request_of(call)))
             except httpx.TransportError:
-                if last:
+                if self.retry.after(attempt, None) is None:
                     raise
-                await asyncio.sleep(self.retry.delay(attempt))
-                continue
-            reply = reply_of(response)
-            if reply.status in self.retry.statuses and not last:
-                await asyncio.sleep(self.retry.delay(attempt, calls.retry_after_of(reply.headers)))
-                continue
-            return outcome(call, reply)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            delay = self.retry.after(attempt, reply)
+            if delay is None and reply is not None:
+                return outcome(call, reply)
+            await asyncio.sleep(delay or 0.0)
+            attempt += 1
 
     async def _pages(self, page: Callable[[Cursor], Call[Page[T]]]) -> AsyncIterator[T]:
         cursor: Cursor = None

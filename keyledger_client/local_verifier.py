@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -62,6 +62,7 @@ class LocalVerifier:
         silence_limit: float = 2.0,
         usage_interval: float = 10.0,
         cache: VerdictCache | None = None,
+        on_event: Callable[[str, int], None] | None = None,
     ) -> None:
         self.client = client
         self.nats_url = nats_url
@@ -71,6 +72,8 @@ class LocalVerifier:
         self.silence_limit = silence_limit
         self.usage_interval = usage_interval
         self.cache = cache or VerdictCache()
+        # Told (key id, log position) once an event has dropped that key's verdicts.
+        self.on_event = on_event
         self._nc: NATS | None = None
         self._sub: Subscription | None = None
         self._consumer: str | None = None
@@ -224,6 +227,8 @@ class LocalVerifier:
         key_id = msg.subject.split(".")[-2] if msg.subject.count(".") >= 2 else ""
         self.cache.note_event(key_id)
         position = _position_of(msg.data)
+        if self.on_event is not None:
+            self.on_event(key_id, position)
         if position > self._position:
             self._position = position
             self._advanced.set()

@@ -15,14 +15,8 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from keyledger_client import calls
-from keyledger_client.calls import Call, Cursor, Page, RetryPolicy
-from keyledger_client.client import (
-    USER_AGENT,
-    outcome,
-    reply_of,
-    request_headers,
-    split_options,
-)
+from keyledger_client.calls import Call, Cursor, Page, Reply, RetryPolicy
+from keyledger_client.client import Connection, outcome, reply_of, split_options
 from keyledger_client.events.vocabulary import KeyType, RevokeReason
 from keyledger_client.models import (
     AuthorizeResult,
@@ -37,7 +31,7 @@ from keyledger_client.models import (
 T = TypeVar("T")
 
 
-class SyncKeyledgerClient:
+class SyncKeyledgerClient(Connection):
     """The blocking client. ``http`` may be your own ``httpx.Client``."""
 
     def __init__(
@@ -49,11 +43,8 @@ class SyncKeyledgerClient:
         retry: RetryPolicy | None = None,
         http: httpx.Client | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.service_key = service_key
-        self.retry = retry or RetryPolicy()
+        super().__init__(base_url, service_key, retry)
         self._http = http or httpx.Client(timeout=timeout)
-        self._headers = {"Authorization": f"Bearer {service_key}", "User-Agent": USER_AGENT}
 
     def __enter__(self) -> Self:
         return self
@@ -68,29 +59,20 @@ class SyncKeyledgerClient:
         self._http.close()
 
     def send(self, call: Call[T]) -> T:
-        """Send one call, again after a transient failure, and read its answer."""
-        headers = request_headers(self._headers, call)
-        for attempt in range(self.retry.attempts):
-            last = attempt == self.retry.attempts - 1
+        """Send one call, again after a transient failure (``RetryPolicy``), and read its answer."""
+        attempt = 0
+        while True:
+            reply: Reply | None = None
             try:
-                response = self._http.request(
-                    call.method,
-                    self.base_url + call.path,
-                    params=call.params or None,
-                    json=call.json,
-                    headers=headers,
-                )
+                reply = reply_of(self._http.request(**self.request_of(call)))
             except httpx.TransportError:
-                if last:
+                if self.retry.after(attempt, None) is None:
                     raise
-                time.sleep(self.retry.delay(attempt))
-                continue
-            reply = reply_of(response)
-            if reply.status in self.retry.statuses and not last:
-                time.sleep(self.retry.delay(attempt, calls.retry_after_of(reply.headers)))
-                continue
-            return outcome(call, reply)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            delay = self.retry.after(attempt, reply)
+            if delay is None and reply is not None:
+                return outcome(call, reply)
+            time.sleep(delay or 0.0)
+            attempt += 1
 
     def _pages(self, page: Callable[[Cursor], Call[Page[T]]]) -> Iterator[T]:
         cursor: Cursor = None

@@ -30,6 +30,16 @@ def test_retry_after_is_honoured_within_the_cap() -> None:
     assert retry_after_of({}) is None
 
 
+def test_what_is_sent_again() -> None:
+    policy = RetryPolicy(attempts=3, base_delay=0.0)
+    busy = Reply(503, {"retry-after": "1"}, None)
+    assert policy.after(0, None) == 0.0  # a connection error
+    assert policy.after(0, busy) == 1.0 and policy.after(1, Reply(429, {}, None)) == 0.0
+    assert policy.after(2, busy) is None and policy.after(2, None) is None  # out of attempts
+    for status in (200, 201, 400, 401, 404, 409, 422, 500):
+        assert policy.after(0, Reply(status, {}, None)) is None
+
+
 def test_errors_carry_status_code_and_request_id() -> None:
     body = {"error": {"code": "key_not_found", "message": "no", "request_id": "req-1"}}
     error = api_error(Reply(404, {}, body))
