@@ -4,20 +4,15 @@ real keyledger with PostgreSQL and NATS, and prints what the page says it prints
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from keyledger_client.events import nats_servers
 from service.settings import Settings
-from tests.integration.test_client_api import base_url
-from tests.support.poison import isolated_app_with_relay
+from tests.support.client_env import ROOT, client_environment
 
-ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "client.md"
 _BLOCK = re.compile(r"<!-- doc-test: ([a-z0-9-]+) -->\n```python\n(.*?)```", re.S)
 # What each example must print (every line, in order; None: anything).
@@ -36,16 +31,8 @@ EXPECTED: dict[str, list[str | re.Pattern[str]]] = {
 async def environment(
     postgres_server_url: str, settings: Settings, nats_url: str
 ) -> AsyncIterator[dict[str, str]]:
-    async with isolated_app_with_relay(postgres_server_url, settings, nats_url) as (app, _, st):
-        yield {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(ROOT),
-            "KEYLEDGER_URL": base_url(app.client),
-            "KEYLEDGER_SERVICE_KEY": app.admin_key,
-            "KEYLEDGER_NATS_URL": nats_servers(nats_url)[0],
-            "KEYLEDGER_NATS_STREAM": st.nats_stream,
-            "KEYLEDGER_NATS_SUBJECT_PREFIX": st.nats_subject_prefix,
-        }
+    async with client_environment(postgres_server_url, settings, nats_url) as (_, env):
+        yield env
 
 
 def test_every_example_is_checked() -> None:
