@@ -86,6 +86,9 @@ class Operation:
     # status → response model (None: no body); error statuses use the error shape.
     answers: dict[str, type[BaseModel] | None] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
+    # The operationId: what the operation does (``generateKey``), so generated clients read
+    # well; without one it is derived from the method and path.
+    name: str | None = None
 
 
 _AUTHENTICATED = ("400", "401", "403", "422", "429")
@@ -95,6 +98,8 @@ _READ = (*_AUTHENTICATED, "404", "503")
 
 
 def _command(path: str, summary: str, body: type[BaseModel], status: str = "200") -> Operation:
+    """A command; its operationId is its name (``GenerateKey`` → ``generateKey``)."""
+    name = summary[0].lower() + summary[1:]
     params = [_ORG_PATH] + ([_KEY_PATH] if "{key_id}" in path else []) + _COMMAND_HEADERS
     if "{key_id}" in path:
         # Nothing is decided on a state that cannot be read (docs/security.md §5).
@@ -108,13 +113,20 @@ def _command(path: str, summary: str, body: type[BaseModel], status: str = "200"
         parameters=params,
         answers={status: shapes.CommandResult},
         errors=_COMMAND,
+        name=name,
     )
 
 
 _KEY = "/v1/orgs/{org_id}/keys/{key_id}"
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "get", "/healthz", "The process is up", "operations", None, answers={"200": shapes.Health}
+        "get",
+        "/healthz",
+        "The process is up",
+        "operations",
+        None,
+        answers={"200": shapes.Health},
+        name="health",
     ),
     Operation(
         "get",
@@ -124,9 +136,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "operations",
         None,
         answers={"200": shapes.Readiness, "503": shapes.Readiness},
+        name="readiness",
     ),
-    Operation("get", "/metrics", "Prometheus metrics (text)", "operations", None),
-    Operation("get", "/openapi.json", "This document", "operations", None),
+    Operation("get", "/metrics", "Prometheus metrics (text)", "operations", None, name="metrics"),
+    Operation("get", "/openapi.json", "This document", "operations", None, name="openapi"),
     _command("/v1/orgs/{org_id}/keys", "GenerateKey", GenerateKeyBody, "201"),
     _command(f"{_KEY}/rename", "RenameKey", RenameKeyBody),
     _command(f"{_KEY}/disable", "DisableKey", DisableKeyBody),
@@ -151,6 +164,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ],
         answers={"200": shapes.KeyPage},
         errors=_READ,
+        name="listKeys",
     ),
     Operation(
         "get",
@@ -165,6 +179,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ],
         answers={"200": shapes.Key, "304": None},
         errors=(*_READ, "409"),  # 409 key_quarantined: not even the log folds (docs/security.md §5)
+        name="getKey",
     ),
     Operation(
         "get",
@@ -175,6 +190,7 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=[_ORG_PATH, _KEY_PATH, _MIN_POSITION],
         answers={"200": shapes.KeyEvents},
         errors=_READ,
+        name="keyEvents",
     ),
     Operation(
         "get",
@@ -195,6 +211,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ],
         answers={"200": shapes.AuditPage},
         errors=_READ,
+        name="searchAudit",
     ),
     Operation(
         "get",
@@ -204,6 +221,7 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=[_MIN_POSITION],
         answers={"200": shapes.ChainReport},
         errors=_READ,
+        name="verifyAuditChain",
     ),
     Operation(
         "post",
@@ -214,6 +232,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body=VerifyBody,
         answers={"200": shapes.VerifyResult},
         errors=(*_AUTHENTICATED, *_WITH_BODY, "503"),
+        name="verifyKey",
     ),
     Operation(
         "get",
@@ -236,6 +255,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ],
         answers={"200": shapes.VerifyResult},
         errors=("400", "422", "503"),
+        name="authorize",
     ),
     Operation(
         "post",
@@ -246,6 +266,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body=UsageReport,
         answers={"200": shapes.UsageRecorded},
         errors=(*_AUTHENTICATED, *_WITH_BODY),
+        name="reportUsage",
     ),
 )
 # authorize answers 401/403/429 with the verdict, or with an error about the proxy's own key.
@@ -287,7 +308,8 @@ def _responses(op: Operation) -> dict[str, Any]:
 def _operation(op: Operation) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "summary": op.summary,
-        "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_').replace('.', '_')}",
+        "operationId": op.name
+        or f"{op.method}_{op.path.strip('/').replace('/', '_').replace('.', '_')}",
         "tags": [op.tag],
         "parameters": list(op.parameters),
         "responses": _responses(op),
