@@ -178,6 +178,8 @@ class LocalVerifier:
     async def _open_consumer(self) -> None:
         assert self._nc is not None
         inbox = self._nc.new_inbox()
+        # A new consumer numbers its deliveries from 1, possibly before add_consumer returns.
+        self._delivered = 0
         self._sub = await self._nc.subscribe(inbox, cb=self._on_message)
         info = await self._nc.jetstream().add_consumer(
             self.stream,
@@ -193,7 +195,6 @@ class LocalVerifier:
             ),
         )
         self._consumer = info.name
-        self._delivered = 0
         # Live from now on: events before this moment are what keyledger answers with.
         self._heard_at = time.monotonic()
 

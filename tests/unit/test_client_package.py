@@ -139,3 +139,15 @@ _DECODE = textwrap.dedent(
     print(type(event).__name__, isinstance(event, KeyRevoked))
     """
 )
+
+
+def test_the_client_distribution_names_every_package_of_the_client() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "clients" / "python" / "pyproject.toml").read_text())
+    named = set(config["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "keyledger_client").rglob("__init__.py")
+    }
+    assert named == found
