@@ -26,11 +26,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bench.support import scratch_database
+from bench.support import benchmark_servers, scratch_database
 from events.models import Actor
 from events.servers import nats_servers
 from keyledger_client import KeyledgerClient, LocalVerifier
-from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from service.embedded import free_port
 from service.http.app import create_app
 from service.http.context import KEYLEDGER
 from service.log_config import configure_logging
@@ -158,19 +158,14 @@ async def main() -> None:
     parser.add_argument("--hits", type=int, default=20_000, help="cache hits timed for (a)")
     parser.add_argument("--rounds", type=int, default=100, help="revocations for (b)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="keyledger-bench-"))
-    given_url = os.environ.get("KEYLEDGER_TEST_DATABASE_URL")
-    embedded_pg = None if given_url else EmbeddedPostgres(workdir / "pg")
-    server_url = embedded_pg.start() if embedded_pg is not None else given_url or ""
-    given_nats = os.environ.get("KEYLEDGER_TEST_NATS_URL")
-    embedded_nats = None if given_nats else EmbeddedNats(workdir / "nats")
-    nats_url = nats_servers(given_nats or (embedded_nats.start() if embedded_nats else ""))[0]
     report = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `python -m bench.local_verifier"
         f" --hits {args.hits} --rounds {args.rounds}`",
         "",
     ]
-    try:
+    workdir = Path(tempfile.mkdtemp(prefix="keyledger-bench-"))
+    with benchmark_servers(workdir) as (server_url, given_nats):
+        nats_url = nats_servers(given_nats or "")[0]
         async with (
             scratch_database(server_url, prefix="keyledger_bench") as url,
             AsyncExitStack() as stack,
@@ -179,11 +174,6 @@ async def main() -> None:
             async with KeyledgerClient(base, admin_key) as kl:
                 report += await bench_hits(kl, nats_url, settings, args.hits)
                 report += [""] + await bench_eviction(kl, nats_url, settings, args.rounds)
-    finally:
-        if embedded_nats:
-            embedded_nats.stop()
-        if embedded_pg:
-            embedded_pg.stop()
     print("\n".join(report))
 
 
