@@ -10,6 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Only what the package needs (the embedded servers of `keyledger dev` are not installed:
 # in a container, PostgreSQL and NATS are services of their own).
 COPY pyproject.toml README.md /src/
+COPY keyledger_client /src/keyledger_client
 COPY events /src/events
 COPY service /src/service
 COPY projections /src/projections

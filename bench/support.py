@@ -13,7 +13,7 @@ import os
 import secrets
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -143,3 +143,25 @@ async def running_replicas(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+@contextlib.contextmanager
+def benchmark_servers(workdir: Path, *, nats: bool = True) -> Iterator[tuple[str, str | None]]:
+    """PostgreSQL's server URL and NATS's (None without ``nats``): the ones named by
+    ``KEYLEDGER_TEST_DATABASE_URL`` / ``KEYLEDGER_TEST_NATS_URL``, else embedded ones in
+    ``workdir``, stopped at the end."""
+    from service.embedded import EmbeddedNats, EmbeddedPostgres
+
+    given_pg = os.environ.get("KEYLEDGER_TEST_DATABASE_URL")
+    given_nats = os.environ.get("KEYLEDGER_TEST_NATS_URL")
+    embedded_pg = None if given_pg else EmbeddedPostgres(workdir / "pg")
+    embedded_nats = None if given_nats or not nats else EmbeddedNats(workdir / "nats")
+    try:
+        server_url = embedded_pg.start() if embedded_pg is not None else given_pg or ""
+        nats_url = embedded_nats.start() if embedded_nats is not None else given_nats
+        yield server_url, nats_url
+    finally:
+        if embedded_nats:
+            embedded_nats.stop()
+        if embedded_pg:
+            embedded_pg.stop()

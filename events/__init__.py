@@ -1,109 +1,30 @@
-"""keyledger's event contract, importable by subscribers on their own."""
+"""keyledger's event contract under the name the service has always imported.
 
-from events.codec import (
-    GENESIS_HASH,
-    UnknownEventType,
-    canonical_json,
-    chain_hash,
-    decode,
-    envelope_body,
-    envelope_from_json,
-    envelope_to_json,
-    register_upcaster,
-    seal,
-    to_domain_event,
-)
-from events.models import (
-    EVENT_TYPES,
-    Actor,
-    CreditRefill,
-    Credits,
-    DomainEvent,
-    Envelope,
-    KeyChangeEvent,
-    KeyCreditsChanged,
-    KeyCreditsRefilled,
-    KeyDisabled,
-    KeyEnabled,
-    KeyEvent,
-    KeyExpired,
-    KeyExpiryChanged,
-    KeyGenerated,
-    KeyIdentityChanged,
-    KeyIpAllowlistChanged,
-    KeyMetadataChanged,
-    KeyOriginsChanged,
-    KeyRateLimitsChanged,
-    KeyRenamed,
-    KeyRevoked,
-    KeyRotated,
-    KeyScopesChanged,
-    NamedRateLimit,
-    RateLimit,
-)
-from events.servers import InvalidServerList, nats_servers
-from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, event_subject, subject_filter
-from events.vocabulary import (
-    Algorithm,
-    Environment,
-    ExpiresIn,
-    KeyType,
-    RateWindow,
-    RefillInterval,
-    RevokeReason,
-    Status,
+The models, the decoder and the subscriber helper live in ``keyledger_client.events``
+(the client distribution, which a subscriber installs without the service). This
+package is that one definition under its older name: ``events.models`` *is*
+``keyledger_client.events.models``, the same module object, so a ``KeyRevoked`` from
+either name is the same class.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from keyledger_client import events as _contract
+from keyledger_client.events import *  # noqa: F403 (the whole contract, re-exported)
+from keyledger_client.events import (
+    __all__,  # noqa: F401 (the re-exported names)
+    codec,
+    models,
+    servers,
+    subjects,
+    subscriber,
+    vocabulary,
 )
 
-__all__ = [
-    "DEFAULT_PREFIX",
-    "DEFAULT_STREAM",
-    "EVENT_TYPES",
-    "GENESIS_HASH",
-    "Actor",
-    "Algorithm",
-    "CreditRefill",
-    "Credits",
-    "DomainEvent",
-    "Envelope",
-    "Environment",
-    "ExpiresIn",
-    "InvalidServerList",
-    "KeyChangeEvent",
-    "KeyCreditsChanged",
-    "KeyCreditsRefilled",
-    "KeyDisabled",
-    "KeyEnabled",
-    "KeyEvent",
-    "KeyExpired",
-    "KeyExpiryChanged",
-    "KeyGenerated",
-    "KeyIdentityChanged",
-    "KeyIpAllowlistChanged",
-    "KeyMetadataChanged",
-    "KeyOriginsChanged",
-    "KeyRateLimitsChanged",
-    "KeyRenamed",
-    "KeyRevoked",
-    "KeyRotated",
-    "KeyScopesChanged",
-    "KeyType",
-    "NamedRateLimit",
-    "RateLimit",
-    "RateWindow",
-    "RefillInterval",
-    "RevokeReason",
-    "Status",
-    "UnknownEventType",
-    "canonical_json",
-    "chain_hash",
-    "decode",
-    "envelope_body",
-    "envelope_from_json",
-    "envelope_to_json",
-    "event_subject",
-    "nats_servers",
-    "register_upcaster",
-    "seal",
-    "subject_filter",
-    "to_domain_event",
-]
+# ``from events.models import X`` finds these in sys.modules: one module object under two
+# names, no second copy of any class.
+for _module in (codec, models, servers, subjects, subscriber, vocabulary):
+    sys.modules[f"{__name__}.{_module.__name__.rpartition('.')[2]}"] = _module
+del _contract

@@ -5,7 +5,7 @@ Run:    python examples/revocation_listener.py
         come from .keyledger/dev.json; elsewhere --nats nats://127.0.0.1:4222, or on a
         cluster --nats nats://n1:4222,nats://n2:4222,nats://n3:4222)
 Then:   revoke a key (POST /v1/orgs/{org}/keys/{id}/revoke); this prints `evicted key_…`.
-Needs:  only `events/` and nats-py from keyledger, never `service/` or `projections/`.
+Needs:  only the client (`keyledger_client.events`) and nats-py, never keyledger's service.
 Durable: restart it and it resumes after the last event it acknowledged (--durable NAME).
 """
 
@@ -24,10 +24,10 @@ from pathlib import Path
 import nats
 import nats.errors
 
-from events.models import Envelope, KeyEvent, KeyRevoked
-from events.servers import nats_servers
-from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, subject_filter
-from events.subscriber import EventConsumer
+from keyledger_client.events.models import Envelope, KeyEvent, KeyRevoked
+from keyledger_client.events.servers import nats_servers
+from keyledger_client.events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, subject_filter
+from keyledger_client.events.subscriber import EventConsumer
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 

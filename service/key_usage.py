@@ -49,6 +49,13 @@ class UsageRecorder:
         """Note a successful use of ``key_id`` at ``now`` (no I/O)."""
         self._pending[key_id] = now
 
+    def report(self, key_id: str, at: datetime) -> None:
+        """Note a use of ``key_id`` at ``at`` reported from outside, possibly older than one
+        already pending (a batch from a client's own cache): the later of the two is kept."""
+        pending = self._pending.get(key_id)
+        if pending is None or pending < at:
+            self._pending[key_id] = at
+
     async def flush(self) -> int:
         """Write every pending use; returns how many keys were written."""
         if not self._pending:

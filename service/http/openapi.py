@@ -32,6 +32,7 @@ from service.http.schemas import (
     RotateKeyBody,
     UpdateKeyBody,
 )
+from service.http.usage_routes import UsageReport
 from service.http.verify_routes import VerifyBody
 
 routes = web.RouteTableDef()
@@ -86,6 +87,9 @@ class Operation:
     # status → response model (None: no body); error statuses use the error shape.
     answers: dict[str, type[BaseModel] | None] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
+    # The operationId: what the operation does (``generateKey``), so generated clients read
+    # well; without one it is derived from the method and path.
+    name: str | None = None
 
 
 _AUTHENTICATED = ("400", "401", "403", "422", "429")
@@ -97,6 +101,9 @@ _READ = (*_AUTHENTICATED, "404", "503")
 def _command(
     path: str, summary: str, body: type[BaseModel], status: str = "200", method: str = "post"
 ) -> Operation:
+    """A command; its operationId is its name (``GenerateKey: …`` → ``generateKey``)."""
+    command = summary.split(":", 1)[0]
+    name = command[0].lower() + command[1:]
     params = [_ORG_PATH] + ([_KEY_PATH] if "{key_id}" in path else []) + _COMMAND_HEADERS
     if "{key_id}" in path:
         # Nothing is decided on a state that cannot be read (docs/security.md §5).
@@ -110,13 +117,20 @@ def _command(
         parameters=params,
         answers={status: shapes.CommandResult},
         errors=_COMMAND,
+        name=name,
     )
 
 
 _KEY = "/v1/orgs/{org_id}/keys/{key_id}"
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "get", "/healthz", "The process is up", "operations", None, answers={"200": shapes.Health}
+        "get",
+        "/healthz",
+        "The process is up",
+        "operations",
+        None,
+        answers={"200": shapes.Health},
+        name="health",
     ),
     Operation(
         "get",
@@ -126,9 +140,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "operations",
         None,
         answers={"200": shapes.Readiness, "503": shapes.Readiness},
+        name="readiness",
     ),
-    Operation("get", "/metrics", "Prometheus metrics (text)", "operations", None),
-    Operation("get", "/openapi.json", "This document", "operations", None),
+    Operation("get", "/metrics", "Prometheus metrics (text)", "operations", None, name="metrics"),
+    Operation("get", "/openapi.json", "This document", "operations", None, name="openapi"),
     _command("/v1/orgs/{org_id}/keys", "GenerateKey", GenerateKeyBody, "201"),
     _command(
         _KEY,
@@ -165,6 +180,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ],
         answers={"200": shapes.KeyPage},
         errors=_READ,
+        name="listKeys",
     ),
     Operation(
         "get",
@@ -179,6 +195,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ],
         answers={"200": shapes.Key, "304": None},
         errors=(*_READ, "409"),  # 409 key_quarantined: not even the log folds (docs/security.md §5)
+        name="getKey",
     ),
     Operation(
         "get",
@@ -189,6 +206,7 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=[_ORG_PATH, _KEY_PATH, _MIN_POSITION],
         answers={"200": shapes.KeyEvents},
         errors=_READ,
+        name="keyEvents",
     ),
     Operation(
         "get",
@@ -209,6 +227,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ],
         answers={"200": shapes.AuditPage},
         errors=_READ,
+        name="searchAudit",
     ),
     Operation(
         "get",
@@ -218,6 +237,7 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=[_MIN_POSITION],
         answers={"200": shapes.ChainReport},
         errors=_READ,
+        name="verifyAuditChain",
     ),
     Operation(
         "post",
@@ -228,6 +248,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body=VerifyBody,
         answers={"200": shapes.VerifyResult},
         errors=(*_AUTHENTICATED, *_WITH_BODY, "503"),
+        name="verifyKey",
     ),
     Operation(
         "get",
@@ -264,6 +285,18 @@ OPERATIONS: tuple[Operation, ...] = (
         ],
         answers={"200": shapes.VerifyResult},
         errors=("400", "422", "503"),
+        name="authorize",
+    ),
+    Operation(
+        "post",
+        "/v1/usage",
+        "Report uses of keys verified outside keyledger (a client's in-process cache), so"
+        " `last_used_at` stays true (scope keys:verify; keys the caller cannot see are ignored)",
+        "verification",
+        body=UsageReport,
+        answers={"200": shapes.UsageRecorded},
+        errors=(*_AUTHENTICATED, *_WITH_BODY),
+        name="reportUsage",
     ),
 )
 # authorize answers 401/403/429 with the verdict, or with an error about the proxy's own key.
@@ -305,7 +338,8 @@ def _responses(op: Operation) -> dict[str, Any]:
 def _operation(op: Operation) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "summary": op.summary,
-        "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_').replace('.', '_')}",
+        "operationId": op.name
+        or f"{op.method}_{op.path.strip('/').replace('/', '_').replace('.', '_')}",
         "tags": [op.tag],
         "parameters": list(op.parameters),
         "responses": _responses(op),

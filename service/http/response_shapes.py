@@ -165,6 +165,13 @@ class VerifyResult(_Shape):
     credits_remaining: int | None = None
 
 
+class UsageRecorded(_Shape):
+    """The answer to ``POST /v1/usage``: uses recorded, and uses of keys unknown to the caller."""
+
+    recorded: int
+    ignored: int
+
+
 class ErrorDetail(_Shape):
     code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     message: str
@@ -209,6 +216,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ChainReport,
     VerifiedKey,
     VerifyResult,
+    UsageRecorded,
     ErrorBody,
     Health,
     Readiness,

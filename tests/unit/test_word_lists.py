@@ -1,4 +1,5 @@
-"""The closed word lists (``events.vocabulary``) are written once and used everywhere.
+"""The closed word lists (``keyledger_client.events.vocabulary``) are written once and used
+everywhere.
 
 Request bodies, answers, the OpenAPI document, key material and the verify
 codes all take their choices from there; no other module spells a list out.
@@ -23,7 +24,7 @@ from service.http.verify_routes import VerifyBody
 from service.verification.policy import HTTP_STATUS, VerifyCode
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("events", "service", "projections", "bench", "examples")
+PRODUCT = ("keyledger_client", "events", "service", "projections", "bench", "examples")
 LISTS: dict[str, tuple[str, ...]] = {
     "key types": words.KEY_TYPES,
     "environments": words.ENVIRONMENTS,
@@ -136,7 +137,7 @@ def spelled_lists(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_no_module_but_the_vocabulary_spells_a_list_out() -> None:
-    home = ROOT / "events" / "vocabulary.py"
+    home = ROOT / "keyledger_client" / "events" / "vocabulary.py"
     files = sorted(p for top in PRODUCT for p in (ROOT / top).rglob("*.py") if p != home)
     assert len(files) > 50
     spelled = [

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.vocabulary import (
+from keyledger_client.events.vocabulary import (
     Algorithm,
     Environment,
     KeyType,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from events.models import EVENT_TYPES, Actor, DomainEvent, Envelope, KeyEvent
+from keyledger_client.events.models import EVENT_TYPES, Actor, DomainEvent, Envelope, KeyEvent
 
 GENESIS_HASH = "0" * 64
 

@@ -3,8 +3,8 @@
 Events, commands, request bodies, answers, query filters and the OpenAPI
 document all take these types (or the tuples derived from them), so adding a
 key type or a window is one edit here, and a misspelt literal anywhere else is
-a type error. They live in ``events/`` because the events are the contract a
-subscriber reads, and ``events/`` imports nothing of the service.
+a type error. They live in ``keyledger_client.events`` because the events are the contract a
+subscriber reads, and ``keyledger_client.events`` imports nothing of the service.
 
 (What an identifier or a text may look like is a different question, answered
 by ``service.domain.vocabulary``.)

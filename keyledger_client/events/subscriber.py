@@ -6,7 +6,7 @@ so handlers should be idempotent (the envelope's ``event_id`` and ``position``
 make that easy). Because the consumer is durable, a restarted subscriber
 resumes where it stopped, including across NATS restarts.
 
-This module needs only ``nats-py`` and ``events``; it never imports keyledger's
+This module needs only ``nats-py`` and ``keyledger_client.events``; it never imports keyledger's
 service code, so another service can use it on its own (``nats_servers`` reads
 a setting that lists a cluster's servers, comma-separated, as keyledger does)::
 
@@ -29,9 +29,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from events.codec import UnknownEventType, decode
-from events.models import Envelope, KeyEvent
-from events.subjects import DEFAULT_STREAM, subject_filter
+from keyledger_client.events.codec import UnknownEventType, decode
+from keyledger_client.events.models import Envelope, KeyEvent
+from keyledger_client.events.subjects import DEFAULT_STREAM, subject_filter
 
 Handler = Callable[[Envelope, KeyEvent], Awaitable[None]]
 

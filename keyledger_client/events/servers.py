@@ -4,7 +4,7 @@ A NATS cluster is reached through any of its servers, so the setting is a
 comma-separated list (``nats://n1:4222, nats://n2:4222, nats://n3:4222``).
 nats-py takes a *list* of URLs; handed the whole string it sees one URL with
 a nonsense host and never connects. This is the one place that turns the
-setting into that list, and it lives in ``events/`` so that subscribers
+setting into that list, and it lives in ``keyledger_client.events`` so that subscribers
 (which never import keyledger's service) parse it the same way::
 
     nc = await nats.connect(servers=nats_servers("nats://a:4222,nats://b:4222"))

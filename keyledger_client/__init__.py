@@ -1,0 +1,44 @@
+"""keyledger's Python client.
+
+- ``KeyledgerClient`` (asyncio) and ``SyncKeyledgerClient``: the HTTP API, one method
+  per endpoint, typed results, ``KeyledgerAPIError`` for refusals.
+- ``sign_request``: the headers that sign a request with a signing key.
+- ``LocalVerifier``: bearer secrets verified in process; events evict within milliseconds.
+- ``keyledger_client.events``: the event models and ``decode``, for subscribers.
+
+It imports nothing of the keyledger service, and installs no generic top-level name.
+"""
+
+from keyledger_client.calls import RetryPolicy
+from keyledger_client.client import KeyledgerClient
+from keyledger_client.errors import KeyledgerAPIError
+from keyledger_client.local_verifier import LocalVerifier
+from keyledger_client.models import (
+    AuthorizeResult,
+    ChainReport,
+    CommandResult,
+    Key,
+    UnreadableEvent,
+    UsageRecorded,
+    VerifiedKey,
+    VerifyResult,
+)
+from keyledger_client.signing import sign_request
+from keyledger_client.sync_client import SyncKeyledgerClient
+
+__all__ = [
+    "AuthorizeResult",
+    "ChainReport",
+    "CommandResult",
+    "Key",
+    "KeyledgerAPIError",
+    "KeyledgerClient",
+    "LocalVerifier",
+    "RetryPolicy",
+    "SyncKeyledgerClient",
+    "UnreadableEvent",
+    "UsageRecorded",
+    "VerifiedKey",
+    "VerifyResult",
+    "sign_request",
+]

@@ -1,0 +1,279 @@
+"""Every endpoint of the keyledger API as a ``Call``: what to send and how to read the answer.
+
+The async and the sync client send the same ``Call`` objects, so an endpoint is
+described once here and is one short method on each client. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from keyledger_client.errors import KeyledgerAPIError
+from keyledger_client.events.models import Envelope
+from keyledger_client.models import (
+    AuthorizeResult,
+    ChainReport,
+    CommandResult,
+    Key,
+    LogEntry,
+    UnreadableEvent,
+    UsageRecorded,
+    VerifyResult,
+)
+
+T = TypeVar("T")
+Cursor = str | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer as the parsers need it."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any  # parsed JSON, or None when the body is not JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request, and how its answer becomes a result."""
+
+    method: str
+    path: str
+    parse: Callable[[Reply], T]
+    params: dict[str, str] = field(default_factory=dict)
+    json: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    # Statuses that are answers rather than errors (``/v1/authorize`` answers 401 verdicts).
+    answers: frozenset[int] = frozenset({200, 201})
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list and the cursor of the next one (None: the last page)."""
+
+    items: list[T]
+    next_cursor: Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how long to wait before sending a call again.
+
+    A call is sent again only when doing so cannot do anything twice: reads and
+    verifications change nothing, and every command carries an
+    ``Idempotency-Key`` that the server answers a repeat of with the first result.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+    # 429: over the caller's rate limit; 502-504: the server or a proxy is overloaded.
+    statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+
+    def after(self, attempt: int, reply: Reply | None) -> float | None:
+        """Seconds to wait before sending again after attempt ``attempt`` (0-based) got
+        ``reply`` (None: a connection error); None when the answer stands as it is."""
+        if attempt + 1 >= self.attempts:
+            return None
+        if reply is None:
+            return self.delay(attempt)
+        if reply.status in self.statuses:
+            return self.delay(attempt, retry_after_of(reply.headers))
+        return None
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: ``Retry-After`` when given,
+        else exponential backoff with full jitter (replicas do not retry in step)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """The ``Retry-After`` header in seconds (the delta form; a date is ignored)."""
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def api_error(reply: Reply) -> KeyledgerAPIError:
+    """The error a refusal stands for, from keyledger's error body when there is one."""
+    error = reply.body.get("error") if isinstance(reply.body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        return KeyledgerAPIError(
+            reply.status,
+            error["code"],
+            str(error.get("message", "")),
+            error.get("request_id") or reply.headers.get("x-request-id"),
+            error.get("details"),
+            retry_after_of(reply.headers),
+        )
+    return KeyledgerAPIError(
+        reply.status,
+        f"http_{reply.status}",
+        "the answer was not a keyledger error body",
+        reply.headers.get("x-request-id"),
+        retry_after=retry_after_of(reply.headers),
+    )
+
+
+def _model(cls: Any) -> Callable[[Reply], Any]:
+    return lambda reply: cls.model_validate(reply.body)
+
+
+def _entry(raw: dict[str, Any]) -> LogEntry:
+    if raw.get("unreadable") is True:
+        return UnreadableEvent.model_validate(raw)
+    return Envelope.model_validate(raw)
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def command(
+    path: str,
+    body: dict[str, Any] | None,
+    *,
+    idempotency_key: str | None = None,
+    if_match: int | None = None,
+    on_behalf_of: str | None = None,
+) -> Call[CommandResult]:
+    """A command: always with an ``Idempotency-Key`` (new unless given), so a retry is safe."""
+    headers = {"Idempotency-Key": idempotency_key or f"klc-{uuid.uuid4()}"}
+    if if_match is not None:
+        headers["If-Match"] = f'"{if_match}"'
+    if on_behalf_of is not None:
+        headers["X-On-Behalf-Of"] = on_behalf_of
+    return Call("POST", path, _model(CommandResult), json=body, headers=headers)
+
+
+def keys_path(org_id: str, key_id: str | None = None, action: str | None = None) -> str:
+    """``/v1/orgs/{org}/keys[/{id}[/{action}]]``."""
+    path = f"/v1/orgs/{org_id}/keys"
+    if key_id is not None:
+        path += f"/{key_id}"
+    if action is not None:
+        path += f"/{action}"
+    return path
+
+
+def without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields that were given: an omitted optional field is not sent as null."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+# -- reads --------------------------------------------------------------------------
+
+
+def get_key(org_id: str, key_id: str, min_position: int | None = None) -> Call[Key]:
+    """``GET /v1/orgs/{org}/keys/{id}``."""
+    params = without_none({"min_position": min_position})
+    return Call("GET", keys_path(org_id, key_id), _model(Key), params=_text(params))
+
+
+def key_page(org_id: str, filters: Mapping[str, Any], cursor: Cursor) -> Call[Page[Key]]:
+    """One page of ``GET /v1/orgs/{org}/keys``."""
+    params = _text(without_none({**filters, "cursor": cursor}))
+
+    def parse(reply: Reply) -> Page[Key]:
+        items = [Key.model_validate(raw) for raw in reply.body["data"]]
+        return Page(items, reply.body.get("next_cursor"))
+
+    return Call("GET", keys_path(org_id), parse, params=params)
+
+
+def key_events(org_id: str, key_id: str, min_position: int | None = None) -> Call[list[LogEntry]]:
+    """``GET /v1/orgs/{org}/keys/{id}/events``: the key's events in stream order."""
+    params = _text(without_none({"min_position": min_position}))
+    return Call(
+        "GET",
+        keys_path(org_id, key_id, "events"),
+        lambda reply: [_entry(raw) for raw in reply.body["data"]],
+        params=params,
+    )
+
+
+def audit_page(filters: Mapping[str, Any], cursor: Cursor) -> Call[Page[LogEntry]]:
+    """One page of ``GET /v1/audit``."""
+    params = _text(without_none({**filters, "after": cursor}))
+
+    def parse(reply: Reply) -> Page[LogEntry]:
+        return Page([_entry(raw) for raw in reply.body["data"]], reply.body.get("next_cursor"))
+
+    return Call("GET", "/v1/audit", parse, params=params)
+
+
+def audit_verify() -> Call[ChainReport]:
+    """``GET /v1/audit/verify``."""
+    return Call("GET", "/v1/audit/verify", _model(ChainReport))
+
+
+def _text(params: Mapping[str, Any]) -> dict[str, str]:
+    def one(value: Any) -> str:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    return {name: one(value) for name, value in params.items()}
+
+
+# -- verification -------------------------------------------------------------------
+
+
+def verify(fields: Mapping[str, Any]) -> Call[VerifyResult]:
+    """``POST /v1/verify`` with a bearer ``key`` or a signed request's fields."""
+    return Call("POST", "/v1/verify", _model(VerifyResult), json=without_none(fields))
+
+
+def authorize(
+    credential_headers: Mapping[str, str],
+    service_key: str,
+    requirements: Mapping[str, Any],
+) -> Call[AuthorizeResult]:
+    """``GET /v1/authorize`` as a reverse proxy calls it, with the customer's headers."""
+    params = without_none(dict(requirements))
+    if isinstance(params.get("scopes"), list | tuple):
+        params["scopes"] = ",".join(params["scopes"])
+
+    def parse(reply: Reply) -> AuthorizeResult:
+        if isinstance(reply.body, dict) and "error" in reply.body:
+            raise api_error(reply)  # the proxy's own service key was refused
+        scopes = reply.headers.get("x-keyledger-scopes")
+        return AuthorizeResult(
+            status=reply.status,
+            verdict=VerifyResult.model_validate(reply.body),
+            key_id=reply.headers.get("x-keyledger-key-id"),
+            org_id=reply.headers.get("x-keyledger-org-id"),
+            scopes=scopes.split(",") if scopes else [],
+        )
+
+    headers = {**credential_headers, "X-Keyledger-Service-Key": service_key}
+    return Call(
+        "GET",
+        "/v1/authorize",
+        parse,
+        params=_text(params),
+        headers=headers,
+        answers=frozenset({200, 401, 403, 429}),
+    )
+
+
+# The most uses one ``POST /v1/usage`` takes.
+MAX_USES_PER_REPORT = 500
+
+
+def report_usage(uses: Mapping[str, datetime]) -> Call[UsageRecorded]:
+    """``POST /v1/usage``: the latest use of each key, seen outside keyledger
+    (at most ``MAX_USES_PER_REPORT``)."""
+    body = {"uses": [{"key_id": k, "at": at.isoformat()} for k, at in uses.items()]}
+    return Call("POST", "/v1/usage", _model(UsageRecorded), json=body)

@@ -1,0 +1,239 @@
+"""``KeyledgerClient``: the keyledger HTTP API from asyncio, one method per endpoint.
+
+    async with KeyledgerClient("https://keyledger.internal", service_key) as kl:
+        made = await kl.generate_key("acme", name="Trading Bot", type="secret")
+        async for key in kl.list_keys("acme", status="active"):
+            ...
+
+Every command carries an ``Idempotency-Key``, so the client sends it again after
+a connection error, a 429 or a 502-504 (waiting as ``Retry-After`` says, else
+with jittered exponential backoff) without ever applying it twice. Refusals
+raise ``KeyledgerAPIError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from keyledger_client import calls
+from keyledger_client.calls import Call, Cursor, Page, Reply, RetryPolicy
+from keyledger_client.events.vocabulary import KeyType, RevokeReason
+from keyledger_client.models import (
+    AuthorizeResult,
+    ChainReport,
+    CommandResult,
+    Key,
+    LogEntry,
+    UsageRecorded,
+    VerifyResult,
+)
+
+T = TypeVar("T")
+USER_AGENT = "keyledger-client-python/0.1"
+
+
+def reply_of(response: httpx.Response) -> Reply:
+    """The parts of an httpx response the parsers read (JSON body or None)."""
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = None
+    return Reply(response.status_code, response.headers, body)
+
+
+def request_headers(own: Mapping[str, str], call: Call[Any]) -> dict[str, str]:
+    """The client's headers under the call's own; ``/v1/authorize`` carries the service key
+    in ``X-Keyledger-Service-Key``, its ``Authorization`` being the customer's."""
+    if "X-Keyledger-Service-Key" in call.headers:
+        own = {name: value for name, value in own.items() if name != "Authorization"}
+    return {**own, **call.headers}
+
+
+def outcome(call: Call[T], reply: Reply) -> T:
+    """The call's result, or its ``KeyledgerAPIError``."""
+    if reply.status in call.answers:
+        return call.parse(reply)
+    raise calls.api_error(reply)
+
+
+class Connection:
+    """What both clients hold: where keyledger is, as whom they call it, how they retry."""
+
+    def __init__(self, base_url: str, service_key: str, retry: RetryPolicy | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.service_key = service_key
+        self.retry = retry or RetryPolicy()
+        self._headers = {"Authorization": f"Bearer {service_key}", "User-Agent": USER_AGENT}
+
+    def request_of(self, call: Call[Any]) -> dict[str, Any]:
+        """The arguments of ``httpx``'s ``request`` for ``call``."""
+        return {
+            "method": call.method,
+            "url": self.base_url + call.path,
+            "params": call.params or None,
+            "json": call.json,
+            "headers": request_headers(self._headers, call),
+        }
+
+
+class KeyledgerClient(Connection):
+    """The async client. ``http`` may be your own ``httpx.AsyncClient`` (tests, proxies)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        service_key: str,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(base_url, service_key, retry)
+        self._http = http or httpx.AsyncClient(timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def send(self, call: Call[T]) -> T:
+        """Send one call, again after a transient failure (``RetryPolicy``), and read its answer."""
+        attempt = 0
+        while True:
+            reply: Reply | None = None
+            try:
+                reply = reply_of(await self._http.request(**self.request_of(call)))
+            except httpx.TransportError:
+                if self.retry.after(attempt, None) is None:
+                    raise
+            delay = self.retry.after(attempt, reply)
+            if delay is None and reply is not None:
+                return outcome(call, reply)
+            await asyncio.sleep(delay or 0.0)
+            attempt += 1
+
+    async def _pages(self, page: Callable[[Cursor], Call[Page[T]]]) -> AsyncIterator[T]:
+        cursor: Cursor = None
+        while True:
+            found = await self.send(page(cursor))
+            for item in found.items:
+                yield item
+            if found.next_cursor is None:
+                return
+            cursor = found.next_cursor
+
+    # -- commands -----------------------------------------------------------------
+
+    async def generate_key(
+        self, org_id: str, *, name: str, type: KeyType, **fields: Any
+    ) -> CommandResult:
+        """``POST /v1/orgs/{org}/keys``: a new key; ``.secret`` / ``.private_key`` once.
+
+        ``fields``: the body's other fields (``environment``, ``scopes``, ``expires_in``…)
+        and the command options ``idempotency_key``, ``if_match``, ``on_behalf_of``."""
+        body, options = split_options({"name": name, "type": type, **fields})
+        body = calls.without_none(body)
+        return await self.send(calls.command(calls.keys_path(org_id), body, **options))
+
+    async def rename_key(
+        self, org_id: str, key_id: str, name: str, **options: Any
+    ) -> CommandResult:
+        """``POST …/keys/{id}/rename``."""
+        path = calls.keys_path(org_id, key_id, "rename")
+        return await self.send(calls.command(path, {"name": name}, **options))
+
+    async def disable_key(
+        self, org_id: str, key_id: str, reason: str | None = None, **options: Any
+    ) -> CommandResult:
+        """``POST …/keys/{id}/disable`` (reversible)."""
+        path = calls.keys_path(org_id, key_id, "disable")
+        return await self.send(
+            calls.command(path, calls.without_none({"reason": reason}), **options)
+        )
+
+    async def enable_key(self, org_id: str, key_id: str, **options: Any) -> CommandResult:
+        """``POST …/keys/{id}/enable``."""
+        path = calls.keys_path(org_id, key_id, "enable")
+        return await self.send(calls.command(path, None, **options))
+
+    async def revoke_key(
+        self, org_id: str, key_id: str, reason: RevokeReason, **options: Any
+    ) -> CommandResult:
+        """``POST …/keys/{id}/revoke`` (terminal)."""
+        path = calls.keys_path(org_id, key_id, "revoke")
+        return await self.send(calls.command(path, {"reason": reason}, **options))
+
+    async def rotate_key(
+        self, org_id: str, key_id: str, grace_period: str | None = None, **options: Any
+    ) -> CommandResult:
+        """``POST …/keys/{id}/rotate``: a new secret; the old one verifies for ``grace_period``."""
+        path = calls.keys_path(org_id, key_id, "rotate")
+        body = calls.without_none({"grace_period": grace_period})
+        return await self.send(calls.command(path, body, **options))
+
+    # -- reads --------------------------------------------------------------------
+
+    async def get_key(self, org_id: str, key_id: str, min_position: int | None = None) -> Key:
+        """``GET /v1/orgs/{org}/keys/{id}``."""
+        return await self.send(calls.get_key(org_id, key_id, min_position))
+
+    def list_keys(self, org_id: str, **filters: Any) -> AsyncIterator[Key]:
+        """Every key of ``org_id``, newest first, page after page (``status``, ``type``,
+        ``environment``, ``limit`` per page, ``min_position``)."""
+        return self._pages(lambda cursor: calls.key_page(org_id, filters, cursor))
+
+    async def key_events(
+        self, org_id: str, key_id: str, min_position: int | None = None
+    ) -> list[LogEntry]:
+        """``GET …/keys/{id}/events``: the key's history, in stream order."""
+        return await self.send(calls.key_events(org_id, key_id, min_position))
+
+    def audit(self, **filters: Any) -> AsyncIterator[LogEntry]:
+        """Every event matching ``filters`` (``org_id``, ``key_id``, ``event_type``, ``actor``,
+        ``since``, ``until``, ``limit`` per page) in position order, page after page."""
+        return self._pages(lambda cursor: calls.audit_page(filters, cursor))
+
+    async def audit_verify(self) -> ChainReport:
+        """``GET /v1/audit/verify``: walk the hash chain."""
+        return await self.send(calls.audit_verify())
+
+    # -- verification -------------------------------------------------------------
+
+    async def verify(self, **fields: Any) -> VerifyResult:
+        """``POST /v1/verify``: ``key=…`` (bearer) or ``key_id=…, signature=…, method=…,
+        path=…`` (signed), with ``scopes``, ``origin``, ``resource``, ``environment``…"""
+        return await self.send(calls.verify(fields))
+
+    async def authorize_headers(
+        self, credential_headers: Mapping[str, str], **requirements: Any
+    ) -> AuthorizeResult:
+        """``GET /v1/authorize`` as a reverse proxy calls it: the customer's headers
+        (``Authorization``, ``X-API-*``, ``Origin``, ``X-Forwarded-*``) and the location's
+        ``scopes``, ``resource``, ``environment``."""
+        return await self.send(calls.authorize(credential_headers, self.service_key, requirements))
+
+    async def report_usage(self, uses: Mapping[str, datetime]) -> UsageRecorded:
+        """``POST /v1/usage``: when each key was last seen in use outside keyledger."""
+        return await self.send(calls.report_usage(uses))
+
+
+_OPTIONS = ("idempotency_key", "if_match", "on_behalf_of")
+
+
+def split_options(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A command's body fields, and its options (sent as headers)."""
+    body = {k: v for k, v in fields.items() if k not in _OPTIONS}
+    return body, {k: v for k, v in fields.items() if k in _OPTIONS}

@@ -1,0 +1,126 @@
+"""What the keyledger API answers, as typed objects with the JSON fields as attributes.
+
+Unknown fields are ignored, so a newer server does not break an older client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from keyledger_client.events.models import Envelope, RateLimit
+from keyledger_client.events.vocabulary import Algorithm, Environment, KeyType, Status
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Key(_Answer):
+    """A key as the API shows it (never its secret)."""
+
+    id: str
+    org_id: str
+    name: str
+    type: KeyType
+    environment: Environment
+    status: Status
+    scopes: list[str] = []
+    allowed_origins: list[str] | None = None
+    resource: str | None = None
+    algorithm: Algorithm | None = None
+    public_key: str | None = None
+    hint: str | None = None
+    metadata: dict[str, Any] = {}
+    rate_limit: RateLimit | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    last_used_at: datetime | None = None
+    expires_at: datetime | None = None
+    disabled_at: datetime | None = None
+    revoked_at: datetime | None = None
+    previous_valid_until: datetime | None = None
+    version: int
+
+
+class CommandResult(_Answer):
+    """A command's answer; ``secret`` / ``private_key`` are shown once (generate, rotate)."""
+
+    key: Key
+    position: int
+    secret: str | None = None
+    private_key: str | None = None
+    replayed: bool | None = None
+
+
+class UnreadableEvent(_Answer):
+    """A row of the log that could not be read, in its place (never its data)."""
+
+    position: int
+    stream_version: int | None = None
+    event_type: str
+    org_id: str
+    key_id: str
+    unreadable: Literal[True]
+    detail: str = ""
+
+
+LogEntry = Envelope | UnreadableEvent
+
+
+class VerifiedKey(_Answer):
+    """The key a verdict is about, as ``/v1/verify`` shows it."""
+
+    id: str
+    org_id: str
+    name: str
+    type: KeyType
+    environment: Environment
+    scopes: list[str] = []
+    metadata: dict[str, Any] = {}
+    expires_at: datetime | None = None
+    # Keys of one identity share its limits (counted by keyledger, never cached locally).
+    identity_id: str | None = None
+
+
+class VerifyResult(_Answer):
+    """A verdict: ``valid``, its ``code`` and ``http_status``, and the ``key`` when known.
+
+    ``ratelimits`` and ``credits_remaining`` come with keys that have usage limits."""
+
+    valid: bool
+    code: str
+    http_status: int
+    key: VerifiedKey | None = None
+    retry_after: int | None = None
+    ratelimits: list[dict[str, Any]] | None = None
+    credits_remaining: int | None = None
+
+
+class AuthorizeResult(_Answer):
+    """What ``/v1/authorize`` answered: the verdict, and its status as the proxy would."""
+
+    status: int
+    verdict: VerifyResult
+    key_id: str | None = None
+    org_id: str | None = None
+    scopes: list[str] = []
+
+
+class ChainReport(_Answer):
+    """The hash chain walked end to end: ``ok``, how many ``events``, where it broke."""
+
+    ok: bool
+    events: int
+    broken_at: int | None = None
+    reason: str | None = None
+    log_truncated: bool = False
+
+
+class UsageRecorded(_Answer):
+    """How many reported uses were recorded, and how many named keys the caller cannot see."""
+
+    recorded: int
+    ignored: int

@@ -1,0 +1,97 @@
+"""The client's calls without I/O: retries, errors, commands, signing payloads."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keyledger_client import RetryPolicy, sign_request
+from keyledger_client.calls import Reply, api_error, command, retry_after_of
+from keyledger_client.signing import canonical_body, signing_payload
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    policy = RetryPolicy(base_delay=0.1, max_delay=1.0)
+    for attempt in range(10):
+        delay = policy.delay(attempt)
+        assert 0 <= delay <= min(1.0, 0.1 * 2**attempt)
+
+
+def test_retry_after_is_honoured_within_the_cap() -> None:
+    policy = RetryPolicy(max_delay=5.0)
+    assert policy.delay(0, 2.0) == 2.0 and policy.delay(3, 60.0) == 5.0
+    assert retry_after_of({"retry-after": "3"}) == 3.0
+    assert retry_after_of({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}) is None
+    assert retry_after_of({}) is None
+
+
+def test_what_is_sent_again() -> None:
+    policy = RetryPolicy(attempts=3, base_delay=0.0)
+    busy = Reply(503, {"retry-after": "1"}, None)
+    assert policy.after(0, None) == 0.0  # a connection error
+    assert policy.after(0, busy) == 1.0 and policy.after(1, Reply(429, {}, None)) == 0.0
+    assert policy.after(2, busy) is None and policy.after(2, None) is None  # out of attempts
+    for status in (200, 201, 400, 401, 404, 409, 422, 500):
+        assert policy.after(0, Reply(status, {}, None)) is None
+
+
+def test_errors_carry_status_code_and_request_id() -> None:
+    body = {"error": {"code": "key_not_found", "message": "no", "request_id": "req-1"}}
+    error = api_error(Reply(404, {}, body))
+    assert (error.status, error.code, error.request_id) == (404, "key_not_found", "req-1")
+    foreign = api_error(Reply(502, {"x-request-id": "req-2"}, None))
+    assert (foreign.status, foreign.code, foreign.request_id) == (502, "http_502", "req-2")
+
+
+def test_every_command_carries_an_idempotency_key() -> None:
+    first, second = command("/p", None), command("/p", None)
+    assert first.headers["Idempotency-Key"] != second.headers["Idempotency-Key"]
+    given_key = command("/p", {"a": 1}, idempotency_key="mine", if_match=3, on_behalf_of="u:1")
+    assert given_key.headers == {
+        "Idempotency-Key": "mine",
+        "If-Match": '"3"',
+        "X-On-Behalf-Of": "u:1",
+    }
+
+
+def test_the_documented_payloads() -> None:
+    body = '{"symbol": "OIL-BTC", "side": "buy", "qty": 12, "note": null}'
+    assert signing_payload("post", "/api/v1/orders", body) == (
+        b"POST:/api/v1/orders:qty=12&side=buy&symbol=OIL-BTC"
+    )
+    assert signing_payload("GET", "/p?q=1", "{}", "1700000000") == b"GET:/p?q=1:1700000000"
+    assert canonical_body('{"o": {"b": 1, "a": [true, null]}}') == 'o={"a":[true,null],"b":1}'
+    assert canonical_body("[1]") is None and canonical_body("nope") is None
+
+
+def test_sign_request_signs_as_each_algorithm_requires() -> None:
+    ed = ed25519.Ed25519PrivateKey.generate()
+    rs = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for private in (ed, rs):
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        headers = sign_request("GET", "/x", None, pem, "key_1", timestamp=1700000000)
+        assert headers["X-API-Key"] == "key_1" and headers["X-API-Timestamp"] == "1700000000"
+        signature = base64.b64decode(headers["X-API-Signature"])
+        payload = b"GET:/x:1700000000"
+        if isinstance(private, ed25519.Ed25519PrivateKey):
+            private.public_key().verify(signature, hashlib.sha256(payload).digest())
+        else:
+            private.public_key().verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
+
+
+@given(st.dictionaries(st.text(max_size=5), st.none() | st.integers() | st.text(max_size=5)))
+def test_the_order_of_fields_does_not_change_the_payload(body: dict[str, object]) -> None:
+    import json
+
+    assert canonical_body(json.dumps(body)) == canonical_body(
+        json.dumps(dict(reversed(body.items())))
+    )
