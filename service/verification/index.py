@@ -34,6 +34,7 @@ from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.store.event_store import UnreadableEvent
 from service.store.quarantine import INDEX_CONSUMER, QuarantinedKey, set_aside
+from service.store.registry_snapshot import COLUMN, Row, SnapshotRefused
 from service.verification.signing import PublicKey, load_public_key
 
 # KeyState fields the index does not keep (they never affect verification) are
@@ -198,6 +199,49 @@ def entry_from_state(
     return entry
 
 
+_C = COLUMN  # snapshot row columns, by KeyState field name
+
+
+def _instant(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
+
+
+def entry_from_row(row: Row, intern: _Interner) -> IndexEntry:
+    """The entry ``entry_from_state`` makes of the state a snapshot row holds, built
+    straight from the row (a cold start builds a million of them)."""
+    entry = IndexEntry()
+    entry.key_id = row[_C["key_id"]]
+    entry.org_id = sys.intern(row[_C["org_id"]])
+    entry.name = row[_C["name"]]
+    entry.type = _shared(row[_C["type"]])
+    entry.environment = _shared(row[_C["environment"]])
+    entry.status = _shared(row[_C["status"]])
+    entry.scopes = intern(tuple(row[_C["scopes"]]))
+    entry.allowed_origins = intern(tuple(row[_C["allowed_origins"]]))
+    entry.resource = row[_C["resource"]]
+    entry.metadata = row[_C["metadata"]] or None
+    entry.expires_at = _instant(row[_C["expires_at"]])
+    limit = row[_C["rate_limit"]]
+    entry.rate_limit = intern(RateLimit(limit=limit[0], window=limit[1])) if limit else None
+    digest = row[_C["secret_hash"]]
+    entry.secret_hash = bytes.fromhex(digest) if digest else None
+    previous = row[_C["previous_secret_hash"]]
+    entry.previous_hash = bytes.fromhex(previous) if previous else None
+    entry.previous_valid_until = _instant(row[_C["previous_valid_until"]])
+    entry.signer = None
+    if entry.type == "signing" and row[_C["public_key"]]:
+        pem, previous_pem = row[_C["public_key"]], row[_C["previous_public_key"]]
+        entry.signer = SigningMaterial(
+            algorithm=_shared(row[_C["algorithm"]] or "ed25519"),
+            pem=pem,
+            verifier=load_public_key(pem),
+            previous_pem=previous_pem,
+            previous_verifier=load_public_key(previous_pem) if previous_pem else None,
+        )
+    entry.version = row[_C["version"]]
+    return entry
+
+
 def _signing_material(state: KeyState, known: SigningMaterial | None) -> SigningMaterial | None:
     if state.type != "signing" or not state.public_key:
         return None
@@ -235,6 +279,9 @@ class VerificationIndex:
         # Events past it never apply here, so a revocation behind it would be missed:
         # verification fails closed while it lasts (``Verifier.verify``).
         self.gap_at: int | None = None
+        # Set by the feed once it has brought the index up to the log head at start
+        # (from a snapshot and the log after it, or the whole log): /readyz waits for it.
+        self.loaded = False
         # Set by the feed once the whole log has been loaded and is being followed.
         self.following = False
         # Keys set aside (never verified, later events skipped), and those not yet persisted.
@@ -273,6 +320,42 @@ class VerificationIndex:
     def by_key_id(self, key_id: str) -> IndexEntry | None:
         """The key with this id."""
         return self._by_id.get(key_id)
+
+    def load_rows(self, rows: list[Row]) -> None:
+        """Add the keys of a chunk of snapshot rows (a cold start, before ``start_at``).
+
+        A row that does not make an entry raises ``SnapshotRefused``: the caller
+        then ``clear``s the index and folds the log instead.
+        """
+        if self.position:
+            raise RuntimeError("only an index that has applied nothing takes snapshot rows")
+        by_id, by_hash, intern = self._by_id, self._by_hash, self._intern
+        try:
+            for row in rows:
+                entry = entry_from_row(row, intern)
+                by_id[entry.key_id] = entry
+                if entry.secret_hash is not None:
+                    by_hash[entry.secret_hash] = entry
+                if entry.previous_hash is not None:
+                    by_hash[entry.previous_hash] = entry
+        except Exception as exc:  # whatever a damaged row makes building an entry raise
+            raise SnapshotRefused(f"a row does not make an entry ({type(exc).__name__})") from None
+
+    def start_at(self, position: int, quarantined: list[QuarantinedKey]) -> None:
+        """Finish loading a snapshot: it stood at ``position``, with these keys set aside."""
+        for entry in quarantined:
+            self.quarantined[entry.key_id] = entry
+        self.unsaved_quarantines.extend(quarantined)
+        self.position = position
+        self.note_head(position)
+
+    def clear(self) -> None:
+        """Forget every key, back to an empty index at position 0 (a refused snapshot)."""
+        self._by_id.clear()
+        self._by_hash.clear()
+        self.quarantined.clear()
+        self.unsaved_quarantines.clear()
+        self.position = 0
 
     def offer(self, envelope: Envelope) -> Offer:
         """Apply ``envelope`` if it is the next position; say what happened."""
