@@ -40,10 +40,12 @@ from service.store.quarantine import (
 from service.store.registry_snapshot import (
     CHUNK_KEYS,
     Row,
+    SetAside,
     SnapshotHeader,
     SnapshotRefused,
     SnapshotStore,
     encode_chunk,
+    refused,
     state_from_row,
     state_row,
 )
@@ -66,26 +68,26 @@ class Step:
     event: KeyEvent | Exception
 
 
-def _set_aside(key_id: str, step: Step, failure: Exception) -> QuarantinedKey:
-    return QuarantinedKey(
-        INDEX_CONSUMER, key_id, step.org_id, step.position, step.event_type,
-        describe_failure(failure),
-    )  # fmt: skip
-
-
-def fold_steps(
-    key_id: str, state: KeyState | None, steps: Sequence[Step]
-) -> KeyState | QuarantinedKey:
-    """The key's state after ``steps``, or its quarantine at the first one that fails."""
+def fold_steps(key_id: str, state: KeyState | None, steps: Sequence[Step]) -> KeyState | SetAside:
+    """The key's state after ``steps`` (its ``position`` the last one's), or, at the
+    first step that fails, its quarantine and the state before it."""
     for step in steps:
-        if isinstance(step.event, Exception):
-            return _set_aside(key_id, step, step.event)
-        try:
-            state = evolve(state, step.event)
-        except Exception as exc:  # whatever a poison event makes evolve raise
-            return _set_aside(key_id, step, exc)
+        event = step.event
+        if isinstance(event, Exception):
+            failure = event
+        else:
+            try:
+                state = evolve(state, event).with_changes(position=step.position)
+                continue
+            except Exception as exc:  # whatever a poison event makes evolve raise
+                failure = exc
+        entry = QuarantinedKey(
+            INDEX_CONSUMER, key_id, step.org_id, step.position, step.event_type,
+            describe_failure(failure),
+        )  # fmt: skip
+        return SetAside(entry, state_row(state) if state is not None else None)
     assert state is not None  # steps is never empty
-    return state.with_changes(position=steps[-1].position)
+    return state
 
 
 class Tail:
@@ -153,8 +155,18 @@ class SnapshotWriter:
                 return None
             try:
                 return await self._advance(conn)
+            except SnapshotRefused as exc:
+                # Its header checked out but a chunk did not: build on an older one next time.
+                log.warning("registry_snapshot_damaged_deleted", reason=str(exc))
+                await self._delete_newest(conn)
+                return None
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1, 1)", SNAPSHOT_LOCK_CLASS)
+
+    async def _delete_newest(self, conn: asyncpg.Connection) -> None:
+        newest = await self._newest_valid(conn)
+        if newest is not None:
+            await conn.execute("DELETE FROM registry_snapshots WHERE id = $1", newest.id)
 
     async def _advance(self, conn: asyncpg.Connection) -> SnapshotHeader | None:
         base = await self._newest_valid(conn)
@@ -181,12 +193,7 @@ class SnapshotWriter:
                 await self.snapshots.check(conn, header)
                 return header
             except SnapshotRefused as exc:
-                log.warning(
-                    "registry_snapshot_refused",
-                    snapshot=header.id,
-                    position=header.position,
-                    reason=str(exc),
-                )
+                refused(header, exc)
         return None
 
     async def _next(
@@ -195,7 +202,9 @@ class SnapshotWriter:
         """A snapshot up to ``events_per_snapshot`` events past ``base``; None at a gap."""
         start = base.position if base else 0
         until = min(head, start + self.events_per_snapshot)
-        quarantined = {e.key_id: e for e in base.quarantines(INDEX_CONSUMER)} if base else {}
+        quarantined = (
+            {aside.entry.key_id: aside for aside in base.set_aside(INDEX_CONSUMER)} if base else {}
+        )
         tail = Tail(start, set(quarantined))
         while tail.position < until:
             after = tail.position
@@ -222,12 +231,12 @@ class SnapshotWriter:
             log_hash=log_hash,
             chunks=chunks(),
             # Read once the chunks are written: folding them sets keys aside.
-            quarantined=lambda: sorted(quarantined.values(), key=lambda e: e.position),
+            quarantined=lambda: list(quarantined.values()),
         )
 
 
 def fold_chunk(
-    rows: list[Row], changes: dict[str, list[Step]], quarantined: dict[str, QuarantinedKey]
+    rows: list[Row], changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
 ) -> list[Row]:
     """A chunk of the old snapshot with its changed keys folded (and taken out of
     ``changes``); keys set aside leave it for ``quarantined``."""
@@ -238,7 +247,7 @@ def fold_chunk(
             out.append(row)
             continue
         folded = fold_steps(row[0], state_from_row(row), steps)
-        if isinstance(folded, QuarantinedKey):
+        if isinstance(folded, SetAside):
             quarantined[row[0]] = folded
         else:
             out.append(state_row(folded))
@@ -246,14 +255,14 @@ def fold_chunk(
 
 
 def born_chunks(
-    changes: dict[str, list[Step]], quarantined: dict[str, QuarantinedKey]
+    changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
 ) -> Iterator[list[Row]]:
     """Rows of the keys the old snapshot did not hold (born since, or a stream that
     begins wrongly and is set aside), after ``fold_chunk`` has taken the others."""
     born: list[Row] = []
     for key_id, steps in changes.items():
         folded = fold_steps(key_id, None, steps)
-        if isinstance(folded, QuarantinedKey):
+        if isinstance(folded, SetAside):
             quarantined[key_id] = folded
             continue
         born.append(state_row(folded))

@@ -32,21 +32,24 @@ import hashlib
 import hmac
 import inspect
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cache
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
+import structlog
 
 from events import codec, models
 from events.models import RateLimit
 from service.domain import decider, state
 from service.domain.state import KeyState
 from service.store.pepper_fingerprint import pepper_fingerprint
-from service.store.quarantine import QuarantinedKey
+from service.store.quarantine import QuarantinedKey, is_transient
+
+log = structlog.get_logger(__name__)
 
 # Bump when the encoding below changes; the fold's own code is fingerprinted as well.
 FORMAT_VERSION = 1
@@ -147,6 +150,14 @@ def decode_chunk(body: bytes, digest: str) -> list[Row]:
     return rows
 
 
+class SetAside(NamedTuple):
+    """A key the snapshot's fold set aside, and its row before the event that failed
+    (None when it failed at its first): read models keep that row, the index does not."""
+
+    entry: QuarantinedKey
+    last: Row | None
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotHeader:
     """What a snapshot claims: where it stands in the log, and what it is made of."""
@@ -157,19 +168,23 @@ class SnapshotHeader:
     format: str
     pepper_fingerprint: str
     keys: int
-    quarantined: str  # JSON: [[key_id, org_id, position, event_type, reason], …]
+    quarantined: str  # JSON: [[key_id, org_id, position, event_type, reason, row|null], …]
     chunk_digests: tuple[str, ...]
     seal: str
 
-    def quarantines(self, consumer: str) -> list[QuarantinedKey]:
+    def set_aside(self, consumer: str) -> list[SetAside]:
         """The keys this snapshot's fold set aside, as ``consumer``'s quarantines."""
         try:
             return [
-                QuarantinedKey(consumer, key_id, org_id, position, event_type, reason)
-                for key_id, org_id, position, event_type, reason in json.loads(self.quarantined)
+                SetAside(QuarantinedKey(consumer, key_id, org_id, at, event_type, reason), last)
+                for key_id, org_id, at, event_type, reason, last in json.loads(self.quarantined)
             ]
         except (ValueError, TypeError):
             raise SnapshotRefused("its list of keys set aside does not decode") from None
+
+    def quarantines(self, consumer: str) -> list[QuarantinedKey]:
+        """``set_aside`` without the rows."""
+        return [aside.entry for aside in self.set_aside(consumer)]
 
 
 def _seal(pepper: bytes, header: SnapshotHeader) -> str:
@@ -186,9 +201,14 @@ def _seal(pepper: bytes, header: SnapshotHeader) -> str:
     return hmac.new(key, json.dumps(claims).encode(), hashlib.sha256).hexdigest()
 
 
-def quarantined_json(entries: Sequence[QuarantinedKey]) -> str:
+def quarantined_json(entries: Sequence[SetAside]) -> str:
     """Keys set aside, as a header records them."""
-    return json.dumps([[e.key_id, e.org_id, e.position, e.event_type, e.reason] for e in entries])
+    return json.dumps(
+        [
+            [e.key_id, e.org_id, e.position, e.event_type, e.reason, last]
+            for e, last in sorted(entries, key=lambda aside: aside.entry.position)
+        ]
+    )
 
 
 _HEADER_COLUMNS = (
@@ -244,6 +264,32 @@ class SnapshotStore:
                 f"the log's hash at position {header.position} is not the one it was made from"
             )
 
+    async def load_newest(
+        self,
+        conn: asyncpg.Connection,
+        take: Callable[[list[Row]], Awaitable[None]],
+        reset: Callable[[], Awaitable[None]],
+    ) -> SnapshotHeader | None:
+        """Give ``take`` the rows of the newest snapshot that checks out, chunk by chunk.
+
+        A snapshot that does not (``check``, or a chunk found damaged part-way, or
+        rows ``take`` refuses) is logged as a warning, ``reset`` undoes what
+        ``take`` got, and the next older one is tried. None: start from the log.
+        """
+        for header in await self.newest(conn):
+            try:
+                await self.check(conn, header)
+                async for rows in self.read_rows(conn, header):
+                    await take(rows)
+                header.quarantines("")  # it decodes
+                return header
+            except Exception as exc:
+                await reset()
+                if is_transient(exc):
+                    raise
+                refused(header, exc)
+        return None
+
     async def read_rows(
         self, conn: asyncpg.Connection, header: SnapshotHeader
     ) -> AsyncIterator[list[Row]]:
@@ -266,7 +312,7 @@ class SnapshotStore:
         position: int,
         log_hash: str,
         chunks: AsyncIterator[tuple[bytes, int]],
-        quarantined: Callable[[], Sequence[QuarantinedKey]] = tuple,
+        quarantined: Callable[[], Sequence[SetAside]] = tuple,
     ) -> SnapshotHeader:
         """Store a snapshot in one transaction: ``chunks`` are (body from ``encode_chunk``,
         rows in it); ``quarantined`` is asked for the keys set aside once they are written."""
@@ -323,3 +369,13 @@ class SnapshotStore:
             keep,
         )
         return int(deleted.split()[-1])
+
+
+def refused(header: SnapshotHeader, exc: Exception) -> None:
+    """Log that a snapshot is not used, and why (never its data)."""
+    log.warning(
+        "registry_snapshot_refused",
+        snapshot=header.id,
+        position=header.position,
+        reason=str(exc) if isinstance(exc, SnapshotRefused) else type(exc).__name__,
+    )

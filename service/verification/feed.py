@@ -40,8 +40,8 @@ from events.servers import nats_servers
 from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, UnreadableEvent
 from service.store.log_follower import LogFollower, RetryPolicy
-from service.store.quarantine import INDEX_CONSUMER, QuarantineLog, describe_failure, is_transient
-from service.store.registry_snapshot import SnapshotRefused, SnapshotStore
+from service.store.quarantine import INDEX_CONSUMER, QuarantineLog, describe_failure
+from service.store.registry_snapshot import Row, SnapshotStore
 from service.verification.index import Offer, VerificationIndex
 
 if TYPE_CHECKING:
@@ -130,27 +130,20 @@ class IndexFeed:
         none left the index stays empty and ``catch_up`` folds the whole log.
         """
         assert self.snapshots is not None
+        index = self.index
+
+        async def take(rows: list[Row]) -> None:
+            index.load_rows(rows)
+
+        async def reset() -> None:
+            index.clear()
+
         async with self.pool.acquire() as conn:
-            for header in await self.snapshots.newest(conn):
-                try:
-                    await self.snapshots.check(conn, header)
-                    async for rows in self.snapshots.read_rows(conn, header):
-                        self.index.load_rows(rows)
-                    quarantined = header.quarantines(INDEX_CONSUMER)
-                except Exception as exc:
-                    self.index.clear()
-                    if is_transient(exc):
-                        raise
-                    log.warning(
-                        "registry_snapshot_refused",
-                        snapshot=header.id,
-                        position=header.position,
-                        reason=str(exc) if isinstance(exc, SnapshotRefused) else type(exc).__name__,
-                    )
-                    continue
-                self.index.start_at(header.position, quarantined)
-                return header.position
-        return None
+            header = await self.snapshots.load_newest(conn, take, reset)
+        if header is None:
+            return None
+        index.start_at(header.position, header.quarantines(INDEX_CONSUMER))
+        return header.position
 
     async def stop(self) -> None:
         """Stop following."""

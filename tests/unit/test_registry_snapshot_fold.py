@@ -37,7 +37,12 @@ from service.store.registry_snapshot import (
     state_from_row,
     state_row,
 )
-from service.verification.index import VerificationIndex, _Interner, entry_from_row, entry_from_state
+from service.verification.index import (
+    VerificationIndex,
+    _Interner,
+    entry_from_row,
+    entry_from_state,
+)
 
 KEYS = [f"key_01J{n:023d}" for n in range(4)]
 START = datetime(2030, 1, 1, tzinfo=UTC)
@@ -139,9 +144,7 @@ def _picture(index: VerificationIndex) -> dict[str, Any]:
         entry = index.by_key_id(key_id)
         if entry is None:
             continue
-        values = {
-            slot: getattr(entry, slot) for slot in type(entry).__slots__ if slot != "signer"
-        }
+        values = {slot: getattr(entry, slot) for slot in type(entry).__slots__ if slot != "signer"}
         signer = entry.signer
         values["signer"] = (
             (signer.algorithm, signer.pem, signer.previous_pem) if signer is not None else None
@@ -176,7 +179,7 @@ def test_a_snapshot_and_the_log_after_it_fold_like_the_whole_log(
     rows = _advance(rows, quarantined, envelopes[first:second], first)
     started = VerificationIndex()
     started.load_rows(rows)
-    started.start_at(second, list(quarantined.values()))
+    started.start_at(second, [aside.entry for aside in quarantined.values()])
     for envelope in envelopes[second:]:
         started.offer(envelope)
 
@@ -224,11 +227,13 @@ def test_a_damaged_chunk_is_refused() -> None:
 
 def test_quarantines_round_trip_through_a_header() -> None:
     from service.store.quarantine import QuarantinedKey
-    from service.store.registry_snapshot import SnapshotHeader
+    from service.store.registry_snapshot import SetAside, SnapshotHeader
 
     entry = QuarantinedKey(INDEX_CONSUMER, KEYS[0], "org-0", 7, "KeyEnabled", "ImpossibleEvent")
-    header = SnapshotHeader(1, 9, "0" * 64, "f", "p", 0, quarantined_json([entry]), (), "")
-    assert header.quarantines(INDEX_CONSUMER) == [entry]
+    kept = [SetAside(entry, state_row(_state())), SetAside(entry, None)]
+    header = SnapshotHeader(1, 9, "0" * 64, "f", "p", 0, quarantined_json(kept), (), "")
+    assert header.set_aside(INDEX_CONSUMER) == kept
+    assert header.quarantines(INDEX_CONSUMER) == [entry, entry]
     broken = SnapshotHeader(1, 9, "0" * 64, "f", "p", 0, "[[1]]", (), "")
     with pytest.raises(SnapshotRefused):
         broken.quarantines(INDEX_CONSUMER)
