@@ -310,7 +310,7 @@ async def run(
                 f"({header.keys:,} keys)"
             )
             started = time.perf_counter()
-            report = await rebuild(pool, KeyViews(), snapshots=SnapshotStore(pepper.encode()))
+            await rebuild(pool, KeyViews(), snapshots=SnapshotStore(pepper.encode()))
             out.append(
                 f"key_views rebuilt from the snapshot in {time.perf_counter() - started:.1f} s"
             )
