@@ -81,10 +81,21 @@ def _picture(index: VerificationIndex) -> dict[str, Any]:
         values = {slot: getattr(entry, slot) for slot in type(entry).__slots__}
         values["signer"] = entry.signer.pem if entry.signer else None
         entries[key_id] = values
+    # Two keys with one secret hash exist only in hand-written rows (the registry refuses
+    # them); which of them a lookup finds is left out of the comparison.
+    holders: dict[bytes, int] = {}
+    for entry in index._by_id.values():
+        for digest in {entry.secret_hash, entry.previous_hash} - {None}:
+            assert digest is not None
+            holders[digest] = holders.get(digest, 0) + 1
     return {
         "position": index.position,
         "entries": entries,
-        "hashes": {digest: entry.key_id for digest, entry in index._by_hash.items()},
+        "hashes": {
+            digest: entry.key_id
+            for digest, entry in index._by_hash.items()
+            if holders.get(digest) == 1
+        },
         "quarantined": {k: (q.position, q.event_type) for k, q in index.quarantined.items()},
     }
 
@@ -316,3 +327,20 @@ async def test_key_views_rebuilt_from_a_snapshot_match_a_rebuild_from_the_first_
             )
             == expected_quarantine
         )
+
+
+async def test_the_sessions_hostile_log_snapshots_and_folds_like_the_whole_log(
+    pool: asyncpg.Pool, database_url: str, settings: Settings
+) -> None:
+    # Whatever the session's log holds by now (poison rows included), in its own schema
+    # version of the fold; an append between the two loads is retried.
+    writer = SnapshotWriter(pool, settings.pepper_bytes, interval_seconds=60)
+    for _ in range(5):
+        await writer.write_once()
+        from_snapshot = await _loaded(pool, database_url, SnapshotStore(settings.pepper_bytes))
+        whole_log = await _loaded(pool, database_url, None)
+        if from_snapshot.index.position == whole_log.index.position:
+            break
+    assert _picture(from_snapshot.index) == _picture(whole_log.index)
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM registry_snapshots")
