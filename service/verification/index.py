@@ -3,8 +3,9 @@
 Two dictionaries: secret hash → entry (current secrets, and previous secrets
 after a rotation, kept so that a rotated-out secret answers ``REVOKED`` once
 its grace ends) and key id → entry (every key; signing keys are looked up by
-id). Entries are compact ``__slots__`` objects with shared (interned) scope
-tuples, org ids and rate limits, so a million keys fit in a few hundred MB.
+id). Entries are compact (``service.verification.entries``: nine slots, shared
+kinds, scopes, orgs and rate limits, and what most keys lack in one shared
+object), so a million keys fit in a few hundred MB.
 
 Events are folded with the decider's ``evolve``: the index converts an entry
 back to a ``KeyState``, lets ``evolve`` apply the event, and stores the
@@ -22,32 +23,31 @@ the position moves on for every other key (docs/security.md §5).
 
 from __future__ import annotations
 
-import sys
-from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar, cast
 
 from events.codec import to_domain_event
-from events.models import Envelope, KeyEvent, RateLimit
-from events.vocabulary import TERMINAL_STATUSES, Algorithm, Environment, KeyType, Status
+from events.models import Envelope, KeyEvent
 from service.domain.decider import evolve
-from service.domain.state import KeyState
 from service.store.event_store import UnreadableEvent
 from service.store.quarantine import INDEX_CONSUMER, QuarantinedKey, set_aside
-from service.store.registry_snapshot import COLUMN, Row, SnapshotRefused
-from service.verification.signing import PublicKey, load_public_key
+from service.store.registry_snapshot import Row, SnapshotRefused
+from service.verification.entries import (
+    IndexEntry,
+    Interner,
+    SigningMaterial,
+    entry_from_row,
+    entry_from_state,
+)
 
-# KeyState fields the index does not keep (they never affect verification) are
-# filled with this neutral instant when an entry is turned back into a state.
-_UNKEPT = datetime(1970, 1, 1, tzinfo=UTC)
-
-Word = TypeVar("Word", bound=str)
-
-
-def _shared(word: Word) -> Word:
-    """One string object per word of the vocabulary for all entries (rows read from
-    PostgreSQL bring fresh copies); ``sys.intern`` returns the same value, typed ``str``."""
-    return cast(Word, sys.intern(word))
+__all__ = [
+    "IndexEntry",
+    "Offer",
+    "SigningMaterial",
+    "SingleKey",
+    "VerificationIndex",
+    "entry_from_row",
+    "entry_from_state",
+]
 
 
 class Offer(Enum):
@@ -59,218 +59,13 @@ class Offer(Enum):
     GAP = "gap"  # beyond applied + 1: something in between is missing
 
 
-class SigningMaterial:
-    """A signing key's public keys, parsed once when the key is indexed."""
-
-    __slots__ = ("algorithm", "pem", "previous_pem", "previous_verifier", "verifier")
-
-    def __init__(
-        self,
-        algorithm: Algorithm,
-        pem: str,
-        verifier: PublicKey,
-        previous_pem: str | None,
-        previous_verifier: PublicKey | None,
-    ) -> None:
-        self.algorithm = algorithm
-        self.pem = pem
-        self.verifier = verifier
-        self.previous_pem = previous_pem
-        self.previous_verifier = previous_verifier
-
-
-class IndexEntry:
-    """What verification needs to know about one key. Never mutated once stored."""
-
-    __slots__ = (
-        "allowed_origins",
-        "environment",
-        "expires_at",
-        "key_id",
-        "metadata",
-        "name",
-        "org_id",
-        "previous_hash",
-        "previous_valid_until",
-        "rate_limit",
-        "resource",
-        "scopes",
-        "secret_hash",
-        "signer",
-        "status",
-        "type",
-        "version",
-    )
-
-    key_id: str
-    org_id: str
-    name: str
-    type: KeyType
-    environment: Environment
-    status: Status
-    scopes: tuple[str, ...]
-    allowed_origins: tuple[str, ...]
-    resource: str | None
-    metadata: dict[str, Any] | None  # None when empty: saves a dict per key
-    expires_at: datetime | None
-    rate_limit: RateLimit | None
-    secret_hash: bytes | None  # raw 32-byte HMAC
-    previous_hash: bytes | None
-    previous_valid_until: datetime | None
-    signer: SigningMaterial | None
-    version: int
-
-    def status_at(self, now: datetime) -> Status:
-        """Recorded status, or ``expired`` once ``expires_at`` has passed (as KeyState)."""
-        if self.status in TERMINAL_STATUSES:
-            return self.status
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return self.status
-
-    def to_state(self) -> KeyState:
-        """The entry as a ``KeyState`` that ``evolve`` can fold the next event into."""
-        signer = self.signer
-        return KeyState(
-            key_id=self.key_id,
-            org_id=self.org_id,
-            name=self.name,
-            type=self.type,
-            environment=self.environment,
-            status=self.status,
-            scopes=self.scopes,
-            allowed_origins=self.allowed_origins,
-            resource=self.resource,
-            algorithm=signer.algorithm if signer else None,
-            public_key=signer.pem if signer else None,
-            secret_hash=self.secret_hash.hex() if self.secret_hash else None,
-            hint=None,
-            metadata=self.metadata or {},
-            rate_limit=self.rate_limit,
-            created_at=_UNKEPT,
-            updated_at=_UNKEPT,
-            expires_at=self.expires_at,
-            version=self.version,
-            previous_secret_hash=self.previous_hash.hex() if self.previous_hash else None,
-            previous_public_key=signer.previous_pem if signer else None,
-            previous_valid_until=self.previous_valid_until,
-        )
-
-
-class _Interner:
-    """Shares equal immutable values between entries (scopes, orgs, rate limits)."""
-
-    def __init__(self) -> None:
-        self._values: dict[Any, Any] = {}
-
-    def __call__(self, value: Any) -> Any:
-        return self._values.setdefault(value, value)
-
-
-def entry_from_state(
-    state: KeyState, previous: IndexEntry | None = None, intern: _Interner | None = None
-) -> IndexEntry:
-    """An index entry for ``state``; parsed public keys of ``previous`` are reused."""
-    share = intern or _Interner()
-    entry = IndexEntry()
-    entry.key_id = state.key_id
-    entry.org_id = sys.intern(state.org_id)
-    entry.name = state.name
-    entry.type = _shared(state.type)
-    entry.environment = _shared(state.environment)
-    entry.status = _shared(state.status)
-    entry.scopes = share(tuple(state.scopes))
-    entry.allowed_origins = share(tuple(state.allowed_origins))
-    entry.resource = state.resource
-    entry.metadata = state.metadata or None
-    entry.expires_at = state.expires_at
-    entry.rate_limit = (
-        share(RateLimit(limit=state.rate_limit.limit, window=state.rate_limit.window))
-        if state.rate_limit
-        else None
-    )
-    entry.secret_hash = bytes.fromhex(state.secret_hash) if state.secret_hash else None
-    entry.previous_hash = (
-        bytes.fromhex(state.previous_secret_hash) if state.previous_secret_hash else None
-    )
-    entry.previous_valid_until = state.previous_valid_until
-    entry.signer = _signing_material(state, previous.signer if previous else None)
-    entry.version = state.version
-    return entry
-
-
-_C = COLUMN  # snapshot row columns, by KeyState field name
-
-
-def _instant(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text is not None else None
-
-
-def entry_from_row(row: Row, intern: _Interner) -> IndexEntry:
-    """The entry ``entry_from_state`` makes of the state a snapshot row holds, built
-    straight from the row (a cold start builds a million of them)."""
-    entry = IndexEntry()
-    entry.key_id = row[_C["key_id"]]
-    entry.org_id = sys.intern(row[_C["org_id"]])
-    entry.name = row[_C["name"]]
-    entry.type = _shared(row[_C["type"]])
-    entry.environment = _shared(row[_C["environment"]])
-    entry.status = _shared(row[_C["status"]])
-    entry.scopes = intern(tuple(row[_C["scopes"]]))
-    entry.allowed_origins = intern(tuple(row[_C["allowed_origins"]]))
-    entry.resource = row[_C["resource"]]
-    entry.metadata = row[_C["metadata"]] or None
-    entry.expires_at = _instant(row[_C["expires_at"]])
-    limit = row[_C["rate_limit"]]
-    entry.rate_limit = intern(RateLimit(limit=limit[0], window=limit[1])) if limit else None
-    digest = row[_C["secret_hash"]]
-    entry.secret_hash = bytes.fromhex(digest) if digest else None
-    previous = row[_C["previous_secret_hash"]]
-    entry.previous_hash = bytes.fromhex(previous) if previous else None
-    entry.previous_valid_until = _instant(row[_C["previous_valid_until"]])
-    entry.signer = None
-    if entry.type == "signing" and row[_C["public_key"]]:
-        pem, previous_pem = row[_C["public_key"]], row[_C["previous_public_key"]]
-        entry.signer = SigningMaterial(
-            algorithm=_shared(row[_C["algorithm"]] or "ed25519"),
-            pem=pem,
-            verifier=load_public_key(pem),
-            previous_pem=previous_pem,
-            previous_verifier=load_public_key(previous_pem) if previous_pem else None,
-        )
-    entry.version = row[_C["version"]]
-    return entry
-
-
-def _signing_material(state: KeyState, known: SigningMaterial | None) -> SigningMaterial | None:
-    if state.type != "signing" or not state.public_key:
-        return None
-    parsed = {}
-    if known is not None:
-        parsed = {known.pem: known.verifier}
-        if known.previous_pem and known.previous_verifier:
-            parsed[known.previous_pem] = known.previous_verifier
-
-    def verifier(pem: str) -> PublicKey:
-        return parsed.get(pem) or load_public_key(pem)
-
-    previous = state.previous_public_key
-    return SigningMaterial(
-        algorithm=_shared(state.algorithm or "ed25519"),
-        pem=state.public_key,
-        verifier=verifier(state.public_key),
-        previous_pem=previous,
-        previous_verifier=verifier(previous) if previous else None,
-    )
-
-
 class VerificationIndex:
     """All keys of the log up to ``position``, looked up by secret hash or key id."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, IndexEntry] = {}
         self._by_hash: dict[bytes, IndexEntry] = {}
-        self._intern = _Interner()
+        self._intern = Interner()
         self.position = 0
         # The highest log position this replica has heard of (notifications, JetStream, reads).
         self.head_seen = 0

@@ -26,7 +26,7 @@ from service.snapshot_writer import SNAPSHOT_LOCK_CLASS, SnapshotWriter
 from service.store.event_store import EventStore
 from service.store.registry_snapshot import SnapshotStore, encode_chunk
 from service.verification.feed import IndexFeed
-from service.verification.index import VerificationIndex
+from service.verification.index import IndexEntry, VerificationIndex
 from tests.support.event_log import TEST_ACTOR, append_rename, generated
 from tests.support.poison import inject
 
@@ -78,7 +78,7 @@ def _picture(index: VerificationIndex) -> dict[str, Any]:
     """Everything an index holds (signers by their PEMs), to compare two indexes."""
     entries = {}
     for key_id, entry in index._by_id.items():
-        values = {slot: getattr(entry, slot) for slot in type(entry).__slots__}
+        values = {name: getattr(entry, name) for name in IndexEntry.FIELDS}
         values["signer"] = entry.signer.pem if entry.signer else None
         entries[key_id] = values
     # Two keys with one secret hash exist only in hand-written rows (the registry refuses

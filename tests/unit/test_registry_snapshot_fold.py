@@ -37,9 +37,10 @@ from service.store.registry_snapshot import (
     state_from_row,
     state_row,
 )
+from service.verification.entries import Interner
 from service.verification.index import (
+    IndexEntry,
     VerificationIndex,
-    _Interner,
     entry_from_row,
     entry_from_state,
 )
@@ -144,7 +145,7 @@ def _picture(index: VerificationIndex) -> dict[str, Any]:
         entry = index.by_key_id(key_id)
         if entry is None:
             continue
-        values = {slot: getattr(entry, slot) for slot in type(entry).__slots__ if slot != "signer"}
+        values = {name: getattr(entry, name) for name in IndexEntry.FIELDS if name != "signer"}
         signer = entry.signer
         values["signer"] = (
             (signer.algorithm, signer.pem, signer.previous_pem) if signer is not None else None
@@ -203,8 +204,8 @@ def test_rows_round_trip_and_make_the_entries_states_make(
     for state in states.values():
         row = state_row(state)
         assert state_from_row(row) == state
-        built, expected = entry_from_row(row, _Interner()), entry_from_state(state)
-        for slot in type(expected).__slots__:
+        built, expected = entry_from_row(row, Interner()), entry_from_state(state)
+        for slot in IndexEntry.FIELDS:
             if slot != "signer":
                 assert getattr(built, slot) == getattr(expected, slot), slot
         assert (built.signer is None) == (expected.signer is None)
