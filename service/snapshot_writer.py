@@ -99,6 +99,7 @@ class Tail:
         self.position = position
 
     def add(self, row: Envelope | UnreadableEvent) -> None:
+        """Take the next row of the log (decoded as the index decodes it)."""
         self.position = row.position
         if row.key_id in self.skip:
             return
