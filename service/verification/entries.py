@@ -125,24 +125,10 @@ class IndexEntry:
     )
     # Everything an entry tells, by name (slots and properties alike).
     FIELDS = (
-        "key_id",
-        "org_id",
-        "name",
-        "type",
-        "environment",
-        "status",
-        "scopes",
-        "allowed_origins",
-        "resource",
-        "metadata",
-        "expires_at",
-        "rate_limit",
-        "secret_hash",
-        "previous_hash",
-        "previous_valid_until",
-        "signer",
-        "version",
-    )
+        "key_id", "org_id", "name", "type", "environment", "status", "scopes",
+        "allowed_origins", "resource", "metadata", "expires_at", "rate_limit", "secret_hash",
+        "previous_hash", "previous_valid_until", "signer", "version",
+    )  # fmt: skip
 
     key_id: str
     org_id: str
