@@ -298,6 +298,18 @@ class KeyViews:
         if rows:
             await conn.executemany(self._upsert, rows)
 
+    async def seed(self, conn: asyncpg.Connection, states: Sequence[KeyState]) -> None:
+        """Rows for states taken from a registry snapshot (a rebuild's start): held and
+        written like folded ones, so a row the database refuses costs that key alone."""
+        held = self._held
+        if held is None:
+            raise RuntimeError("only a rebuild's fresh table is seeded")
+        for state in states:
+            held.states[state.key_id] = state
+            held.positions[state.key_id] = state.position
+        if len(held.states) >= self.hold_limit:
+            await self._write_held(conn)
+
     async def carry_over(self, conn: asyncpg.Connection, old_table: str, new_table: str) -> None:
         """Keep ``last_used_at``, which no event records, across a rebuild."""
         await conn.execute(

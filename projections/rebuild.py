@@ -11,6 +11,12 @@
 Readers see either the old table or the new one, never a half-built one;
 queries that arrive during the swap wait a moment and then read the new table.
 
+With a ``SnapshotStore``, step 1 starts from the newest registry snapshot
+that checks out (``service.store.registry_snapshot``): its states are written
+to the fresh table and its keys set aside are set aside here too, and only
+the log after it is folded. A snapshot that does not check out is ignored
+with a warning, and the rebuild starts from position 1.
+
 A rebuild starts with an empty quarantine: a key set aside by the live
 projection gets another chance (after a fix, a rebuild is the way out). An
 event that still cannot be applied quarantines its key again, exactly as the
@@ -40,6 +46,7 @@ from projections.runner import (
 )
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
 from service.store.quarantine import QuarantinedKey, QuarantineLog
+from service.store.registry_snapshot import Row, SnapshotStore, state_from_row
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +65,8 @@ class RebuildReport:
     seconds: float
     # Keys the rebuilt projection has set aside (quarantined), see service.store.quarantine.
     quarantined: int = 0
+    # The snapshot position the rebuild started from (None: the first event).
+    started_from: int | None = None
 
     @property
     def events_per_second(self) -> float:
@@ -161,10 +170,42 @@ async def _swap(
         return position
 
 
+async def _seed(
+    conn: asyncpg.Connection,
+    target: Projection,
+    snapshots: SnapshotStore,
+    fresh: str,
+    set_aside: dict[str, QuarantinedKey],
+) -> int | None:
+    """Fill the fresh table from the newest snapshot that checks out; its position."""
+
+    async def take(rows: list[Row]) -> None:
+        await target.seed(conn, [state_from_row(row) for row in rows])
+
+    async def reset() -> None:
+        await conn.execute(f"TRUNCATE {fresh}")
+
+    header = await snapshots.load_newest(conn, take, reset)
+    if header is None:
+        return None
+    # A key set aside keeps the row it had before its poison event, as in a rebuild
+    # from the first event.
+    kept = header.set_aside(target.name)
+    await target.seed(conn, [state_from_row(last) for _, last in kept if last is not None])
+    for entry, _ in kept:
+        set_aside[entry.key_id] = entry
+    return header.position
+
+
 async def rebuild(
-    pool: asyncpg.Pool, projection: Projection, *, batch_size: int = 5000
+    pool: asyncpg.Pool,
+    projection: Projection,
+    *,
+    batch_size: int = 5000,
+    snapshots: SnapshotStore | None = None,
 ) -> RebuildReport:
-    """Rebuild ``projection`` from event 1 into a fresh table and swap it in atomically."""
+    """Rebuild ``projection`` into a fresh table and swap it in atomically: from event 1,
+    or from the newest snapshot of ``snapshots`` that checks out and the log after it."""
     live = projection.table
     if live is None:
         raise RebuildRefused(f"{projection.name} has no table to rebuild")
@@ -184,6 +225,9 @@ async def rebuild(
                 head = await store.head(conn)
                 target = projection.on_table(fresh)
                 set_aside: dict[str, QuarantinedKey] = {}
+                started_from = None
+                if snapshots is not None:
+                    started_from = await _seed(conn, target, snapshots, fresh, set_aside)
                 async with pool.acquire() as reader:
                     with _fewer_collections():
                         filled = await _fill(
@@ -191,8 +235,8 @@ async def rebuild(
                             target,
                             store,
                             projection.name,
-                            0,
-                            head,
+                            started_from or 0,
+                            max(head, started_from or 0),
                             batch_size,
                             set_aside,
                             reader,
@@ -211,13 +255,19 @@ async def rebuild(
                 "SELECT pg_advisory_unlock(hashtextextended($1, 0))", f"rebuild:{projection.name}"
             )
     report = RebuildReport(
-        projection.name, position, position, time.perf_counter() - started, len(set_aside)
+        projection.name,
+        position - (started_from or 0),
+        position,
+        time.perf_counter() - started,
+        len(set_aside),
+        started_from,
     )
     log.info(
         "projection_rebuilt",
         projection=projection.name,
         events=report.events,
         quarantined=report.quarantined,
+        started_from=started_from,
         seconds=round(report.seconds, 3),
     )
     return report

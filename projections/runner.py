@@ -34,6 +34,7 @@ from typing import NamedTuple, Protocol
 import asyncpg
 import structlog
 
+from service.domain.state import KeyState
 from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
 from service.store.log_follower import LogFollower
@@ -71,6 +72,10 @@ class Projection(Protocol):
         Returns the keys whose rows the database refused since this copy was
         made (the caller quarantines them); the projection skips their later
         events itself."""
+
+    async def seed(self, conn: asyncpg.Connection, states: Sequence[KeyState]) -> None:
+        """Write keys' states as of a registry snapshot into a rebuild's fresh table
+        (each state's ``position`` is its last event's); the log after it follows."""
 
     async def carry_over(self, conn: asyncpg.Connection, old_table: str, new_table: str) -> None:
         """Copy what the events do not hold (e.g. ``last_used_at``) into a rebuilt table."""

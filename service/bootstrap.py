@@ -15,11 +15,14 @@ Start order, each step relying on the ones before it:
    commands are refused while it is truncated;
 4. the outbox relay (only with NATS): publishes the log, never waiting for NATS;
 5. the projections: read models follow the log;
-6. the expiry sweeper: writes ``KeyExpired`` as keys pass ``expires_at``.
+6. the expiry sweeper: writes ``KeyExpired`` as keys pass ``expires_at``;
+7. the snapshot writer: every ``KEYLEDGER_SNAPSHOT_INTERVAL_SECONDS``, one
+   replica (whichever holds the lock) brings the registry snapshot that the
+   next replica will start from up to the log head.
 
 Stop order is the reverse, and keeps a clean SIGTERM lossless (``keyledger
-serve`` lets in-flight requests finish before this starts): the sweeper
-(no new events) → projections → outbox relay (publishes what the requests
+serve`` lets in-flight requests finish before this starts): the snapshot
+writer, the sweeper (no new events) → projections → outbox relay (publishes what the requests
 committed, then drains NATS) → truncation guard → verification (flushes
 ``last_used_at``, closes its JetStream feed) → the database pool (last:
 everything uses it).
@@ -44,8 +47,10 @@ from service.key_usage import UsageRecorder
 from service.outbox.relay import OutboxRelay
 from service.queries import KeyQueries
 from service.settings import Settings
+from service.snapshot_writer import SnapshotWriter
 from service.store.database import connect_database
 from service.store.log_witnesses import Witness
+from service.store.registry_snapshot import SnapshotStore
 from service.truncation_guard import TruncationGuard
 from service.verification.callers import CallerAuthenticator
 from service.verification.credits import CreditLedger
@@ -83,6 +88,8 @@ class Keyledger:
     relay: OutboxRelay | None
     projections: ProjectionRunner
     sweeper: ExpirySweeper
+    # None when KEYLEDGER_SNAPSHOT_INTERVAL_SECONDS is 0.
+    snapshot_writer: SnapshotWriter | None
     # The read side.
     queries: KeyQueries
     vitals: VitalsReader
@@ -107,6 +114,7 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         nats_stream=settings.nats_stream,
         nats_subject_prefix=settings.nats_subject_prefix,
         poll_interval=settings.verify_fallback_poll_seconds,
+        snapshots=SnapshotStore(pepper) if settings.snapshot_load else None,
     )
     limiter = RateLimiter()
     credits = CreditLedger(pool, limiter.replicas)
@@ -152,6 +160,16 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         relay=relay,
         projections=projections,
         sweeper=ExpirySweeper(commands, settings.expiry_sweep_interval_seconds),
+        snapshot_writer=(
+            SnapshotWriter(
+                pool,
+                pepper,
+                interval_seconds=settings.snapshot_interval_seconds,
+                keep=settings.snapshot_keep,
+            )
+            if settings.snapshot_interval_seconds > 0
+            else None
+        ),
         queries=KeyQueries(pool, projections, guard),
         vitals=VitalsReader(pool, index=index, projections=projections, guard=guard, relay=relay),
     )
@@ -182,6 +200,8 @@ async def running(settings: Settings) -> AsyncIterator[Keyledger]:
         await service.projections.start()
         stack.push_async_callback(service.projections.stop)
         _in_background(stack, service.sweeper.run(), "expiry-sweeper")
+        if service.snapshot_writer is not None:
+            _in_background(stack, service.snapshot_writer.run(), "registry-snapshots")
         yield service
 
 

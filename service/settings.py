@@ -60,6 +60,11 @@ class Settings(BaseModel):
     # Verification index: PostgreSQL poll when no NOTIFY comes; last_used_at flush period.
     verify_fallback_poll_seconds: float = Field(2.0, gt=0)
     usage_flush_interval_seconds: float = Field(10.0, gt=0, le=50)
+    # Registry snapshots for cold start: how often one replica writes one (0: never), how
+    # many are kept, and whether a starting replica begins from the newest that checks out.
+    snapshot_interval_seconds: float = Field(300.0, ge=0)
+    snapshot_keep: int = Field(2, ge=1, le=100)
+    snapshot_load: bool = True
     # /readyz: how many events the index, projections and outbox relay may trail the log head.
     ready_max_lag: int = Field(100, ge=0)
     # How often a replica compares the log head with its witnesses (JetStream, checkpoints).

@@ -135,7 +135,8 @@ class VitalsReader:
             relay_problem=relay.problem if relay is not None else None,
             outbox_lag=reading.outbox_lag if reading else None,
             index_keys=len(index),
-            index_position=index.position,
+            # Not loaded yet (a snapshot and the log after it): no position to be ready at.
+            index_position=index.position if index.loaded else None,
             projection_positions={name: runner.position(name) for name in runner.lag()},
             projection_failures=runner.failures(),
             log_truncated=truncation.describe() if truncation is not None else None,

@@ -70,6 +70,8 @@ def settings(database_url: str, captured_logs: io.StringIO) -> Settings:
         database_url=database_url,
         pepper=TEST_PEPPER,
         expiry_sweep_interval_seconds=0.2,
+        # Snapshots are written by the tests that check them, not on a timer mid-session.
+        snapshot_interval_seconds=0,
     )
 
 

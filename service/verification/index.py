@@ -3,8 +3,9 @@
 Two dictionaries: secret hash → entry (current secrets, and previous secrets
 after a rotation, kept so that a rotated-out secret answers ``REVOKED`` once
 its grace ends) and key id → entry (every key; signing keys are looked up by
-id). Entries are compact ``__slots__`` objects with shared (interned) scope
-tuples, org ids and rate limits, so a million keys fit in a few hundred MB.
+id). Entries are compact (``service.verification.entries``: nine slots, shared
+kinds, scopes, orgs and rate limits, and what most keys lack in one shared
+object), so a million keys fit in a few hundred MB.
 
 Events are folded with the decider's ``evolve``: the index converts an entry
 back to a ``KeyState``, lets ``evolve`` apply the event, and stores the
@@ -22,32 +23,31 @@ the position moves on for every other key (docs/security.md §5).
 
 from __future__ import annotations
 
-import sys
-from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar, cast
 
 from events.codec import to_domain_event
-from events.models import Credits, Envelope, KeyEvent, NamedRateLimit, RateLimit
-from events.vocabulary import TERMINAL_STATUSES, Algorithm, Environment, KeyType, Status
+from events.models import Envelope, KeyEvent
 from service.domain.decider import evolve
-from service.domain.state import KeyState
 from service.store.event_store import UnreadableEvent
 from service.store.quarantine import INDEX_CONSUMER, QuarantinedKey, set_aside
-from service.verification.ip_allowlist import Network, compile_cidrs
-from service.verification.signing import PublicKey, load_public_key
+from service.store.registry_snapshot import Row, SnapshotRefused
+from service.verification.entries import (
+    IndexEntry,
+    Interner,
+    SigningMaterial,
+    entry_from_row,
+    entry_from_state,
+)
 
-# KeyState fields the index does not keep (they never affect verification) are
-# filled with this neutral instant when an entry is turned back into a state.
-_UNKEPT = datetime(1970, 1, 1, tzinfo=UTC)
-
-Word = TypeVar("Word", bound=str)
-
-
-def _shared(word: Word) -> Word:
-    """One string object per word of the vocabulary for all entries (rows read from
-    PostgreSQL bring fresh copies); ``sys.intern`` returns the same value, typed ``str``."""
-    return cast(Word, sys.intern(word))
+__all__ = [
+    "IndexEntry",
+    "Offer",
+    "SigningMaterial",
+    "SingleKey",
+    "VerificationIndex",
+    "entry_from_row",
+    "entry_from_state",
+]
 
 
 class Offer(Enum):
@@ -59,196 +59,13 @@ class Offer(Enum):
     GAP = "gap"  # beyond applied + 1: something in between is missing
 
 
-class SigningMaterial:
-    """A signing key's public keys, parsed once when the key is indexed."""
-
-    __slots__ = ("algorithm", "pem", "previous_pem", "previous_verifier", "verifier")
-
-    def __init__(
-        self,
-        algorithm: Algorithm,
-        pem: str,
-        verifier: PublicKey,
-        previous_pem: str | None,
-        previous_verifier: PublicKey | None,
-    ) -> None:
-        self.algorithm = algorithm
-        self.pem = pem
-        self.verifier = verifier
-        self.previous_pem = previous_pem
-        self.previous_verifier = previous_verifier
-
-
-class IndexEntry:
-    """What verification needs to know about one key. Never mutated once stored."""
-
-    __slots__ = (
-        "allowed_cidrs",
-        "allowed_origins",
-        "credits",
-        "credits_version",
-        "environment",
-        "expires_at",
-        "identity_id",
-        "key_id",
-        "metadata",
-        "name",
-        "org_id",
-        "previous_hash",
-        "previous_valid_until",
-        "rate_limit",
-        "rate_limits",
-        "resource",
-        "scopes",
-        "secret_hash",
-        "signer",
-        "status",
-        "type",
-        "version",
-    )
-
-    key_id: str
-    org_id: str
-    name: str
-    type: KeyType
-    environment: Environment
-    status: Status
-    scopes: tuple[str, ...]
-    allowed_origins: tuple[str, ...]
-    resource: str | None
-    metadata: dict[str, Any] | None  # None when empty: saves a dict per key
-    expires_at: datetime | None
-    rate_limit: RateLimit | None
-    secret_hash: bytes | None  # raw 32-byte HMAC
-    previous_hash: bytes | None
-    previous_valid_until: datetime | None
-    signer: SigningMaterial | None
-    version: int
-    # Usage limits and grouping (changes after issue): shared tuples, compiled networks.
-    rate_limits: tuple[NamedRateLimit, ...]
-    credits: Credits | None
-    credits_version: int  # what a replica's block of credits is checked against
-    allowed_cidrs: tuple[Network, ...]  # empty: any address
-    identity_id: str | None
-
-    def status_at(self, now: datetime) -> Status:
-        """Recorded status, or ``expired`` once ``expires_at`` has passed (as KeyState)."""
-        if self.status in TERMINAL_STATUSES:
-            return self.status
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return self.status
-
-    def to_state(self) -> KeyState:
-        """The entry as a ``KeyState`` that ``evolve`` can fold the next event into."""
-        signer = self.signer
-        return KeyState(
-            key_id=self.key_id,
-            org_id=self.org_id,
-            name=self.name,
-            type=self.type,
-            environment=self.environment,
-            status=self.status,
-            scopes=self.scopes,
-            allowed_origins=self.allowed_origins,
-            resource=self.resource,
-            algorithm=signer.algorithm if signer else None,
-            public_key=signer.pem if signer else None,
-            secret_hash=self.secret_hash.hex() if self.secret_hash else None,
-            hint=None,
-            metadata=self.metadata or {},
-            rate_limit=self.rate_limit,
-            created_at=_UNKEPT,
-            updated_at=_UNKEPT,
-            expires_at=self.expires_at,
-            version=self.version,
-            previous_secret_hash=self.previous_hash.hex() if self.previous_hash else None,
-            previous_public_key=signer.previous_pem if signer else None,
-            previous_valid_until=self.previous_valid_until,
-            rate_limits=self.rate_limits,
-            credits=self.credits,
-            credits_version=self.credits_version,
-            allowed_cidrs=tuple(str(network) for network in self.allowed_cidrs),
-            identity_id=self.identity_id,
-        )
-
-
-class _Interner:
-    """Shares equal immutable values between entries (scopes, orgs, rate limits)."""
-
-    def __init__(self) -> None:
-        self._values: dict[Any, Any] = {}
-
-    def __call__(self, value: Any) -> Any:
-        return self._values.setdefault(value, value)
-
-
-def entry_from_state(
-    state: KeyState, previous: IndexEntry | None = None, intern: _Interner | None = None
-) -> IndexEntry:
-    """An index entry for ``state``; parsed public keys of ``previous`` are reused."""
-    share = intern or _Interner()
-    entry = IndexEntry()
-    entry.key_id = state.key_id
-    entry.org_id = sys.intern(state.org_id)
-    entry.name = state.name
-    entry.type = _shared(state.type)
-    entry.environment = _shared(state.environment)
-    entry.status = _shared(state.status)
-    entry.scopes = share(tuple(state.scopes))
-    entry.allowed_origins = share(tuple(state.allowed_origins))
-    entry.resource = state.resource
-    entry.metadata = state.metadata or None
-    entry.expires_at = state.expires_at
-    entry.rate_limit = (
-        share(RateLimit(limit=state.rate_limit.limit, window=state.rate_limit.window))
-        if state.rate_limit
-        else None
-    )
-    entry.secret_hash = bytes.fromhex(state.secret_hash) if state.secret_hash else None
-    entry.previous_hash = (
-        bytes.fromhex(state.previous_secret_hash) if state.previous_secret_hash else None
-    )
-    entry.previous_valid_until = state.previous_valid_until
-    entry.signer = _signing_material(state, previous.signer if previous else None)
-    entry.version = state.version
-    entry.rate_limits = share(state.rate_limits)
-    entry.credits = state.credits
-    entry.credits_version = state.credits_version
-    entry.allowed_cidrs = share(compile_cidrs(state.allowed_cidrs)) if state.allowed_cidrs else ()
-    entry.identity_id = state.identity_id
-    return entry
-
-
-def _signing_material(state: KeyState, known: SigningMaterial | None) -> SigningMaterial | None:
-    if state.type != "signing" or not state.public_key:
-        return None
-    parsed = {}
-    if known is not None:
-        parsed = {known.pem: known.verifier}
-        if known.previous_pem and known.previous_verifier:
-            parsed[known.previous_pem] = known.previous_verifier
-
-    def verifier(pem: str) -> PublicKey:
-        return parsed.get(pem) or load_public_key(pem)
-
-    previous = state.previous_public_key
-    return SigningMaterial(
-        algorithm=_shared(state.algorithm or "ed25519"),
-        pem=state.public_key,
-        verifier=verifier(state.public_key),
-        previous_pem=previous,
-        previous_verifier=verifier(previous) if previous else None,
-    )
-
-
 class VerificationIndex:
     """All keys of the log up to ``position``, looked up by secret hash or key id."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, IndexEntry] = {}
         self._by_hash: dict[bytes, IndexEntry] = {}
-        self._intern = _Interner()
+        self._intern = Interner()
         self.position = 0
         # The highest log position this replica has heard of (notifications, JetStream, reads).
         self.head_seen = 0
@@ -257,6 +74,9 @@ class VerificationIndex:
         # Events past it never apply here, so a revocation behind it would be missed:
         # verification fails closed while it lasts (``Verifier.verify``).
         self.gap_at: int | None = None
+        # Set by the feed once it has brought the index up to the log head at start
+        # (from a snapshot and the log after it, or the whole log): /readyz waits for it.
+        self.loaded = False
         # Set by the feed once the whole log has been loaded and is being followed.
         self.following = False
         # Keys set aside (never verified, later events skipped), and those not yet persisted.
@@ -295,6 +115,42 @@ class VerificationIndex:
     def by_key_id(self, key_id: str) -> IndexEntry | None:
         """The key with this id."""
         return self._by_id.get(key_id)
+
+    def load_rows(self, rows: list[Row]) -> None:
+        """Add the keys of a chunk of snapshot rows (a cold start, before ``start_at``).
+
+        A row that does not make an entry raises ``SnapshotRefused``: the caller
+        then ``clear``s the index and folds the log instead.
+        """
+        if self.position:
+            raise RuntimeError("only an index that has applied nothing takes snapshot rows")
+        by_id, by_hash, intern = self._by_id, self._by_hash, self._intern
+        try:
+            for row in rows:
+                entry = entry_from_row(row, intern)
+                by_id[entry.key_id] = entry
+                if entry.secret_hash is not None:
+                    by_hash[entry.secret_hash] = entry
+                if entry.previous_hash is not None:
+                    by_hash[entry.previous_hash] = entry
+        except Exception as exc:  # whatever a damaged row makes building an entry raise
+            raise SnapshotRefused(f"a row does not make an entry ({type(exc).__name__})") from None
+
+    def start_at(self, position: int, quarantined: list[QuarantinedKey]) -> None:
+        """Finish loading a snapshot: it stood at ``position``, with these keys set aside."""
+        for entry in quarantined:
+            self.quarantined[entry.key_id] = entry
+        self.unsaved_quarantines.extend(quarantined)
+        self.position = position
+        self.note_head(position)
+
+    def clear(self) -> None:
+        """Forget every key, back to an empty index at position 0 (a refused snapshot)."""
+        self._by_id.clear()
+        self._by_hash.clear()
+        self.quarantined.clear()
+        self.unsaved_quarantines.clear()
+        self.position = 0
 
     def offer(self, envelope: Envelope) -> Offer:
         """Apply ``envelope`` if it is the next position; say what happened."""

@@ -1,0 +1,274 @@
+"""Writing registry snapshots: the newest snapshot, advanced along the log.
+
+One replica at a time writes (a session advisory lock, tried on every tick:
+the others skip that tick). A new snapshot is the newest one that checks out
+(``SnapshotStore.check``; never one that does not), with the log after it
+folded in: the events after its position are read in pages, grouped by key,
+and the old snapshot is streamed chunk by chunk, each changed key's row folded
+with its events (``evolve``, as the index does), unchanged rows carried over.
+Keys born after it come last. So the writer holds one chunk and at most
+``EVENTS_PER_SNAPSHOT`` events in memory, never the whole registry; a longer
+log is covered in several snapshots, each committed whole.
+
+A key is set aside exactly as a replica's verification index sets it aside
+(its event does not decode, or ``evolve`` refuses it): its row leaves the
+snapshot, its later events are skipped, and the snapshot lists it, so that a
+replica starting from the snapshot holds the same keys, and quarantines the
+same ones, as one that folded the whole log (``tests`` check it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from events.codec import to_domain_event
+from events.models import Envelope, KeyEvent
+from service.domain.decider import evolve
+from service.domain.state import KeyState
+from service.store.event_rows import missing_position
+from service.store.event_store import EventStore, UnreadableEvent
+from service.store.quarantine import (
+    INDEX_CONSUMER,
+    QuarantinedKey,
+    describe_failure,
+)
+from service.store.registry_snapshot import (
+    CHUNK_KEYS,
+    Row,
+    SetAside,
+    SnapshotHeader,
+    SnapshotRefused,
+    SnapshotStore,
+    encode_chunk,
+    refused,
+    state_from_row,
+    state_row,
+)
+
+log = structlog.get_logger(__name__)
+# pg_try_advisory_lock(classid, objid): classid "ks" (keyledger snapshot), objid 1.
+SNAPSHOT_LOCK_CLASS = 0x6B73
+# At most this many events are held (decoded) to advance a snapshot; more make several.
+EVENTS_PER_SNAPSHOT = 250_000
+_PAGE = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One event of a key after the snapshot: decoded, or why it does not decode."""
+
+    position: int
+    org_id: str
+    event_type: str
+    event: KeyEvent | Exception
+
+
+def fold_steps(key_id: str, state: KeyState | None, steps: Sequence[Step]) -> KeyState | SetAside:
+    """The key's state after ``steps`` (its ``position`` the last one's), or, at the
+    first step that fails, its quarantine and the state before it."""
+    for step in steps:
+        event = step.event
+        if isinstance(event, Exception):
+            failure = event
+        else:
+            try:
+                state = evolve(state, event).with_changes(position=step.position)
+                continue
+            except Exception as exc:  # whatever a poison event makes evolve raise
+                failure = exc
+        entry = QuarantinedKey(
+            INDEX_CONSUMER, key_id, step.org_id, step.position, step.event_type,
+            describe_failure(failure),
+        )  # fmt: skip
+        return SetAside(entry, state_row(state) if state is not None else None)
+    assert state is not None  # steps is never empty
+    return state
+
+
+class Tail:
+    """The log after a snapshot, grouped by key, in position order."""
+
+    def __init__(self, position: int, skip: set[str]) -> None:
+        self.skip = skip
+        self.by_key: dict[str, list[Step]] = {}
+        self.position = position
+
+    def add(self, row: Envelope | UnreadableEvent) -> None:
+        """Take the next row of the log (decoded as the index decodes it)."""
+        self.position = row.position
+        if row.key_id in self.skip:
+            return
+        if isinstance(row, UnreadableEvent):
+            step = Step(row.position, row.org_id, row.event_type, row.error)
+        else:
+            event: KeyEvent | Exception
+            try:
+                event = to_domain_event(row)
+            except Exception as exc:  # does not decode: the index sets the key aside too
+                event = exc
+            step = Step(row.position, row.org_id, row.event_type, event)
+        self.by_key.setdefault(row.key_id, []).append(step)
+
+
+class SnapshotWriter:
+    """Writes a snapshot every ``interval_seconds`` when the log has moved on."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        pepper: bytes,
+        *,
+        interval_seconds: float,
+        keep: int = 2,
+        events_per_snapshot: int = EVENTS_PER_SNAPSHOT,
+    ) -> None:
+        self.pool = pool
+        self.snapshots = SnapshotStore(pepper)
+        self.interval = interval_seconds
+        self.keep = keep
+        self.events_per_snapshot = events_per_snapshot
+        self.store = EventStore()
+
+    async def run(self) -> None:
+        """Write snapshots forever; errors are logged and the next tick tries again."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.write_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("registry_snapshot_failed")
+
+    async def write_once(self) -> SnapshotHeader | None:
+        """Bring the snapshots up to the log head now, if no other replica is at it.
+
+        Returns the newest snapshot written, or None (another replica holds
+        the lock, or the newest snapshot already stands at the head)."""
+        async with self.pool.acquire() as conn:
+            locked = await conn.fetchval("SELECT pg_try_advisory_lock($1, 1)", SNAPSHOT_LOCK_CLASS)
+            if not locked:
+                return None
+            try:
+                return await self._advance(conn)
+            except SnapshotRefused as exc:
+                # Its header checked out but a chunk did not: build on an older one next time.
+                log.warning("registry_snapshot_damaged_deleted", reason=str(exc))
+                await self._delete_newest(conn)
+                return None
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1, 1)", SNAPSHOT_LOCK_CLASS)
+
+    async def _delete_newest(self, conn: asyncpg.Connection) -> None:
+        newest = await self._newest_valid(conn)
+        if newest is not None:
+            await conn.execute("DELETE FROM registry_snapshots WHERE id = $1", newest.id)
+
+    async def _advance(self, conn: asyncpg.Connection) -> SnapshotHeader | None:
+        base = await self._newest_valid(conn)
+        head = await self.store.head(conn)
+        written = None
+        while (base.position if base else 0) < head:
+            header = await self._next(conn, base, head)
+            if header is None:
+                break
+            written = base = header
+        if written is not None:
+            await self.snapshots.prune(conn, self.keep)
+            log.info(
+                "registry_snapshot_written",
+                position=written.position,
+                keys=written.keys,
+                quarantined=len(written.quarantines(INDEX_CONSUMER)),
+            )
+        return written
+
+    async def _newest_valid(self, conn: asyncpg.Connection) -> SnapshotHeader | None:
+        for header in await self.snapshots.newest(conn):
+            try:
+                await self.snapshots.check(conn, header)
+                return header
+            except SnapshotRefused as exc:
+                refused(header, exc)
+        return None
+
+    async def _next(
+        self, conn: asyncpg.Connection, base: SnapshotHeader | None, head: int
+    ) -> SnapshotHeader | None:
+        """A snapshot up to ``events_per_snapshot`` events past ``base``; None at a gap."""
+        start = base.position if base else 0
+        until = min(head, start + self.events_per_snapshot)
+        quarantined = (
+            {aside.entry.key_id: aside for aside in base.set_aside(INDEX_CONSUMER)} if base else {}
+        )
+        tail = Tail(start, set(quarantined))
+        while tail.position < until:
+            after = tail.position
+            page = await self.store.read_envelopes_after(conn, after, min(_PAGE, until - after))
+            if not page or missing_position(after, page) is not None:
+                # The index stops at a hole too (and refuses to verify): so does the snapshot.
+                log.warning("registry_snapshot_stopped_at_gap", after=after)
+                return None
+            for row in page:
+                tail.add(row)
+        log_hash = await conn.fetchval("SELECT hash FROM events WHERE position = $1", until)
+
+        async def chunks() -> AsyncIterator[tuple[bytes, int]]:
+            if base is not None:
+                async for rows in self.snapshots.read_rows(conn, base):
+                    out = fold_chunk(rows, tail.by_key, quarantined)
+                    yield encode_chunk(out), len(out)
+            for rows in born_chunks(tail.by_key, quarantined):
+                yield encode_chunk(rows), len(rows)
+
+        return await self.snapshots.write(
+            conn,
+            position=until,
+            log_hash=log_hash,
+            chunks=chunks(),
+            # Read once the chunks are written: folding them sets keys aside.
+            quarantined=lambda: list(quarantined.values()),
+        )
+
+
+def fold_chunk(
+    rows: list[Row], changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
+) -> list[Row]:
+    """A chunk of the old snapshot with its changed keys folded (and taken out of
+    ``changes``); keys set aside leave it for ``quarantined``."""
+    out: list[Row] = []
+    for row in rows:
+        steps = changes.pop(row[0], None)
+        if steps is None:
+            out.append(row)
+            continue
+        folded = fold_steps(row[0], state_from_row(row), steps)
+        if isinstance(folded, SetAside):
+            quarantined[row[0]] = folded
+        else:
+            out.append(state_row(folded))
+    return out
+
+
+def born_chunks(
+    changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
+) -> Iterator[list[Row]]:
+    """Rows of the keys the old snapshot did not hold (born since, or a stream that
+    begins wrongly and is set aside), after ``fold_chunk`` has taken the others."""
+    born: list[Row] = []
+    for key_id, steps in changes.items():
+        folded = fold_steps(key_id, None, steps)
+        if isinstance(folded, SetAside):
+            quarantined[key_id] = folded
+            continue
+        born.append(state_row(folded))
+        if len(born) == CHUNK_KEYS:
+            yield born
+            born = []
+    if born:
+        yield born
