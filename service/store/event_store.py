@@ -136,6 +136,27 @@ class EventStore:
             await self.notify(conn, head.position)
         return sealed
 
+    async def insert_sealed(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        """Insert envelopes already sealed after the head, in one statement.
+
+        For the group commit's set-based batch (``service.key_commands``): the
+        positions and hash chain were computed in memory under the append lock.
+        A stream version already taken fails the whole statement
+        (``version_mismatch`` for a batch of one).
+        """
+        columns = list(zip(*(row_of(envelope) for envelope in envelopes), strict=True))
+        try:
+            await conn.execute(
+                f"INSERT INTO events ({EVENT_COLUMNS})"
+                " SELECT p, e, t, s, o, k, v, a, c::json, d::json, h FROM unnest("
+                "$1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[],"
+                " $7::int[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])"
+                " AS r(p, e, t, s, o, k, v, a, c, d, h)",
+                *columns,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise KeyledgerError("version_mismatch", "the key changed concurrently; retry") from exc
+
     async def read_head(self, conn: asyncpg.Connection) -> LogHead:
         """The log's last position and hash (0 and the genesis hash when empty)."""
         row = await conn.fetchrow(
@@ -157,6 +178,32 @@ class EventStore:
                 raise UnfoldableStream(key_id, item.org_id, item.position, item.event_type)
             envelopes.append(item)
         return envelopes
+
+    async def load_streams(
+        self, conn: asyncpg.Connection, key_ids: Sequence[str]
+    ) -> dict[str, list[Envelope] | UnfoldableStream]:
+        """The streams of ``key_ids`` in one query; a key with an unreadable event maps to
+        its ``UnfoldableStream``, a key without events to an empty list."""
+        streams: dict[str, list[Envelope] | UnfoldableStream] = {key: [] for key in key_ids}
+        read = await self.read_tolerantly(
+            conn,
+            EVENT_COLUMNS,
+            readable_envelope,
+            "key_id = ANY($1::text[])",
+            [list(key_ids)],
+            order="key_id, stream_version",
+        )
+        for item in read:
+            stream = streams[item.key_id]
+            if isinstance(stream, UnfoldableStream):
+                continue
+            if isinstance(item, UnreadableEvent):
+                streams[item.key_id] = UnfoldableStream(
+                    item.key_id, item.org_id, item.position, item.event_type
+                )
+            else:
+                stream.append(item)
+        return streams
 
     async def read_stream(
         self, conn: asyncpg.Connection, key_id: str

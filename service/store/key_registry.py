@@ -6,8 +6,10 @@ counts read here are exact even when many commands race.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -52,36 +54,49 @@ class CallerStanding:
         )
 
 
+_UPSERT = """
+    INSERT INTO key_registry (key_id, org_id, environment, status, expires_at,
+        secret_hash, previous_secret_hash, previous_valid_until, version, position)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+        $6::text[], $7::text[], $8::timestamptz[], $9::int[], $10::bigint[])
+    ON CONFLICT (key_id) DO UPDATE SET
+        status = EXCLUDED.status,
+        expires_at = EXCLUDED.expires_at,
+        secret_hash = EXCLUDED.secret_hash,
+        previous_secret_hash = EXCLUDED.previous_secret_hash,
+        previous_valid_until = EXCLUDED.previous_valid_until,
+        version = EXCLUDED.version,
+        position = EXCLUDED.position
+"""
+
+
+def _row(state: KeyState) -> tuple[Any, ...]:
+    return (
+        state.key_id,
+        state.org_id,
+        state.environment,
+        state.status,
+        state.expires_at,
+        state.secret_hash,
+        state.previous_secret_hash,
+        state.previous_valid_until,
+        state.version,
+        state.position,
+    )
+
+
 class KeyRegistry:
     """Active-key counts and secret-hash lookup for the write side."""
 
     async def save(self, conn: asyncpg.Connection, state: KeyState) -> None:
         """Record ``state`` as the key's current registry row."""
-        await conn.execute(
-            """
-            INSERT INTO key_registry (key_id, org_id, environment, status, expires_at,
-                secret_hash, previous_secret_hash, previous_valid_until, version, position)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-            ON CONFLICT (key_id) DO UPDATE SET
-                status = EXCLUDED.status,
-                expires_at = EXCLUDED.expires_at,
-                secret_hash = EXCLUDED.secret_hash,
-                previous_secret_hash = EXCLUDED.previous_secret_hash,
-                previous_valid_until = EXCLUDED.previous_valid_until,
-                version = EXCLUDED.version,
-                position = EXCLUDED.position
-            """,
-            state.key_id,
-            state.org_id,
-            state.environment,
-            state.status,
-            state.expires_at,
-            state.secret_hash,
-            state.previous_secret_hash,
-            state.previous_valid_until,
-            state.version,
-            state.position,
-        )
+        await self.save_all(conn, [state])
+
+    async def save_all(self, conn: asyncpg.Connection, states: Iterable[KeyState]) -> None:
+        """Record each state as its key's row, in one statement (one state per key)."""
+        rows = [_row(state) for state in states]
+        if rows:
+            await conn.execute(_UPSERT, *(list(column) for column in zip(*rows, strict=True)))
 
     async def standings(
         self, conn: asyncpg.Connection, key_ids: list[str]
@@ -118,6 +133,25 @@ class KeyRegistry:
             now,
         )
         return active
+
+    async def count_active_at(
+        self, conn: asyncpg.Connection, wanted: Sequence[tuple[str, Environment, datetime]]
+    ) -> dict[tuple[str, Environment, datetime], int]:
+        """``count_active`` for each (org, environment, at) of ``wanted``, in one query."""
+        if not wanted:
+            return {}
+        orgs, environments, instants = (list(column) for column in zip(*wanted, strict=True))
+        rows = await conn.fetch(
+            """SELECT w.ordinality, (SELECT count(*) FROM key_registry r
+                   WHERE r.org_id = w.org_id AND r.environment = w.environment
+                     AND r.status = 'active' AND (r.expires_at IS NULL OR r.expires_at > w.at))
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+                   WITH ORDINALITY AS w(org_id, environment, at, ordinality)""",
+            orgs,
+            environments,
+            instants,
+        )
+        return {wanted[ordinality - 1]: count for ordinality, count in rows}
 
     async def find_by_secret_hash(
         self, conn: asyncpg.Connection, secret_hash: str, now: datetime

@@ -1,0 +1,95 @@
+"""The write path at scale: a batch costs a constant number of round trips, and the
+queue of commands is bounded (503 ``overloaded`` with Retry-After, nothing written)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from events.models import Actor
+from service.command_session import CommandRequest
+from service.errors import KeyledgerError
+from service.http.errors import error_response
+from service.key_commands import IdempotentRequest, KeyCommandHandler
+from service.store.audit_chain import verify_chain
+from tests.integration.test_group_commit import generate
+from tests.support.api import new_org
+from tests.support.event_log import append_lock_held, writers_waiting_for_lock
+
+ACTOR = Actor(id="test:write-path")
+_QUERIES = ("execute", "fetch", "fetchrow", "fetchval")
+
+
+class CountingConnection:
+    """A connection that counts the statements sent through it (each one round trip)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.statements = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.conn, name)
+        if name not in _QUERIES:
+            return attribute
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.statements += 1
+            return await attribute(*args, **kwargs)
+
+        return counted
+
+
+async def statements_for(handler: KeyCommandHandler, pool: asyncpg.Pool, size: int) -> int:
+    """Round trips of one batch of ``size`` GenerateKeys, half with an Idempotency-Key."""
+    requests = []
+    for number in range(size):
+        org = new_org()
+        idempotent = IdempotentRequest(f"rt-{org}", "f" * 64) if number % 2 else None
+        requests.append(CommandRequest(generate(org), org, ACTOR, idempotent=idempotent))
+    async with pool.acquire() as conn, conn.transaction():
+        counting = CountingConnection(conn)
+        outcomes = await handler.write(counting, requests)  # type: ignore[arg-type]
+    assert all(not isinstance(o, Exception) for o in outcomes), outcomes
+    return counting.statements
+
+
+async def test_a_batch_costs_the_same_round_trips_whatever_its_size(pool: asyncpg.Pool) -> None:
+    handler = KeyCommandHandler(pool, max_active_keys=1000, lock_timeout_seconds=5)
+    small, large = await statements_for(handler, pool, 2), await statements_for(handler, pool, 64)
+    # lock, head, streams, counts, idempotency lookups; events, registry, idempotency; NOTIFY
+    assert small == large == 9
+    async with pool.acquire() as conn:
+        assert (await verify_chain(conn)).ok
+
+
+async def test_a_full_queue_refuses_at_once_and_writes_nothing(pool: asyncpg.Pool) -> None:
+    handler = KeyCommandHandler(pool, max_active_keys=1000, max_waiting=3)
+    orgs = [new_org() for _ in range(5)]
+    async with append_lock_held(pool):
+        taken = asyncio.create_task(handler.handle(generate(orgs[0]), org_id=orgs[0], actor=ACTOR))
+        await writers_waiting_for_lock(pool)  # the writer holds it, waiting for the lock
+        queued = [
+            asyncio.create_task(handler.handle(generate(org), org_id=org, actor=ACTOR))
+            for org in orgs[1:4]
+        ]
+        await asyncio.sleep(0)
+        refused = generate(orgs[4])
+        try:
+            await handler.handle(refused, org_id=orgs[4], actor=ACTOR)
+            raise AssertionError("a command beyond the queue's bound was accepted")
+        except KeyledgerError as exc:
+            assert exc.code == "overloaded"
+            retry_after = exc.details["retry_after"]
+            assert isinstance(retry_after, int) and 1 <= retry_after <= 30
+    outcomes = await asyncio.gather(taken, *queued)
+    assert all(len(o.events) == 1 for o in outcomes)
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE org_id = $1", orgs[4]) == 0
+    # Drained: the queue takes commands again.
+    assert len((await handler.handle(refused, org_id=orgs[4], actor=ACTOR)).events) == 1
+
+
+def test_overloaded_is_a_503_with_retry_after() -> None:
+    response = error_response("overloaded", "busy", "req-1", {"retry_after": 4})
+    assert response.status == 503 and response.headers["Retry-After"] == "4"
