@@ -31,15 +31,12 @@ from service.domain.commands import EnableKey, GenerateKey
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
+from service.store.batch_statements import CountKey, OutcomeKey
 from service.store.event_rows import UnfoldableStream, UnstorableValue, check_storable, seal_after
 from service.store.event_store import LogHead, fold_stream
 from service.store.idempotency import StoredOutcome
 from service.store.key_registry import CallerStanding
 
-# (org, environment, at): keys holding an active slot in that org and environment at that time.
-CountKey: TypeAlias = tuple[str, Environment, datetime]
-# (caller id, Idempotency-Key).
-OutcomeKey: TypeAlias = tuple[str, str]
 Stream: TypeAlias = list[Envelope] | UnfoldableStream
 ENVIRONMENTS: tuple[Environment, ...] = get_args(Environment)
 
@@ -58,7 +55,10 @@ def _readable(*texts: str) -> bool:
 class BatchReads:
     """What a batch needs read, under the append lock, before it can be decided."""
 
+    # Keys whose streams are loaded (every command's but a GenerateKey's).
     key_ids: list[str]
+    # A GenerateKey's fresh key id: only whether it is taken already.
+    new_key_ids: list[str]
     callers: list[str]
     counts: list[CountKey]
     outcomes: list[OutcomeKey]
@@ -67,14 +67,15 @@ class BatchReads:
     def of(requests: Sequence[CommandRequest]) -> BatchReads:
         """Every lookup ``record_command`` can make for these requests (a superset)."""
         key_ids: dict[str, None] = {}
+        new_key_ids: dict[str, None] = {}
         callers: dict[str, None] = {}
         counts: dict[CountKey, None] = {}
         outcomes: dict[OutcomeKey, None] = {}
         for request in requests:
             command = request.command
             if _readable(command.key_id):
-                # A GenerateKey's too: a key id already taken is refused in memory.
-                key_ids[command.key_id] = None
+                fresh = isinstance(command, GenerateKey)
+                (new_key_ids if fresh else key_ids)[command.key_id] = None
             if request.caller is not None and _readable(request.caller.key_id):
                 callers[request.caller.key_id] = None
             if request.idempotent is not None and _readable(
@@ -89,7 +90,9 @@ class BatchReads:
                 # The key's environment is in its stream, not read yet: count both.
                 for environment in ENVIRONMENTS:
                     counts[(request.org_id, environment, command.issued_at)] = None
-        return BatchReads(list(key_ids), list(callers), list(counts), list(outcomes))
+        return BatchReads(
+            list(key_ids), list(new_key_ids), list(callers), list(counts), list(outcomes)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,8 @@ class BatchSnapshot:
     now: datetime
     callers: dict[str, CallerStanding] = field(default_factory=dict)
     streams: dict[str, Stream] = field(default_factory=dict)
+    # New key ids that already have events (their streams are not loaded).
+    taken: frozenset[str] = frozenset()
     counts: dict[CountKey, int] = field(default_factory=dict)
     outcomes: dict[OutcomeKey, StoredOutcome] = field(default_factory=dict)
 
@@ -200,7 +205,12 @@ class _CommandScratch:
         for event in events:
             stream = self.batch.streams.get(event.key_id)
             # The events table's unique (key_id, stream_version), checked before writing.
-            if isinstance(stream, UnfoldableStream) or len(stream or ()) > expected_version:
+            taken = event.key_id in self.batch.snapshot.taken
+            if (
+                taken
+                or isinstance(stream, UnfoldableStream)
+                or len(stream or ()) > expected_version
+            ):
                 raise KeyledgerError("version_mismatch", "the key changed concurrently; retry")
         sealed = seal_after(
             events,

@@ -135,6 +135,9 @@ class GroupCommit(Generic[Item, Result]):
         self.name = name
         self._waiting: list[_Pending[Item, Result]] = []
         self._writer: asyncio.Task[None] | None = None
+        # The writer's connection, kept from batch to batch while commands keep coming:
+        # giving it back to the pool costs a round trip (its reset) every time.
+        self._conn: asyncpg.Connection | None = None
         # Items committed per second, smoothed over recent batches (for Retry-After).
         self._rate = 0.0
 
@@ -182,6 +185,18 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _write_all(self) -> None:
         """The writer: batch after batch until nobody waits. It never strands a caller."""
+        try:
+            while self._waiting:  # again if one came while the connection was given back
+                try:
+                    await self._write_while_waiting()
+                finally:
+                    await self._release()
+        except BaseException as exc:
+            waiting, self._waiting = self._waiting, []
+            _settle_all(waiting, exc)
+            raise
+
+    async def _write_while_waiting(self) -> None:
         while self._waiting:
             batch, self._waiting = (
                 self._waiting[: self.max_batch],
@@ -237,9 +252,21 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _commit(self, items: list[Item]) -> list[Outcome[Result]]:
         """One transaction for ``items``; per-item failures are results, not raised."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            written = await self.work.write(conn, items)
+        if self._conn is None:
+            self._conn = await self.pool.acquire()
+        try:
+            async with self._conn.transaction():
+                written = await self.work.write(self._conn, items)
+        except BaseException:
+            # Whatever failed may have broken the connection: the next batch takes another.
+            await self._release()
+            raise
         return [error_for(r) if isinstance(r, Exception) else r for r in written]
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self.pool.release(conn)
 
     async def _deliver(
         self, batch: list[_Pending[Item, Result]], results: list[Outcome[Result]]

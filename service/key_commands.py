@@ -25,6 +25,7 @@ from service.command_session import CommandOutcome, CommandRequest, IdempotentRe
 from service.domain.commands import Command
 from service.domain.state import KeyState
 from service.group_commit import MAX_BATCH, MAX_WAITING, GroupCommit
+from service.store.batch_statements import read_batch, write_batch
 from service.store.event_store import EventStore, UnfoldableStream
 from service.store.idempotency import IdempotencyStore
 from service.store.key_registry import KeyRegistry
@@ -110,25 +111,29 @@ class KeyCommandHandler:
     ) -> list[CommandOutcome | Exception]:
         """Record ``requests`` in ``conn``'s transaction, set-based (see module doc)."""
         await self.store.lock(conn, wait_seconds=self.lock_timeout_seconds)
-        head = await self.store.read_head(conn)
-        if self.head_guard is not None:
-            self.head_guard(head.position)
         reads = BatchReads.of(requests)
+        read = await read_batch(
+            conn,
+            new_key_ids=reads.new_key_ids,
+            counts=reads.counts,
+            outcomes=reads.outcomes,
+            callers=reads.callers,
+            ttl_hours=self.idempotency.ttl_hours,
+        )
+        if self.head_guard is not None:
+            self.head_guard(read.head.position)
         snapshot = BatchSnapshot(
-            head=head,
+            head=read.head,
             now=utc_now(),
-            callers=await self.registry.standings(conn, reads.callers) if reads.callers else {},
+            callers=read.callers,
             streams=await self.store.load_streams(conn, reads.key_ids) if reads.key_ids else {},
-            counts=await self.registry.count_active_at(conn, reads.counts),
-            outcomes=await self.idempotency.find_all(conn, reads.outcomes),
+            taken=read.taken,
+            counts=read.counts,
+            outcomes=read.outcomes,
         )
         plan = await plan_batch(requests, snapshot, max_active_keys=self.max_active_keys)
-        if plan.events:
-            await self.store.insert_sealed(conn, plan.events)
-            await self.registry.save_all(conn, plan.registry.values())
-        await self.idempotency.remember_all(conn, plan.remembered)
-        if plan.events:
-            await self.store.notify(conn, plan.events[-1].position)
+        if plan.events or plan.remembered:
+            await write_batch(conn, plan.events, plan.registry.values(), plan.remembered)
         return plan.outcomes
 
     async def after_commit(self, outcomes: Sequence[CommandOutcome]) -> None:

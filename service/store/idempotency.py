@@ -27,6 +27,52 @@ class StoredOutcome:
     position: int
 
 
+def lookup_sql(first: int = 1) -> str:
+    """Rows ``stored_outcome`` reads, for arrays of (caller key id, Idempotency-Key) from
+    ``$first`` and the TTL in hours after them, still kept."""
+    callers, keys, hours = (f"${n}" for n in range(first, first + 3))
+    return f"""SELECT ROW(caller_key_id, idempotency_key, request_hash, status, response::text)
+               FROM idempotency_keys
+               WHERE (caller_key_id, idempotency_key) IN
+                     (SELECT * FROM unnest({callers}::text[], {keys}::text[]))
+                 AND created_at > now() - make_interval(hours => {hours}::int)"""
+
+
+def stored_outcome(row: Sequence[Any]) -> tuple[tuple[str, str], StoredOutcome]:
+    """A row of ``lookup_sql``: (caller key id, Idempotency-Key) and the stored outcome."""
+    caller_key_id, idempotency_key, request_hash, status, response_text = row
+    response = json.loads(response_text)
+    outcome = StoredOutcome(request_hash, status == _CREATED, response["key"], response["position"])
+    return (caller_key_id, idempotency_key), outcome
+
+
+def remember_sql(first: int = 1) -> str:
+    """Keep outcomes from five arrays, ``$first``… (see ``remember_columns``)."""
+    p = [f"${n}" for n in range(first, first + 5)]
+    # An expired row with the same key is replaced: after the TTL the key is free again.
+    return f"""INSERT INTO idempotency_keys
+                   (caller_key_id, idempotency_key, request_hash, status, response)
+               SELECT * FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[],
+                   {p[3]}::int[], {p[4]}::jsonb[])
+               ON CONFLICT (caller_key_id, idempotency_key) DO UPDATE SET
+                   request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,
+                   response = EXCLUDED.response, created_at = now()"""
+
+
+def remember_columns(outcomes: Mapping[tuple[str, str], StoredOutcome]) -> list[list[Any]]:
+    """The arrays ``remember_sql`` takes, one element per (caller key id, Idempotency-Key)."""
+    return [
+        [caller for caller, _ in outcomes],
+        [key for _, key in outcomes],
+        [outcome.request_hash for outcome in outcomes.values()],
+        [_CREATED if outcome.created else _CHANGED for outcome in outcomes.values()],
+        [
+            json.dumps({"key": outcome.key, "position": outcome.position})
+            for outcome in outcomes.values()
+        ],
+    ]
+
+
 class IdempotencyStore:
     """Per-caller memory of command outcomes, ``ttl_hours`` long."""
 
@@ -36,33 +82,11 @@ class IdempotencyStore:
     async def find(
         self, conn: asyncpg.Connection, caller_key_id: str, idempotency_key: str
     ) -> StoredOutcome | None:
-        row = await conn.fetchrow(
-            """SELECT request_hash, status, response FROM idempotency_keys
-               WHERE caller_key_id = $1 AND idempotency_key = $2
-                 AND created_at > now() - make_interval(hours => $3)""",
-            caller_key_id,
-            idempotency_key,
-            self.ttl_hours,
+        """The outcome kept for this caller's ``Idempotency-Key``, unless older than the TTL."""
+        rows = await conn.fetchval(
+            f"SELECT ARRAY({lookup_sql()})", [caller_key_id], [idempotency_key], self.ttl_hours
         )
-        return None if row is None else _outcome(row)
-
-    async def find_all(
-        self, conn: asyncpg.Connection, wanted: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], StoredOutcome]:
-        """``find`` for each (caller key id, Idempotency-Key) of ``wanted``, in one query."""
-        if not wanted:
-            return {}
-        rows = await conn.fetch(
-            """SELECT caller_key_id, idempotency_key, request_hash, status, response
-               FROM idempotency_keys
-               WHERE (caller_key_id, idempotency_key) IN
-                     (SELECT * FROM unnest($1::text[], $2::text[]))
-                 AND created_at > now() - make_interval(hours => $3)""",
-            [caller for caller, _ in wanted],
-            [key for _, key in wanted],
-            self.ttl_hours,
-        )
-        return {(row["caller_key_id"], row["idempotency_key"]): _outcome(row) for row in rows}
+        return stored_outcome(rows[0])[1] if rows else None
 
     async def remember(
         self,
@@ -72,35 +96,5 @@ class IdempotencyStore:
         outcome: StoredOutcome,
     ) -> None:
         """Keep ``outcome`` for retries with the same key."""
-        await self.remember_all(conn, {(caller_key_id, idempotency_key): outcome})
-
-    async def remember_all(
-        self, conn: asyncpg.Connection, outcomes: Mapping[tuple[str, str], StoredOutcome]
-    ) -> None:
-        """``remember`` each outcome by its (caller key id, Idempotency-Key), in one statement."""
-        if not outcomes:
-            return
-        # An expired row with the same key is replaced: after the TTL the key is free again.
-        await conn.execute(
-            """INSERT INTO idempotency_keys
-                   (caller_key_id, idempotency_key, request_hash, status, response)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::jsonb[])
-               ON CONFLICT (caller_key_id, idempotency_key) DO UPDATE SET
-                   request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,
-                   response = EXCLUDED.response, created_at = now()""",
-            [caller for caller, _ in outcomes],
-            [key for _, key in outcomes],
-            [outcome.request_hash for outcome in outcomes.values()],
-            [_CREATED if outcome.created else _CHANGED for outcome in outcomes.values()],
-            [
-                json.dumps({"key": outcome.key, "position": outcome.position})
-                for outcome in outcomes.values()
-            ],
-        )
-
-
-def _outcome(row: asyncpg.Record) -> StoredOutcome:
-    response = json.loads(row["response"])
-    return StoredOutcome(
-        row["request_hash"], row["status"] == _CREATED, response["key"], response["position"]
-    )
+        columns = remember_columns({(caller_key_id, idempotency_key): outcome})
+        await conn.execute(remember_sql(), *columns)

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from events.models import Actor
-from service import command_session
+from service import command_session, key_commands
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import Command, GenerateKey, RenameKey, RevokeKey
@@ -212,17 +212,17 @@ async def test_a_batch_that_fails_whole_is_retried_command_by_command(
 ) -> None:
     handler = KeyCommandHandler(pool, max_active_keys=1000)
     sizes = BatchSizes(handler, monkeypatch)
-    save_all = handler.registry.save_all
+    write_batch = key_commands.write_batch
     killed: list[int] = []
 
-    async def lose_connection_then_save(conn: asyncpg.Connection, states: Any) -> None:
+    async def lose_connection_then_write(conn: asyncpg.Connection, *args: Any) -> None:
         if not killed:
-            # The connection dies mid-batch, after the events were inserted.
+            # The connection dies mid-batch, after everything was read under the lock.
             killed.append(conn.get_server_pid())
             await pool.execute("SELECT pg_terminate_backend($1)", killed[0])
-        await save_all(conn, states)
+        await write_batch(conn, *args)
 
-    monkeypatch.setattr(handler.registry, "save_all", lose_connection_then_save)
+    monkeypatch.setattr(key_commands, "write_batch", lose_connection_then_write)
     orgs = [new_org() for _ in range(6)]
     commands = [(generate(org), org) for org in orgs]
     commands.append((generate(orgs[0], metadata={"bad": "\ud800"}), orgs[0]))
@@ -243,18 +243,18 @@ async def test_an_outage_during_the_retry_fails_the_rest_at_once(
 ) -> None:
     handler = KeyCommandHandler(pool, max_active_keys=1000)
     sizes = BatchSizes(handler, monkeypatch)
-    notify = handler.store.notify
+    write_batch = key_commands.write_batch
     calls: list[int] = []
 
-    async def notify_failing(conn: asyncpg.Connection, position: int) -> None:
+    async def write_failing(conn: asyncpg.Connection, *args: Any) -> None:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("the batch fails as a whole")
         if len(calls) == 2:
             raise ConnectionResetError("the database went away")
-        await notify(conn, position)
+        await write_batch(conn, *args)
 
-    monkeypatch.setattr(handler.store, "notify", notify_failing)
+    monkeypatch.setattr(key_commands, "write_batch", write_failing)
     orgs = [new_org() for _ in range(5)]
     outcomes = await run_all(handler, [(generate(org), org) for org in orgs])
     # The whole batch, then the first command alone; the rest were not tried.

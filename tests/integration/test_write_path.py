@@ -9,7 +9,9 @@ from typing import Any
 import asyncpg
 
 from events.models import Actor
+from service.clock import utc_now
 from service.command_session import CommandRequest
+from service.domain.commands import RenameKey
 from service.errors import KeyledgerError
 from service.http.errors import error_response
 from service.key_commands import IdempotentRequest, KeyCommandHandler
@@ -41,13 +43,21 @@ class CountingConnection:
         return counted
 
 
-async def statements_for(handler: KeyCommandHandler, pool: asyncpg.Pool, size: int) -> int:
-    """Round trips of one batch of ``size`` GenerateKeys, half with an Idempotency-Key."""
+async def statements_for(
+    handler: KeyCommandHandler, pool: asyncpg.Pool, size: int, *, renames: bool
+) -> int:
+    """Round trips of one batch of ``size`` GenerateKeys, half with an Idempotency-Key,
+    and with ``renames``, as many RenameKeys of existing keys."""
     requests = []
     for number in range(size):
         org = new_org()
         idempotent = IdempotentRequest(f"rt-{org}", "f" * 64) if number % 2 else None
         requests.append(CommandRequest(generate(org), org, ACTOR, idempotent=idempotent))
+        if renames:
+            existing = generate(org)
+            await handler.handle(existing, org_id=org, actor=ACTOR)
+            rename = RenameKey(key_id=existing.key_id, name="renamed", issued_at=utc_now())
+            requests.append(CommandRequest(rename, org, ACTOR))
     async with pool.acquire() as conn, conn.transaction():
         counting = CountingConnection(conn)
         outcomes = await handler.write(counting, requests)  # type: ignore[arg-type]
@@ -57,9 +67,13 @@ async def statements_for(handler: KeyCommandHandler, pool: asyncpg.Pool, size: i
 
 async def test_a_batch_costs_the_same_round_trips_whatever_its_size(pool: asyncpg.Pool) -> None:
     handler = KeyCommandHandler(pool, max_active_keys=1000, lock_timeout_seconds=5)
-    small, large = await statements_for(handler, pool, 2), await statements_for(handler, pool, 64)
-    # lock, head, streams, counts, idempotency lookups; events, registry, idempotency; NOTIFY
-    assert small == large == 9
+    # The lock; one read (head, taken key ids, counts, idempotency, callers); one write
+    # (events, registry, idempotency, NOTIFY).
+    for size in (1, 2, 64):
+        assert await statements_for(handler, pool, size, renames=False) == 3
+    # With commands on existing keys, one more read: their streams.
+    for size in (1, 32):
+        assert await statements_for(handler, pool, size, renames=True) == 4
     async with pool.acquire() as conn:
         assert (await verify_chain(conn)).ok
 

@@ -94,8 +94,7 @@ async def test_a_failed_command_leaves_nothing_and_its_neighbours_go_on() -> Non
         CommandRequest(RenameKey(key_id=new_key_id(), name="x", issued_at=AT), "acme", ACTOR),
         generate(),
     ]
-    read = snapshot(counts={("acme", "live", AT): 0}, streams={taken: []})
-    read.streams[taken] = (await plan([generate(key_id=taken)], read)).events
+    read = snapshot(counts={("acme", "live", AT): 0}, taken=frozenset({taken}))
     done = await plan(requests, read)
     assert codes(done)[0] == "ok" and codes(done)[-1] == "ok"
     assert isinstance(done.outcomes[1], UnicodeError)
@@ -131,7 +130,8 @@ def test_reads_name_every_lookup_once() -> None:
         generate("nul\x00org"),
     ]
     reads = BatchReads.of(requests)
-    assert reads.key_ids[3] == key_id and len(reads.key_ids) == 5
+    # Streams only of existing keys; a new key id is only checked for being taken.
+    assert reads.key_ids == [key_id] and len(reads.new_key_ids) == 4
     # The system org has no limit; an enable counts both environments; NUL is never sent.
     assert reads.counts == [("acme", "live", AT), ("acme", "test", AT)]
     assert reads.outcomes == [(ACTOR.id, "k")]
