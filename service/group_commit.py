@@ -2,9 +2,11 @@
 
 Appends are serialized by the log's advisory lock, so a transaction per
 command would cap throughput at one commit (one WAL flush) at a time. A
-``GroupCommit`` runs one writer task that takes every command waiting (up to
-``max_batch``: the batch grows with the queue) and hands them to a
-``BatchWork`` in a single transaction. The work is set-based
+``GroupCommit`` runs one writer task that opens a transaction, takes the lock
+(``BatchWork.open``), and only then takes every command waiting (up to
+``max_batch``: the batch grows with the queue, and with the time the lock was
+held elsewhere, by another replica) and hands them to the ``BatchWork`` in
+that one transaction. The work is set-based
 (``service.key_commands``): a constant number of round trips per batch,
 whatever its size, the commands decided in memory one after another, each
 seeing the ones before it (``service.command_batch``).
@@ -93,6 +95,9 @@ WorkItem = TypeVar("WorkItem", contravariant=True)
 
 class BatchWork(Protocol[WorkItem, Result]):
     """What a ``GroupCommit`` runs: one transaction of items, under the caller's lock."""
+
+    async def open(self, conn: asyncpg.Connection) -> None:
+        """First statements of each transaction (take the lock), before its items are chosen."""
 
     async def write(
         self, conn: asyncpg.Connection, items: Sequence[WorkItem]
@@ -198,10 +203,7 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _write_while_waiting(self) -> None:
         while self._waiting:
-            batch, self._waiting = (
-                self._waiting[: self.max_batch],
-                self._waiting[self.max_batch :],
-            )
+            batch: list[_Pending[Item, Result]] = []
             started = time.perf_counter()
             try:
                 await self._write_batch(batch)
@@ -217,10 +219,15 @@ class GroupCommit(Generic[Item, Result]):
             rate = len(batch) / max(time.perf_counter() - started, 1e-6)
             self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
 
+    def _take(self, batch: list[_Pending[Item, Result]]) -> None:
+        """Into ``batch``: everything waiting, up to ``max_batch``, first come first."""
+        taken, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+        batch.extend(taken)
+
     async def _write_batch(self, batch: list[_Pending[Item, Result]]) -> None:
-        items = [pending.item for pending in batch]
+        """Write the next batch, chosen into ``batch`` once the lock is held (see ``_commit``)."""
         try:
-            results = await self._commit(items)
+            results = await self._commit(batch)
         except _TIMEOUTS as exc:
             log.warning("group_commit_timed_out", commands=len(batch), error=type(exc).__name__)
             results = [_unavailable(exc) for _ in batch]
@@ -239,7 +246,7 @@ class GroupCommit(Generic[Item, Result]):
         """Each command of a failed batch in its own transaction, in order."""
         for number, pending in enumerate(batch):
             try:
-                results = await self._commit([pending.item])
+                results = await self._commit([pending])
             except Exception as exc:
                 await self._deliver([pending], [error_for(exc)])
                 if _outage(exc):
@@ -250,13 +257,28 @@ class GroupCommit(Generic[Item, Result]):
                 continue
             await self._deliver([pending], results)
 
-    async def _commit(self, items: list[Item]) -> list[Outcome[Result]]:
-        """One transaction for ``items``; per-item failures are results, not raised."""
+    async def _commit(self, batch: list[_Pending[Item, Result]]) -> list[Outcome[Result]]:
+        """One transaction for ``batch``; per-item failures are results, not raised.
+
+        An empty ``batch`` is chosen once the transaction is open (the lock
+        taken, whatever the outcome): everything that came while waiting for
+        the lock, held by another replica, joins this batch rather than the
+        next, so the lock's hand-off between replicas makes batches larger,
+        not more. Should the opening fail, the callers waiting then are the
+        batch that hears of it.
+        """
+        choose = not batch
         if self._conn is None:
             self._conn = await self.pool.acquire()
         try:
             async with self._conn.transaction():
-                written = await self.work.write(self._conn, items)
+                try:
+                    await self.work.open(self._conn)
+                finally:
+                    if choose:
+                        self._take(batch)
+                items = [pending.item for pending in batch]
+                written = await self.work.write(self._conn, items) if items else []
         except BaseException:
             # Whatever failed may have broken the connection: the next batch takes another.
             await self._release()

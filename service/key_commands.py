@@ -106,11 +106,14 @@ class KeyCommandHandler:
 
     # -- the batch (service.group_commit.BatchWork) ---------------------------
 
+    async def open(self, conn: asyncpg.Connection) -> None:
+        """Take the append lock, waiting ``lock_timeout_seconds`` at most."""
+        await self.store.lock(conn, wait_seconds=self.lock_timeout_seconds)
+
     async def write(
         self, conn: asyncpg.Connection, requests: Sequence[CommandRequest]
     ) -> list[CommandOutcome | Exception]:
         """Record ``requests`` in ``conn``'s transaction, set-based (see module doc)."""
-        await self.store.lock(conn, wait_seconds=self.lock_timeout_seconds)
         reads = BatchReads.of(requests)
         read = await read_batch(
             conn,

@@ -312,6 +312,7 @@ async def test_the_writer_never_strands_a_caller(
 
     async def broken_once(batch: Any) -> None:
         if failures:
+            group._take(batch)  # the batch is chosen, then the writer fails
             raise failures.pop()
         await write_batch(batch)
 

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import pytest
 
 from events.models import Actor
 from service.clock import utc_now
@@ -16,7 +17,7 @@ from service.errors import KeyledgerError
 from service.http.errors import error_response
 from service.key_commands import IdempotentRequest, KeyCommandHandler
 from service.store.audit_chain import verify_chain
-from tests.integration.test_group_commit import generate
+from tests.integration.test_group_commit import BatchSizes, generate
 from tests.support.api import new_org
 from tests.support.event_log import append_lock_held, writers_waiting_for_lock
 
@@ -60,6 +61,7 @@ async def statements_for(
             requests.append(CommandRequest(rename, org, ACTOR))
     async with pool.acquire() as conn, conn.transaction():
         counting = CountingConnection(conn)
+        await handler.open(counting)  # type: ignore[arg-type]
         outcomes = await handler.write(counting, requests)  # type: ignore[arg-type]
     assert all(not isinstance(o, Exception) for o in outcomes), outcomes
     return counting.statements
@@ -67,7 +69,8 @@ async def statements_for(
 
 async def test_a_batch_costs_the_same_round_trips_whatever_its_size(pool: asyncpg.Pool) -> None:
     handler = KeyCommandHandler(pool, max_active_keys=1000, lock_timeout_seconds=5)
-    # The lock; one read (head, taken key ids, counts, idempotency, callers); one write
+    # The lock (before the batch is chosen); one read (head, taken key ids, counts,
+    # idempotency, callers); one write
     # (events, registry, idempotency, NOTIFY).
     for size in (1, 2, 64):
         assert await statements_for(handler, pool, size, renames=False) == 3
@@ -80,28 +83,46 @@ async def test_a_batch_costs_the_same_round_trips_whatever_its_size(pool: asyncp
 
 async def test_a_full_queue_refuses_at_once_and_writes_nothing(pool: asyncpg.Pool) -> None:
     handler = KeyCommandHandler(pool, max_active_keys=1000, max_waiting=3)
-    orgs = [new_org() for _ in range(5)]
+    orgs = [new_org() for _ in range(4)]
     async with append_lock_held(pool):
-        taken = asyncio.create_task(handler.handle(generate(orgs[0]), org_id=orgs[0], actor=ACTOR))
-        await writers_waiting_for_lock(pool)  # the writer holds it, waiting for the lock
         queued = [
             asyncio.create_task(handler.handle(generate(org), org_id=org, actor=ACTOR))
-            for org in orgs[1:4]
+            for org in orgs[:3]
+        ]
+        await writers_waiting_for_lock(pool)  # the writer waits for the lock; 3 wait for it
+        refused = generate(orgs[3])
+        with pytest.raises(KeyledgerError) as overloaded:
+            await handler.handle(refused, org_id=orgs[3], actor=ACTOR)
+        assert overloaded.value.code == "overloaded"
+        retry_after = overloaded.value.details["retry_after"]
+        assert isinstance(retry_after, int) and 1 <= retry_after <= 30
+    # The lock free, the three waiting are written in one batch.
+    outcomes = await asyncio.gather(*queued)
+    assert all(len(o.events) == 1 for o in outcomes)
+    assert len({o.position for o in outcomes}) == 3
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE org_id = $1", orgs[3]) == 0
+    # Drained: the queue takes commands again.
+    assert len((await handler.handle(refused, org_id=orgs[3], actor=ACTOR)).events) == 1
+
+
+async def test_commands_that_come_while_the_lock_is_held_join_one_batch(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = KeyCommandHandler(pool, max_active_keys=1000)
+    sizes = BatchSizes(handler, monkeypatch)
+    orgs = [new_org() for _ in range(6)]
+    async with append_lock_held(pool):  # another replica's batch
+        first = asyncio.create_task(handler.handle(generate(orgs[0]), org_id=orgs[0], actor=ACTOR))
+        await writers_waiting_for_lock(pool)
+        later = [
+            asyncio.create_task(handler.handle(generate(org), org_id=org, actor=ACTOR))
+            for org in orgs[1:]
         ]
         await asyncio.sleep(0)
-        refused = generate(orgs[4])
-        try:
-            await handler.handle(refused, org_id=orgs[4], actor=ACTOR)
-            raise AssertionError("a command beyond the queue's bound was accepted")
-        except KeyledgerError as exc:
-            assert exc.code == "overloaded"
-            retry_after = exc.details["retry_after"]
-            assert isinstance(retry_after, int) and 1 <= retry_after <= 30
-    outcomes = await asyncio.gather(taken, *queued)
+    outcomes = await asyncio.gather(first, *later)
     assert all(len(o.events) == 1 for o in outcomes)
-    assert await pool.fetchval("SELECT count(*) FROM events WHERE org_id = $1", orgs[4]) == 0
-    # Drained: the queue takes commands again.
-    assert len((await handler.handle(refused, org_id=orgs[4], actor=ACTOR)).events) == 1
+    # Chosen once the lock was held: the one that started the wait and all that came during it.
+    assert sizes.sizes == [6]
 
 
 def test_overloaded_is_a_503_with_retry_after() -> None:
