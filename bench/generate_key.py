@@ -53,6 +53,8 @@ class Load:
     p50: float
     p99: float
     failed: int = 0
+    # Connections it ran on, when fewer than asked (the server's max_connections).
+    clients: int | None = None
 
 
 async def _wrk(url: str, token: str, clients: int, seconds: float) -> dict[str, float]:
@@ -98,8 +100,20 @@ async def generate_load(urls: list[str], token: str, clients: int, seconds: floa
     )
 
 
-def insert_load(database_url: str, clients: int, seconds: float) -> Load:
-    """pgbench: ``clients`` connections of single-row autocommit INSERTs."""
+async def free_connections(database_url: str) -> int:
+    """Connections the server still takes (less a margin for everyone else on it)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        limit = int(await conn.fetchval("SHOW max_connections"))
+        used: int = await conn.fetchval("SELECT count(*) FROM pg_stat_activity")
+    finally:
+        await conn.close()
+    return max(1, limit - used - 20)
+
+
+def insert_load(database_url: str, clients: int, seconds: float, free: int) -> Load:
+    """pgbench: ``clients`` connections (at most ``free``) of single-row autocommit INSERTs."""
+    asked, clients = clients, min(clients, free)
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "insert.sql"
         script.write_text(
@@ -127,7 +141,8 @@ def insert_load(database_url: str, clients: int, seconds: float) -> Load:
     if not latencies:
         raise RuntimeError(f"pgbench logged no transaction: {done}")
     cut = statistics.quantiles(latencies, n=100)
-    return Load(len(latencies) / max(1, round(seconds)), cut[49], cut[98])
+    rate = len(latencies) / max(1, round(seconds))
+    return Load(rate, cut[49], cut[98], clients=clients if clients < asked else None)
 
 
 def _run(argv: list[str]) -> str:
@@ -166,9 +181,10 @@ async def measure(
 
 def _row(what: str, keys: Load, rows: Load) -> str:
     failed = f" ({keys.failed:,} not 201)" if keys.failed else ""
+    fewer = f" (on {rows.clients}: max_connections)" if rows.clients else ""
     return (
         f"| {what} | {keys.rate:,.0f} keys/s{failed} | {keys.p50:.1f} | {keys.p99:.1f} "
-        f"| {rows.rate:,.0f} rows/s | {rows.p50:.2f} | {rows.p99:.2f} "
+        f"| {rows.rate:,.0f} rows/s{fewer} | {rows.p50:.2f} | {rows.p99:.2f} "
         f"| {keys.rate / rows.rate:.2f} |"
     )
 
@@ -193,7 +209,8 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await conn.close()
         concurrencies = sorted({*args.clients, *([args.replica_clients] if args.replicas else [])})
-        raw = {c: insert_load(url, c, args.seconds) for c in concurrencies}
+        free = await free_connections(url)
+        raw = {c: insert_load(url, c, args.seconds, free) for c in concurrencies}
         pepper = "bench-" + secrets.token_hex(16)
         single = await measure(url, nats_url, 1, args.clients, args.seconds, settings, pepper)
         spread = []

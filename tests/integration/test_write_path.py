@@ -4,6 +4,7 @@ queue of commands is bounded (503 ``overloaded`` with Retry-After, nothing writt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,14 @@ from service.errors import KeyledgerError
 from service.http.errors import error_response
 from service.key_commands import IdempotentRequest, KeyCommandHandler
 from service.store.audit_chain import verify_chain
-from tests.integration.test_group_commit import BatchSizes, generate
+from tests.integration.test_group_commit import (
+    BatchSizes,
+    assert_log_sound,
+    assert_not_written,
+    code_of,
+    generate,
+    run_all,
+)
 from tests.support.api import new_org
 from tests.support.event_log import append_lock_held, writers_waiting_for_lock
 
@@ -123,6 +131,23 @@ async def test_commands_that_come_while_the_lock_is_held_join_one_batch(
     assert all(len(o.events) == 1 for o in outcomes)
     # Chosen once the lock was held: the one that started the wait and all that came during it.
     assert sizes.sizes == [6]
+
+
+async def test_a_write_no_check_foresaw_fails_its_command_alone(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = KeyCommandHandler(pool, max_active_keys=1000)
+    sizes = BatchSizes(handler, monkeypatch)
+    commands = [generate(new_org()) for _ in range(4)]
+    # The registry holds each secret hash once: the batch's one write statement fails.
+    commands[2] = dataclasses.replace(commands[2], secret_hash=commands[1].secret_hash)
+    outcomes = await run_all(handler, [(c, c.org_id) for c in commands])
+    # The batch, then each command in a transaction of its own.
+    assert sizes.sizes == [4, 1, 1, 1, 1]
+    assert [code_of(o) for o in outcomes if isinstance(o, KeyledgerError)] == ["unavailable"]
+    assert isinstance(outcomes[2], KeyledgerError)
+    await assert_log_sound(pool, outcomes)
+    await assert_not_written(pool, commands[2].key_id)
 
 
 def test_overloaded_is_a_503_with_retry_after() -> None:
