@@ -25,23 +25,29 @@ function request()
   return wrk.format("POST", "/v1/orgs/" .. org .. "/keys", headers, body)
 end
 
-created = 0  -- global: done() reads it from each thread with thread:get
+created = 0  -- globals: done() reads them from each thread with thread:get
+statuses = ""  -- every status other than 201, space-separated (rare unless overloaded)
 
 function response(status, _, _)
   if status == 201 then
     created = created + 1
+  elseif #statuses < 4000 then
+    statuses = statuses .. " " .. status
   end
 end
 
 function done(summary, latency, _)
   local created_total = 0
+  local others = ""
   for _, thread in ipairs(threads) do
     created_total = created_total + thread:get("created")
+    others = others .. thread:get("statuses")
   end
   io.write(string.format(
-    '{"requests": %d, "created": %d, "seconds": %.3f, "p50_ms": %.2f, "p99_ms": %.2f, "errors": %d}\n',
+    '{"requests": %d, "created": %d, "seconds": %.3f, "p50_ms": %.2f, "p99_ms": %.2f,'
+      .. ' "errors": %d, "statuses": "%s"}\n',
     summary.requests, created_total, summary.duration / 1e6,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000,
     summary.errors.connect + summary.errors.read + summary.errors.write
-      + summary.errors.status + summary.errors.timeout))
+      + summary.errors.status + summary.errors.timeout, others))
 end

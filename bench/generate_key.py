@@ -31,8 +31,10 @@ import statistics
 import subprocess
 import tempfile
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -53,11 +55,13 @@ class Load:
     p50: float
     p99: float
     failed: int = 0
+    # The statuses other than 201 seen (a sample), most frequent first.
+    statuses: str = ""
     # Connections it ran on, when fewer than asked (the server's max_connections).
     clients: int | None = None
 
 
-async def _wrk(url: str, token: str, clients: int, seconds: float) -> dict[str, float]:
+async def _wrk(url: str, token: str, clients: int, seconds: float) -> dict[str, Any]:
     env = {
         **os.environ,
         "KEYLEDGER_BENCH_TOKEN": token,
@@ -97,6 +101,12 @@ async def generate_load(urls: list[str], token: str, clients: int, seconds: floa
         max(run["p50_ms"] for run in runs),
         max(run["p99_ms"] for run in runs),
         int(sum(run["requests"] - run["created"] for run in runs)),
+        ", ".join(
+            f"{code}×{count}"
+            for code, count in Counter(
+                " ".join(run["statuses"] for run in runs).split()
+            ).most_common()
+        ),
     )
 
 
@@ -180,7 +190,7 @@ async def measure(
 
 
 def _row(what: str, keys: Load, rows: Load) -> str:
-    failed = f" ({keys.failed:,} not 201)" if keys.failed else ""
+    failed = f" ({keys.failed:,} not 201: {keys.statuses})" if keys.failed else ""
     fewer = f" (on {rows.clients}: max_connections)" if rows.clients else ""
     return (
         f"| {what} | {keys.rate:,.0f} keys/s{failed} | {keys.p50:.1f} | {keys.p99:.1f} "

@@ -56,6 +56,7 @@ MAX_BATCH = 256
 MAX_WAITING = 1024
 # Retry-After for ``overloaded`` stays within these bounds (seconds).
 _RETRY_AFTER_RANGE = (1, 30)
+_LOG_REFUSALS_EVERY_SECONDS = 5.0
 
 # Waits that ran out. Retrying command by command would wait again for each one.
 _TIMEOUTS: tuple[type[BaseException], ...] = (
@@ -145,6 +146,9 @@ class GroupCommit(Generic[Item, Result]):
         self._conn: asyncpg.Connection | None = None
         # Items committed per second, smoothed over recent batches (for Retry-After).
         self._rate = 0.0
+        # Items refused since the last log line about it, and when that was.
+        self._refused = 0
+        self._refusals_logged_at = -math.inf
 
     @property
     def waiting(self) -> int:
@@ -181,7 +185,17 @@ class GroupCommit(Generic[Item, Result]):
         low, high = _RETRY_AFTER_RANGE
         drain = len(self._waiting) / self._rate if self._rate > 0 else high
         retry_after = min(high, max(low, math.ceil(drain)))
-        log.warning("command_queue_full", waiting=len(self._waiting), retry_after=retry_after)
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= _LOG_REFUSALS_EVERY_SECONDS:
+            # Once in a while, with a count: a line per refusal would add to the overload.
+            log.warning(
+                "command_queue_full",
+                waiting=len(self._waiting),
+                refused=self._refused,
+                retry_after=retry_after,
+            )
+            self._refused, self._refusals_logged_at = 0, now
         return KeyledgerError(
             "overloaded",
             "too many commands are waiting to be recorded; retry later",
