@@ -185,8 +185,13 @@ async def measure(
     async with running_replicas(replicas, url, nats_url, pepper, **settings) as running:
         token = await _service_key(url, running)
         urls = list(running.urls)
-        await generate_load(urls, token, max(clients), min(seconds, 2.0))  # warm up
-        return [await generate_load(urls, token, c, seconds) for c in clients]
+        await generate_load(urls, token, min(clients), min(seconds, 2.0))  # warm up
+        loads = []
+        for count in clients:
+            # wrk stops with requests in flight: let the server finish them first.
+            await asyncio.sleep(2)
+            loads.append(await generate_load(urls, token, count, seconds))
+        return loads
 
 
 def _row(what: str, keys: Load, rows: Load) -> str:
