@@ -53,7 +53,7 @@ RETRY_AFTER_SECONDS = 1
 # wait of the callers whose commands it holds.
 MAX_BATCH = 256
 # Commands waiting at most before new ones are refused (503 ``overloaded``).
-MAX_WAITING = 1024
+MAX_WAITING = 256
 # Retry-After for ``overloaded`` stays within these bounds (seconds).
 _RETRY_AFTER_RANGE = (1, 30)
 _LOG_REFUSALS_EVERY_SECONDS = 5.0

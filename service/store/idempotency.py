@@ -87,14 +87,3 @@ class IdempotencyStore:
             f"SELECT ARRAY({lookup_sql()})", [caller_key_id], [idempotency_key], self.ttl_hours
         )
         return stored_outcome(rows[0])[1] if rows else None
-
-    async def remember(
-        self,
-        conn: asyncpg.Connection,
-        caller_key_id: str,
-        idempotency_key: str,
-        outcome: StoredOutcome,
-    ) -> None:
-        """Keep ``outcome`` for retries with the same key."""
-        columns = remember_columns({(caller_key_id, idempotency_key): outcome})
-        await conn.execute(remember_sql(), *columns)

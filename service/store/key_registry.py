@@ -124,13 +124,6 @@ class KeyRegistry:
         """Record ``state`` as the key's current registry row."""
         await conn.execute(upsert_sql(), *upsert_columns([state]))
 
-    async def standings(
-        self, conn: asyncpg.Connection, key_ids: list[str]
-    ) -> dict[str, CallerStanding]:
-        """The standing of each of these service keys (absent: not a service key)."""
-        rows = await conn.fetchval(f"SELECT ARRAY({standings_sql()})", key_ids)
-        return dict(standing_of(row) for row in rows)
-
     async def find_by_secret_hash(
         self, conn: asyncpg.Connection, secret_hash: str, now: datetime
     ) -> str | None:
