@@ -192,15 +192,12 @@ class UnstorableValue(ValueError):
     """
 
 
-def check_storable(*values: Any, nul: bool = False) -> None:
-    """``UnstorableValue`` unless every text inside ``values`` can be stored.
-
-    Strings, and the strings nested in dicts, lists and tuples, must encode as
-    UTF-8 and, unless ``nul`` (values bound for a ``json`` column, whose
-    canonical text escapes it), hold no NUL (``text`` and ``jsonb`` refuse it).
-    """
+def check_storable(*values: Any) -> None:
+    """``UnstorableValue`` unless every text inside ``values`` can be stored in a ``text``
+    or ``jsonb`` column: strings, and the strings nested in dicts, lists and tuples, must
+    encode as UTF-8 and hold no NUL (a ``json`` column's canonical text escapes NUL)."""
     for value in values:
-        if not _clean(value, nul=nul):
+        if not _clean(value, nul=False):
             # The type of problem only: the value may be a secret or hostile text.
             raise UnstorableValue("a value holds NUL or text that is not Unicode")
 
