@@ -1,160 +1,252 @@
-"""GenerateKey throughput at 32 concurrent clients, beside a raw INSERT (issue 2).
+"""GenerateKey over HTTP at 1, 32 and 128 clients and on 3 replicas, beside raw INSERTs (issue 12).
 
-The API runs in this process (as ``keyledger serve`` would); the 32 clients
-run in a separate process so they do not share the server's event loop. The
-baseline, measured in the same run on the same database: 32 connections each
-doing single-row autocommit ``INSERT``s, i.e. the ceiling of one-row
-transactions on this PostgreSQL.
+The load is what users see: ``keyledger serve`` processes with the outbox
+relay (to a JetStream stream of the run's own), the projections and the
+verification index running; the clients are wrk (``bench/generate_key.lua``)
+in processes of their own, each request making a key in a fresh org. The
+baseline, measured in the same run on the same database at the same
+concurrency: pgbench (also a separate process) doing single-row autocommit
+``INSERT``s, the ceiling of one-row transactions on this PostgreSQL.
 
-    python -m bench.generate_key [--seconds 10] [--clients 32]
+    python -m bench.generate_key [--seconds 10] [--clients 1 32 128] [--replicas 3]
+        [--replica-clients 32] [--queue-limit N]
 
-Uses ``KEYLEDGER_TEST_DATABASE_URL`` (a server; a scratch database is made on
-it and dropped) or, when unset, an embedded PostgreSQL.
+Rows: keys/s (201s only), p50 and p99 of every request, then the same for the
+INSERTs, and the ratio of the rates. "3 replicas" spreads ``--replica-clients``
+connections over three replicas taking commands at once (one wrk each); its
+baseline is the INSERT rate at that concurrency. Needs
+``KEYLEDGER_TEST_DATABASE_URL`` and ``KEYLEDGER_TEST_NATS_URL`` (a scratch
+database is made on that server and dropped), wrk and pgbench on PATH.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
+import json
 import os
+import secrets
+import shutil
+import statistics
+import subprocess
 import tempfile
-import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 
-from bench.support import scratch_database
+from bench.support import Replicas, running_replicas, scratch_database
 from events.models import Actor
-from service.embedded import EmbeddedPostgres, free_port
-from service.http.app import create_app
-from service.http.context import KEYLEDGER
-from service.log_config import configure_logging
 from service.service_keys import issue_service_key
-from service.settings import Settings
+from service.store.migrate import migrate
+
+LUA = Path(__file__).resolve().parent / "generate_key.lua"
 
 
-async def _clients(url: str, token: str, clients: int, seconds: float) -> tuple[int, int]:
-    ok = failed = 0
-    deadline = time.perf_counter() + seconds
-    headers = {"Authorization": f"Bearer {token}"}
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What one load produced: the rate, and latency percentiles in milliseconds."""
 
-    async def client(index: int) -> None:
-        nonlocal ok, failed
-        async with aiohttp.ClientSession(headers=headers) as session:
-            while time.perf_counter() < deadline:
-                # One org per client and a high limit: the benchmark measures writes, not refusals.
-                async with session.post(
-                    f"{url}/v1/orgs/bench-{index}/keys", json={"name": "k", "type": "secret"}
-                ) as response:
-                    await response.read()
-                    if response.status == 201:
-                        ok += 1
-                    else:
-                        failed += 1
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return ok, failed
+    rate: float
+    p50: float
+    p99: float
+    failed: int = 0
+    # The statuses other than 201 seen (a sample), most frequent first.
+    statuses: str = ""
+    # Connections it ran on, when fewer than asked (the server's max_connections).
+    clients: int | None = None
 
 
-def _load_process(
-    url: str, token: str, clients: int, seconds: float, out: multiprocessing.Queue[tuple[int, int]]
-) -> None:
-    out.put(asyncio.run(_clients(url, token, clients, seconds)))
-
-
-async def raw_insert_rate(database_url: str, clients: int, seconds: float) -> float:
-    """Single-row autocommit INSERTs per second over ``clients`` connections."""
-    setup = await asyncpg.connect(database_url)
-    await setup.execute(
-        "CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, org text, data jsonb)"
+async def _wrk(url: str, token: str, clients: int, seconds: float) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "KEYLEDGER_BENCH_TOKEN": token,
+        "KEYLEDGER_BENCH_RUN": uuid.uuid4().hex[:10],
+    }
+    process = await asyncio.create_subprocess_exec(
+        "wrk",
+        f"-t{min(clients, 2)}",
+        f"-c{clients}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    await setup.close()
-    count = 0
-    deadline = time.perf_counter() + seconds
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk failed: {(err or out).decode()[-500:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
 
-    async def writer() -> None:
-        nonlocal count
-        conn = await asyncpg.connect(database_url)
+
+async def generate_load(urls: list[str], token: str, clients: int, seconds: float) -> Load:
+    """``clients`` wrk connections spread over ``urls``, all at once."""
+    shares = [clients // len(urls) + (i < clients % len(urls)) for i in range(len(urls))]
+    runs = await asyncio.gather(
+        *(_wrk(url, token, share, seconds) for url, share in zip(urls, shares, strict=True))
+    )
+    created = sum(run["created"] for run in runs)
+    elapsed = max(run["seconds"] for run in runs)
+    # Percentiles of the busiest replica's clients (all equal in load): the worst of them.
+    return Load(
+        created / elapsed,
+        max(run["p50_ms"] for run in runs),
+        max(run["p99_ms"] for run in runs),
+        int(sum(run["requests"] - run["created"] for run in runs)),
+        ", ".join(
+            f"{code}×{count}"
+            for code, count in Counter(
+                " ".join(run["statuses"] for run in runs).split()
+            ).most_common()
+        ),
+    )
+
+
+async def free_connections(database_url: str) -> int:
+    """Connections the server still takes (less a margin for everyone else on it)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        limit = int(await conn.fetchval("SHOW max_connections"))
+        used: int = await conn.fetchval("SELECT count(*) FROM pg_stat_activity")
+    finally:
+        await conn.close()
+    return max(1, limit - used - 20)
+
+
+def insert_load(database_url: str, clients: int, seconds: float, free: int) -> Load:
+    """pgbench: ``clients`` connections (at most ``free``) of single-row autocommit INSERTs."""
+    asked, clients = clients, min(clients, free)
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "insert.sql"
+        script.write_text(
+            "INSERT INTO bench_raw (org, data) VALUES ('bench', '{\"name\": \"k\"}');\n"
+        )
+        done = _run(
+            [
+                "pgbench",
+                "-n",
+                f"-c{clients}",
+                f"-j{min(clients, 2)}",
+                f"-T{max(1, round(seconds))}",
+                "-f",
+                str(script),
+                "-l",
+                f"--log-prefix={folder}/tx",
+                database_url,
+            ]
+        )
+        latencies = sorted(
+            int(line.split()[2]) / 1000
+            for log in Path(folder).glob("tx.*")
+            for line in log.read_text().splitlines()
+        )
+    if not latencies:
+        raise RuntimeError(f"pgbench logged no transaction: {done}")
+    cut = statistics.quantiles(latencies, n=100)
+    rate = len(latencies) / max(1, round(seconds))
+    return Load(rate, cut[49], cut[98], clients=clients if clients < asked else None)
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed: {done.stderr[-500:]}")
+    return done.stdout
+
+
+async def _service_key(database_url: str, replicas: Replicas) -> str:
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=2) as pool:
+        issued = await issue_service_key(
+            pool, replicas.pepper.encode(), name="bench", scopes=["admin"], actor=Actor(id="b")
+        )
+    async with aiohttp.ClientSession() as session:
+        await replicas.until_accepted(session, issued.secret)
+    return issued.secret
+
+
+async def measure(
+    url: str,
+    nats_url: str,
+    replicas: int,
+    clients: list[int],
+    seconds: float,
+    settings: dict[str, str],
+    pepper: str,
+) -> list[Load]:
+    """GenerateKey at each concurrency of ``clients`` over ``replicas`` replicas."""
+    async with running_replicas(replicas, url, nats_url, pepper, **settings) as running:
+        token = await _service_key(url, running)
+        urls = list(running.urls)
+        await generate_load(urls, token, min(clients), min(seconds, 2.0))  # warm up
+        loads = []
+        for count in clients:
+            # wrk stops with requests in flight: let the server finish them first.
+            await asyncio.sleep(2)
+            loads.append(await generate_load(urls, token, count, seconds))
+        return loads
+
+
+def _row(what: str, keys: Load, rows: Load) -> str:
+    failed = f" ({keys.failed:,} not 201: {keys.statuses})" if keys.failed else ""
+    fewer = f" (on {rows.clients}: max_connections)" if rows.clients else ""
+    return (
+        f"| {what} | {keys.rate:,.0f} keys/s{failed} | {keys.p50:.1f} | {keys.p99:.1f} "
+        f"| {rows.rate:,.0f} rows/s{fewer} | {rows.p50:.2f} | {rows.p99:.2f} "
+        f"| {keys.rate / rows.rate:.2f} |"
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    server_url = os.environ.get("KEYLEDGER_TEST_DATABASE_URL")
+    nats_url = os.environ.get("KEYLEDGER_TEST_NATS_URL")
+    if not server_url or not nats_url or not shutil.which("wrk") or not shutil.which("pgbench"):
+        raise SystemExit(
+            "needs KEYLEDGER_TEST_DATABASE_URL, KEYLEDGER_TEST_NATS_URL, wrk and pgbench"
+        )
+    settings = {"max_active_keys_per_org": "10"}
+    if args.queue_limit:
+        settings["command_queue_limit"] = str(args.queue_limit)
+    async with scratch_database(server_url, prefix="keyledger_bench") as url:
+        conn = await asyncpg.connect(url)
         try:
-            while time.perf_counter() < deadline:
-                await conn.execute(
-                    "INSERT INTO bench_raw (org, data) VALUES ($1, $2)", "bench", '{"name": "k"}'
-                )
-                count += 1
+            await migrate(conn)
+            await conn.execute(
+                "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, org text, data jsonb)"
+            )
         finally:
             await conn.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(writer() for _ in range(clients)))
-    return count / (time.perf_counter() - started)
-
-
-async def generate_rate(database_url: str, clients: int, seconds: float) -> tuple[float, int]:
-    settings = Settings.from_env(
-        {},
-        database_url=database_url,
-        pepper="bench-pepper-" + "0" * 32,
-        max_active_keys_per_org=10_000_000,
-        db_pool_max_size=20,
-    )
-    app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        issued = await issue_service_key(
-            app[KEYLEDGER].pool,
-            settings.pepper_bytes,
-            name="bench",
-            scopes=["admin"],
-            actor=Actor(id="b"),
-        )
-        # The index learns of the new service key from its notification.
-        await app[KEYLEDGER].verifier.feed.wait_for(issued.position, 10.0)
-        spawn = multiprocessing.get_context("spawn")
-        queue = spawn.Queue()
-        load = spawn.Process(
-            target=_load_process,
-            args=(f"http://127.0.0.1:{port}", issued.secret, clients, seconds, queue),
-        )
-        started = time.perf_counter()
-        load.start()
-        await asyncio.to_thread(load.join)
-        elapsed = time.perf_counter() - started
-        ok, failed = queue.get(timeout=5)
-        return ok / min(elapsed, seconds + 1), failed
-    finally:
-        await runner.cleanup()
-
-
-async def main(seconds: float, clients: int) -> None:
-    configure_logging("warning")
-    server_url = os.environ.get("KEYLEDGER_TEST_DATABASE_URL")
-    embedded = None
-    if not server_url:
-        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp()) / "pg")
-        server_url = embedded.start()
-    try:
-        async with scratch_database(server_url, prefix="keyledger_bench") as url:
-            baseline = await raw_insert_rate(url, clients, seconds)
-            rate, failed = await generate_rate(url, clients, seconds)
-    finally:
-        if embedded:
-            embedded.stop()
-    print(f"| raw single-row INSERT, {clients} connections | {baseline:,.0f} rows/s | 1.00 |")
-    print(
-        f"| GenerateKey over HTTP, {clients} clients | {rate:,.0f} keys/s "
-        f"| {rate / baseline:.2f} |" + (f" ({failed} non-201)" if failed else "")
-    )
+        concurrencies = sorted({*args.clients, *([args.replica_clients] if args.replicas else [])})
+        free = await free_connections(url)
+        raw = {c: insert_load(url, c, args.seconds, free) for c in concurrencies}
+        pepper = "bench-" + secrets.token_hex(16)
+        single = await measure(url, nats_url, 1, args.clients, args.seconds, settings, pepper)
+        spread = []
+        if args.replicas:
+            spread = await measure(
+                url, nats_url, args.replicas, [args.replica_clients], args.seconds, settings, pepper
+            )
+    print("| load | GenerateKey | p50 ms | p99 ms | raw INSERT | p50 ms | p99 ms | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for clients, keys in zip(args.clients, single, strict=True):
+        print(_row(f"1 replica, {clients} clients", keys, raw[clients]))
+    for keys in spread:
+        what = f"{args.replicas} replicas, {args.replica_clients} clients in all"
+        print(_row(what, keys, raw[args.replica_clients]))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=32)
-    args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.clients))
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 32, 128])
+    parser.add_argument("--replicas", type=int, default=3, help="0: no replica row")
+    parser.add_argument("--replica-clients", type=int, default=32)
+    parser.add_argument("--queue-limit", type=int, help="KEYLEDGER_COMMAND_QUEUE_LIMIT")
+    asyncio.run(main(parser.parse_args()))

@@ -101,10 +101,18 @@ async def _wait_healthy(
 
 @contextlib.asynccontextmanager
 async def running_replicas(
-    count: int, database_url: str, nats_url: str | None, **settings: str
+    count: int,
+    database_url: str,
+    nats_url: str | None,
+    pepper: str | None = None,
+    **settings: str,
 ) -> AsyncIterator[Replicas]:
-    """``count`` replicas of ``keyledger serve``; stopped (SIGTERM) on exit."""
-    pepper = "replicas-" + secrets.token_hex(16)
+    """``count`` replicas of ``keyledger serve``; stopped (SIGTERM) on exit.
+
+    ``pepper`` defaults to a new one: a database keeps the first pepper's fingerprint, so
+    replicas started on it again must be given the same one.
+    """
+    pepper = pepper or "replicas-" + secrets.token_hex(16)
     token = uuid.uuid4().hex[:10]
     executable = Path(sys.executable).parent / "keyledger"
     processes: list[asyncio.subprocess.Process] = []
@@ -136,7 +144,8 @@ async def running_replicas(
         yield Replicas(urls=tuple(urls), pepper=pepper)
     finally:
         for process in processes:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):  # one that exited already
+                process.terminate()
         for process in processes:
             try:
                 await asyncio.wait_for(process.wait(), 15)

@@ -104,6 +104,8 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         max_active_keys=settings.max_active_keys_per_org,
         idempotency_ttl_hours=settings.idempotency_ttl_hours,
         lock_timeout_seconds=settings.append_lock_timeout_seconds,
+        max_batch=settings.command_batch_max,
+        max_waiting=settings.command_queue_limit,
     )
     index = VerificationIndex()
     feed = IndexFeed(

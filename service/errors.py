@@ -49,6 +49,7 @@ ErrorCode = Literal[
     "log_truncated",
     "log_gap",
     "unavailable",
+    "overloaded",
 ]
 ERROR_CODES: Final[tuple[ErrorCode, ...]] = get_args(ErrorCode)
 

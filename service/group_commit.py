@@ -2,23 +2,30 @@
 
 Appends are serialized by the log's advisory lock, so a transaction per
 command would cap throughput at one commit (one WAL flush) at a time. A
-``GroupCommit`` runs one writer task that takes every command waiting and
-hands them to a ``BatchWork`` in a single transaction: a batch costs one
-flush, and the commands still apply strictly one after another, each seeing
-the ones before it.
+``GroupCommit`` runs one writer task that opens a transaction, takes the lock
+(``BatchWork.open``), and only then takes every command waiting (up to
+``max_batch``: the batch grows with the queue, and with the time the lock was
+held elsewhere, by another replica) and hands them to the ``BatchWork`` in
+that one transaction. The work is set-based
+(``service.key_commands``): a constant number of round trips per batch,
+whatever its size, the commands decided in memory one after another, each
+seeing the ones before it (``service.command_batch``).
 
 Isolation (docs/security.md §3: one command's failure fails that command alone):
 
-- In a batch of several, every command runs in its own savepoint. Whatever it
-  raises (a refusal, an encoding error, a constraint, a bug) rolls back to
-  that savepoint, ``BatchWork.undo`` rewinds what the batch carries in memory
-  (the log head), and the command alone gets the error; its neighbours go on.
-- What no savepoint can contain (the connection lost, the commit refused)
-  fails the batch; its commands are then retried one transaction each, so a
-  command that breaks its transaction can only break its own.
+- A command's refusal, or anything else it raises while it is decided (an
+  unstorable value, a bug), is that command's result: it is decided fully in
+  memory before anything is written, and leaves nothing in the batch.
+- Should the batch's writes fail anyway (a constraint no check foresaw, the
+  connection lost, the commit refused), nothing of the batch is kept and its
+  commands are retried one transaction each, so a command that breaks its
+  transaction can only break its own.
 - A wait that runs out (the append lock's ``lock_timeout``, the pool's
   ``command_timeout``) fails the batch with 503 ``unavailable`` and
   ``Retry-After`` at once: retrying one by one would only multiply the wait.
+- Bounded queue: with ``max_waiting`` commands already waiting, a new one is
+  refused at once with 503 ``overloaded`` and a ``Retry-After`` estimated from
+  the recent commit rate, rather than queued without bound.
 - Every caller hears back, whatever happens to the writer: its future gets a
   result or an error. A caller that goes away before its command is taken
   drops it; once taken, the command commits fully or not at all.
@@ -27,6 +34,8 @@ Isolation (docs/security.md §3: one command's failure fails that command alone)
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
@@ -35,16 +44,19 @@ import asyncpg
 import structlog
 
 from service.errors import KeyledgerError
+from service.store.event_rows import UnstorableValue
 
 log = structlog.get_logger(__name__)
 
 RETRY_AFTER_SECONDS = 1
-# Each command that writes is a subtransaction with its own xid. Past 64 in one transaction
-# (PGPROC_MAX_CACHED_SUBXIDS) every other session's snapshot overflows to pg_subtrans
-# lookups while the batch is open, so a batch stays at or under that.
-MAX_BATCH = 64
-_SAVEPOINT = "SAVEPOINT key_command"
-_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT key_command"
+# Commands per transaction at most: a batch's statements grow with it, and so does the
+# wait of the callers whose commands it holds.
+MAX_BATCH = 256
+# Commands waiting at most before new ones are refused (503 ``overloaded``).
+MAX_WAITING = 256
+# Retry-After for ``overloaded`` stays within these bounds (seconds).
+_RETRY_AFTER_RANGE = (1, 30)
+_LOG_REFUSALS_EVERY_SECONDS = 5.0
 
 # Waits that ran out. Retrying command by command would wait again for each one.
 _TIMEOUTS: tuple[type[BaseException], ...] = (
@@ -62,7 +74,7 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 )
 # Input no validation caught that the encoder or PostgreSQL cannot store: the
 # request's fault, so a 422 (a retry would fail the same way), not a 503.
-_UNSTORABLE: tuple[type[BaseException], ...] = (UnicodeError, asyncpg.DataError)
+_UNSTORABLE: tuple[type[BaseException], ...] = (UnicodeError, UnstorableValue, asyncpg.DataError)
 
 
 def _unstorable(exc: BaseException) -> bool:
@@ -85,20 +97,17 @@ WorkItem = TypeVar("WorkItem", contravariant=True)
 class BatchWork(Protocol[WorkItem, Result]):
     """What a ``GroupCommit`` runs: one transaction of items, under the caller's lock."""
 
-    async def begin(self, conn: asyncpg.Connection, items: Sequence[WorkItem]) -> Any:
-        """Open the batch (take locks, read what every item needs); returns its state."""
+    async def open(self, conn: asyncpg.Connection) -> None:
+        """First statements of each transaction (take the lock), before its items are chosen."""
 
-    def mark(self, batch: Any) -> Any:
-        """A snapshot of ``batch``'s in-memory state, taken before each item."""
+    async def write(
+        self, conn: asyncpg.Connection, items: Sequence[WorkItem]
+    ) -> Sequence[Result | Exception]:
+        """Write ``items`` in ``conn``'s transaction; each item's result or failure, in order.
 
-    def undo(self, batch: Any, mark: Any) -> None:
-        """Put ``batch``'s in-memory state back to ``mark`` (the item was rolled back)."""
-
-    async def apply(self, conn: asyncpg.Connection, batch: Any, item: WorkItem) -> Result:
-        """Apply one item; a ``KeyledgerError`` is a refusal."""
-
-    async def end(self, conn: asyncpg.Connection, batch: Any) -> None:
-        """Last statements of the batch's transaction (e.g. NOTIFY)."""
+        A ``KeyledgerError`` is a refusal. Raising fails the whole batch (it is
+        rolled back, and each item retried alone).
+        """
 
     async def after_commit(self, results: Sequence[Result]) -> None:
         """After the commit, before any caller hears back."""
@@ -122,17 +131,37 @@ class GroupCommit(Generic[Item, Result]):
         work: BatchWork[Item, Result],
         *,
         max_batch: int = MAX_BATCH,
+        max_waiting: int = MAX_WAITING,
         name: str = "group-commit",
     ) -> None:
         self.pool = pool
         self.work = work
         self.max_batch = max_batch
+        self.max_waiting = max_waiting
         self.name = name
         self._waiting: list[_Pending[Item, Result]] = []
         self._writer: asyncio.Task[None] | None = None
+        # The writer's connection, kept from batch to batch while commands keep coming:
+        # giving it back to the pool costs a round trip (its reset) every time.
+        self._conn: asyncpg.Connection | None = None
+        # Items committed per second, smoothed over recent batches (for Retry-After).
+        self._rate = 0.0
+        # Items refused since the last log line about it, and when that was.
+        self._refused = 0
+        self._refusals_logged_at = -math.inf
+
+    @property
+    def waiting(self) -> int:
+        """Items queued and not yet taken into a batch."""
+        return len(self._waiting)
 
     async def submit(self, item: Item) -> Result:
-        """Run ``item`` in the next batch; its result, or its ``KeyledgerError``."""
+        """Run ``item`` in the next batch; its result, or its ``KeyledgerError``.
+
+        With ``max_waiting`` items already queued, 503 ``overloaded`` at once.
+        """
+        if len(self._waiting) >= self.max_waiting:
+            raise self._overloaded()
         pending: _Pending[Item, Result] = _Pending(item, asyncio.get_running_loop().create_future())
         self._waiting.append(pending)
         if self._writer is None or self._writer.done():
@@ -150,13 +179,46 @@ class GroupCommit(Generic[Item, Result]):
                 pending.outcome.add_done_callback(_discard)
             raise
 
+    def _overloaded(self) -> KeyledgerError:
+        """503 ``overloaded``; Retry-After is how long the queue takes to drain at the
+        recent rate (within ``_RETRY_AFTER_RANGE``)."""
+        low, high = _RETRY_AFTER_RANGE
+        drain = len(self._waiting) / self._rate if self._rate > 0 else high
+        retry_after = min(high, max(low, math.ceil(drain)))
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= _LOG_REFUSALS_EVERY_SECONDS:
+            # Once in a while, with a count: a line per refusal would add to the overload.
+            log.warning(
+                "command_queue_full",
+                waiting=len(self._waiting),
+                refused=self._refused,
+                retry_after=retry_after,
+            )
+            self._refused, self._refusals_logged_at = 0, now
+        return KeyledgerError(
+            "overloaded",
+            "too many commands are waiting to be recorded; retry later",
+            {"retry_after": retry_after},
+        )
+
     async def _write_all(self) -> None:
         """The writer: batch after batch until nobody waits. It never strands a caller."""
+        try:
+            while self._waiting:  # again if one came while the connection was given back
+                try:
+                    await self._write_while_waiting()
+                finally:
+                    await self._release()
+        except BaseException as exc:
+            waiting, self._waiting = self._waiting, []
+            _settle_all(waiting, exc)
+            raise
+
+    async def _write_while_waiting(self) -> None:
         while self._waiting:
-            batch, self._waiting = (
-                self._waiting[: self.max_batch],
-                self._waiting[self.max_batch :],
-            )
+            batch: list[_Pending[Item, Result]] = []
+            started = time.perf_counter()
             try:
                 await self._write_batch(batch)
             except BaseException as exc:
@@ -168,11 +230,18 @@ class GroupCommit(Generic[Item, Result]):
                     _settle_all(waiting, exc)
                     raise
                 log.error("group_commit_writer_failed", exc_info=exc)
+            rate = len(batch) / max(time.perf_counter() - started, 1e-6)
+            self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+
+    def _take(self, batch: list[_Pending[Item, Result]]) -> None:
+        """Into ``batch``: everything waiting, up to ``max_batch``, first come first."""
+        taken, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+        batch.extend(taken)
 
     async def _write_batch(self, batch: list[_Pending[Item, Result]]) -> None:
-        items = [pending.item for pending in batch]
+        """Write the next batch, chosen into ``batch`` once the lock is held (see ``_commit``)."""
         try:
-            results = await self._commit(items)
+            results = await self._commit(batch)
         except _TIMEOUTS as exc:
             log.warning("group_commit_timed_out", commands=len(batch), error=type(exc).__name__)
             results = [_unavailable(exc) for _ in batch]
@@ -191,7 +260,7 @@ class GroupCommit(Generic[Item, Result]):
         """Each command of a failed batch in its own transaction, in order."""
         for number, pending in enumerate(batch):
             try:
-                results = await self._commit([pending.item])
+                results = await self._commit([pending])
             except Exception as exc:
                 await self._deliver([pending], [error_for(exc)])
                 if _outage(exc):
@@ -202,33 +271,38 @@ class GroupCommit(Generic[Item, Result]):
                 continue
             await self._deliver([pending], results)
 
-    async def _commit(self, items: list[Item]) -> list[Outcome[Result]]:
-        """One transaction for ``items``; per-item failures are results, not raised.
+    async def _commit(self, batch: list[_Pending[Item, Result]]) -> list[Outcome[Result]]:
+        """One transaction for ``batch``; per-item failures are results, not raised.
 
-        A batch of one needs no savepoint: its transaction is the unit, and
-        whatever it raises rolls the transaction back.
+        An empty ``batch`` is chosen once the transaction is open (the lock
+        taken, whatever the outcome): everything that came while waiting for
+        the lock, held by another replica, joins this batch rather than the
+        next, so the lock's hand-off between replicas makes batches larger,
+        not more. Should the opening fail, the callers waiting then are the
+        batch that hears of it.
         """
-        isolate = len(items) > 1
-        results: list[Outcome[Result]] = []
-        async with self.pool.acquire() as conn, conn.transaction():
-            batch = await self.work.begin(conn, items)
-            for item in items:
-                if not isolate:
-                    results.append(await self.work.apply(conn, batch, item))
-                    continue
-                mark = self.work.mark(batch)
-                await conn.execute(_SAVEPOINT)
+        choose = not batch
+        if self._conn is None:
+            self._conn = await self.pool.acquire()
+        try:
+            async with self._conn.transaction():
                 try:
-                    results.append(await self.work.apply(conn, batch, item))
-                except Exception as exc:
-                    if _outage(exc):
-                        raise  # no savepoint contains it: the batch fails
-                    # Should this fail too (the connection gone after all), the batch fails.
-                    await conn.execute(_ROLLBACK_TO_SAVEPOINT)
-                    self.work.undo(batch, mark)
-                    results.append(error_for(exc))
-            await self.work.end(conn, batch)
-        return results
+                    await self.work.open(self._conn)
+                finally:
+                    if choose:
+                        self._take(batch)
+                items = [pending.item for pending in batch]
+                written = await self.work.write(self._conn, items) if items else []
+        except BaseException:
+            # Whatever failed may have broken the connection: the next batch takes another.
+            await self._release()
+            raise
+        return [error_for(r) if isinstance(r, Exception) else r for r in written]
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self.pool.release(conn)
 
     async def _deliver(
         self, batch: list[_Pending[Item, Result]], results: list[Outcome[Result]]

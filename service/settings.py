@@ -52,6 +52,10 @@ class Settings(BaseModel):
     # and for any one statement on the connection pool (asyncpg's command_timeout).
     append_lock_timeout_seconds: float = Field(5.0, gt=0, le=600)
     db_command_timeout_seconds: float = Field(30.0, gt=0)
+    # The group commit: commands per transaction at most (a batch takes everything waiting up
+    # to this), and commands waiting at most before more are refused (503 overloaded).
+    command_batch_max: int = Field(256, ge=1, le=10000)
+    command_queue_limit: int = Field(256, ge=1)
     idempotency_ttl_hours: int = Field(24, ge=1)
     expiry_sweep_interval_seconds: float = Field(1.0, gt=0)
     # Projection runner: events per transaction, and the safety-net poll when no NOTIFY comes.

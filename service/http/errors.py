@@ -47,6 +47,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     "log_truncated": 503,
     "log_gap": 503,
     "unavailable": 503,
+    "overloaded": 503,
 }
 
 

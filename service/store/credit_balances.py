@@ -6,8 +6,9 @@ the atomic updates replicas spend through (``service.verification.credits``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -28,26 +29,7 @@ class CreditBalances:
 
     async def save(self, conn: asyncpg.Connection, state: KeyState) -> None:
         """Record the balance ``state``'s last credits event set (nothing if none did)."""
-        if state.credits_version == 0:
-            return  # no event ever set credits on this key
-        credits = state.credits
-        refill = credits.refill if credits is not None else None
-        await conn.execute(
-            """
-            INSERT INTO key_credits (key_id, org_id, remaining, epoch, next_refill_at)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (key_id) DO UPDATE SET
-                remaining = EXCLUDED.remaining,
-                epoch = EXCLUDED.epoch,
-                next_refill_at = EXCLUDED.next_refill_at
-            WHERE key_credits.epoch < EXCLUDED.epoch
-            """,
-            state.key_id,
-            state.org_id,
-            credits.remaining if credits is not None else 0,  # cleared: nothing to take
-            state.credits_version,
-            next_period_start(refill, state.updated_at) if refill is not None else None,
-        )
+        await conn.execute(upsert_sql(), *upsert_columns([state]))
 
     async def reserve(
         self, conn: asyncpg.Connection | asyncpg.Pool, key_id: str, need: int, block: int
@@ -97,3 +79,39 @@ class CreditBalances:
             now,
         )
         return [(r["key_id"], r["org_id"]) for r in rows]
+
+
+def upsert_sql(first: int = 1) -> str:
+    """Set balances from five arrays, ``$first``… (``upsert_columns``): a newer setting
+    (a higher ``epoch``, the version of the event that set it) replaces the balance, an
+    older one never does."""
+    key_id, org_id, remaining, epoch, refill_at = (f"${n}" for n in range(first, first + 5))
+    return f"""
+    INSERT INTO key_credits (key_id, org_id, remaining, epoch, next_refill_at)
+    SELECT * FROM unnest({key_id}::text[], {org_id}::text[], {remaining}::bigint[],
+        {epoch}::int[], {refill_at}::timestamptz[])
+    ON CONFLICT (key_id) DO UPDATE SET
+        remaining = EXCLUDED.remaining,
+        epoch = EXCLUDED.epoch,
+        next_refill_at = EXCLUDED.next_refill_at
+    WHERE key_credits.epoch < EXCLUDED.epoch"""
+
+
+def upsert_columns(states: Iterable[KeyState]) -> list[list[Any]]:
+    """The arrays ``upsert_sql`` takes: one element per state whose credits an event set."""
+    rows = []
+    for state in states:
+        if state.credits_version == 0:
+            continue  # no event ever set credits on this key
+        credits = state.credits
+        refill = credits.refill if credits is not None else None
+        rows.append(
+            (
+                state.key_id,
+                state.org_id,
+                credits.remaining if credits is not None else 0,  # cleared: nothing to take
+                state.credits_version,
+                next_period_start(refill, state.updated_at) if refill is not None else None,
+            )
+        )
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 5

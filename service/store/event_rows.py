@@ -184,6 +184,24 @@ def storable_stream(envelopes: Sequence[Envelope]) -> None:
             )
 
 
+class UnstorableValue(ValueError):
+    """A value PostgreSQL would refuse (NUL in ``text``/``jsonb``, a lone surrogate).
+
+    Found before anything is sent, so one command's bad value fails that
+    command alone instead of a statement that writes a whole batch.
+    """
+
+
+def check_storable(*values: Any) -> None:
+    """``UnstorableValue`` unless every text inside ``values`` can be stored in a ``text``
+    or ``jsonb`` column: strings, and the strings nested in dicts, lists and tuples, must
+    encode as UTF-8 and hold no NUL (a ``json`` column's canonical text escapes NUL)."""
+    for value in values:
+        if not _clean(value, nul=False):
+            # The type of problem only: the value may be a secret or hostile text.
+            raise UnstorableValue("a value holds NUL or text that is not Unicode")
+
+
 def _clean(value: Any, *, nul: bool) -> bool:
     if isinstance(value, str):
         return (nul or "\x00" not in value) and is_unicode(value)

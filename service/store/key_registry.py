@@ -6,12 +6,14 @@ counts read here are exact even when many commands race.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
-from events.vocabulary import Environment, Status
+from events.vocabulary import Status
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 
@@ -52,25 +54,29 @@ class CallerStanding:
         )
 
 
-class KeyRegistry:
-    """Active-key counts and secret-hash lookup for the write side."""
+def upsert_sql(first: int = 1) -> str:
+    """Upsert one registry row per key from ten arrays, ``$first``… (see ``upsert_columns``)."""
+    p = [f"${n}" for n in range(first, first + 10)]
+    return f"""
+    INSERT INTO key_registry (key_id, org_id, environment, status, expires_at,
+        secret_hash, previous_secret_hash, previous_valid_until, version, position)
+    SELECT * FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[], {p[3]}::text[],
+        {p[4]}::timestamptz[], {p[5]}::text[], {p[6]}::text[], {p[7]}::timestamptz[],
+        {p[8]}::int[], {p[9]}::bigint[])
+    ON CONFLICT (key_id) DO UPDATE SET
+        status = EXCLUDED.status,
+        expires_at = EXCLUDED.expires_at,
+        secret_hash = EXCLUDED.secret_hash,
+        previous_secret_hash = EXCLUDED.previous_secret_hash,
+        previous_valid_until = EXCLUDED.previous_valid_until,
+        version = EXCLUDED.version,
+        position = EXCLUDED.position"""
 
-    async def save(self, conn: asyncpg.Connection, state: KeyState) -> None:
-        """Record ``state`` as the key's current registry row."""
-        await conn.execute(
-            """
-            INSERT INTO key_registry (key_id, org_id, environment, status, expires_at,
-                secret_hash, previous_secret_hash, previous_valid_until, version, position)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-            ON CONFLICT (key_id) DO UPDATE SET
-                status = EXCLUDED.status,
-                expires_at = EXCLUDED.expires_at,
-                secret_hash = EXCLUDED.secret_hash,
-                previous_secret_hash = EXCLUDED.previous_secret_hash,
-                previous_valid_until = EXCLUDED.previous_valid_until,
-                version = EXCLUDED.version,
-                position = EXCLUDED.position
-            """,
+
+def upsert_columns(states: Iterable[KeyState]) -> list[list[Any]]:
+    """The arrays ``upsert_sql`` takes, one element per state (one state per key)."""
+    rows = [
+        (
             state.key_id,
             state.org_id,
             state.environment,
@@ -82,42 +88,41 @@ class KeyRegistry:
             state.version,
             state.position,
         )
+        for state in states
+    ]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 10
 
-    async def standings(
-        self, conn: asyncpg.Connection, key_ids: list[str]
-    ) -> dict[str, CallerStanding]:
-        """The standing of each of these service keys (absent: not a service key)."""
-        rows = await conn.fetch(
-            """SELECT key_id, status, expires_at, secret_hash, previous_secret_hash,
-                      previous_valid_until
-               FROM key_registry WHERE key_id = ANY($1::text[]) AND org_id = $2""",
-            key_ids,
-            SYSTEM_ORG,
-        )
-        return {
-            r["key_id"]: CallerStanding(
-                r["status"],
-                r["expires_at"],
-                r["secret_hash"],
-                r["previous_secret_hash"],
-                r["previous_valid_until"],
-            )
-            for r in rows
-        }
 
-    async def count_active(
-        self, conn: asyncpg.Connection, org_id: str, environment: Environment, now: datetime
-    ) -> int:
-        """Keys that hold an active slot: active and not past ``expires_at``."""
-        active: int = await conn.fetchval(
-            """SELECT count(*) FROM key_registry
-               WHERE org_id = $1 AND environment = $2 AND status = 'active'
-                 AND (expires_at IS NULL OR expires_at > $3)""",
-            org_id,
-            environment,
-            now,
-        )
-        return active
+def count_active_sql(first: int = 1) -> str:
+    """Active-slot counts for arrays of (org, environment, at) from ``$first``, in their order."""
+    org, environment, at = (f"${n}" for n in range(first, first + 3))
+    return f"""SELECT (SELECT count(*) FROM key_registry r
+                   WHERE r.org_id = w.org_id AND r.environment = w.environment
+                     AND r.status = 'active' AND (r.expires_at IS NULL OR r.expires_at > w.at))
+               FROM unnest({org}::text[], {environment}::text[], {at}::timestamptz[])
+                   WITH ORDINALITY AS w(org_id, environment, at, n)
+               ORDER BY w.n"""
+
+
+def standings_sql(first: int = 1) -> str:
+    """Rows ``standing_of`` reads, for the service keys in the array ``$first``."""
+    return f"""SELECT ROW(key_id, status, expires_at, secret_hash, previous_secret_hash,
+                          previous_valid_until)
+               FROM key_registry WHERE key_id = ANY(${first}::text[]) AND org_id = '{SYSTEM_ORG}'"""
+
+
+def standing_of(row: Sequence[Any]) -> tuple[str, CallerStanding]:
+    """A row of ``standings_sql``: the key id and its standing."""
+    key_id, status, expires_at, secret_hash, previous_hash, previous_until = row
+    return key_id, CallerStanding(status, expires_at, secret_hash, previous_hash, previous_until)
+
+
+class KeyRegistry:
+    """Active-key counts and secret-hash lookup for the write side."""
+
+    async def save(self, conn: asyncpg.Connection, state: KeyState) -> None:
+        """Record ``state`` as the key's current registry row."""
+        await conn.execute(upsert_sql(), *upsert_columns([state]))
 
     async def find_by_secret_hash(
         self, conn: asyncpg.Connection, secret_hash: str, now: datetime

@@ -17,12 +17,14 @@ import asyncpg
 import pytest
 
 from events.models import Actor
+from service import command_session, key_commands
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import Command, GenerateKey, RenameKey, RevokeKey
 from service.domain.ids import new_key_id
 from service.errors import KeyledgerError
 from service.key_commands import CommandOutcome, IdempotentRequest, KeyCommandHandler
+from service.key_view import render_key
 from service.store.audit_chain import verify_chain
 from tests.support.api import Api, new_org
 from tests.support.event_log import append_lock_held, writers_waiting_for_lock
@@ -46,17 +48,17 @@ def generate(org_id: str, key_id: str | None = None, **fields: Any) -> GenerateK
 
 
 class BatchSizes:
-    """Records the size of every batch a handler opens."""
+    """Records the size of every batch a handler writes."""
 
     def __init__(self, handler: KeyCommandHandler, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sizes: list[int] = []
-        begin = handler.begin
+        write = handler.write
 
-        async def recording_begin(conn: asyncpg.Connection, requests: Sequence[Any]) -> Any:
+        async def recording_write(conn: asyncpg.Connection, requests: Sequence[Any]) -> Any:
             self.sizes.append(len(requests))
-            return await begin(conn, requests)
+            return await write(conn, requests)
 
-        monkeypatch.setattr(handler, "begin", recording_begin)
+        monkeypatch.setattr(handler, "write", recording_write)
 
 
 async def run_all(
@@ -110,18 +112,17 @@ async def test_poison_commands_fail_alone_in_a_burst(
     to_revoke = generate(new_org())
     await handler.handle(to_revoke, org_id=to_revoke.org_id, actor=ACTOR)
 
-    # A bug after the events are appended: the savepoint must take them back, and
-    # the in-memory log head with them.
+    # A bug after the command's events are appended in memory: the batch must drop
+    # them, and the log head with them.
     exploding = new_key_id()
     nearby_secret = key_material.new_secret("secret", "live")
-    save = handler.registry.save
 
-    async def save_or_explode(conn: asyncpg.Connection, state: Any) -> None:
+    def render_or_explode(state: Any, at: Any) -> dict[str, Any]:
         if state.key_id == exploding:
             raise RuntimeError(f"a bug in one command, near {nearby_secret}")
-        await save(conn, state)
+        return render_key(state, at)
 
-    monkeypatch.setattr(handler.registry, "save", save_or_explode)
+    monkeypatch.setattr(command_session, "render_key", render_or_explode)
 
     # index in the burst -> (command, org, the code its caller gets)
     poison: dict[int, tuple[Command, str, str]] = {}
@@ -153,7 +154,8 @@ async def test_poison_commands_fail_alone_in_a_burst(
     logged_before = len(captured_logs.getvalue())
     outcomes = await run_all(handler, commands)
 
-    # One transaction for all: the poison did not make the batch fail and be retried.
+    # One transaction for all: the poison was refused in memory, before anything was
+    # written, and did not make the batch fail and be retried.
     assert sizes.sizes == [32]
     for index, outcome in enumerate(outcomes):
         if index in poison:
@@ -210,18 +212,17 @@ async def test_a_batch_that_fails_whole_is_retried_command_by_command(
 ) -> None:
     handler = KeyCommandHandler(pool, max_active_keys=1000)
     sizes = BatchSizes(handler, monkeypatch)
-    apply = handler.apply
+    write_batch = key_commands.write_batch
     killed: list[int] = []
 
-    async def apply_then_lose_connection(conn: asyncpg.Connection, batch: Any, request: Any):
-        outcome = await apply(conn, batch, request)
+    async def lose_connection_then_write(conn: asyncpg.Connection, *args: Any) -> None:
         if not killed:
-            # The connection dies mid-batch: no savepoint can contain that.
+            # The connection dies mid-batch, after everything was read under the lock.
             killed.append(conn.get_server_pid())
             await pool.execute("SELECT pg_terminate_backend($1)", killed[0])
-        return outcome
+        await write_batch(conn, *args)
 
-    monkeypatch.setattr(handler, "apply", apply_then_lose_connection)
+    monkeypatch.setattr(key_commands, "write_batch", lose_connection_then_write)
     orgs = [new_org() for _ in range(6)]
     commands = [(generate(org), org) for org in orgs]
     commands.append((generate(orgs[0], metadata={"bad": "\ud800"}), orgs[0]))
@@ -242,18 +243,18 @@ async def test_an_outage_during_the_retry_fails_the_rest_at_once(
 ) -> None:
     handler = KeyCommandHandler(pool, max_active_keys=1000)
     sizes = BatchSizes(handler, monkeypatch)
-    end = handler.end
+    write_batch = key_commands.write_batch
     calls: list[int] = []
 
-    async def end_failing(conn: asyncpg.Connection, batch: Any) -> None:
+    async def write_failing(conn: asyncpg.Connection, *args: Any) -> None:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("the batch fails as a whole")
         if len(calls) == 2:
             raise ConnectionResetError("the database went away")
-        await end(conn, batch)
+        await write_batch(conn, *args)
 
-    monkeypatch.setattr(handler, "end", end_failing)
+    monkeypatch.setattr(key_commands, "write_batch", write_failing)
     orgs = [new_org() for _ in range(5)]
     outcomes = await run_all(handler, [(generate(org), org) for org in orgs])
     # The whole batch, then the first command alone; the rest were not tried.
@@ -311,6 +312,7 @@ async def test_the_writer_never_strands_a_caller(
 
     async def broken_once(batch: Any) -> None:
         if failures:
+            group._take(batch)  # the batch is chosen, then the writer fails
             raise failures.pop()
         await write_batch(batch)
 

@@ -143,6 +143,21 @@ class KeyCommandsContract:
         other = Issuer(org, Actor(id="test:someone-else"), idempotent=retry("r-2", "b"))
         assert not (await keys.rename(other, key_id, "x")).replayed
 
+    async def test_the_same_idempotency_key_at_once_is_recorded_once(
+        self, keys: KeyLifecycle
+    ) -> None:
+        org = new_org()
+        request = retry("twice-at-once", "same body")
+        issued = await asyncio.gather(
+            *(
+                keys.generate(issuer(org, idempotent=request), NewKey(name="k", type="secret"))
+                for _ in range(2)
+            )
+        )
+        first, second = sorted((i.outcome for i in issued), key=lambda o: o.replayed)
+        assert not first.replayed and second.replayed
+        assert (second.key, second.position) == (first.key, first.position)
+
     async def test_the_active_key_limit_counts_per_org_and_environment(
         self, keys: KeyLifecycle
     ) -> None:
