@@ -30,6 +30,8 @@ from service.command_session import (
 from service.domain.commands import Command
 from service.domain.state import KeyState
 from service.group_commit import MAX_BATCH, GroupCommit
+from service.key_revocations import revoke_in_postgres
+from service.revocation_session import RevocationOutcome, RevocationRequest
 from service.store.event_store import EventStore, LogHead, UnfoldableStream
 from service.store.idempotency import IdempotencyStore, StoredOutcome
 from service.store.key_registry import CallerStanding, KeyRegistry
@@ -117,6 +119,10 @@ class KeyCommandHandler:
             CommandRequest(command, org_id, actor, if_match, idempotent, caller)
         )
 
+    async def revoke_many(self, request: RevocationRequest) -> RevocationOutcome:
+        """Record a bulk revocation in one transaction of its own (``service.key_revocations``)."""
+        return await revoke_in_postgres(self, request)
+
     # -- the batch (service.group_commit.BatchWork) ---------------------------
 
     async def begin(self, conn: asyncpg.Connection, requests: Sequence[CommandRequest]) -> _Batch:
@@ -153,7 +159,10 @@ class KeyCommandHandler:
             await self.store.notify(conn, batch.head.position)
 
     async def after_commit(self, outcomes: Sequence[CommandOutcome]) -> None:
-        appended = [e for outcome in outcomes for e in outcome.events]
+        await self.observe([e for outcome in outcomes for e in outcome.events])
+
+    async def observe(self, appended: Sequence[Envelope]) -> None:
+        """Hand newly committed events to every observer (``committed``), in order."""
         if not appended:
             return
         for observer in self.committed:

@@ -40,6 +40,15 @@ LOG_LOCK = 0x6B65796C_0002
 NOTIFY_CHANNEL = "keyledger_events"
 
 _Decoded = TypeVar("_Decoded")
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Events of one key, decided against ``expected_version`` of its stream."""
+
+    events: Sequence[DomainEvent]
+    expected_version: int
 
 
 def fold_envelopes(envelopes: Sequence[Envelope], state: KeyState | None = None) -> KeyState | None:
@@ -120,11 +129,7 @@ class EventStore:
         )
         for envelope in sealed:
             try:
-                await conn.execute(
-                    f"INSERT INTO events ({EVENT_COLUMNS})"
-                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
-                    *row_of(envelope),
-                )
+                await conn.execute(_INSERT_EVENT, *row_of(envelope))
             except asyncpg.UniqueViolationError as exc:
                 raise KeyledgerError(
                     "version_mismatch", "the key changed concurrently; retry"
@@ -134,6 +139,42 @@ class EventStore:
         head.position, head.hash = sealed[-1].position, sealed[-1].hash
         if standalone:
             await self.notify(conn, head.position)
+        return sealed
+
+    async def append_streams(
+        self,
+        conn: asyncpg.Connection,
+        appends: Sequence[StreamAppend],
+        *,
+        actor: Actor,
+        head: LogHead,
+    ) -> list[Envelope]:
+        """Append to several keys' streams at once, after ``head`` (advanced here).
+
+        Sealed in memory in the order given, then written in one pipelined
+        statement: a command touching many keys (a bulk revocation) costs a
+        constant number of round trips under the append lock. Call inside a
+        transaction after ``lock``; the caller notifies.
+        """
+        sealed: list[Envelope] = []
+        for append in appends:
+            stream = seal_after(
+                append.events,
+                actor=actor,
+                expected_version=append.expected_version,
+                position=head.position,
+                previous_hash=head.hash,
+            )
+            if stream:
+                head.position, head.hash = stream[-1].position, stream[-1].hash
+                sealed += stream
+        if sealed:
+            try:
+                await conn.executemany(_INSERT_EVENT, [row_of(envelope) for envelope in sealed])
+            except asyncpg.UniqueViolationError as exc:
+                raise KeyledgerError(
+                    "version_mismatch", "a key changed concurrently; retry"
+                ) from exc
         return sealed
 
     async def read_head(self, conn: asyncpg.Connection) -> LogHead:
@@ -168,6 +209,23 @@ class EventStore:
         return await self.read_tolerantly(
             conn, EVENT_COLUMNS, readable_envelope, "key_id = $1", [key_id], order="stream_version"
         )
+
+    async def read_streams(
+        self, conn: asyncpg.Connection, key_ids: Sequence[str]
+    ) -> dict[str, list[Envelope | UnreadableEvent]]:
+        """``read_stream`` of each of ``key_ids``, in one query (absent: no events)."""
+        streams: dict[str, list[Envelope | UnreadableEvent]] = {}
+        rows = await self.read_tolerantly(
+            conn,
+            EVENT_COLUMNS,
+            readable_envelope,
+            "key_id = ANY($1::text[])",
+            [list(key_ids)],
+            order="key_id, stream_version",
+        )
+        for item in rows:
+            streams.setdefault(item.key_id, []).append(item)
+        return streams
 
     async def load_state(self, conn: asyncpg.Connection, key_id: str) -> KeyState | None:
         """The current state of one key, or None when it does not exist.
@@ -304,6 +362,7 @@ __all__ = [
     "EventStore",
     "LogHead",
     "LoggedEvent",
+    "StreamAppend",
     "UnfoldableStream",
     "UnreadableEvent",
     "envelope_from_row",

@@ -1,8 +1,13 @@
-"""Stored outcomes for ``Idempotency-Key`` retries.
+"""Stored answers for ``Idempotency-Key`` retries.
 
-The row keeps the shape earlier versions wrote (``status`` 201 for a
-generated key, else 200; ``response`` ``{"key": …, "position": …}``), so
-retries of commands made before an upgrade still replay.
+Every command's first answer is kept as a ``StoredAnswer`` (the request's
+fingerprint, a status and the JSON answered), per caller and key. A key
+command's answer is ``{"key": …, "position": …}`` with status 201 for a
+generated key, else 200 (``StoredOutcome`` reads it back; the shape earlier
+versions wrote, so retries of commands made before an upgrade still replay);
+a bulk revocation keeps its own answer (``{"revoked": …, "position": …}``).
+One table for both, so a key reused across endpoints is refused, never replayed
+as another endpoint's answer (the fingerprints differ).
 """
 
 from __future__ import annotations
@@ -17,17 +22,46 @@ _CREATED, _CHANGED = 201, 200
 
 
 @dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """What a command answered the first time (never a secret), and to which request."""
+
+    request_hash: str
+    status: int
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredOutcome:
-    """What a command answered the first time (never a secret)."""
+    """What a key command answered the first time (never a secret)."""
 
     request_hash: str
     created: bool
     key: dict[str, Any]
     position: int
 
+    @staticmethod
+    def of(answer: StoredAnswer) -> StoredOutcome:
+        """A key command's answer read back; another endpoint's has no ``key`` (its
+        fingerprint never matches a key command's, so it is refused, never replayed)."""
+        response = answer.response
+        return StoredOutcome(
+            answer.request_hash,
+            answer.status == _CREATED,
+            response.get("key", {}),
+            response.get("position", 0),
+        )
+
+    def answer(self) -> StoredAnswer:
+        """This outcome as it is stored."""
+        return StoredAnswer(
+            self.request_hash,
+            _CREATED if self.created else _CHANGED,
+            {"key": self.key, "position": self.position},
+        )
+
 
 class IdempotencyStore:
-    """Per-caller memory of command outcomes, ``ttl_hours`` long."""
+    """Per-caller memory of command answers, ``ttl_hours`` long."""
 
     def __init__(self, ttl_hours: int) -> None:
         self.ttl_hours = ttl_hours
@@ -35,6 +69,24 @@ class IdempotencyStore:
     async def find(
         self, conn: asyncpg.Connection, caller_key_id: str, idempotency_key: str
     ) -> StoredOutcome | None:
+        """A key command's outcome remembered under this key, if still kept."""
+        answer = await self.find_answer(conn, caller_key_id, idempotency_key)
+        return None if answer is None else StoredOutcome.of(answer)
+
+    async def remember(
+        self,
+        conn: asyncpg.Connection,
+        caller_key_id: str,
+        idempotency_key: str,
+        outcome: StoredOutcome,
+    ) -> None:
+        """Keep a key command's outcome for retries."""
+        await self.remember_answer(conn, caller_key_id, idempotency_key, outcome.answer())
+
+    async def find_answer(
+        self, conn: asyncpg.Connection, caller_key_id: str, idempotency_key: str
+    ) -> StoredAnswer | None:
+        """The answer remembered under this key, if still kept."""
         row = await conn.fetchrow(
             """SELECT request_hash, status, response FROM idempotency_keys
                WHERE caller_key_id = $1 AND idempotency_key = $2
@@ -45,18 +97,16 @@ class IdempotencyStore:
         )
         if row is None:
             return None
-        response = json.loads(row["response"])
-        return StoredOutcome(
-            row["request_hash"], row["status"] == _CREATED, response["key"], response["position"]
-        )
+        return StoredAnswer(row["request_hash"], row["status"], json.loads(row["response"]))
 
-    async def remember(
+    async def remember_answer(
         self,
         conn: asyncpg.Connection,
         caller_key_id: str,
         idempotency_key: str,
-        outcome: StoredOutcome,
+        answer: StoredAnswer,
     ) -> None:
+        """Keep ``answer`` for retries with the same key."""
         # An expired row with the same key is replaced: after the TTL the key is free again.
         await conn.execute(
             """INSERT INTO idempotency_keys
@@ -67,7 +117,7 @@ class IdempotencyStore:
                    response = EXCLUDED.response, created_at = now()""",
             caller_key_id,
             idempotency_key,
-            outcome.request_hash,
-            _CREATED if outcome.created else _CHANGED,
-            json.dumps({"key": outcome.key, "position": outcome.position}),
+            answer.request_hash,
+            answer.status,
+            json.dumps(answer.response),
         )

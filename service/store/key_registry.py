@@ -6,6 +6,7 @@ counts read here are exact even when many commands race.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,36 +53,75 @@ class CallerStanding:
         )
 
 
+_UPSERT = """
+    INSERT INTO key_registry (key_id, org_id, environment, status, expires_at,
+        secret_hash, previous_secret_hash, previous_valid_until, version, position)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    ON CONFLICT (key_id) DO UPDATE SET
+        status = EXCLUDED.status,
+        expires_at = EXCLUDED.expires_at,
+        secret_hash = EXCLUDED.secret_hash,
+        previous_secret_hash = EXCLUDED.previous_secret_hash,
+        previous_valid_until = EXCLUDED.previous_valid_until,
+        version = EXCLUDED.version,
+        position = EXCLUDED.position
+"""
+
+
+def _row(state: KeyState) -> tuple[object, ...]:
+    """``state`` as the arguments of ``_UPSERT``."""
+    return (
+        state.key_id,
+        state.org_id,
+        state.environment,
+        state.status,
+        state.expires_at,
+        state.secret_hash,
+        state.previous_secret_hash,
+        state.previous_valid_until,
+        state.version,
+        state.position,
+    )
+
+
 class KeyRegistry:
     """Active-key counts and secret-hash lookup for the write side."""
 
     async def save(self, conn: asyncpg.Connection, state: KeyState) -> None:
         """Record ``state`` as the key's current registry row."""
-        await conn.execute(
-            """
-            INSERT INTO key_registry (key_id, org_id, environment, status, expires_at,
-                secret_hash, previous_secret_hash, previous_valid_until, version, position)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-            ON CONFLICT (key_id) DO UPDATE SET
-                status = EXCLUDED.status,
-                expires_at = EXCLUDED.expires_at,
-                secret_hash = EXCLUDED.secret_hash,
-                previous_secret_hash = EXCLUDED.previous_secret_hash,
-                previous_valid_until = EXCLUDED.previous_valid_until,
-                version = EXCLUDED.version,
-                position = EXCLUDED.position
-            """,
-            state.key_id,
-            state.org_id,
-            state.environment,
-            state.status,
-            state.expires_at,
-            state.secret_hash,
-            state.previous_secret_hash,
-            state.previous_valid_until,
-            state.version,
-            state.position,
+        await conn.execute(_UPSERT, *_row(state))
+
+    async def save_all(self, conn: asyncpg.Connection, states: Sequence[KeyState]) -> None:
+        """``save`` for many keys in one pipelined statement."""
+        if states:
+            await conn.executemany(_UPSERT, [_row(state) for state in states])
+
+    async def revocable(
+        self,
+        conn: asyncpg.Connection,
+        org_id: str,
+        *,
+        environment: Environment | None,
+        created_by: str | None,
+        limit: int,
+    ) -> list[str]:
+        """Up to ``limit`` keys of ``org_id`` not revoked yet, oldest first: every one, or
+        those of ``environment``, or those whose ``KeyGenerated`` has actor ``created_by``."""
+        rows = await conn.fetch(
+            """SELECT r.key_id FROM key_registry r
+               WHERE r.org_id = $1 AND r.status <> 'revoked'
+                 AND ($2::text IS NULL OR r.environment = $2)
+                 AND ($3::text IS NULL OR EXISTS (
+                     SELECT 1 FROM events e
+                     WHERE e.key_id = r.key_id AND e.stream_version = 1
+                       AND (e.actor ->> 'id') = $3))
+               ORDER BY r.key_id LIMIT $4""",
+            org_id,
+            environment,
+            created_by,
+            limit,
         )
+        return [r["key_id"] for r in rows]
 
     async def standings(
         self, conn: asyncpg.Connection, key_ids: list[str]

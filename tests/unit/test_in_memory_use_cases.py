@@ -12,10 +12,17 @@ from service.errors import KeyledgerError
 from service.in_memory_commands import InMemoryKeyCommands
 from service.key_lifecycle import KeyCommands, KeyLifecycle, NewKey
 from service.store.audit_chain import walk_chain
+from tests.support.bulk_revocation_contract import BulkRevocationContract
 from tests.support.key_commands_contract import QUOTA, KeyCommandsContract, issuer, new_org
 
 
 class TestInMemoryKeyCommands(KeyCommandsContract):
+    @pytest.fixture
+    def key_commands(self) -> KeyCommands:
+        return InMemoryKeyCommands(max_active_keys=QUOTA)
+
+
+class TestInMemoryBulkRevocation(BulkRevocationContract):
     @pytest.fixture
     def key_commands(self) -> KeyCommands:
         return InMemoryKeyCommands(max_active_keys=QUOTA)
