@@ -33,10 +33,11 @@ from service.revocation_session import (
     RevocationOutcome,
     RevocationRequest,
     Stream,
+    StreamAppend,
     record_revocations,
 )
 from service.store.event_rows import UnfoldableStream
-from service.store.event_store import StreamAppend, fold_stream
+from service.store.event_store import fold_stream
 from service.store.idempotency import StoredAnswer, StoredOutcome
 from service.store.in_memory import InMemoryEventLog, InMemoryIdempotency, InMemoryKeyRegistry
 from service.verification.callers import Caller

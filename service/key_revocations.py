@@ -31,9 +31,11 @@ from service.revocation_session import (
     RevocationOutcome,
     RevocationRequest,
     Stream,
+    StreamAppend,
     record_revocations,
 )
-from service.store.event_store import LogHead, StreamAppend
+from service.store.event_rows import seal_after
+from service.store.event_store import LogHead
 from service.store.idempotency import StoredAnswer
 
 if TYPE_CHECKING:
@@ -91,12 +93,25 @@ class _PostgresSession:
         )
 
     async def streams(self, key_ids: Sequence[str]) -> dict[str, Stream]:
-        return dict(await self.handler.store.read_streams(self.conn, key_ids))
+        return dict(await self.handler.store.load_streams(self.conn, key_ids))
 
     async def append(self, appends: Sequence[StreamAppend], *, actor: Actor) -> list[Envelope]:
-        return await self.handler.store.append_streams(
-            self.conn, appends, actor=actor, head=self.head
-        )
+        """Seal every key's events in memory after the head, then one INSERT for all."""
+        sealed: list[Envelope] = []
+        for append in appends:
+            stream = seal_after(
+                append.events,
+                actor=actor,
+                expected_version=append.expected_version,
+                position=self.head.position,
+                previous_hash=self.head.hash,
+            )
+            if stream:
+                self.head.position, self.head.hash = stream[-1].position, stream[-1].hash
+                sealed += stream
+        if sealed:
+            await self.handler.store.insert_sealed(self.conn, sealed)
+        return sealed
 
     async def save_all(self, states: Sequence[KeyState]) -> None:
         await self.handler.registry.save_all(self.conn, states)

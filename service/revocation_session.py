@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from events.models import Actor, Envelope
+from events.models import Actor, DomainEvent, Envelope
 from service.command_session import IdempotentRequest
 from service.domain.bulk_revocation import (
     MAX_SELECTED_KEYS,
@@ -27,8 +27,8 @@ from service.domain.bulk_revocation import (
 )
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
-from service.store.event_rows import UnfoldableStream, UnreadableEvent, storable_stream
-from service.store.event_store import StreamAppend, fold_envelopes, fold_stream
+from service.store.event_rows import UnfoldableStream, storable_stream
+from service.store.event_store import fold_envelopes, fold_stream
 from service.store.idempotency import StoredAnswer
 from service.verification.callers import Caller
 
@@ -70,7 +70,16 @@ class RevocationOutcome:
         }
 
 
-Stream = Sequence[Envelope | UnreadableEvent]
+# A key's events in stream order, or why they cannot be read (one query for all keys).
+Stream = list[Envelope] | UnfoldableStream
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Events of one key, decided against ``expected_version`` of its stream."""
+
+    events: Sequence[DomainEvent]
+    expected_version: int
 
 
 class RevocationSession(Protocol):
@@ -84,7 +93,7 @@ class RevocationSession(Protocol):
         selection (``CreatedBy`` or ``AllKeys``) and environment take, oldest first."""
 
     async def streams(self, key_ids: Sequence[str]) -> dict[str, Stream]:
-        """Each key's events in stream order, unreadable rows in their place."""
+        """Each key's events in stream order (empty: no such key), or ``UnfoldableStream``."""
 
     async def append(self, appends: Sequence[StreamAppend], *, actor: Actor) -> list[Envelope]:
         """Append to every key's stream, in order; the envelopes as stored."""
@@ -149,16 +158,14 @@ async def record_revocations(
 
 def _folded(stream: Stream) -> KeyState | UnreadableKey:
     """A key's state, or ``UnreadableKey`` when its stream does not fold (docs/security.md §5)."""
-    org_id = stream[0].org_id
-    envelopes = [item for item in stream if isinstance(item, Envelope)]
-    if len(envelopes) < len(stream):
-        return UnreadableKey(org_id)
+    if isinstance(stream, UnfoldableStream):
+        return UnreadableKey(stream.org_id)
     try:
-        storable_stream(envelopes)
-        state = fold_stream(envelopes)
-    except UnfoldableStream:
-        return UnreadableKey(org_id)
-    return state if state is not None else UnreadableKey(org_id)
+        storable_stream(stream)
+        state = fold_stream(stream)
+    except UnfoldableStream as exc:
+        return UnreadableKey(exc.org_id)
+    return state if state is not None else UnreadableKey(stream[0].org_id)
 
 
 def _replay(stored: StoredAnswer, idempotent: IdempotentRequest) -> RevocationOutcome:

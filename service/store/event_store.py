@@ -40,15 +40,6 @@ LOG_LOCK = 0x6B65796C_0002
 NOTIFY_CHANNEL = "keyledger_events"
 
 _Decoded = TypeVar("_Decoded")
-_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
-
-
-@dataclass(frozen=True, slots=True)
-class StreamAppend:
-    """Events of one key, decided against ``expected_version`` of its stream."""
-
-    events: Sequence[DomainEvent]
-    expected_version: int
 
 
 def fold_envelopes(envelopes: Sequence[Envelope], state: KeyState | None = None) -> KeyState | None:
@@ -71,6 +62,34 @@ def fold_stream(envelopes: Sequence[Envelope]) -> KeyState | None:
         raise UnfoldableStream(
             first.key_id, first.org_id, first.position, first.event_type
         ) from exc
+
+
+def insert_sql(first: int = 1) -> str:
+    """Insert events from eleven arrays, ``$first``… (see ``event_columns``)."""
+    p = [f"${n}" for n in range(first, first + 11)]
+    return (
+        f"INSERT INTO events ({EVENT_COLUMNS})"
+        " SELECT p, e, t, s, o, k, v, a, c::json, d::json, h FROM unnest("
+        f"{p[0]}::bigint[], {p[1]}::uuid[], {p[2]}::text[], {p[3]}::int[], {p[4]}::text[],"
+        f" {p[5]}::text[], {p[6]}::int[], {p[7]}::timestamptz[], {p[8]}::text[],"
+        f" {p[9]}::text[], {p[10]}::text[]) AS r(p, e, t, s, o, k, v, a, c, d, h)"
+    )
+
+
+def event_columns(envelopes: Sequence[Envelope]) -> list[list[Any]]:
+    """The arrays ``insert_sql`` takes: ``row_of`` each envelope, column by column."""
+    rows = [row_of(envelope) for envelope in envelopes]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 11
+
+
+def version_taken(exc: asyncpg.UniqueViolationError) -> bool:
+    """Whether a duplicate is in the ``events`` table (a stream version or position already
+    taken: the log moved under the command), not elsewhere (a registered secret hash)."""
+    table: str | None = exc.table_name
+    return table == "events"
+
+
+VERSION_MISMATCH = "the key changed concurrently; retry"
 
 
 @dataclass(slots=True)
@@ -127,55 +146,24 @@ class EventStore:
             position=head.position,
             previous_hash=head.hash,
         )
-        for envelope in sealed:
-            try:
-                await conn.execute(_INSERT_EVENT, *row_of(envelope))
-            except asyncpg.UniqueViolationError as exc:
-                raise KeyledgerError(
-                    "version_mismatch", "the key changed concurrently; retry"
-                ) from exc
         if not sealed:
             return sealed
+        await self.insert_sealed(conn, sealed)
         head.position, head.hash = sealed[-1].position, sealed[-1].hash
         if standalone:
             await self.notify(conn, head.position)
         return sealed
 
-    async def append_streams(
-        self,
-        conn: asyncpg.Connection,
-        appends: Sequence[StreamAppend],
-        *,
-        actor: Actor,
-        head: LogHead,
-    ) -> list[Envelope]:
-        """Append to several keys' streams at once, after ``head`` (advanced here).
+    async def insert_sealed(self, conn: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+        """Insert envelopes already sealed after the head, in one statement.
 
-        Sealed in memory in the order given, then written in one pipelined
-        statement: a command touching many keys (a bulk revocation) costs a
-        constant number of round trips under the append lock. Call inside a
-        transaction after ``lock``; the caller notifies.
+        Call inside a transaction after ``lock``. A stream version already
+        taken refuses the whole statement with ``version_mismatch``.
         """
-        sealed: list[Envelope] = []
-        for append in appends:
-            stream = seal_after(
-                append.events,
-                actor=actor,
-                expected_version=append.expected_version,
-                position=head.position,
-                previous_hash=head.hash,
-            )
-            if stream:
-                head.position, head.hash = stream[-1].position, stream[-1].hash
-                sealed += stream
-        if sealed:
-            try:
-                await conn.executemany(_INSERT_EVENT, [row_of(envelope) for envelope in sealed])
-            except asyncpg.UniqueViolationError as exc:
-                raise KeyledgerError(
-                    "version_mismatch", "a key changed concurrently; retry"
-                ) from exc
-        return sealed
+        try:
+            await conn.execute(insert_sql(), *event_columns(envelopes))
+        except asyncpg.UniqueViolationError as exc:
+            raise KeyledgerError("version_mismatch", VERSION_MISMATCH) from exc
 
     async def read_head(self, conn: asyncpg.Connection) -> LogHead:
         """The log's last position and hash (0 and the genesis hash when empty)."""
@@ -199,6 +187,32 @@ class EventStore:
             envelopes.append(item)
         return envelopes
 
+    async def load_streams(
+        self, conn: asyncpg.Connection, key_ids: Sequence[str]
+    ) -> dict[str, list[Envelope] | UnfoldableStream]:
+        """The streams of ``key_ids`` in one query; a key with an unreadable event maps to
+        its ``UnfoldableStream``, a key without events to an empty list."""
+        streams: dict[str, list[Envelope] | UnfoldableStream] = {key: [] for key in key_ids}
+        read = await self.read_tolerantly(
+            conn,
+            EVENT_COLUMNS,
+            readable_envelope,
+            "key_id = ANY($1::text[])",
+            [list(key_ids)],
+            order="key_id, stream_version",
+        )
+        for item in read:
+            stream = streams[item.key_id]
+            if isinstance(stream, UnfoldableStream):
+                continue
+            if isinstance(item, UnreadableEvent):
+                streams[item.key_id] = UnfoldableStream(
+                    item.key_id, item.org_id, item.position, item.event_type
+                )
+            else:
+                stream.append(item)
+        return streams
+
     async def read_stream(
         self, conn: asyncpg.Connection, key_id: str
     ) -> list[Envelope | UnreadableEvent]:
@@ -209,23 +223,6 @@ class EventStore:
         return await self.read_tolerantly(
             conn, EVENT_COLUMNS, readable_envelope, "key_id = $1", [key_id], order="stream_version"
         )
-
-    async def read_streams(
-        self, conn: asyncpg.Connection, key_ids: Sequence[str]
-    ) -> dict[str, list[Envelope | UnreadableEvent]]:
-        """``read_stream`` of each of ``key_ids``, in one query (absent: no events)."""
-        streams: dict[str, list[Envelope | UnreadableEvent]] = {}
-        rows = await self.read_tolerantly(
-            conn,
-            EVENT_COLUMNS,
-            readable_envelope,
-            "key_id = ANY($1::text[])",
-            [list(key_ids)],
-            order="key_id, stream_version",
-        )
-        for item in rows:
-            streams.setdefault(item.key_id, []).append(item)
-        return streams
 
     async def load_state(self, conn: asyncpg.Connection, key_id: str) -> KeyState | None:
         """The current state of one key, or None when it does not exist.
@@ -362,7 +359,6 @@ __all__ = [
     "EventStore",
     "LogHead",
     "LoggedEvent",
-    "StreamAppend",
     "UnfoldableStream",
     "UnreadableEvent",
     "envelope_from_row",
