@@ -35,6 +35,7 @@ ErrorCode = Literal[
     "key_quarantined",
     "version_mismatch",
     "idempotency_key_reused",
+    "too_many_keys",
     # Read queries.
     "invalid_cursor",
     "invalid_limit",

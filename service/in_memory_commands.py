@@ -26,11 +26,19 @@ from service.command_session import (
     check_caller,
     record_command,
 )
+from service.domain.bulk_revocation import CreatedBy, RevokeKeys
 from service.domain.commands import Command
 from service.domain.state import KeyState
+from service.revocation_session import (
+    RevocationOutcome,
+    RevocationRequest,
+    Stream,
+    StreamAppend,
+    record_revocations,
+)
 from service.store.event_rows import UnfoldableStream
 from service.store.event_store import fold_stream
-from service.store.idempotency import StoredOutcome
+from service.store.idempotency import StoredAnswer, StoredOutcome
 from service.store.in_memory import InMemoryEventLog, InMemoryIdempotency, InMemoryKeyRegistry
 from service.verification.callers import Caller
 
@@ -78,6 +86,15 @@ class InMemoryKeyCommands:
                 _InMemorySession(self), request, max_active_keys=self.max_active_keys
             )
 
+    async def revoke_many(self, request: RevocationRequest) -> RevocationOutcome:
+        """Record a bulk revocation, all or nothing (see ``service.key_revocations``)."""
+        async with self._lock:
+            if request.caller is not None:
+                standings = await self.registry.standings([request.caller.key_id])
+                check_caller(standings.get(request.caller.key_id), request.caller, utc_now())
+            # Every refusal comes before the first write, and nothing after it can fail.
+            return await record_revocations(_InMemoryRevocations(self), request)
+
     async def load_state(self, org_id: str, key_id: str) -> KeyState | None:
         """A key's current state from its stream (None if absent or of another org)."""
         try:
@@ -118,3 +135,52 @@ class _InMemorySession:
 
     async def remember(self, caller_id: str, idempotency_key: str, outcome: StoredOutcome) -> None:
         await self.commands.idempotency.remember(caller_id, idempotency_key, outcome)
+
+
+@dataclass(slots=True)
+class _InMemoryRevocations:
+    """A ``RevocationSession`` on the in-memory stores."""
+
+    commands: InMemoryKeyCommands
+
+    async def recorded_answer(self, caller_id: str, idempotency_key: str) -> StoredAnswer | None:
+        return await self.commands.idempotency.find_answer(caller_id, idempotency_key)
+
+    async def revocable(self, org_id: str, command: RevokeKeys, limit: int) -> list[str]:
+        selection = command.selection
+        log = await self.commands.log.read_after(0, await self.commands.log.head())
+        created_by = selection.actor_id if isinstance(selection, CreatedBy) else None
+        generated = sorted(
+            e.key_id
+            for e in log
+            if e.stream_version == 1 and e.org_id == org_id and created_by in (None, e.actor.id)
+        )
+        states = await self.commands.registry.states(generated)
+        return [
+            state.key_id
+            for state in states
+            if state.status != "revoked" and command.environment in (None, state.environment)
+        ][:limit]
+
+    async def streams(self, key_ids: Sequence[str]) -> dict[str, Stream]:
+        return {key_id: await self.commands.log.load_stream(key_id) for key_id in key_ids}
+
+    async def append(self, appends: Sequence[StreamAppend], *, actor: Actor) -> list[Envelope]:
+        appended: list[Envelope] = []
+        for append in appends:
+            appended += await self.commands.log.append(
+                append.events, actor=actor, expected_version=append.expected_version
+            )
+        return appended
+
+    async def save_all(self, states: Sequence[KeyState]) -> None:
+        for state in states:
+            await self.commands.registry.save(state)
+
+    async def remember_answer(
+        self, caller_id: str, idempotency_key: str, answer: StoredAnswer
+    ) -> None:
+        await self.commands.idempotency.remember_answer(caller_id, idempotency_key, answer)
+
+    async def last_position(self) -> int:
+        return await self.commands.log.head()

@@ -25,6 +25,8 @@ from service.command_session import CommandOutcome, CommandRequest, IdempotentRe
 from service.domain.commands import Command
 from service.domain.state import KeyState
 from service.group_commit import MAX_BATCH, MAX_WAITING, GroupCommit
+from service.key_revocations import revoke_in_postgres
+from service.revocation_session import RevocationOutcome, RevocationRequest
 from service.store.batch_statements import read_batch, write_batch
 from service.store.credit_balances import CreditBalances
 from service.store.event_store import EventStore, UnfoldableStream
@@ -106,6 +108,10 @@ class KeyCommandHandler:
             CommandRequest(command, org_id, actor, if_match, idempotent, caller)
         )
 
+    async def revoke_many(self, request: RevocationRequest) -> RevocationOutcome:
+        """Record a bulk revocation in one transaction of its own (``service.key_revocations``)."""
+        return await revoke_in_postgres(self, request)
+
     # -- the batch (service.group_commit.BatchWork) ---------------------------
 
     async def open(self, conn: asyncpg.Connection) -> None:
@@ -142,7 +148,10 @@ class KeyCommandHandler:
         return plan.outcomes
 
     async def after_commit(self, outcomes: Sequence[CommandOutcome]) -> None:
-        appended = [e for outcome in outcomes for e in outcome.events]
+        await self.observe([e for outcome in outcomes for e in outcome.events])
+
+    async def observe(self, appended: Sequence[Envelope]) -> None:
+        """Hand newly committed events to every observer (``committed``), in order."""
         if not appended:
             return
         for observer in self.committed:

@@ -20,6 +20,7 @@ from events.vocabulary import Algorithm, Environment, ExpiresIn, KeyType, Revoke
 from service.clock import utc_now
 from service.command_session import CommandOutcome, IdempotentRequest
 from service.domain import key_material
+from service.domain.bulk_revocation import KeySelection, RevokeKeys
 from service.domain.commands import (
     Command,
     DisableKey,
@@ -35,6 +36,7 @@ from service.domain.ids import new_key_id
 from service.domain.orgs import SYSTEM_ORG, is_tenant_org
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
+from service.revocation_session import RevocationOutcome, RevocationRequest
 from service.verification.callers import SERVICE_SCOPES, Caller
 
 DEFAULT_ALGORITHM: Algorithm = "ed25519"
@@ -182,6 +184,9 @@ class KeyCommands(Protocol):
     async def load_state(self, org_id: str, key_id: str) -> KeyState | None:
         """A key's current state (None if absent or of another org)."""
 
+    async def revoke_many(self, request: RevocationRequest) -> RevocationOutcome:
+        """Record a bulk revocation in one unit: all of its events or none."""
+
 
 class KeyLifecycle:
     """The key use cases, run through one ``KeyCommands``."""
@@ -284,6 +289,30 @@ class KeyLifecycle:
         """End a key for good."""
         command = RevokeKey(key_id=key_id, reason=reason, issued_at=utc_now())
         return await self._run(issuer, command)
+
+    async def revoke_many(
+        self,
+        issuer: Issuer,
+        selection: KeySelection,
+        reason: RevokeReason,
+        environment: Environment | None = None,
+    ) -> RevocationOutcome:
+        """End many keys of the issuer's org for good, in one transaction (incident response).
+
+        ``selection`` names them (``NamedKeys``), or takes every key one actor
+        generated (``CreatedBy``) or every key (``AllKeys``), within
+        ``environment`` when given. ``If-Match`` does not apply (many versions).
+        """
+        command = RevokeKeys(selection, reason, utc_now(), environment)
+        return await self.commands.revoke_many(
+            RevocationRequest(
+                command,
+                issuer.org_id,
+                issuer.actor,
+                idempotent=issuer.idempotent,
+                caller=issuer.caller,
+            )
+        )
 
     async def _issue(self, issuer: Issuer, command: Command, material: _Material) -> Issued:
         outcome = await self._run(issuer, command)

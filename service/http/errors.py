@@ -25,6 +25,8 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     "key_not_mutable": 409,
     "key_exists": 409,
     "active_key_limit": 409,
+    # A bulk revocation selecting more keys than one transaction may take.
+    "too_many_keys": 409,
     # A key whose events a consumer of the log could not apply (docs/security.md §5).
     "key_quarantined": 409,
     "version_mismatch": 412,

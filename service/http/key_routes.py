@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from events.models import Actor, RateLimit
+from service.domain.bulk_revocation import AllKeys, CreatedBy, KeySelection, NamedKeys
 from service.domain.ids import is_key_id
 from service.domain.orgs import is_org_id
 from service.domain.vocabulary import HEADER_TEXT
@@ -26,6 +27,7 @@ from service.http.schemas import (
     GenerateKeyBody,
     RenameKeyBody,
     RevokeKeyBody,
+    RevokeKeysBody,
     RotateKeyBody,
     UpdateKeyBody,
     rate_limits_of,
@@ -220,3 +222,27 @@ async def rotate_key(request: web.Request) -> web.Response:
     body, raw = await read_model(request, RotateKeyBody)
     issued = await _keys(request).rotate(ctx.issuer_of(request, raw), key_id, body.grace_period)
     return _response(issued.outcome, issued.handed_out)
+
+
+def _selection(body: RevokeKeysBody) -> KeySelection:
+    if body.key_ids is not None:
+        return NamedKeys(tuple(body.key_ids))
+    if body.created_by is not None:
+        return CreatedBy(body.created_by)
+    return AllKeys()
+
+
+@routes.post("/v1/orgs/{org_id}/revocations")
+async def revoke_keys(request: web.Request) -> web.Response:
+    """Bulk revocation (docs/api.md#bulk-revocation): every selected key, in one transaction."""
+    ctx = await _command_request(request, "keys:write")
+    if ctx.issuer.if_match is not None:
+        raise KeyledgerError("invalid_header", "If-Match does not apply to a bulk revocation")
+    body, raw = await read_model(request, RevokeKeysBody)
+    outcome = await _keys(request).revoke_many(
+        ctx.issuer_of(request, raw), _selection(body), body.reason, body.environment
+    )
+    answer = outcome.answer()
+    if outcome.replayed:
+        answer["replayed"] = True
+    return web.json_response(answer)

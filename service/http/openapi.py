@@ -29,6 +29,7 @@ from service.http.schemas import (
     GenerateKeyBody,
     RenameKeyBody,
     RevokeKeyBody,
+    RevokeKeysBody,
     RotateKeyBody,
     UpdateKeyBody,
 )
@@ -156,6 +157,20 @@ OPERATIONS: tuple[Operation, ...] = (
     _command(f"{_KEY}/enable", "EnableKey", EnableKeyBody),
     _command(f"{_KEY}/revoke", "RevokeKey", RevokeKeyBody),
     _command(f"{_KEY}/rotate", "RotateKey", RotateKeyBody),
+    Operation(
+        "post",
+        "/v1/orgs/{org_id}/revocations",
+        "Bulk revocation (scope keys:write): `reason` and exactly one of `key_ids` (1-1000),"
+        " `created_by` (an actor id) or `all: true`, optionally within one `environment`; one"
+        " transaction, one KeyRevoked per key still revocable. 404 `key_not_found` (nothing"
+        " written) when a named id is not a key of the org; 409 `too_many_keys` past 10,000.",
+        "commands",
+        body=RevokeKeysBody,
+        parameters=[_ORG_PATH, _COMMAND_HEADERS[0], _COMMAND_HEADERS[2]],
+        answers={"200": shapes.RevocationResult},
+        errors=_COMMAND,
+        name="revokeKeys",
+    ),
     Operation(
         "get",
         "/v1/orgs/{org_id}/keys",

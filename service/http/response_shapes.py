@@ -75,6 +75,18 @@ class CommandResult(_Shape):
     replayed: bool | None = None
 
 
+class RevocationResult(_Shape):
+    """A bulk revocation's answer: key ids by what became of them, and the log position."""
+
+    revoked: list[str] = Field(description="Keys that got a KeyRevoked now.")
+    already_terminal: list[str] = Field(description="Named keys already revoked: nothing written.")
+    quarantined: list[str] = Field(
+        description="Keys whose events do not fold: not revoked (verification refuses them)."
+    )
+    position: int = Field(ge=0)
+    replayed: bool | None = None
+
+
 class KeyPage(_Shape):
     data: list[Key]
     next_cursor: str | None
@@ -210,6 +222,7 @@ class Readiness(_Shape):
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Key,
     CommandResult,
+    RevocationResult,
     KeyPage,
     KeyEvents,
     AuditPage,

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from events.models import CreditRefill, Credits, NamedRateLimit, RateLimit
 from events.vocabulary import (
@@ -21,9 +30,12 @@ from events.vocabulary import (
     RefillInterval,
     RevokeReason,
 )
+from service.domain.bulk_revocation import MAX_NAMED_KEYS
 from service.domain.durations import parse_grace_period
 from service.domain.state import named_limits
 from service.domain.vocabulary import (
+    ACTOR_ID,
+    KEY_ID,
     Cidr,
     GrantedScope,
     IdentityId,
@@ -191,4 +203,53 @@ class RotateKeyBody(StrictBody):
     @model_validator(mode="after")
     def _grace(self) -> RotateKeyBody:
         parse_grace_period(self.grace_period)
+        return self
+
+
+def _key_id(value: str) -> str:
+    if not KEY_ID.matches(value):
+        raise PydanticCustomError("key_id", "a key id is key_ followed by a 26-character ULID")
+    return value
+
+
+def _actor_id(value: str) -> str:
+    if not ACTOR_ID.matches(value):
+        raise PydanticCustomError("actor_id", "an actor id is 1-255 printable ASCII characters")
+    return value
+
+
+def _true(value: bool) -> bool:
+    if value is not True:
+        raise PydanticCustomError("all_true", "all is true when given")
+    return value
+
+
+KeyIdText = Annotated[
+    str, AfterValidator(_key_id), Field(json_schema_extra={"pattern": KEY_ID.json_pattern})
+]
+ActorIdText = Annotated[
+    str, AfterValidator(_actor_id), Field(json_schema_extra={"pattern": ACTOR_ID.json_pattern})
+]
+
+
+class RevokeKeysBody(StrictBody):
+    """A bulk revocation: ``reason`` and exactly one of ``key_ids``, ``created_by``, ``all``."""
+
+    reason: RevokeReason
+    key_ids: Annotated[list[KeyIdText], Field(min_length=1, max_length=MAX_NAMED_KEYS)] | None = (
+        None
+    )
+    created_by: ActorIdText | None = None
+    all: Annotated[StrictBool, AfterValidator(_true), Field(json_schema_extra={"const": True})] | (
+        None
+    ) = None
+    environment: Environment | None = None
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> RevokeKeysBody:
+        given = [self.key_ids is not None, self.created_by is not None, self.all is not None]
+        if given.count(True) != 1:
+            raise PydanticCustomError(
+                "one_selection", "give exactly one of key_ids, created_by or all"
+            )
         return self

@@ -30,7 +30,7 @@ from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.store.event_rows import seal_after
-from service.store.idempotency import StoredOutcome
+from service.store.idempotency import StoredAnswer, StoredOutcome
 from service.store.key_registry import CallerStanding
 
 
@@ -93,6 +93,10 @@ class InMemoryKeyRegistry:
         """Record ``state`` as the key's current entry."""
         self._keys[state.key_id] = state
 
+    async def states(self, key_ids: Sequence[str]) -> list[KeyState]:
+        """The entries of these keys, in the order given (absent ones left out)."""
+        return [self._keys[key_id] for key_id in key_ids if key_id in self._keys]
+
     async def standings(self, key_ids: Sequence[str]) -> dict[str, CallerStanding]:
         """The standing of each of these service keys (absent: not a service key)."""
         return {
@@ -138,30 +142,41 @@ class InMemoryKeyRegistry:
 
 @dataclass(frozen=True, slots=True)
 class _Remembered:
-    outcome: StoredOutcome
+    answer: StoredAnswer
     at: datetime
 
 
 class InMemoryIdempotency:
-    """Per-caller memory of command outcomes, ``ttl_hours`` long by ``clock``."""
+    """Per-caller memory of command answers, ``ttl_hours`` long by ``clock``."""
 
     def __init__(self, ttl_hours: int, clock: Callable[[], datetime] = utc_now) -> None:
         self.ttl_hours = ttl_hours
         self.clock = clock
-        self._outcomes: dict[tuple[str, str], _Remembered] = {}
+        self._answers: dict[tuple[str, str], _Remembered] = {}
 
     async def find(self, caller_key_id: str, idempotency_key: str) -> StoredOutcome | None:
-        """The outcome remembered for this key, unless older than the TTL."""
-        remembered = self._outcomes.get((caller_key_id, idempotency_key))
-        if remembered is None or remembered.at <= self.clock() - timedelta(hours=self.ttl_hours):
-            return None
-        return remembered.outcome
+        """A key command's outcome remembered under this key, unless older than the TTL."""
+        answer = await self.find_answer(caller_key_id, idempotency_key)
+        return None if answer is None else StoredOutcome.of(answer)
 
     async def remember(
         self, caller_key_id: str, idempotency_key: str, outcome: StoredOutcome
     ) -> None:
-        """Keep ``outcome``; an expired one under the same key is replaced."""
-        self._outcomes[(caller_key_id, idempotency_key)] = _Remembered(outcome, self.clock())
+        """Keep a key command's outcome; an expired one under the same key is replaced."""
+        await self.remember_answer(caller_key_id, idempotency_key, outcome.answer())
+
+    async def find_answer(self, caller_key_id: str, idempotency_key: str) -> StoredAnswer | None:
+        """The answer remembered under this key, unless older than the TTL."""
+        remembered = self._answers.get((caller_key_id, idempotency_key))
+        if remembered is None or remembered.at <= self.clock() - timedelta(hours=self.ttl_hours):
+            return None
+        return remembered.answer
+
+    async def remember_answer(
+        self, caller_key_id: str, idempotency_key: str, answer: StoredAnswer
+    ) -> None:
+        """Keep ``answer``; an expired one under the same key is replaced."""
+        self._answers[(caller_key_id, idempotency_key)] = _Remembered(answer, self.clock())
 
 
 __all__ = ["InMemoryEventLog", "InMemoryIdempotency", "InMemoryKeyRegistry"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from events.vocabulary import Status
+from events.vocabulary import Environment, Status
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 
@@ -123,6 +123,45 @@ class KeyRegistry:
     async def save(self, conn: asyncpg.Connection, state: KeyState) -> None:
         """Record ``state`` as the key's current registry row."""
         await conn.execute(upsert_sql(), *upsert_columns([state]))
+
+    async def standings(
+        self, conn: asyncpg.Connection, key_ids: list[str]
+    ) -> dict[str, CallerStanding]:
+        """The standing of each of these service keys (absent: not a service key)."""
+        rows = await conn.fetchval(f"SELECT ARRAY({standings_sql()})", key_ids)
+        return dict(standing_of(row) for row in rows)
+
+    async def save_all(self, conn: asyncpg.Connection, states: Sequence[KeyState]) -> None:
+        """``save`` for many keys in one statement (one state per key)."""
+        if states:
+            await conn.execute(upsert_sql(), *upsert_columns(states))
+
+    async def revocable(
+        self,
+        conn: asyncpg.Connection,
+        org_id: str,
+        *,
+        environment: Environment | None,
+        created_by: str | None,
+        limit: int,
+    ) -> list[str]:
+        """Up to ``limit`` keys of ``org_id`` not revoked yet, oldest first: every one, or
+        those of ``environment``, or those whose ``KeyGenerated`` has actor ``created_by``."""
+        rows = await conn.fetch(
+            """SELECT r.key_id FROM key_registry r
+               WHERE r.org_id = $1 AND r.status <> 'revoked'
+                 AND ($2::text IS NULL OR r.environment = $2)
+                 AND ($3::text IS NULL OR EXISTS (
+                     SELECT 1 FROM events e
+                     WHERE e.key_id = r.key_id AND e.stream_version = 1
+                       AND (e.actor ->> 'id') = $3))
+               ORDER BY r.key_id LIMIT $4""",
+            org_id,
+            environment,
+            created_by,
+            limit,
+        )
+        return [r["key_id"] for r in rows]
 
     async def find_by_secret_hash(
         self, conn: asyncpg.Connection, secret_hash: str, now: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -10,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from service.domain import key_material
 from service.embedded import free_port
 from service.settings import Settings
+from tests.support.api import Api, indexed, new_org
 from tests.support.dev_process import start_dev, stop_dev
 
 KEYLEDGER = [sys.executable, "-m", "service.cli.main"]
@@ -117,3 +120,44 @@ def test_dev_runs_the_pasted_curl_and_keeps_data(tmp_path: Path) -> None:
         assert json.loads(fetched.stdout)["id"] == created["key"]["id"]
     finally:
         assert stop_dev(process) == 0
+
+
+async def test_admin_revoke_revokes_in_one_go_and_refuses_in_one_line(
+    settings: Settings, api: Api, client: TestClient
+) -> None:
+    env = {"KEYLEDGER_DATABASE_URL": settings.database_url, "KEYLEDGER_NATS_URL": ""}
+    org = new_org()
+    made = [await api.generate(org, environment=e) for e in ("live", "live", "test")]
+    ids = [m["key"]["id"] for m in made]
+
+    result = await asyncio.to_thread(
+        run_cli, ["admin", "revoke", "--org", org, "--all", "--environment", "live",
+                  "--reason", "leaked"], env
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert sorted(answer["revoked"]) == sorted(ids[:2])
+    await indexed(client, answer["position"])
+    codes = [(await api.post("/v1/verify", {"key": m["secret"]}))[2]["code"] for m in made]
+    assert codes == ["REVOKED", "REVOKED", "VALID"]
+
+    again = await asyncio.to_thread(
+        run_cli, ["admin", "revoke", "--org", org, "--key-id", ids[0], "--key-id", ids[2],
+                  "--reason", "other"], env
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["already_terminal"] == [ids[0]]
+
+    unknown = "key_01JBZ8Q6S1T8YQ4Y4W1S3M5N7P"
+    for args, says in [
+        (["--key-id", unknown], unknown),
+        (["--key-id", "sk_live_oops"], "value 1 is not a key id"),
+        (["--all", "--created-by", "x"], "not allowed with"),
+        ([], "one of the arguments"),
+    ]:
+        refused = await asyncio.to_thread(
+            run_cli, ["admin", "revoke", "--org", org, *args, "--reason", "leaked"], env
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and says in refused.stderr
+        assert "sk_live_oops" not in refused.stderr

@@ -11,10 +11,17 @@ import pytest
 
 from service.key_commands import KeyCommandHandler
 from service.key_lifecycle import KeyCommands
+from tests.support.bulk_revocation_contract import BulkRevocationContract
 from tests.support.key_commands_contract import QUOTA, KeyCommandsContract
 
 
 class TestPostgresKeyCommands(KeyCommandsContract):
+    @pytest.fixture
+    def key_commands(self, pool: asyncpg.Pool) -> KeyCommands:
+        return KeyCommandHandler(pool, max_active_keys=QUOTA)
+
+
+class TestPostgresBulkRevocation(BulkRevocationContract):
     @pytest.fixture
     def key_commands(self, pool: asyncpg.Pool) -> KeyCommands:
         return KeyCommandHandler(pool, max_active_keys=QUOTA)

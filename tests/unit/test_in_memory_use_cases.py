@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import pytest
 
+from service import revocation_session
+from service.domain import bulk_revocation
 from service.errors import KeyledgerError
 from service.in_memory_commands import InMemoryKeyCommands
 from service.key_lifecycle import KeyCommands, KeyLifecycle, NewKey
 from service.store.audit_chain import walk_chain
+from tests.support.bulk_revocation_contract import BulkRevocationContract
 from tests.support.key_commands_contract import QUOTA, KeyCommandsContract, issuer, new_org
 
 
 class TestInMemoryKeyCommands(KeyCommandsContract):
+    @pytest.fixture
+    def key_commands(self) -> KeyCommands:
+        return InMemoryKeyCommands(max_active_keys=QUOTA)
+
+
+class TestInMemoryBulkRevocation(BulkRevocationContract):
     @pytest.fixture
     def key_commands(self) -> KeyCommands:
         return InMemoryKeyCommands(max_active_keys=QUOTA)
@@ -48,3 +57,23 @@ async def test_a_refused_command_leaves_no_trace() -> None:
             await keys.generate(issuer(org), NewKey(name="k", type="secret"))
     assert await commands.log.head() == head
     assert await commands.due_for_expiry() == []
+
+
+async def test_a_selection_over_the_limit_is_refused_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The limit is 10,000 keys; two stand in for it here.
+    monkeypatch.setattr(bulk_revocation, "MAX_SELECTED_KEYS", 2)
+    monkeypatch.setattr(revocation_session, "MAX_SELECTED_KEYS", 2)
+    commands = InMemoryKeyCommands(max_active_keys=QUOTA)
+    keys = KeyLifecycle(commands, b"pepper")
+    org = new_org()
+    for environment in ("live", "live", "test"):
+        await keys.generate(issuer(org), NewKey(name="k", type="secret", environment=environment))
+    head = await commands.log.head()
+    with pytest.raises(KeyledgerError) as refused:
+        await keys.revoke_many(issuer(org), bulk_revocation.AllKeys(), "leaked")
+    assert (refused.value.code, refused.value.details) == ("too_many_keys", {"limit": 2})
+    assert await commands.log.head() == head
+    narrowed = await keys.revoke_many(issuer(org), bulk_revocation.AllKeys(), "leaked", "live")
+    assert len(narrowed.revoked) == 2
