@@ -15,7 +15,8 @@ Start order, each step relying on the ones before it:
    commands are refused while it is truncated;
 4. the outbox relay (only with NATS): publishes the log, never waiting for NATS;
 5. the projections: read models follow the log;
-6. the expiry sweeper: writes ``KeyExpired`` as keys pass ``expires_at``.
+6. the expiry sweeper: writes ``KeyExpired`` as keys pass ``expires_at``;
+7. the webhook dispatcher (only with NATS): one replica delivers to every endpoint.
 
 Stop order is the reverse, and keeps a clean SIGTERM lossless (``keyledger
 serve`` lets in-flight requests finish before this starts): the sweeper
@@ -53,6 +54,9 @@ from service.verification.index import VerificationIndex
 from service.verification.rate_limits import RateLimiter
 from service.verification.verifier import Verifier
 from service.vitals_reading import VitalsReader
+from service.webhooks.attempts import DeliveryAttempts
+from service.webhooks.dispatcher import WebhookDispatcher
+from service.webhooks.endpoints import WebhookEndpoints
 
 __all__ = ["Keyledger", "build", "connect_database", "database", "running"]
 
@@ -81,6 +85,10 @@ class Keyledger:
     # The read side.
     queries: KeyQueries
     vitals: VitalsReader
+    # Webhooks: the endpoints, their delivery attempts, and (with NATS) the dispatcher.
+    webhooks: WebhookEndpoints
+    deliveries: DeliveryAttempts
+    dispatcher: WebhookDispatcher | None
 
 
 def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
@@ -125,6 +133,8 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         batch_size=settings.projection_batch_size,
         fallback_poll_seconds=settings.projection_fallback_poll_seconds,
     )
+    webhooks = WebhookEndpoints(pool, pepper)
+    deliveries = DeliveryAttempts(pool)
     return Keyledger(
         settings=settings,
         pool=pool,
@@ -142,6 +152,9 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         sweeper=ExpirySweeper(commands, settings.expiry_sweep_interval_seconds),
         queries=KeyQueries(pool, projections, guard),
         vitals=VitalsReader(pool, index=index, projections=projections, guard=guard, relay=relay),
+        webhooks=webhooks,
+        deliveries=deliveries,
+        dispatcher=WebhookDispatcher(settings, webhooks, deliveries) if settings.nats_url else None,
     )
 
 
@@ -170,6 +183,9 @@ async def running(settings: Settings) -> AsyncIterator[Keyledger]:
         await service.projections.start()
         stack.push_async_callback(service.projections.stop)
         _in_background(stack, service.sweeper.run(), "expiry-sweeper")
+        if service.dispatcher is not None:
+            # Stopped before the relay; a delivery cut short is redelivered by the next leader.
+            _in_background(stack, service.dispatcher.run(), "webhook-dispatcher")
         yield service
 
 

@@ -35,6 +35,9 @@ ErrorCode = Literal[
     "key_quarantined",
     "version_mismatch",
     "idempotency_key_reused",
+    # Webhooks.
+    "webhook_not_found",
+    "invalid_webhook_url",
     # Read queries.
     "invalid_cursor",
     "invalid_limit",

@@ -60,6 +60,16 @@ class Settings(BaseModel):
     # `keyledger serve`: seconds to let in-flight requests finish after SIGTERM.
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     log_level: str = "info"
+    # Webhooks (docs/api.md#webhooks): receivers on loopback/private/link-local addresses are
+    # refused unless allowed (SSRF, docs/security.md); retries back off exponentially from
+    # the base to the cap, for up to retry_for seconds (24 h), then the event is dead-lettered.
+    webhooks_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    webhook_retry_base_seconds: float = Field(5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0)
+    webhook_retry_for_seconds: float = Field(86400.0, gt=0)
+    # How often the delivering replica looks for endpoints added or removed.
+    webhook_refresh_seconds: float = Field(2.0, gt=0)
 
     @field_validator("nats_url")
     @classmethod

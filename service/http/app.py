@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from service.bootstrap import running
-from service.http import health_routes, key_routes, openapi, query_routes, verify_routes
+from service.http import (
+    health_routes,
+    key_routes,
+    openapi,
+    query_routes,
+    verify_routes,
+    webhook_routes,
+)
 from service.http.body import MAX_BODY_BYTES
 from service.http.context import KEYLEDGER, SETTINGS
 from service.http.metrics import install_metrics
@@ -38,4 +45,5 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(key_routes.routes)
     app.add_routes(verify_routes.routes)
     app.add_routes(query_routes.routes)
+    app.add_routes(webhook_routes.routes)
     return app

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
+from events.models import EVENT_TYPES
 from events.vocabulary import (
     Algorithm,
     Environment,
@@ -93,3 +102,17 @@ class RotateKeyBody(StrictBody):
     def _grace(self) -> RotateKeyBody:
         parse_grace_period(self.grace_period)
         return self
+
+
+class RegisterWebhookBody(StrictBody):
+    url: Annotated[StrictStr, Field(min_length=1, max_length=2048)]
+    # Empty or absent: every event type.
+    event_types: Annotated[list[StrictStr], Field(max_length=32)] = Field(default_factory=list)
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event types; known: {', '.join(EVENT_TYPES)}")
+        return list(dict.fromkeys(value))
