@@ -27,6 +27,7 @@ from service.http.schemas import (
     DisableKeyBody,
     EnableKeyBody,
     GenerateKeyBody,
+    RegisterWebhookBody,
     RenameKeyBody,
     RevokeKeyBody,
     RotateKeyBody,
@@ -111,6 +112,9 @@ def _command(path: str, summary: str, body: type[BaseModel], status: str = "200"
 
 
 _KEY = "/v1/orgs/{org_id}/keys/{key_id}"
+_HOOKS = "/v1/orgs/{org_id}/webhooks"
+_HOOK_PATH = _param("path", "webhook_id", {"type": "string"}, "`wh_` + a 26-character ULID.", True)
+_HOOK_READ = (*_READ,)
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get", "/healthz", "The process is up", "operations", None, answers={"200": shapes.Health}
@@ -237,6 +241,43 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=("400", "422", "503"),
     ),
 )
+OPERATIONS += (
+    Operation(
+        "post",
+        _HOOKS,
+        "Register a webhook endpoint (scope admin); the signing secret is answered once",
+        "webhooks",
+        body=RegisterWebhookBody,
+        parameters=[_ORG_PATH, *_COMMAND_HEADERS[2:]],
+        answers={"201": shapes.WebhookCreated},
+        errors=(*_AUTHENTICATED, *_WITH_BODY, "404"),
+    ),
+    Operation(
+        "get", _HOOKS, "The org's webhook endpoints (scope audit:read)", "webhooks",
+        parameters=[_ORG_PATH], answers={"200": shapes.WebhookList}, errors=_HOOK_READ,
+    ),
+    Operation(
+        "get", f"{_HOOKS}/{{webhook_id}}", "One webhook endpoint", "webhooks",
+        parameters=[_ORG_PATH, _HOOK_PATH], answers={"200": shapes.WebhookOne}, errors=_HOOK_READ,
+    ),
+    Operation(
+        "delete", f"{_HOOKS}/{{webhook_id}}", "Remove a webhook endpoint (scope admin)",
+        "webhooks", parameters=[_ORG_PATH, _HOOK_PATH, *_COMMAND_HEADERS[2:]],
+        answers={"200": shapes.WebhookOne}, errors=_HOOK_READ,
+    ),
+    Operation(
+        "get", f"{_HOOKS}/{{webhook_id}}/deliveries", "Delivery attempts, newest first",
+        "webhooks",
+        parameters=[
+            _ORG_PATH,
+            _HOOK_PATH,
+            _param("query", "limit", {"type": "integer", "minimum": 1, "maximum": 500}, "1-500."),
+            _param("query", "before", _POSITION, "A `next_before`."),
+        ],
+        answers={"200": shapes.DeliveryPage},
+        errors=_HOOK_READ,
+    ),
+)  # fmt: skip
 # authorize answers 401/403/429 with the verdict, or with an error about the proxy's own key.
 _VERDICT_OR_ERROR = ("401", "403", "429")
 

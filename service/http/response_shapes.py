@@ -182,6 +182,57 @@ class Readiness(_Shape):
     quarantined: list[QuarantinedKeyNote] | None = None
 
 
+class ActorShape(_Shape):
+    id: str
+    on_behalf_of: str | None = None
+    request_id: str | None = None
+
+
+class Webhook(_Shape):
+    """A webhook endpoint (never its secret)."""
+
+    id: str
+    org_id: str
+    url: str
+    event_types: list[str]
+    created_at: datetime
+    created_by: ActorShape
+    removed_at: datetime | None
+    removed_by: ActorShape | None
+
+
+class WebhookCreated(_Shape):
+    webhook: Webhook
+    # The signing secret, shown this once.
+    secret: str
+
+
+class WebhookOne(_Shape):
+    webhook: Webhook
+
+
+class WebhookList(_Shape):
+    data: list[Webhook]
+
+
+class DeliveryAttempt(_Shape):
+    id: int
+    event_id: str
+    event_type: str
+    key_id: str
+    position: int
+    attempt: int
+    attempted_at: datetime
+    outcome: Literal["delivered", "failed", "dead_lettered"]
+    status_code: int | None
+    error: str | None
+
+
+class DeliveryPage(_Shape):
+    data: list[DeliveryAttempt]
+    next_before: int | None
+
+
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Key,
     CommandResult,
@@ -194,4 +245,8 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorBody,
     Health,
     Readiness,
+    WebhookCreated,
+    WebhookOne,
+    WebhookList,
+    DeliveryPage,
 )

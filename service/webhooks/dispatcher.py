@@ -19,7 +19,6 @@ import contextlib
 import functools
 from typing import Any
 
-import aiohttp
 import asyncpg
 import nats
 import nats.errors
@@ -37,6 +36,7 @@ from service.settings import Settings
 from service.webhooks.attempts import Backoff, DeliveryAttempts
 from service.webhooks.endpoints import Endpoint, WebhookEndpoints
 from service.webhooks.receivers import refusal_before_sending
+from service.webhooks.sender import WebhookSender
 
 # pg_try_advisory_lock(classid, objid): classid "kw" (keyledger webhooks), objid the stream.
 DISPATCHER_LOCK_CLASS = 0x6B77
@@ -67,7 +67,7 @@ class WebhookDispatcher:
         self.is_leader = False
         self._consumers: dict[str, tuple[EventConsumer, asyncio.Task[None]]] = {}
         self._secrets: dict[str, str] = {}
-        self._http: aiohttp.ClientSession | None = None
+        self.sender = WebhookSender(settings.webhook_timeout_seconds)
 
     async def run(self) -> None:
         """Compete for the lock and serve while holding it, until cancelled."""
@@ -89,9 +89,7 @@ class WebhookDispatcher:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
             )
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds)
-            )
+            self.sender.open()
             self.is_leader = True
             log.info("webhook_dispatcher_leader", stream=self.settings.nats_stream)
             try:
@@ -99,7 +97,7 @@ class WebhookDispatcher:
             finally:
                 self.is_leader = False
                 await self._stop_consumers()
-                await self._http.close()
+                await self.sender.close()
                 with contextlib.suppress(Exception):
                     await nc.close()
         finally:
@@ -235,18 +233,7 @@ class WebhookDispatcher:
             EVENT_ID_HEADER: str(envelope.event_id),
             SIGNATURE_HEADER: signature_header(secret, body),
         }
-        assert self._http is not None  # set while leading
-        try:
-            # No redirects: a redirect could lead to an address the checks above refuse.
-            async with self._http.post(
-                endpoint.url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                return response.status, None if response.status < 300 else f"HTTP {response.status}"
-        except TimeoutError:
-            return None, "timed out"
-        except aiohttp.ClientError as exc:
-            # The class only: a message may quote the receiver's answer.
-            return None, f"connection failed ({exc.__class__.__name__})"
+        return await self.sender.post(endpoint.url, body, headers)
 
     def _secret(self, endpoint: Endpoint) -> str:
         secret = self._secrets.get(endpoint.webhook_id)
