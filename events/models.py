@@ -113,8 +113,25 @@ class KeyExpired(DomainEvent):
     expires_at: datetime
 
 
+class KeyExpiringSoon(DomainEvent):
+    """A warning: the key expires within ``lead`` (written once per lead and ``expires_at``)."""
+
+    event_type: ClassVar[str] = "KeyExpiringSoon"
+
+    expires_at: datetime
+    # The configured lead time that came due, as configured: "7d", "1d", "12h".
+    lead: str
+
+
 KeyEvent = (
-    KeyGenerated | KeyRenamed | KeyDisabled | KeyEnabled | KeyRevoked | KeyRotated | KeyExpired
+    KeyGenerated
+    | KeyRenamed
+    | KeyDisabled
+    | KeyEnabled
+    | KeyRevoked
+    | KeyRotated
+    | KeyExpired
+    | KeyExpiringSoon
 )
 
 EVENT_TYPES: dict[str, type[KeyEvent]] = {
@@ -127,6 +144,7 @@ EVENT_TYPES: dict[str, type[KeyEvent]] = {
         KeyRevoked,
         KeyRotated,
         KeyExpired,
+        KeyExpiringSoon,
     )
 }
 

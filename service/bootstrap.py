@@ -149,7 +149,9 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         guard=guard,
         relay=relay,
         projections=projections,
-        sweeper=ExpirySweeper(commands, settings.expiry_sweep_interval_seconds),
+        sweeper=ExpirySweeper(
+            commands, settings.expiry_sweep_interval_seconds, settings.expiry_lead_times
+        ),
         queries=KeyQueries(pool, projections, guard),
         vitals=VitalsReader(pool, index=index, projections=projections, guard=guard, relay=relay),
         webhooks=webhooks,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from events.servers import nats_servers
 from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM
+from service.domain.durations import parse_lead_times
 
 PREFIX = "KEYLEDGER_"
 # A pepper shorter than this is refused: every stored secret hash is only as strong as it.
@@ -47,6 +49,8 @@ class Settings(BaseModel):
     db_command_timeout_seconds: float = Field(30.0, gt=0)
     idempotency_ttl_hours: int = Field(24, ge=1)
     expiry_sweep_interval_seconds: float = Field(1.0, gt=0)
+    # Lead times of KeyExpiringSoon warnings, e.g. "7d,1d" (docs/events.md); "none": no warnings.
+    expiry_warnings: str = "7d,1d"
     # Projection runner: events per transaction, and the safety-net poll when no NOTIFY comes.
     projection_batch_size: int = Field(1000, ge=1, le=10000)
     projection_fallback_poll_seconds: float = Field(5.0, gt=0)
@@ -78,6 +82,17 @@ class Settings(BaseModel):
             return None
         # InvalidServerList (a ValueError) names the bad entry; a good list is kept normalised.
         return ",".join(nats_servers(value))
+
+    @field_validator("expiry_warnings")
+    @classmethod
+    def _valid_lead_times(cls, value: str) -> str:
+        parse_lead_times(value)  # ValueError names the problem
+        return value
+
+    @property
+    def expiry_lead_times(self) -> tuple[tuple[str, timedelta], ...]:
+        """``expiry_warnings`` parsed: (text, duration), longest first."""
+        return parse_lead_times(self.expiry_warnings)
 
     @property
     def nats_servers(self) -> list[str]:

@@ -98,4 +98,23 @@ class ExpireKey:
     issued_at: datetime
 
 
-Command = GenerateKey | RenameKey | DisableKey | EnableKey | RevokeKey | RotateKey | ExpireKey
+@dataclass(frozen=True, slots=True)
+class WarnExpiry:
+    """Warn that the key expires within ``lead_time`` (``lead`` is its configured text)."""
+
+    key_id: str
+    lead: str
+    lead_time: timedelta
+    issued_at: datetime
+
+
+Command = (
+    GenerateKey
+    | RenameKey
+    | DisableKey
+    | EnableKey
+    | RevokeKey
+    | RotateKey
+    | ExpireKey
+    | WarnExpiry
+)

@@ -13,6 +13,10 @@ Both are pure. An empty list means "nothing changes" (the command is a no-op).
 
 ``*`` only once ``expires_at`` has passed; ``†`` when the key is past
 ``expires_at`` but ``KeyExpired`` is not yet written, else no-op.
+
+``WarnExpiry`` (the sweeper's) writes ``KeyExpiringSoon`` for an active or
+disabled key within its lead time of ``expires_at``, once per lead and
+``expires_at``; anything else is a no-op (never a refusal).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from events.models import (
     KeyEnabled,
     KeyEvent,
     KeyExpired,
+    KeyExpiringSoon,
     KeyGenerated,
     KeyRenamed,
     KeyRevoked,
@@ -42,6 +47,7 @@ from service.domain.commands import (
     RenameKey,
     RevokeKey,
     RotateKey,
+    WarnExpiry,
 )
 from service.domain.state import KeyState, KeyStateChanges
 from service.errors import KeyledgerError
@@ -73,6 +79,8 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
         if state.status in TERMINAL_STATUSES or status != "expired" or state.expires_at is None:
             return []
         return [KeyExpired(**base, expires_at=state.expires_at)]
+    if isinstance(command, WarnExpiry):
+        return _warn(command, state, now)
     if status in TERMINAL_STATUSES:
         raise KeyledgerError("key_not_mutable", f"the key is {status}; only revoke is allowed")
 
@@ -129,6 +137,27 @@ def _generate(command: GenerateKey, state: KeyState | None) -> list[KeyEvent]:
     ]
 
 
+def _warn(command: WarnExpiry, state: KeyState, now: datetime) -> list[KeyEvent]:
+    """``KeyExpiringSoon`` once per lead and ``expires_at``, while the warning is due."""
+    expires_at = state.expires_at
+    if (
+        expires_at is None
+        or state.status_at(now) in TERMINAL_STATUSES
+        or now < expires_at - command.lead_time
+        or (command.lead, expires_at) in state.expiry_warnings
+    ):
+        return []
+    return [
+        KeyExpiringSoon(
+            key_id=state.key_id,
+            org_id=state.org_id,
+            occurred_at=now,
+            expires_at=expires_at,
+            lead=command.lead,
+        )
+    ]
+
+
 def _check_quota(quota: ActiveKeyQuota) -> None:
     if quota.exhausted:
         raise KeyledgerError(
@@ -159,6 +188,7 @@ _MAY_FOLLOW: dict[type[KeyEvent], frozenset[Status]] = {
     KeyRevoked: frozenset({"active", "disabled", "expired"}),
     KeyExpired: frozenset({"active", "disabled"}),
     KeyRotated: frozenset({"active", "disabled"}),
+    KeyExpiringSoon: frozenset({"active", "disabled"}),
 }
 
 
@@ -215,6 +245,10 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
             changes |= {"status": "revoked", "revoked_at": event.occurred_at}
         case KeyExpired():
             changes["status"] = "expired"
+        case KeyExpiringSoon(lead=lead, expires_at=expires_at):
+            # A warning, not a change of the key: only the version moves.
+            changes["updated_at"] = state.updated_at
+            changes["expiry_warnings"] = state.expiry_warnings | {(lead, expires_at)}
         case KeyRotated():
             changes |= {
                 "secret_hash": event.secret_hash,

@@ -27,6 +27,7 @@ class KeyStateChanges(TypedDict, total=False):
     updated_at: datetime
     version: int
     position: int
+    expiry_warnings: frozenset[tuple[str, datetime]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,8 @@ class KeyState:
     previous_valid_until: datetime | None = None
     # Global position of the key's last event; filled in by the event store's fold.
     position: int = 0
+    # (lead, expires_at) of every KeyExpiringSoon written: each is written once.
+    expiry_warnings: frozenset[tuple[str, datetime]] = frozenset()
 
     def status_at(self, now: datetime) -> Status:
         """The status a caller sees at ``now``: past ``expires_at`` is expired,

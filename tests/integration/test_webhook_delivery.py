@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.clock import utc_now
 from service.http.context import KEYLEDGER
 from service.settings import Settings
 from tests.support.api import new_org
@@ -268,3 +270,25 @@ async def test_a_removed_endpoint_gets_nothing_more(
 
         await eventually(relayed, what="the relay publishing the second key")
         assert [item.event_id for item in receiver.received] == [logged[0][0]]
+
+
+async def test_expiry_warnings_reach_webhooks_like_any_event(
+    postgres_server_url: str, settings: Settings, nats_url: str
+) -> None:
+    org = new_org()
+    async with (
+        running_receiver() as receiver,
+        webhook_app(postgres_server_url, settings, nats_url, expiry_warnings="2d") as app,
+    ):
+        await register(app, org, receiver.url("/soon"), ["KeyExpiringSoon"])
+        expires_at = (utc_now() + timedelta(hours=30)).isoformat()
+        await call(
+            app.client,
+            app,
+            "POST",
+            f"/v1/orgs/{org}/keys",
+            {"name": "soon", "type": "secret", "expires_at": expires_at},
+        )
+        await all_delivered(receiver, "/soon", 1)
+        envelope = receiver.delivered("/soon")[0].envelope
+        assert (envelope["event_type"], envelope["data"]["lead"]) == ("KeyExpiringSoon", "2d")
