@@ -81,7 +81,21 @@ class KeyRenamed(DomainEvent):
     previous_name: str
 
 
-class KeyDisabled(DomainEvent):
+class _LeakReportable(DomainEvent):
+    """An event a leak report may cause: it then names where the secret was found."""
+
+    # Where a secret scanner found the key's secret (only when a leak report caused it).
+    leak_url: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        """As ``DomainEvent.data``, without ``leak_url`` when no leak report caused it."""
+        data = super().data()
+        if data.get("leak_url") is None:
+            data.pop("leak_url", None)
+        return data
+
+
+class KeyDisabled(_LeakReportable):
     event_type: ClassVar[str] = "KeyDisabled"
 
     reason: str | None = None
@@ -91,7 +105,7 @@ class KeyEnabled(DomainEvent):
     event_type: ClassVar[str] = "KeyEnabled"
 
 
-class KeyRevoked(DomainEvent):
+class KeyRevoked(_LeakReportable):
     event_type: ClassVar[str] = "KeyRevoked"
 
     reason: RevokeReason

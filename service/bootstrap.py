@@ -42,12 +42,14 @@ from service.expiry import ExpirySweeper
 from service.key_commands import KeyCommandHandler
 from service.key_lifecycle import KeyLifecycle
 from service.key_usage import UsageRecorder
+from service.leaks import LeakReports
 from service.outbox.relay import OutboxRelay
 from service.queries import KeyQueries
 from service.settings import Settings
 from service.store.database import connect_database
 from service.store.log_witnesses import Witness
 from service.truncation_guard import TruncationGuard
+from service.usage_analytics import UsageCounts, UsageReader
 from service.verification.callers import CallerAuthenticator
 from service.verification.feed import TASK_PREFIX, IndexFeed
 from service.verification.index import VerificationIndex
@@ -89,6 +91,10 @@ class Keyledger:
     webhooks: WebhookEndpoints
     deliveries: DeliveryAttempts
     dispatcher: WebhookDispatcher | None
+    # Leak reports from secret scanners.
+    leaks: LeakReports
+    # Usage analytics (the counting is ``usage``'s).
+    analytics: UsageReader
 
 
 def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
@@ -112,7 +118,12 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         poll_interval=settings.verify_fallback_poll_seconds,
     )
     limiter = RateLimiter()
-    usage = UsageRecorder(pool, settings.usage_flush_interval_seconds)
+    usage = UsageRecorder(
+        pool,
+        settings.usage_flush_interval_seconds,
+        UsageCounts(enabled=settings.usage_analytics),
+        settings.usage_retention_days,
+    )
 
     def applied_by_the_index() -> list[Witness]:
         # The index applies only committed events (from PostgreSQL or JetStream).
@@ -157,6 +168,8 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         webhooks=webhooks,
         deliveries=deliveries,
         dispatcher=WebhookDispatcher(settings, webhooks, deliveries) if settings.nats_url else None,
+        leaks=LeakReports(pool, commands, pepper, settings.leak_action),
+        analytics=UsageReader(pool),
     )
 
 

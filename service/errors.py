@@ -38,6 +38,8 @@ ErrorCode = Literal[
     # Webhooks.
     "webhook_not_found",
     "invalid_webhook_url",
+    # Leak reports.
+    "invalid_signature",
     # Read queries.
     "invalid_cursor",
     "invalid_limit",

@@ -35,6 +35,8 @@ class ExpirySweeper:
         self.interval = interval_seconds
         # (text, duration), longest first: the expiry warnings to write.
         self.lead_times = lead_times
+        # (key_id, lead, expires_at) already decided here (written or a no-op): not asked again.
+        self._decided: set[tuple[str, str, datetime]] = set()
 
     async def sweep_once(self) -> int:
         """Expire every due key now; returns how many ``KeyExpired`` were written."""
@@ -57,12 +59,19 @@ class ExpirySweeper:
         if not self.lead_times:
             return 0
         written = 0
+        now = utc_now()
+        self._decided = {entry for entry in self._decided if entry[2] > now}
         due = await self.commands.due_for_warning(self.lead_times[0][1])
         for key_id, org_id, expires_at, logged in due:
             warned = _warned(logged)
             now = utc_now()
             for lead, lead_time in self.lead_times:
-                if now < expires_at - lead_time or (lead, expires_at) in warned:
+                decided = (key_id, lead, expires_at)
+                if (
+                    now < expires_at - lead_time
+                    or (lead, expires_at) in warned
+                    or decided in self._decided
+                ):
                     continue
                 try:
                     outcome = await self.commands.handle(
@@ -73,6 +82,7 @@ class ExpirySweeper:
                 except KeyledgerError as exc:
                     log.warning("expiry_warning_skipped", key_id=key_id, code=exc.code)
                     break
+                self._decided.add(decided)
                 written += len(outcome.events)
         return written
 

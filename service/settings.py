@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -57,6 +58,9 @@ class Settings(BaseModel):
     # Verification index: PostgreSQL poll when no NOTIFY comes; last_used_at flush period.
     verify_fallback_poll_seconds: float = Field(2.0, gt=0)
     usage_flush_interval_seconds: float = Field(10.0, gt=0, le=50)
+    # Usage analytics (docs/api.md#usage): verifications per key, minute and code.
+    usage_analytics: bool = True
+    usage_retention_days: int = Field(90, ge=1, le=3650)
     # /readyz: how many events the index, projections and outbox relay may trail the log head.
     ready_max_lag: int = Field(100, ge=0)
     # How often a replica compares the log head with its witnesses (JetStream, checkpoints).
@@ -68,6 +72,10 @@ class Settings(BaseModel):
     # refused unless allowed (SSRF, docs/security.md); retries back off exponentially from
     # the base to the cap, for up to retry_for seconds (24 h), then the event is dead-lettered.
     webhooks_allow_private: bool = False
+    # Leak reports (docs/api.md#leak-reports): the file of the scanner's public keys, in
+    # GitHub's JSON format (unset: POST /v1/leaks answers 404), and what a leak does to a key.
+    leak_report_keys: Path | None = None
+    leak_action: Literal["revoke", "disable", "report"] = "revoke"
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
     webhook_retry_base_seconds: float = Field(5.0, gt=0)
     webhook_retry_max_seconds: float = Field(3600.0, gt=0)

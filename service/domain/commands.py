@@ -66,6 +66,8 @@ class DisableKey:
     key_id: str
     issued_at: datetime
     reason: str | None = None
+    # Set when a leak report disables the key: where the secret was found.
+    leak_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,8 @@ class RevokeKey:
     key_id: str
     reason: RevokeReason
     issued_at: datetime
+    # Set when a leak report revokes the key: where the secret was found.
+    leak_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ Both are pure. An empty list means "nothing changes" (the command is a no-op).
 ``expires_at`` but ``KeyExpired`` is not yet written, else no-op.
 
 ``WarnExpiry`` (the sweeper's) writes ``KeyExpiringSoon`` for an active or
-disabled key within its lead time of ``expires_at``, once per lead and
-``expires_at``; anything else is a no-op (never a refusal).
+disabled key within its lead time of ``expires_at`` (created before that lead
+time began), once per lead and ``expires_at``; anything else is a no-op.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
     if isinstance(command, RevokeKey):
         if state.status == "revoked":
             return []
-        return [KeyRevoked(**base, reason=command.reason)]
+        return [KeyRevoked(**base, reason=command.reason, leak_url=command.leak_url)]
     if isinstance(command, ExpireKey):
         if state.status in TERMINAL_STATUSES or status != "expired" or state.expires_at is None:
             return []
@@ -89,10 +89,10 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
             if name == state.name:
                 return []
             return [KeyRenamed(**base, name=name, previous_name=state.name)]
-        case DisableKey(reason=reason):
+        case DisableKey(reason=reason, leak_url=leak_url):
             if status == "disabled":
                 return []
-            return [KeyDisabled(**base, reason=reason)]
+            return [KeyDisabled(**base, reason=reason, leak_url=leak_url)]
         case EnableKey(quota=quota):
             if status == "active":
                 return []
@@ -138,12 +138,17 @@ def _generate(command: GenerateKey, state: KeyState | None) -> list[KeyEvent]:
 
 
 def _warn(command: WarnExpiry, state: KeyState, now: datetime) -> list[KeyEvent]:
-    """``KeyExpiringSoon`` once per lead and ``expires_at``, while the warning is due."""
+    """``KeyExpiringSoon`` once per lead and ``expires_at``, while the warning is due.
+
+    Only for a key that existed before the lead time began: a key made to live
+    less than the lead (a one-hour key and a 7-day warning) is not warned.
+    """
     expires_at = state.expires_at
     if (
         expires_at is None
         or state.status_at(now) in TERMINAL_STATUSES
         or now < expires_at - command.lead_time
+        or state.created_at >= expires_at - command.lead_time
         or (command.lead, expires_at) in state.expiry_warnings
     ):
         return []

@@ -10,8 +10,10 @@ from service.bootstrap import running
 from service.http import (
     health_routes,
     key_routes,
+    leak_routes,
     openapi,
     query_routes,
+    usage_routes,
     verify_routes,
     webhook_routes,
 )
@@ -46,4 +48,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(verify_routes.routes)
     app.add_routes(query_routes.routes)
     app.add_routes(webhook_routes.routes)
+    app.add_routes(leak_routes.routes)
+    app.add_routes(usage_routes.routes)
     return app

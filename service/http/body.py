@@ -30,6 +30,11 @@ async def _read_bytes(request: web.Request) -> bytes | None:
         raise KeyledgerError("payload_too_large", "the body is over 64 KiB") from exc
 
 
+async def read_raw(request: web.Request) -> bytes | None:
+    """The raw body (content type and size checked): for bodies whose bytes are signed."""
+    return await _read_bytes(request)
+
+
 def decode_json(raw: bytes | None) -> Any:
     """A body's JSON; 400 ``malformed_json``, or ``invalid_json`` when nested too deeply."""
     if raw is None or not raw.strip():

@@ -33,6 +33,7 @@ from service.http.schemas import (
     RotateKeyBody,
 )
 from service.http.verify_routes import VerifyBody
+from service.leaks import LeakReport
 
 routes = web.RouteTableDef()
 _REF = "#/components/schemas/{model}"
@@ -276,6 +277,28 @@ OPERATIONS += (
         ],
         answers={"200": shapes.DeliveryPage},
         errors=_HOOK_READ,
+    ),
+)  # fmt: skip
+_GRANULARITY = {"type": "string", "enum": ["minute", "hour", "day"]}
+_INSTANT = {"type": "string", "format": "date-time"}
+_GITHUB = "GitHub-Public-Key-"
+OPERATIONS += (
+    Operation(
+        "get", f"{_KEY}/usage", "A key's verifications per minute, hour or day (zeros included)",
+        "queries", answers={"200": shapes.KeyUsage}, errors=_READ,
+        parameters=[
+            _ORG_PATH, _KEY_PATH, _param("query", "granularity", _GRANULARITY, "Default hour."),
+            _param("query", "since", _INSTANT, "From."), _param("query", "until", _INSTANT, "To."),
+        ],
+    ),
+    Operation(
+        "post", "/v1/leaks", "A secret scanner's leak report (GitHub's partner format; signed)",
+        "integrations", security=None, body=LeakReport, answers={"200": shapes.LeakLabels},
+        errors=("400", "401", "404", "413", "415", "422", "503"),
+        parameters=[
+            _param("header", f"{_GITHUB}Identifier", {"type": "string"}, "Signing key."),
+            _param("header", f"{_GITHUB}Signature", {"type": "string"}, "base64 DER ECDSA."),
+        ],
     ),
 )  # fmt: skip
 # authorize answers 401/403/429 with the verdict, or with an error about the proxy's own key.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from events.models import Envelope
 from events.vocabulary import Algorithm, Environment, KeyType, Status
@@ -233,6 +233,29 @@ class DeliveryPage(_Shape):
     next_before: int | None
 
 
+class UsagePoint(_Shape):
+    t: datetime
+    valid: int
+    rate_limited: int
+    usage_exceeded: int
+    denied: int
+
+
+class KeyUsage(_Shape):
+    granularity: Literal["minute", "hour", "day"]
+    series: list[UsagePoint]
+
+
+class LeakLabel(_Shape):
+    token_hash: str
+    token_type: str
+    label: Literal["true_positive", "false_positive"]
+
+
+class LeakLabels(RootModel[list[LeakLabel]]):
+    """GitHub's answer to a leak report: one label per token, in order."""
+
+
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Key,
     CommandResult,
@@ -249,4 +272,6 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     WebhookOne,
     WebhookList,
     DeliveryPage,
+    LeakLabels,
+    KeyUsage,
 )

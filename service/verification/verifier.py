@@ -89,8 +89,10 @@ class Verifier:
             verdict = verify_bearer(
                 lookup, self.pepper, credential, requirements, now, self.limiter, can_see_org
             )
-        if verdict.valid and verdict.entry is not None:
-            self.usage.touch(verdict.entry.key_id, now)
+        if verdict.entry is not None:
+            if verdict.valid:
+                self.usage.touch(verdict.entry.key_id, now)
+            self.usage.counts.count(verdict.entry.key_id, verdict.code, now)
         self.outcomes[verdict.code] += 1
         return verdict
 

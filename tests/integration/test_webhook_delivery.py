@@ -278,10 +278,10 @@ async def test_expiry_warnings_reach_webhooks_like_any_event(
     org = new_org()
     async with (
         running_receiver() as receiver,
-        webhook_app(postgres_server_url, settings, nats_url, expiry_warnings="2d") as app,
+        webhook_app(postgres_server_url, settings, nats_url, expiry_warnings="29s") as app,
     ):
         await register(app, org, receiver.url("/soon"), ["KeyExpiringSoon"])
-        expires_at = (utc_now() + timedelta(hours=30)).isoformat()
+        expires_at = (utc_now() + timedelta(seconds=30)).isoformat()
         await call(
             app.client,
             app,
@@ -291,4 +291,4 @@ async def test_expiry_warnings_reach_webhooks_like_any_event(
         )
         await all_delivered(receiver, "/soon", 1)
         envelope = receiver.delivered("/soon")[0].envelope
-        assert (envelope["event_type"], envelope["data"]["lead"]) == ("KeyExpiringSoon", "2d")
+        assert (envelope["event_type"], envelope["data"]["lead"]) == ("KeyExpiringSoon", "29s")

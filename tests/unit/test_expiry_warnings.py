@@ -64,6 +64,18 @@ def test_a_disabled_key_is_warned_too() -> None:
     given(generated(EXPIRES), disabled).when(warn("1d", 1, 9.5)).then(warning("1d", 9.5))
 
 
+def test_a_key_made_to_live_less_than_the_lead_is_not_warned() -> None:
+    short = generated(T0 + timedelta(days=3))
+    given(short).when(warn("7d", 7, 1)).then_nothing()
+    # …but its shorter lead comes due as usual.
+    state = (
+        given(short)
+        .when(warn("1d", 1, 2.5))
+        .then(warning("1d", 2.5, expires_at=T0 + timedelta(days=3)))
+    )
+    assert state is not None
+
+
 def test_a_new_expiry_is_warned_again() -> None:
     # Warnings are per expires_at: one for an earlier expiry does not count for this one.
     given(generated(EXPIRES), warning("7d", 3.5, EXPIRES - timedelta(days=1))).when(

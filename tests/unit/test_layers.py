@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "service.key_view": 1,
     "service.store": 2,
     "service.key_usage": 2,
+    "service.usage_analytics": 2,
     "projections": 3,
     "service.verification": 3,
     "service.http": 5,
