@@ -21,10 +21,11 @@ from keyledger_client.events import (
     subjects,
     subscriber,
     vocabulary,
+    webhooks,
 )
 
 # ``from events.models import X`` finds these in sys.modules: one module object under two
 # names, no second copy of any class.
-for _module in (codec, models, servers, subjects, subscriber, vocabulary):
+for _module in (codec, models, servers, subjects, subscriber, vocabulary, webhooks):
     sys.modules[f"{__name__}.{_module.__name__.rpartition('.')[2]}"] = _module
 del _contract

@@ -19,6 +19,7 @@ Start order, each step relying on the ones before it:
 7. the snapshot writer: every ``KEYLEDGER_SNAPSHOT_INTERVAL_SECONDS``, one
    replica (whichever holds the lock) brings the registry snapshot that the
    next replica will start from up to the log head.
+8. the webhook dispatcher (only with NATS): one replica delivers to every endpoint.
 
 Stop order is the reverse, and keeps a clean SIGTERM lossless (``keyledger
 serve`` lets in-flight requests finish before this starts): the snapshot
@@ -44,6 +45,7 @@ from service.expiry import ExpirySweeper
 from service.key_commands import KeyCommandHandler
 from service.key_lifecycle import KeyLifecycle
 from service.key_usage import UsageRecorder
+from service.leaks import LeakReports
 from service.outbox.relay import OutboxRelay
 from service.queries import KeyQueries
 from service.settings import Settings
@@ -52,6 +54,7 @@ from service.store.database import connect_database
 from service.store.log_witnesses import Witness
 from service.store.registry_snapshot import SnapshotStore
 from service.truncation_guard import TruncationGuard
+from service.usage_analytics import UsageCounts, UsageReader
 from service.verification.callers import CallerAuthenticator
 from service.verification.credits import CreditLedger
 from service.verification.feed import TASK_PREFIX, IndexFeed
@@ -60,6 +63,9 @@ from service.verification.rate_limits import RateLimiter
 from service.verification.shared_limits import SharedLimits
 from service.verification.verifier import Verifier
 from service.vitals_reading import VitalsReader
+from service.webhooks.attempts import DeliveryAttempts
+from service.webhooks.dispatcher import WebhookDispatcher
+from service.webhooks.endpoints import WebhookEndpoints
 
 __all__ = ["Keyledger", "build", "connect_database", "database", "running"]
 
@@ -93,6 +99,14 @@ class Keyledger:
     # The read side.
     queries: KeyQueries
     vitals: VitalsReader
+    # Webhooks: the endpoints, their delivery attempts, and (with NATS) the dispatcher.
+    webhooks: WebhookEndpoints
+    deliveries: DeliveryAttempts
+    dispatcher: WebhookDispatcher | None
+    # Leak reports from secret scanners.
+    leaks: LeakReports
+    # Usage analytics (the counting is ``usage``'s).
+    analytics: UsageReader
 
 
 def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
@@ -120,7 +134,12 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
     )
     limiter = RateLimiter()
     credits = CreditLedger(pool, limiter.replicas)
-    usage = UsageRecorder(pool, settings.usage_flush_interval_seconds)
+    usage = UsageRecorder(
+        pool,
+        settings.usage_flush_interval_seconds,
+        UsageCounts(enabled=settings.usage_analytics),
+        settings.usage_retention_days,
+    )
 
     def applied_by_the_index() -> list[Witness]:
         # The index applies only committed events (from PostgreSQL or JetStream).
@@ -141,6 +160,8 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         batch_size=settings.projection_batch_size,
         fallback_poll_seconds=settings.projection_fallback_poll_seconds,
     )
+    webhooks = WebhookEndpoints(pool, pepper)
+    deliveries = DeliveryAttempts(pool)
     return Keyledger(
         settings=settings,
         pool=pool,
@@ -161,7 +182,9 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         guard=guard,
         relay=relay,
         projections=projections,
-        sweeper=ExpirySweeper(commands, settings.expiry_sweep_interval_seconds),
+        sweeper=ExpirySweeper(
+            commands, settings.expiry_sweep_interval_seconds, settings.expiry_lead_times
+        ),
         snapshot_writer=(
             SnapshotWriter(
                 pool,
@@ -174,6 +197,11 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         ),
         queries=KeyQueries(pool, projections, guard),
         vitals=VitalsReader(pool, index=index, projections=projections, guard=guard, relay=relay),
+        webhooks=webhooks,
+        deliveries=deliveries,
+        dispatcher=WebhookDispatcher(settings, webhooks, deliveries) if settings.nats_url else None,
+        leaks=LeakReports(pool, commands, pepper, settings.leak_action),
+        analytics=UsageReader(pool),
     )
 
 
@@ -204,6 +232,9 @@ async def running(settings: Settings) -> AsyncIterator[Keyledger]:
         _in_background(stack, service.sweeper.run(), "expiry-sweeper")
         if service.snapshot_writer is not None:
             _in_background(stack, service.snapshot_writer.run(), "registry-snapshots")
+        if service.dispatcher is not None:
+            # Stopped before the relay; a delivery cut short is redelivered by the next leader.
+            _in_background(stack, service.dispatcher.run(), "webhook-dispatcher")
         yield service
 
 

@@ -36,6 +36,11 @@ ErrorCode = Literal[
     "version_mismatch",
     "idempotency_key_reused",
     "too_many_keys",
+    # Webhooks.
+    "webhook_not_found",
+    "invalid_webhook_url",
+    # Leak reports.
+    "invalid_signature",
     # Read queries.
     "invalid_cursor",
     "invalid_limit",

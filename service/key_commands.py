@@ -14,6 +14,7 @@ each, and one NOTIFY.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
@@ -170,6 +171,14 @@ class KeyCommandHandler:
         """(key_id, org_id) of keys whose next credit refill period has begun."""
         async with self.pool.acquire() as conn:
             return await self.balances.due_for_refill(conn, utc_now())
+
+    async def due_for_warning(
+        self, horizon: timedelta
+    ) -> list[tuple[str, str, datetime, set[tuple[str, str]]]]:
+        """Keys expiring within ``horizon``, and the expiry warnings already logged for them."""
+        now = utc_now()
+        async with self.pool.acquire() as conn:
+            return await self.registry.due_for_warning(conn, now, now + horizon)
 
     async def load_state(self, org_id: str, key_id: str) -> KeyState | None:
         """A key's current state straight from its stream (None if absent or foreign).

@@ -1,22 +1,31 @@
-"""``last_used_at``: recorded without slowing verification.
+"""``last_used_at`` and usage analytics: recorded without slowing verification.
 
-A successful verification only sets ``pending[key_id] = minute`` in memory.
-A background task flushes the pending minutes every few seconds in one
-statement to ``key_usage`` (migration 0030) and, when the ``key_views``
-projection exists, to its ``last_used_at`` column. Values only move forward
-(``GREATEST``), so replicas flushing in any order agree.
+A successful verification only sets ``pending[key_id] = minute`` in memory
+(and every verification of a known key adds one to its minute and code in
+``service.usage_analytics.UsageCounts``). A background task flushes both
+every few seconds, in one transaction: ``key_usage`` (migration 0030) and,
+when the ``key_views`` projection exists, its ``last_used_at`` column, then
+the analytics counts. ``last_used_at`` only moves forward (``GREATEST``) and
+counts add up, so replicas flushing in any order agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
 
+from service.clock import utc_now
+from service.usage_analytics import PRUNE_EVERY, UsageCounts, prune, write_counts
+
 log = structlog.get_logger(__name__)
+
+# The transaction lock that the flush and the writing of new ``key_views`` rows
+# (``projections.key_views``) take in turn, so no key's ``last_used_at`` falls between them.
+LAST_USED_LOCK = 0x6B6C5F6C617374  # "kl_last"
 
 _UPSERT_USAGE = """
     INSERT INTO key_usage (key_id, last_used_at)
@@ -39,11 +48,24 @@ def to_minute(moment: datetime) -> datetime:
 class UsageRecorder:
     """Batches key uses in memory and writes them periodically."""
 
-    def __init__(self, pool: asyncpg.Pool, flush_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        flush_interval: float = 10.0,
+        counts: UsageCounts | None = None,
+        retention_days: int = 90,
+    ) -> None:
         self.pool = pool
         self.flush_interval = flush_interval
         self._pending: dict[str, datetime] = {}
         self._has_views: bool | None = None
+        # Analytics: verifications per key, minute and code (None: not kept).
+        self.counts = counts if counts is not None else UsageCounts(enabled=False)
+        self.retention = timedelta(days=retention_days)
+        # One flush at a time: a flush that returns has written everything noted before it
+        # (the periodic one may have taken the pending uses a moment earlier).
+        self._flushing = asyncio.Lock()
+        self._pruned_at: datetime | None = None
 
     def touch(self, key_id: str, now: datetime) -> None:
         """Note a successful use of ``key_id`` at ``now`` (no I/O)."""
@@ -57,26 +79,45 @@ class UsageRecorder:
             self._pending[key_id] = at
 
     async def flush(self) -> int:
-        """Write every pending use; returns how many keys were written."""
-        if not self._pending:
+        """Write every pending use and count; returns how many keys' last use was written."""
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
+        counts = self.counts.take()
+        if not self._pending and not counts:
             return 0
         pending, self._pending = self._pending, {}
         key_ids = list(pending)
         minutes = [to_minute(pending[key_id]) for key_id in key_ids]
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(_UPSERT_USAGE, key_ids, minutes)
-                if self._has_views is None:
-                    self._has_views = bool(
-                        await conn.fetchval("SELECT to_regclass('key_views') IS NOT NULL")
-                    )
-                if self._has_views:
-                    await conn.execute(_UPDATE_VIEWS, key_ids, minutes)
+                if key_ids:
+                    await conn.execute(f"SELECT pg_advisory_xact_lock({LAST_USED_LOCK})")
+                    await conn.execute(_UPSERT_USAGE, key_ids, minutes)
+                    if not self._has_views:  # until the projection has made its table
+                        self._has_views = bool(
+                            await conn.fetchval("SELECT to_regclass('key_views') IS NOT NULL")
+                        )
+                    if self._has_views:
+                        await conn.execute(_UPDATE_VIEWS, key_ids, minutes)
+                if counts:
+                    await write_counts(conn, counts)
         except BaseException:
-            # Keep the uses for the next flush (newer ones win).
+            # Keep the uses for the next flush (newer ones win) and the counts (they add up).
             self._pending = {**pending, **self._pending}
+            self.counts.give_back(counts)
             raise
         return len(key_ids)
+
+    async def prune_if_due(self) -> None:
+        """Delete analytics older than the retention, at most once per ``PRUNE_EVERY``."""
+        now = utc_now()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        async with self.pool.acquire() as conn:
+            await prune(conn, now - self.retention)
+        self._pruned_at = now
 
     async def run(self) -> None:
         """Flush every ``flush_interval`` seconds until cancelled, then once more."""
@@ -85,6 +126,7 @@ class UsageRecorder:
                 await asyncio.sleep(self.flush_interval)
                 try:
                     await self.flush()
+                    await self.prune_if_due()
                 except (OSError, asyncpg.PostgresError):
                     log.exception("key_usage_flush_failed")
         finally:

@@ -6,6 +6,7 @@ import functools
 import ipaddress
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from events.servers import nats_servers
 from events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM
+from service.domain.durations import parse_lead_times
 
 PREFIX = "KEYLEDGER_"
 # A pepper shorter than this is refused: every stored secret hash is only as strong as it.
@@ -58,6 +60,8 @@ class Settings(BaseModel):
     command_queue_limit: int = Field(256, ge=1)
     idempotency_ttl_hours: int = Field(24, ge=1)
     expiry_sweep_interval_seconds: float = Field(1.0, gt=0)
+    # Lead times of KeyExpiringSoon warnings, e.g. "7d,1d" (docs/events.md); "none": no warnings.
+    expiry_warnings: str = "7d,1d"
     # Projection runner: events per transaction, and the safety-net poll when no NOTIFY comes.
     projection_batch_size: int = Field(1000, ge=1, le=10000)
     projection_fallback_poll_seconds: float = Field(5.0, gt=0)
@@ -69,6 +73,9 @@ class Settings(BaseModel):
     snapshot_interval_seconds: float = Field(300.0, ge=0)
     snapshot_keep: int = Field(2, ge=1, le=100)
     snapshot_load: bool = True
+    # Usage analytics (docs/api.md#usage): verifications per key, minute and code.
+    usage_analytics: bool = True
+    usage_retention_days: int = Field(90, ge=1, le=3650)
     # /readyz: how many events the index, projections and outbox relay may trail the log head.
     ready_max_lag: int = Field(100, ge=0)
     # How often a replica compares the log head with its witnesses (JetStream, checkpoints).
@@ -81,6 +88,20 @@ class Settings(BaseModel):
     # Proxies whose X-Forwarded-For / X-Real-IP GET /v1/authorize believes (comma-separated
     # IPv4/IPv6 networks); empty: the peer's own address is the client's.
     trusted_proxies: str = ""
+    # Webhooks (docs/api.md#webhooks): receivers on loopback/private/link-local addresses are
+    # refused unless allowed (SSRF, docs/security.md); retries back off exponentially from
+    # the base to the cap, for up to retry_for seconds (24 h), then the event is dead-lettered.
+    webhooks_allow_private: bool = False
+    # Leak reports (docs/api.md#leak-reports): the file of the scanner's public keys, in
+    # GitHub's JSON format (unset: POST /v1/leaks answers 404), and what a leak does to a key.
+    leak_report_keys: Path | None = None
+    leak_action: Literal["revoke", "disable", "report"] = "revoke"
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    webhook_retry_base_seconds: float = Field(5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0)
+    webhook_retry_for_seconds: float = Field(86400.0, gt=0)
+    # How often the delivering replica looks for endpoints added or removed.
+    webhook_refresh_seconds: float = Field(2.0, gt=0)
 
     @field_validator("nats_url")
     @classmethod
@@ -108,6 +129,17 @@ class Settings(BaseModel):
     def limits_subject(self) -> str:
         """Where replicas share rate limit counts (``nats_limits_subject`` or its default)."""
         return self.nats_limits_subject or f"{self.nats_subject_prefix}-limits"
+
+    @field_validator("expiry_warnings")
+    @classmethod
+    def _valid_lead_times(cls, value: str) -> str:
+        parse_lead_times(value)  # ValueError names the problem
+        return value
+
+    @property
+    def expiry_lead_times(self) -> tuple[tuple[str, timedelta], ...]:
+        """``expiry_warnings`` parsed: (text, duration), longest first."""
+        return parse_lead_times(self.expiry_warnings)
 
     @property
     def nats_servers(self) -> list[str]:

@@ -117,7 +117,21 @@ class KeyRenamed(DomainEvent):
     previous_name: str
 
 
-class KeyDisabled(DomainEvent):
+class _LeakReportable(DomainEvent):
+    """An event a leak report may cause: it then names where the secret was found."""
+
+    # Where a secret scanner found the key's secret (only when a leak report caused it).
+    leak_url: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        """As ``DomainEvent.data``, without ``leak_url`` when no leak report caused it."""
+        data = super().data()
+        if data.get("leak_url") is None:
+            data.pop("leak_url", None)
+        return data
+
+
+class KeyDisabled(_LeakReportable):
     event_type: ClassVar[str] = "KeyDisabled"
 
     reason: str | None = None
@@ -127,7 +141,7 @@ class KeyEnabled(DomainEvent):
     event_type: ClassVar[str] = "KeyEnabled"
 
 
-class KeyRevoked(DomainEvent):
+class KeyRevoked(_LeakReportable):
     event_type: ClassVar[str] = "KeyRevoked"
 
     reason: RevokeReason
@@ -228,6 +242,17 @@ KeyChangeEvent = (
     | KeyIdentityChanged
 )
 
+
+class KeyExpiringSoon(DomainEvent):
+    """A warning: the key expires within ``lead`` (written once per lead and ``expires_at``)."""
+
+    event_type: ClassVar[str] = "KeyExpiringSoon"
+
+    expires_at: datetime
+    # The configured lead time that came due, as configured: "7d", "1d", "12h".
+    lead: str
+
+
 KeyEvent = (
     KeyGenerated
     | KeyRenamed
@@ -238,6 +263,7 @@ KeyEvent = (
     | KeyExpired
     | KeyChangeEvent
     | KeyCreditsRefilled
+    | KeyExpiringSoon
 )
 
 EVENT_TYPES: dict[str, type[KeyEvent]] = {
@@ -259,6 +285,7 @@ EVENT_TYPES: dict[str, type[KeyEvent]] = {
         KeyExpiryChanged,
         KeyIdentityChanged,
         KeyCreditsRefilled,
+        KeyExpiringSoon,
     )
 }
 

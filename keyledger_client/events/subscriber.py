@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -34,6 +35,20 @@ from keyledger_client.events.models import Envelope, KeyEvent
 from keyledger_client.events.subjects import DEFAULT_STREAM, subject_filter
 
 Handler = Callable[[Envelope, KeyEvent], Awaitable[None]]
+
+
+class RetryLater(Exception):
+    """Raised by a handler to have its message redelivered after ``delay_seconds``.
+
+    Unlike any other exception it is an expected outcome (a webhook receiver
+    that is down), so it is logged briefly and sets its own delay: a handler
+    can back off exponentially.
+    """
+
+    def __init__(self, delay_seconds: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {delay_seconds}s")
+        self.delay_seconds = delay_seconds
+
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +68,8 @@ class EventConsumer:
         fetch_wait_seconds: float = 1.0,
         redeliver_delay_seconds: float = 1.0,
         ack_wait_seconds: float = 30.0,
+        max_ack_pending: int | None = None,
+        deliver_from: datetime | None = None,
     ) -> None:
         self.js = js
         self.durable = durable
@@ -63,6 +80,10 @@ class EventConsumer:
         self.fetch_wait_seconds = fetch_wait_seconds
         self.redeliver_delay_seconds = redeliver_delay_seconds
         self.ack_wait_seconds = ack_wait_seconds
+        # 1: the next message waits until this one is acknowledged (strict order with retries).
+        self.max_ack_pending = max_ack_pending
+        # Only messages stored from this instant on (None: the whole stream).
+        self.deliver_from = deliver_from
         self._stopped = asyncio.Event()
 
     def stop(self) -> None:
@@ -117,6 +138,17 @@ class EventConsumer:
                 continue
             try:
                 await self.handler(envelope, event)
+            except RetryLater as retry:
+                log.info(
+                    "event consumer %s: position %s again in %ss: %s",
+                    self.durable,
+                    envelope.position,
+                    retry.delay_seconds,
+                    retry,
+                )
+                for pending in messages[index:]:
+                    await pending.nak(delay=retry.delay_seconds)
+                return
             except Exception:
                 log.exception(
                     "event consumer %s: handler failed at position %s; will redeliver",
@@ -135,8 +167,12 @@ class EventConsumer:
             durable_name=self.durable,
             filter_subject=self.filter_subject,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.ALL
+            if self.deliver_from is None
+            else DeliverPolicy.BY_START_TIME,
+            opt_start_time=self.deliver_from,
             ack_wait=self.ack_wait_seconds,
+            max_ack_pending=self.max_ack_pending,
         )
         delay = 0.1
         while not self._stopped.is_set():

@@ -71,6 +71,8 @@ class DisableKey:
     key_id: str
     issued_at: datetime
     reason: str | None = None
+    # Set when a leak report disables the key: where the secret was found.
+    leak_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,8 @@ class RevokeKey:
     key_id: str
     reason: RevokeReason
     issued_at: datetime
+    # Set when a leak report revokes the key: where the secret was found.
+    leak_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,16 @@ class UpdateKey:
     identity_id: str | Keep | None = KEEP
 
 
+@dataclass(frozen=True, slots=True)
+class WarnExpiry:
+    """Warn that the key expires within ``lead_time`` (``lead`` is its configured text)."""
+
+    key_id: str
+    lead: str
+    lead_time: timedelta
+    issued_at: datetime
+
+
 Command = (
     GenerateKey
     | RenameKey
@@ -147,4 +161,5 @@ Command = (
     | ExpireKey
     | UpdateKey
     | RefillCredits
+    | WarnExpiry
 )

@@ -15,6 +15,10 @@ Both are pure. An empty list means "nothing changes" (the command is a no-op).
 ``expires_at`` but ``KeyExpired`` is not yet written, else no-op; ``‡`` one
 event per aspect whose value changes (``service.domain.key_changes``), none
 when nothing changes.
+
+``WarnExpiry`` (the sweeper's) writes ``KeyExpiringSoon`` for an active or
+disabled key within its lead time of ``expires_at`` (created before that lead
+time began), once per lead and ``expires_at``; anything else is a no-op.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from events.models import (
     KeyEnabled,
     KeyEvent,
     KeyExpired,
+    KeyExpiringSoon,
     KeyGenerated,
     KeyOriginsChanged,
     KeyRenamed,
@@ -51,6 +56,7 @@ from service.domain.commands import (
     RevokeKey,
     RotateKey,
     UpdateKey,
+    WarnExpiry,
 )
 from service.domain.credit_periods import period_of
 from service.domain.key_changes import Subject, change_fields, decide_update
@@ -74,13 +80,15 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
     if isinstance(command, RevokeKey):
         if state.status == "revoked":
             return []
-        return [KeyRevoked(**base, reason=command.reason)]
+        return [KeyRevoked(**base, reason=command.reason, leak_url=command.leak_url)]
     if isinstance(command, RefillCredits):
         return _refill(command, state)
     if isinstance(command, ExpireKey):
         if state.status in TERMINAL_STATUSES or status != "expired" or state.expires_at is None:
             return []
         return [KeyExpired(**base, expires_at=state.expires_at)]
+    if isinstance(command, WarnExpiry):
+        return _warn(command, state, now)
     if status in TERMINAL_STATUSES:
         raise KeyledgerError("key_not_mutable", f"the key is {status}; only revoke is allowed")
 
@@ -89,10 +97,10 @@ def decide(command: Command, state: KeyState | None) -> list[KeyEvent]:
             if name == state.name:
                 return []
             return [KeyRenamed(**base, name=name, previous_name=state.name)]
-        case DisableKey(reason=reason):
+        case DisableKey(reason=reason, leak_url=leak_url):
             if status == "disabled":
                 return []
-            return [KeyDisabled(**base, reason=reason)]
+            return [KeyDisabled(**base, reason=reason, leak_url=leak_url)]
         case EnableKey(quota=quota):
             if status == "active":
                 return []
@@ -164,6 +172,32 @@ def _refill(command: RefillCredits, state: KeyState) -> list[KeyEvent]:
     ]
 
 
+def _warn(command: WarnExpiry, state: KeyState, now: datetime) -> list[KeyEvent]:
+    """``KeyExpiringSoon`` once per lead and ``expires_at``, while the warning is due.
+
+    Only for a key that existed before the lead time began: a key made to live
+    less than the lead (a one-hour key and a 7-day warning) is not warned.
+    """
+    expires_at = state.expires_at
+    if (
+        expires_at is None
+        or state.status_at(now) in TERMINAL_STATUSES
+        or now < expires_at - command.lead_time
+        or state.created_at >= expires_at - command.lead_time
+        or (command.lead, expires_at) in state.expiry_warnings
+    ):
+        return []
+    return [
+        KeyExpiringSoon(
+            key_id=state.key_id,
+            org_id=state.org_id,
+            occurred_at=now,
+            expires_at=expires_at,
+            lead=command.lead,
+        )
+    ]
+
+
 def _credits_set(credits: Credits | None, version: int, at: datetime) -> tuple[int, str | None]:
     """(``credits_version``, ``credits_period``) of a balance set by the event of ``version``."""
     refill = credits.refill if credits is not None else None
@@ -201,6 +235,7 @@ _MAY_FOLLOW: dict[type[KeyEvent], frozenset[Status]] = {
     KeyExpired: frozenset({"active", "disabled"}),
     KeyRotated: frozenset({"active", "disabled"}),
     KeyCreditsRefilled: frozenset({"active", "disabled"}),
+    KeyExpiringSoon: frozenset({"active", "disabled"}),
 }
 _MAY_FOLLOW.update(dict.fromkeys(_CHANGE_EVENTS, _LIVE))
 
@@ -272,6 +307,10 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
             changes |= {"status": "revoked", "revoked_at": event.occurred_at}
         case KeyExpired():
             changes["status"] = "expired"
+        case KeyExpiringSoon(lead=lead, expires_at=expires_at):
+            # A warning, not a change of the key: only the version moves.
+            changes["updated_at"] = state.updated_at
+            changes["expiry_warnings"] = state.expiry_warnings | {(lead, expires_at)}
         case KeyRotated():
             changes |= {
                 "secret_hash": event.secret_hash,

@@ -47,3 +47,26 @@ def parse_grace_period(value: object) -> timedelta:
     if period > MAX_GRACE:
         raise ValueError("grace_period must be at most 7d")
     return period
+
+
+MAX_LEAD_TIME = timedelta(days=365)
+
+
+def parse_lead_times(value: str) -> tuple[tuple[str, timedelta], ...]:
+    """``"7d,1d"`` as ((``"7d"``, 7 days), (``"1d"``, 1 day)), longest first; ``"none"``: ().
+
+    Each lead is 1s–365d in s, m, h or d units; anything else is a ValueError.
+    """
+    if value.strip().lower() == "none":
+        return ()
+    leads: dict[str, timedelta] = {}
+    for part in value.split(","):
+        text = part.strip()
+        match = _DURATION.fullmatch(text)
+        if not match:
+            raise ValueError("lead times look like 7d,1d,12h (or none)")
+        lead = timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+        if not timedelta(0) < lead <= MAX_LEAD_TIME:
+            raise ValueError("each lead time is from 1s to 365d")
+        leads[text] = lead
+    return tuple(sorted(leads.items(), key=lambda item: item[1], reverse=True))

@@ -38,6 +38,7 @@ class KeyStateChanges(TypedDict, total=False):
     updated_at: datetime
     version: int
     position: int
+    expiry_warnings: frozenset[tuple[str, datetime]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,8 @@ class KeyState:
     # replicas spend from is tagged with it. And the refill period the balance belongs to.
     credits_version: int = 0
     credits_period: str | None = None
+    # (lead, expires_at) of every KeyExpiringSoon written: each is written once.
+    expiry_warnings: frozenset[tuple[str, datetime]] = frozenset()
 
     def status_at(self, now: datetime) -> Status:
         """The status a caller sees at ``now``: past ``expires_at`` is expired,

@@ -10,10 +10,13 @@ from service.bootstrap import running
 from service.http import (
     health_routes,
     key_routes,
+    key_usage_routes,
+    leak_routes,
     openapi,
     query_routes,
     usage_routes,
     verify_routes,
+    webhook_routes,
 )
 from service.http.body import MAX_BODY_BYTES
 from service.http.context import KEYLEDGER, SETTINGS
@@ -45,5 +48,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(key_routes.routes)
     app.add_routes(verify_routes.routes)
     app.add_routes(query_routes.routes)
+    app.add_routes(webhook_routes.routes)
+    app.add_routes(leak_routes.routes)
     app.add_routes(usage_routes.routes)
+    app.add_routes(key_usage_routes.routes)
     return app

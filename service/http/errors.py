@@ -34,6 +34,9 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     "unsupported_media_type": 415,
     "validation_error": 422,
     "idempotency_key_reused": 422,
+    "webhook_not_found": 404,
+    "invalid_webhook_url": 422,
+    "invalid_signature": 401,
     # Read queries (docs/api.md#reads).
     "invalid_cursor": 422,
     "invalid_limit": 422,

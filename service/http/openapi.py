@@ -27,6 +27,7 @@ from service.http.schemas import (
     DisableKeyBody,
     EnableKeyBody,
     GenerateKeyBody,
+    RegisterWebhookBody,
     RenameKeyBody,
     RevokeKeyBody,
     RevokeKeysBody,
@@ -35,6 +36,7 @@ from service.http.schemas import (
 )
 from service.http.usage_routes import UsageReport
 from service.http.verify_routes import VerifyBody
+from service.leaks import LeakReport
 
 routes = web.RouteTableDef()
 _REF = "#/components/schemas/{model}"
@@ -123,6 +125,9 @@ def _command(
 
 
 _KEY = "/v1/orgs/{org_id}/keys/{key_id}"
+_HOOKS = "/v1/orgs/{org_id}/webhooks"
+_HOOK_PATH = _param("path", "webhook_id", {"type": "string"}, "`wh_` + a 26-character ULID.", True)
+_HOOK_READ = (*_READ,)
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
@@ -314,6 +319,71 @@ OPERATIONS: tuple[Operation, ...] = (
         name="reportUsage",
     ),
 )
+OPERATIONS += (
+    Operation(
+        "post",
+        _HOOKS,
+        "Register a webhook endpoint (scope admin); the signing secret is answered once",
+        "webhooks",
+        body=RegisterWebhookBody,
+        parameters=[_ORG_PATH, *_COMMAND_HEADERS[2:]],
+        answers={"201": shapes.WebhookCreated},
+        errors=(*_AUTHENTICATED, *_WITH_BODY, "404"),
+        name="registerWebhook",
+    ),
+    Operation(
+        "get", _HOOKS, "The org's webhook endpoints (scope audit:read)", "webhooks",
+        parameters=[_ORG_PATH], answers={"200": shapes.WebhookList}, errors=_HOOK_READ,
+        name="listWebhooks",
+    ),
+    Operation(
+        "get", f"{_HOOKS}/{{webhook_id}}", "One webhook endpoint", "webhooks",
+        parameters=[_ORG_PATH, _HOOK_PATH], answers={"200": shapes.WebhookOne}, errors=_HOOK_READ,
+        name="getWebhook",
+    ),
+    Operation(
+        "delete", f"{_HOOKS}/{{webhook_id}}", "Remove a webhook endpoint (scope admin)",
+        "webhooks", parameters=[_ORG_PATH, _HOOK_PATH, *_COMMAND_HEADERS[2:]],
+        answers={"200": shapes.WebhookOne}, errors=_HOOK_READ, name="removeWebhook",
+    ),
+    Operation(
+        "get", f"{_HOOKS}/{{webhook_id}}/deliveries", "Delivery attempts, newest first",
+        "webhooks",
+        parameters=[
+            _ORG_PATH,
+            _HOOK_PATH,
+            _param("query", "limit", {"type": "integer", "minimum": 1, "maximum": 500}, "1-500."),
+            _param("query", "before", _POSITION, "A `next_before`."),
+        ],
+        answers={"200": shapes.DeliveryPage},
+        errors=_HOOK_READ,
+        name="listWebhookDeliveries",
+    ),
+)  # fmt: skip
+_GRANULARITY = {"type": "string", "enum": ["minute", "hour", "day"]}
+_INSTANT = {"type": "string", "format": "date-time"}
+_GITHUB = "GitHub-Public-Key-"
+OPERATIONS += (
+    Operation(
+        "get", f"{_KEY}/usage", "A key's verifications per minute, hour or day (zeros included)",
+        "queries", answers={"200": shapes.KeyUsage}, errors=_READ,
+        parameters=[
+            _ORG_PATH, _KEY_PATH, _param("query", "granularity", _GRANULARITY, "Default hour."),
+            _param("query", "since", _INSTANT, "From."), _param("query", "until", _INSTANT, "To."),
+        ],
+        name="getKeyUsage",
+    ),
+    Operation(
+        "post", "/v1/leaks", "A secret scanner's leak report (GitHub's partner format; signed)",
+        "integrations", security=None, body=LeakReport, answers={"200": shapes.LeakLabels},
+        errors=("400", "401", "404", "413", "415", "422", "503"),
+        parameters=[
+            _param("header", f"{_GITHUB}Identifier", {"type": "string"}, "Signing key."),
+            _param("header", f"{_GITHUB}Signature", {"type": "string"}, "base64 DER ECDSA."),
+        ],
+        name="reportLeaks",
+    ),
+)  # fmt: skip
 # authorize answers 401/403/429 with the verdict, or with an error about the proxy's own key.
 _VERDICT_OR_ERROR = ("401", "403", "429")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from events.models import Envelope
 from events.vocabulary import Algorithm, Environment, KeyType, Status
@@ -219,6 +219,80 @@ class Readiness(_Shape):
     quarantined: list[QuarantinedKeyNote] | None = None
 
 
+class ActorShape(_Shape):
+    id: str
+    on_behalf_of: str | None = None
+    request_id: str | None = None
+
+
+class Webhook(_Shape):
+    """A webhook endpoint (never its secret)."""
+
+    id: str
+    org_id: str
+    url: str
+    event_types: list[str]
+    created_at: datetime
+    created_by: ActorShape
+    removed_at: datetime | None
+    removed_by: ActorShape | None
+
+
+class WebhookCreated(_Shape):
+    webhook: Webhook
+    # The signing secret, shown this once.
+    secret: str
+
+
+class WebhookOne(_Shape):
+    webhook: Webhook
+
+
+class WebhookList(_Shape):
+    data: list[Webhook]
+
+
+class DeliveryAttempt(_Shape):
+    id: int
+    event_id: str
+    event_type: str
+    key_id: str
+    position: int
+    attempt: int
+    attempted_at: datetime
+    outcome: Literal["delivered", "failed", "dead_lettered"]
+    status_code: int | None
+    error: str | None
+
+
+class DeliveryPage(_Shape):
+    data: list[DeliveryAttempt]
+    next_before: int | None
+
+
+class UsagePoint(_Shape):
+    t: datetime
+    valid: int
+    rate_limited: int
+    usage_exceeded: int
+    denied: int
+
+
+class KeyUsage(_Shape):
+    granularity: Literal["minute", "hour", "day"]
+    series: list[UsagePoint]
+
+
+class LeakLabel(_Shape):
+    token_hash: str
+    token_type: str
+    label: Literal["true_positive", "false_positive"]
+
+
+class LeakLabels(RootModel[list[LeakLabel]]):
+    """GitHub's answer to a leak report: one label per token, in order."""
+
+
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Key,
     CommandResult,
@@ -233,4 +307,10 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorBody,
     Health,
     Readiness,
+    WebhookCreated,
+    WebhookOne,
+    WebhookList,
+    DeliveryPage,
+    LeakLabels,
+    KeyUsage,
 )

@@ -16,11 +16,13 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    StrictStr,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from events.models import CreditRefill, Credits, NamedRateLimit, RateLimit
+from events.models import EVENT_TYPES, CreditRefill, Credits, NamedRateLimit, RateLimit
 from events.vocabulary import (
     Algorithm,
     Environment,
@@ -253,3 +255,17 @@ class RevokeKeysBody(StrictBody):
                 "one_selection", "give exactly one of key_ids, created_by or all"
             )
         return self
+
+
+class RegisterWebhookBody(StrictBody):
+    url: Annotated[StrictStr, Field(min_length=1, max_length=2048)]
+    # Empty or absent: every event type.
+    event_types: Annotated[list[StrictStr], Field(max_length=32)] = Field(default_factory=list)
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event types; known: {', '.join(EVENT_TYPES)}")
+        return list(dict.fromkeys(value))

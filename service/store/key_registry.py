@@ -178,6 +178,40 @@ class KeyRegistry:
         )
         return key_id
 
+    async def due_for_warning(
+        self, conn: asyncpg.Connection, now: datetime, horizon: datetime
+    ) -> list[tuple[str, str, datetime, set[tuple[str, str]]]]:
+        """Keys expiring after ``now`` and by ``horizon``: (key_id, org_id, expires_at, warned).
+
+        ``warned`` holds (lead, expires_at as logged) of the key's ``KeyExpiringSoon`` events,
+        so that the sweeper asks the decider only about warnings not yet written.
+        """
+        rows = await conn.fetch(
+            """SELECT r.key_id, r.org_id, r.expires_at,
+                      coalesce(array_agg(e.data ->> 'lead') FILTER (WHERE e.position IS NOT NULL),
+                               '{}') AS leads,
+                      coalesce(array_agg(e.data ->> 'expires_at')
+                               FILTER (WHERE e.position IS NOT NULL), '{}') AS instants
+               FROM (SELECT key_id, org_id, expires_at FROM key_registry
+                     WHERE status IN ('active', 'disabled') AND expires_at > $1
+                       AND expires_at <= $2
+                     ORDER BY expires_at LIMIT 500) AS r
+               LEFT JOIN events AS e
+                 ON e.key_id = r.key_id AND e.event_type = 'KeyExpiringSoon'
+               GROUP BY r.key_id, r.org_id, r.expires_at""",
+            now,
+            horizon,
+        )
+        return [
+            (
+                r["key_id"],
+                r["org_id"],
+                r["expires_at"],
+                set(zip(r["leads"], r["instants"], strict=True)),
+            )
+            for r in rows
+        ]
+
     async def due_for_expiry(
         self, conn: asyncpg.Connection, now: datetime
     ) -> list[tuple[str, str]]:
@@ -189,3 +223,7 @@ class KeyRegistry:
             now,
         )
         return [(r["key_id"], r["org_id"]) for r in rows]
+
+
+def _pairs(leads: list[str], instants: list[str]) -> set[tuple[str, str]]:
+    return set(zip(leads, instants, strict=True))

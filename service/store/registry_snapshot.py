@@ -74,6 +74,7 @@ _TUPLES = (COLUMN["scopes"], COLUMN["allowed_origins"], COLUMN["allowed_cidrs"])
 _RATE_LIMIT = COLUMN["rate_limit"]
 _RATE_LIMITS = COLUMN["rate_limits"]
 _CREDITS = COLUMN["credits"]
+_EXPIRY_WARNINGS = COLUMN["expiry_warnings"]
 _values = attrgetter(*FIELDS)
 
 Row = list[Any]
@@ -110,6 +111,8 @@ def _encode(value: Any) -> Any:
         return [value.limit, value.window]
     if isinstance(value, NamedRateLimit | Credits):
         return value.model_dump(mode="json")
+    if isinstance(value, frozenset):  # expiry_warnings: (lead, expires_at) pairs
+        return sorted([lead, at.isoformat()] for lead, at in value)
     raise TypeError(f"a key state field of type {type(value).__name__} has no snapshot encoding")
 
 
@@ -133,6 +136,9 @@ def state_from_row(row: Row) -> KeyState:
         values[_RATE_LIMIT] = RateLimit(limit=limit[0], window=limit[1])
     values[_RATE_LIMITS] = rate_limits_of(values[_RATE_LIMITS])
     values[_CREDITS] = credits_of(values[_CREDITS])
+    values[_EXPIRY_WARNINGS] = frozenset(
+        (lead, datetime.fromisoformat(at)) for lead, at in values[_EXPIRY_WARNINGS]
+    )
     return KeyState(*values)
 
 

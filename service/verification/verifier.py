@@ -134,12 +134,14 @@ class Verifier:
             lookup = await self._lookup_at(credential, min_position)
             verdict = self.check(lookup, credential, requirements, utc_now(), can_see_org)
         entry = verdict.entry
-        if verdict.valid and entry is not None:
+        if entry is not None:
             # Only keys with credits make the hot path wait (a block reservation, rarely).
-            if entry.credits is not None:
+            if verdict.valid and entry.credits is not None:
                 verdict = await self._spend_credits(verdict, requirements.cost)
+            now = utc_now()
             if verdict.valid:
-                self.usage.touch(entry.key_id, utc_now())
+                self.usage.touch(entry.key_id, now)
+            self.usage.counts.count(entry.key_id, verdict.code, now)
         self.outcomes[verdict.code] += 1
         return verdict
 

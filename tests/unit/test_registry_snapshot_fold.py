@@ -22,6 +22,7 @@ from events.models import (
     KeyEnabled,
     KeyEvent,
     KeyExpired,
+    KeyExpiringSoon,
     KeyGenerated,
     KeyIdentityChanged,
     KeyIpAllowlistChanged,
@@ -94,6 +95,9 @@ def _event(kind: str, key: int, step: int, flavour: int) -> KeyEvent:
         return KeyExpired(**base, expires_at=base["occurred_at"])
     if kind == "change":
         return _change(base, step, flavour)
+    if kind == "warn":
+        expires_at = START + timedelta(days=flavour)
+        return KeyExpiringSoon(**base, expires_at=expires_at, lead=("7d", "1d")[flavour % 2])
     return KeyRotated(
         **base,
         secret_hash=None if signing else f"{step:02x}{key:02x}" * 16,
@@ -140,7 +144,7 @@ def _log(steps: list[tuple[str, int, int]]) -> list[Envelope]:
     return envelopes
 
 
-KINDS = ["generate", "rename", "disable", "enable", "revoke", "expire", "rotate", "change"]
+KINDS = ["generate", "rename", "disable", "enable", "revoke", "expire", "rotate", "change", "warn"]
 log_steps = st.lists(
     st.tuples(st.sampled_from(KINDS), st.integers(0, len(KEYS) - 1), st.integers(0, 7)),
     max_size=30,

@@ -1,0 +1,87 @@
+"""Webhook endpoints over HTTP (docs/api.md#webhooks): register, list, remove, deliveries.
+
+Registering or removing an endpoint takes the ``admin`` scope (an endpoint
+receives every event of its org); reading them takes ``audit:read``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.clock import utc_now
+from service.errors import KeyledgerError
+from service.http import query_params as q
+from service.http.body import read_body
+from service.http.context import authenticate, keyledger
+from service.http.key_routes import acting, visible_org
+from service.http.schemas import RegisterWebhookBody
+from service.webhooks.endpoints import Endpoint, is_webhook_id
+from service.webhooks.receivers import checked_url
+
+routes = web.RouteTableDef()
+DELIVERY_PARAMS = ("limit", "before")
+
+
+def _webhook_id(request: web.Request) -> str:
+    webhook_id = request.match_info["webhook_id"]
+    if not is_webhook_id(webhook_id):
+        raise KeyledgerError("webhook_not_found", "no such webhook")
+    return webhook_id
+
+
+async def _readable(request: web.Request) -> Endpoint:
+    caller = await authenticate(request)
+    caller.require("audit:read")
+    org_id = visible_org(request, caller)
+    return await keyledger(request).webhooks.get(org_id, _webhook_id(request))
+
+
+@routes.post("/v1/orgs/{org_id}/webhooks")
+async def register_webhook(request: web.Request) -> web.Response:
+    org_id, actor = await acting(request, "admin")
+    body = await read_body(request, RegisterWebhookBody)
+    service = keyledger(request)
+    url = checked_url(body.url, allow_private=service.settings.webhooks_allow_private)
+    endpoint, secret = await service.webhooks.register(
+        org_id, url, tuple(body.event_types), actor, utc_now()
+    )
+    # The only time the signing secret is handed out.
+    return web.json_response({"webhook": endpoint.public(), "secret": secret}, status=201)
+
+
+@routes.get("/v1/orgs/{org_id}/webhooks")
+async def list_webhooks(request: web.Request) -> web.Response:
+    caller = await authenticate(request)
+    caller.require("audit:read")
+    org_id = visible_org(request, caller)
+    q.reject_unknown(request.query, ())
+    endpoints = await keyledger(request).webhooks.of_org(org_id)
+    return web.json_response({"data": [endpoint.public() for endpoint in endpoints]})
+
+
+@routes.get("/v1/orgs/{org_id}/webhooks/{webhook_id}")
+async def get_webhook(request: web.Request) -> web.Response:
+    q.reject_unknown(request.query, ())
+    return web.json_response({"webhook": (await _readable(request)).public()})
+
+
+@routes.delete("/v1/orgs/{org_id}/webhooks/{webhook_id}")
+async def remove_webhook(request: web.Request) -> web.Response:
+    org_id, actor = await acting(request, "admin")
+    webhook_id = _webhook_id(request)
+    endpoint = await keyledger(request).webhooks.remove(org_id, webhook_id, actor, utc_now())
+    return web.json_response({"webhook": endpoint.public()})
+
+
+@routes.get("/v1/orgs/{org_id}/webhooks/{webhook_id}/deliveries")
+async def list_deliveries(request: web.Request) -> web.Response:
+    endpoint = await _readable(request)
+    query = request.query
+    q.reject_unknown(query, DELIVERY_PARAMS)
+    limit = q.limit_of(query, default=50, maximum=500)
+    before = q.position_of(query, "before", "invalid_cursor")
+    attempts = await keyledger(request).deliveries.listing(
+        endpoint.webhook_id, limit=limit, before=before
+    )
+    next_before = attempts[-1]["id"] if len(attempts) == limit else None
+    return web.json_response({"data": attempts, "next_before": next_before})

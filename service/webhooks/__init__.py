@@ -1,0 +1,1 @@
+"""Webhooks: endpoints registered per org, and signed deliveries of the org's events."""

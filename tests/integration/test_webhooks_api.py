@@ -1,0 +1,188 @@
+"""The webhook endpoints API: registration, listing, removal; bad input of every kind.
+
+Runs on the session app (no NATS, so nothing is delivered): what is checked
+here is what the API accepts, stores and shows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support import hostile
+from tests.support.api import Api, new_org
+
+THROUGH_THE_API = settings(
+    max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+
+
+async def test_register_shows_the_secret_once_and_never_again(api: Api) -> None:
+    org = new_org()
+    status, _, created = await api.post(
+        f"/v1/orgs/{org}/webhooks",
+        {"url": "https://hooks.example.com/keyledger", "event_types": ["KeyRevoked"]},
+        headers={"X-On-Behalf-Of": "user:7"},
+    )
+    assert status == 201, created
+    secret = created["secret"]
+    assert secret.startswith("whsec_") and len(secret) > 40
+    webhook = created["webhook"]
+    assert webhook["event_types"] == ["KeyRevoked"]
+    assert webhook["created_by"]["on_behalf_of"] == "user:7"
+
+    status, _, listing = await api.get(f"/v1/orgs/{org}/webhooks")
+    assert status == 200 and [w["id"] for w in listing["data"]] == [webhook["id"]]
+    status, _, one = await api.get(f"/v1/orgs/{org}/webhooks/{webhook['id']}")
+    assert status == 200 and one["webhook"] == webhook
+    status, _, deliveries = await api.get(f"/v1/orgs/{org}/webhooks/{webhook['id']}/deliveries")
+    assert status == 200 and deliveries == {"data": [], "next_before": None}
+    assert secret not in json.dumps([listing, one, deliveries])
+
+
+async def test_the_stored_secret_is_sealed(api: Api, pool: Any) -> None:
+    org = new_org()
+    _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+    sealed = await pool.fetchval(
+        "SELECT sealed_secret FROM webhook_endpoints WHERE webhook_id = $1",
+        created["webhook"]["id"],
+    )
+    assert created["secret"].encode() not in bytes(sealed)
+
+
+async def test_remove_records_who_and_is_idempotent(api: Api, client: TestClient) -> None:
+    org = new_org()
+    _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+    path = f"/v1/orgs/{org}/webhooks/{created['webhook']['id']}"
+    first = await client.delete(path, headers=api.headers(**{"X-On-Behalf-Of": "user:9"}))
+    body = await first.json()
+    assert first.status == 200 and body["webhook"]["removed_by"]["on_behalf_of"] == "user:9"
+    again = await client.delete(path, headers=api.headers())
+    assert again.status == 200 and (await again.json()) == body
+    _, _, listing = await api.get(f"/v1/orgs/{org}/webhooks")
+    assert listing["data"] == []
+
+
+async def test_unknown_and_other_orgs_webhooks_are_not_found(api: Api, client: TestClient) -> None:
+    org, other = new_org(), new_org()
+    _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+    webhook_id = created["webhook"]["id"]
+    for path in (
+        f"/v1/orgs/{other}/webhooks/{webhook_id}",
+        f"/v1/orgs/{org}/webhooks/wh_01JBZ8Q6S1T8YQ4Y4W1S3M5N7P",
+        f"/v1/orgs/{org}/webhooks/not-an-id",
+        f"/v1/orgs/{org}/webhooks/{webhook_id}x/deliveries",
+    ):
+        status, _, body = await api.get(path)
+        assert (status, body["error"]["code"]) == (404, "webhook_not_found"), path
+    response = await client.delete(f"/v1/orgs/{other}/webhooks/{webhook_id}", headers=api.headers())
+    assert response.status == 404
+
+
+REFUSED_URLS = [
+    "file:///etc/passwd",
+    "gopher://example.com/",
+    "ftp://example.com/",
+    "javascript:alert(1)",
+    "https://",
+    "https://user:password@example.com/",
+    "http://127.0.0.1:8080/",
+    "http://localhost/",
+    "http://api.localhost/",
+    "http://10.0.0.8/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]/",
+    "http://[fd00::1]/",
+    "http://0.0.0.0/",
+    "https://example.com:99999/",
+    "https://example.com/#frag",
+    "https://exa mple.com/",
+    "https://example.com/\u00e9",
+    "https://example.com/" + "a" * 2100,
+]
+
+
+async def test_urls_keyledger_will_not_call_are_refused(api: Api) -> None:
+    org = new_org()
+    for url in REFUSED_URLS:
+        status, _, body = await api.post(f"/v1/orgs/{org}/webhooks", {"url": url})
+        assert status == 422, (url, body)
+        assert body["error"]["code"] in ("invalid_webhook_url", "validation_error"), url
+    _, _, listing = await api.get(f"/v1/orgs/{org}/webhooks")
+    assert listing["data"] == []
+
+
+async def test_bodies_are_strict(api: Api) -> None:
+    org = new_org()
+    for body in (
+        {"url": "https://a.example/h", "events": ["KeyRevoked"]},
+        {"url": "https://a.example/h", "event_types": ["KeyMelted"]},
+        {"url": "https://a.example/h", "event_types": "KeyRevoked"},
+        {"url": ["https://a.example/h"]},
+        {"url": "https://a.example/h", "event_types": ["KeyRevoked"] * 33},
+        {},
+        [],
+        "https://a.example/h",
+    ):
+        status, _, answer = await api.post(f"/v1/orgs/{org}/webhooks", body)
+        assert status == 422, (body, answer)
+
+
+async def test_scopes_are_required(client: TestClient, api: Api) -> None:
+    org = new_org()
+    response = await client.post(f"/v1/orgs/{org}/webhooks", json={"url": "https://a.example/"})
+    assert response.status == 401
+    _, _, reader = await api.post(
+        "/v1/orgs/_system/keys", {"name": "reader", "type": "secret", "scopes": ["keys:read"]}
+    )
+    weak = {"Authorization": f"Bearer {reader['secret']}"}
+    response = await client.post(
+        f"/v1/orgs/{org}/webhooks", json={"url": "https://a.example/"}, headers=weak
+    )
+    assert response.status in (401, 403)  # 401 while the new key is not yet indexed
+    response = await client.get(
+        f"/v1/orgs/{org}/webhooks/wh_01JBZ8Q6S1T8YQ4Y4W1S3M5N7P/deliveries?limit=0",
+        headers=api.headers(),
+    )
+    assert response.status in (404, 422)
+
+
+async def test_deliveries_query_is_checked(api: Api) -> None:
+    org = new_org()
+    _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+    path = f"/v1/orgs/{org}/webhooks/{created['webhook']['id']}/deliveries"
+    queries = ("?limit=0", "?limit=501", "?limit=x", "?before=-1", "?cursor=1", "?limit=1&limit=2")
+    for query in queries:
+        status, _, body = await api.get(path + query)
+        assert status == 422, (query, body)
+
+
+@THROUGH_THE_API
+@given(
+    body=st.one_of(
+        hostile.json_values,
+        st.fixed_dictionaries(
+            {"url": hostile.texts},
+            optional={"event_types": st.lists(hostile.texts, max_size=3)},
+        ),
+        st.fixed_dictionaries(
+            {"url": st.just("https://a.example/"), "event_types": hostile.json_values}
+        ),
+    )
+)
+async def test_hostile_webhook_bodies_get_a_clear_answer(
+    api: Api, client: TestClient, body: Any
+) -> None:
+    org = new_org()
+    response = await client.post(f"/v1/orgs/{org}/webhooks", json=body, headers=api.headers())
+    answer = await response.json()
+    assert response.status in (201, 400, 422), (response.status, answer)
+    if response.status != 201:
+        assert "error" in answer and answer["error"]["code"]
+        return
+    assert answer["secret"].startswith("whsec_")
