@@ -22,6 +22,7 @@ from service.domain.bulk_revocation import (
     NamedKeys,
     RevokeKeys,
     UnreadableKey,
+    check_selectable_org,
     check_selection_size,
     decide_revocations,
 )
@@ -119,6 +120,7 @@ async def record_revocations(
     undoes whatever ``session`` wrote should a later step fail.
     """
     command, idempotent = request.command, request.idempotent
+    check_selectable_org(request.org_id, command.selection)
     if idempotent is not None:
         stored = await session.recorded_answer(request.actor.id, idempotent.key)
         if stored is not None:

@@ -28,6 +28,7 @@ from events.models import KeyEvent
 from events.vocabulary import Environment, RevokeReason
 from service.domain.commands import RevokeKey
 from service.domain.decider import decide
+from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
 
@@ -150,4 +151,22 @@ def check_selection_size(selected: int) -> None:
             f"the selection takes more than {MAX_SELECTED_KEYS} keys; narrow it with"
             " environment or created_by, or name the keys with key_ids (1000 at a time)",
             {"limit": MAX_SELECTED_KEYS},
+        )
+
+
+def check_selectable_org(org_id: str, selection: NamedKeys | CreatedBy | AllKeys) -> None:
+    """422 for ``all`` or ``created_by`` among service keys: one request must not revoke
+    every service key at once (the caller's own and every verifier's among them); they are
+    revoked by id."""
+    if org_id == SYSTEM_ORG and not isinstance(selection, NamedKeys):
+        raise KeyledgerError(
+            "validation_error",
+            "service keys are revoked by id: name them in key_ids",
+            [
+                {
+                    "loc": ["body"],
+                    "msg": "all and created_by do not apply to service keys",
+                    "type": "service_keys_by_id",
+                }
+            ],
         )

@@ -228,15 +228,25 @@ def cidr(value: str) -> str:
     """An IPv4 or IPv6 network (a bare address is a /32 or /128), in canonical form.
 
     Host bits must be zero (``10.0.0.1/8`` is refused, not silently widened or narrowed).
+    An IPv4-mapped IPv6 network (``::ffff:192.168.0.0/112``) is kept as its IPv4 one
+    (``192.168.0.0/16``): addresses are compared in their IPv4 form, so it would never match.
     """
     if not CIDR_TEXT.matches(value):
         raise ValueError("a network is an IPv4 or IPv6 address with an optional /prefix")
     try:
-        return str(ipaddress.ip_network(value, strict=True))
+        network = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
         raise ValueError(
             "a network is an IPv4 or IPv6 address with an optional /prefix, host bits zero"
         ) from exc
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # inside ::ffff:0:0/96
+        return str(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
+    return str(network)
+
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 def limit_name(value: str) -> str:

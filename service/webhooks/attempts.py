@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from events.codec import format_timestamp
 from events.models import Envelope
 
 Outcome = Literal["delivered", "failed", "dead_lettered"]
@@ -107,7 +108,7 @@ class DeliveryAttempts:
                 "key_id": row["key_id"],
                 "position": row["position"],
                 "attempt": row["attempt"],
-                "attempted_at": row["attempted_at"].isoformat(),
+                "attempted_at": format_timestamp(row["attempted_at"]),
                 "outcome": row["outcome"],
                 "status_code": row["status_code"],
                 "error": row["error"],

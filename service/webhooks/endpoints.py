@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from events.codec import format_timestamp
 from events.models import Actor
 from service.domain.ids import new_ulid
 from service.errors import KeyledgerError
@@ -85,9 +86,9 @@ class Endpoint:
             "org_id": self.org_id,
             "url": self.url,
             "event_types": list(self.event_types),
-            "created_at": self.created_at.isoformat(),
+            "created_at": format_timestamp(self.created_at),
             "created_by": self.created_by.model_dump(mode="json"),
-            "removed_at": self.removed_at.isoformat() if self.removed_at else None,
+            "removed_at": format_timestamp(self.removed_at) if self.removed_at else None,
             "removed_by": self.removed_by.model_dump(mode="json") if self.removed_by else None,
         }
 

@@ -132,6 +132,25 @@ async def test_all_within_an_environment_then_all(api: Api) -> None:
     assert answer["position"] >= live["position"]
 
 
+async def test_service_keys_are_revoked_by_id_never_all_at_once(
+    api: Api, client: TestClient, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    verifier = await service_key(client, pool, settings, ["keys:verify"])
+    for body in (
+        {"reason": "other", "all": True},
+        {"reason": "other", "all": True, "environment": "live"},
+        {"reason": "other", "created_by": "test"},
+    ):
+        status, answer = await revocations(api, "_system", body)
+        assert (status, answer["error"]["code"]) == (422, "validation_error"), answer
+    status_of = "SELECT status FROM key_registry WHERE key_id = $1"
+    assert await pool.fetchval(status_of, verifier.key_id) == "active"  # nothing revoked
+    status, answer = await revocations(
+        api, "_system", {"reason": "other", "key_ids": [verifier.key_id]}
+    )
+    assert (status, answer["revoked"]) == (200, [verifier.key_id])
+
+
 async def test_an_idempotent_retry_replays_and_a_changed_body_is_refused(
     api: Api, pool: asyncpg.Pool
 ) -> None:

@@ -136,3 +136,15 @@ def test_trusted_proxies_setting() -> None:
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"KEYLEDGER_TRUSTED_PROXIES": "10.0.0.0/8,nope"})
     assert "KEYLEDGER_TRUSTED_PROXIES" in str(refused.value) and "nope" not in str(refused.value)
+
+
+def test_an_ipv4_mapped_network_is_kept_as_its_ipv4_network_and_matches() -> None:
+    from service.domain.vocabulary import cidr
+
+    assert cidr("::ffff:192.168.0.0/112") == "192.168.0.0/16"
+    assert cidr("::ffff:10.1.2.3") == "10.1.2.3/32"
+    assert cidr("2001:db8::/32") == "2001:db8::/32"
+    networks = compile_cidrs([cidr("::ffff:192.168.0.0/112")])
+    assert address_allowed(networks, "192.168.0.5")
+    assert address_allowed(networks, "::ffff:192.168.0.5")
+    assert not address_allowed(networks, "192.169.0.5")
