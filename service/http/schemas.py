@@ -152,6 +152,15 @@ class GenerateKeyBody(StrictBody):
 _NULLABLE = frozenset({"credits", "expires_at", "identity_id", "rate_limit"})
 
 
+# What a null would mean for an aspect that cannot be null, said in the refusal.
+_HOW_TO_CLEAR = {
+    "scopes": "an empty list grants none",
+    "metadata": "{} clears it",
+    "rate_limits": "an empty list removes them",
+    "allowed_cidrs": "an empty list allows any address",
+}
+
+
 class UpdateKeyBody(StrictBody):
     """``PATCH /v1/orgs/{org}/keys/{id}``: the aspects to change; absent ones stay."""
 
@@ -170,7 +179,10 @@ class UpdateKeyBody(StrictBody):
     def _nulls_and_pairs(self) -> UpdateKeyBody:
         for name in sorted(self.model_fields_set - _NULLABLE):
             if getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null (an empty list clears a list)")
+                clears = _HOW_TO_CLEAR.get(name, "leave it out to keep it")
+                raise PydanticCustomError(
+                    "not_null", "{name} cannot be null ({clears})", {"name": name, "clears": clears}
+                )
         if {"rate_limit", "rate_limits"} <= self.model_fields_set:
             raise ValueError("give either rate_limit or rate_limits, not both")
         _distinct_names(self.rate_limits)
