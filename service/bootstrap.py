@@ -37,6 +37,7 @@ import asyncpg
 
 from projections.catalog import all_projections
 from projections.runner import ProjectionRunner
+from service.event_stream import EventFanout
 from service.expiry import ExpirySweeper
 from service.key_commands import KeyCommandHandler
 from service.key_lifecycle import KeyLifecycle
@@ -86,6 +87,8 @@ class Keyledger:
     # The read side.
     queries: KeyQueries
     vitals: VitalsReader
+    # Live events for watchers (GET /v1/orgs/{org}/events/stream), fed by the index.
+    fanout: EventFanout
 
 
 def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
@@ -99,6 +102,9 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         lock_timeout_seconds=settings.append_lock_timeout_seconds,
     )
     index = VerificationIndex()
+    fanout = EventFanout(settings.event_stream_buffer)
+    # Every event the index applies, once and in order, whichever way it came.
+    index.on_applied = fanout.publish
     feed = IndexFeed(
         index,
         pool,
@@ -154,6 +160,7 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         sweeper=ExpirySweeper(commands, settings.expiry_sweep_interval_seconds),
         queries=KeyQueries(pool, projections, guard),
         vitals=VitalsReader(pool, index=index, projections=projections, guard=guard, relay=relay),
+        fanout=fanout,
     )
 
 

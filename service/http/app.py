@@ -7,7 +7,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from service.bootstrap import running
-from service.http import health_routes, key_routes, openapi, query_routes, verify_routes
+from service.http import (
+    console_routes,
+    event_stream_routes,
+    health_routes,
+    key_routes,
+    openapi,
+    query_routes,
+    verify_routes,
+)
 from service.http.body import MAX_BODY_BYTES
 from service.http.context import KEYLEDGER, SETTINGS
 from service.http.metrics import install_metrics
@@ -25,6 +33,14 @@ async def _service(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _end_streams(app: web.Application) -> None:
+    # Before aiohttp waits for in-flight requests: an open event stream would otherwise
+    # hold the shutdown for its whole timeout.
+    service = app.get(KEYLEDGER)
+    if service is not None:
+        service.fanout.close_all()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The keyledger API, ready to be run by ``web.run_app`` or a test server."""
     settings.pepper_bytes  # noqa: B018 - fail at construction, not on the first request
@@ -32,10 +48,13 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_context])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_service)
+    app.on_shutdown.append(_end_streams)
     install_metrics(app)
     app.add_routes(health_routes.routes)
     app.add_routes(openapi.routes)
     app.add_routes(key_routes.routes)
     app.add_routes(verify_routes.routes)
     app.add_routes(query_routes.routes)
+    app.add_routes(event_stream_routes.routes)
+    app.add_routes(console_routes.routes)
     return app

@@ -200,7 +200,17 @@ class Readiness(_Shape):
     quarantined: list[QuarantinedKeyNote] | None = None
 
 
+class Caller(_Shape):
+    """The calling service key: what the console needs to know which orgs to offer."""
+
+    id: str
+    scopes: list[str]
+    # null: every org (and `_system` with `admin`).
+    orgs: list[str] | None
+
+
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Caller,
     Key,
     CommandResult,
     KeyPage,
