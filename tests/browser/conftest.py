@@ -42,7 +42,7 @@ async def browser() -> AsyncIterator[Browser]:
 async def page(browser: Browser, client: TestClient) -> AsyncIterator[Page]:
     """A fresh tab (own storage) on the live app, clipboard allowed."""
     base = str(client.make_url("")).rstrip("/")
-    context = await browser.new_context(base_url=base)
+    context = await browser.new_context(base_url=base, viewport={"width": 1280, "height": 860})
     await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     tab = await context.new_page()
     yield tab

@@ -4,13 +4,23 @@ it could leak (cookies, local storage, URLs)."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Locator, Page, Request, expect
 
 from service.settings import Settings
 from tests.support.api import Api, new_org, service_key
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+
+
+async def snap(page: Page, name: str) -> None:
+    """Save the page for docs/console.md when KEYLEDGER_CONSOLE_SCREENSHOTS=1."""
+    if os.environ.get("KEYLEDGER_CONSOLE_SCREENSHOTS") == "1":
+        await page.screenshot(path=SCREENSHOTS / f"{name}.png")
 
 
 async def sign_in(page: Page, key: str, org: str | None = None) -> None:
@@ -49,6 +59,7 @@ async def test_sign_in_refuses_a_wrong_key_then_opens_the_org_picker(
     page: Page, admin_key: str
 ) -> None:
     await page.goto("/console")
+    await snap(page, "sign-in")
     await page.get_by_role("textbox", name="Service key").fill("sk_live_not-a-key")
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("alert")).to_contain_text("well-formed key")
@@ -75,6 +86,7 @@ async def test_generate_each_type_and_copy_the_secret(page: Page, admin_key: str
     await sign_in(page, admin_key, org)
     secret = await generate(page, "Trading Bot", expiration="90 days")
     assert re.fullmatch(r"sk_live_[0-9A-Za-z]{49}", secret)
+    await snap(page, "secret")
     await page.get_by_role("button", name="Copy").click()
     await expect(page.get_by_role("button", name="Copied")).to_be_visible()
     assert await page.evaluate("navigator.clipboard.readText()") == secret
@@ -89,6 +101,7 @@ async def test_generate_each_type_and_copy_the_secret(page: Page, admin_key: str
     await dialog.get_by_label("Environment").select_option("test")
     await dialog.get_by_role("textbox", name="Allowed origins").fill("https://app.example.com")
     await dialog.get_by_role("textbox", name="Resource").fill("template-7")
+    await snap(page, "generate")
     await dialog.get_by_role("button", name="Generate").click()
     embed = page.get_by_role("textbox", name="Secret")
     assert (await embed.input_value()).startswith("rk_test_")
@@ -100,6 +113,7 @@ async def test_generate_each_type_and_copy_the_secret(page: Page, admin_key: str
     for name in ("Trading Bot", "Widget", "Signer"):
         await expect(row(page, name)).to_contain_text("Active")
     await expect(row(page, "Signer")).to_contain_text("signing · live")
+    await snap(page, "keys")
 
 
 async def test_a_field_error_is_shown_next_to_its_field(page: Page, admin_key: str) -> None:
@@ -152,6 +166,8 @@ async def test_rename_disable_enable_rotate_revoke(page: Page, admin_key: str, a
         await expect(timeline).to_contain_text(step)
     await expect(timeline).to_contain_text("Reason: leaked")
     await expect(timeline).to_contain_text("“Old name” → “New name”")
+    await expect(page.locator("dl.details")).to_contain_text("Revoked")
+    await snap(page, "key")
 
 
 async def test_a_key_revoked_elsewhere_changes_its_row_live(

@@ -288,7 +288,7 @@ function whatChanged(event) {
     case "KeyRenamed":
       return `“${data.previous_name}” → “${data.name}”`;
     case "KeyRotated":
-      return `new credential; the previous one worked until ${new Date(data.previous_valid_until).toUTCString()}`;
+      return `new credential; the previous one is accepted until ${new Date(data.previous_valid_until).toUTCString()}`;
     default: {
       const shown = Object.entries(data).filter(([name]) => name !== "reason");
       return shown.map(([name, value]) => `${name}: ${JSON.stringify(value)}`).join(", ");

@@ -10,7 +10,7 @@ export function h(tag, props = {}, ...children) {
     else if (name === "value") el.value = value;
     else el.setAttribute(name, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     el.append(child instanceof Node ? child : String(child));
   }
@@ -47,7 +47,7 @@ export function when(iso, empty = "—") {
 /** Clear an element and put children in it. */
 export function fill(el, ...children) {
   el.replaceChildren();
-  for (const child of children.flat()) if (child) el.append(child);
+  for (const child of children.flat(Infinity)) if (child) el.append(child);
   return el;
 }
 
