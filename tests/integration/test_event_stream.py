@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -79,6 +80,17 @@ async def test_last_event_id_resumes_from_the_log_then_follows_live(
         third = await api.generate(org, name="three")
         live = await reader.next()
         assert (live.event, live.id) == ("KeyGenerated", str(third["position"]))
+    finally:
+        reader.response.close()
+
+
+async def test_open_streams_are_counted_in_metrics(client: TestClient, api: Api) -> None:
+    reader = await open_stream(client, api.service_key, new_org())
+    try:
+        text = await (await client.get("/metrics")).text()
+        (watchers,) = re.findall(r"^keyledger_event_stream_watchers (\S+)$", text, re.M)
+        assert float(watchers) >= 1
+        assert re.search(r"^keyledger_event_stream_slow_drops \S+$", text, re.M)
     finally:
         reader.response.close()
 
