@@ -268,6 +268,37 @@ async def test_no_secret_in_cookies_local_storage_or_urls(
     assert await page.evaluate("Object.values(sessionStorage)") == [admin_key]
     assert all(admin_key not in url and secret not in url for url in urls)
     assert admin_key not in page.url and secret not in page.url
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_the_table_is_paged_and_sorted(page: Page, admin_key: str, api: Api) -> None:
+    org = new_org()
+    made = [await api.generate(org, name=f"key {n:02}", environment="live") for n in range(10)]
+    made += [await api.generate(org, name=f"key {n:02}", environment="test") for n in range(10, 20)]
+    status, _, _ = await api.post(
+        f"/v1/orgs/{org}/keys/{made[0]['key']['id']}/revoke", {"reason": "unused"}
+    )
+    assert status == 200
+    await api.generate(org, name="key 20")
+    await sign_in(page, admin_key, org)
+    body = page.get_by_role("rowgroup").nth(1)
+    await expect(body.get_by_role("row")).to_have_count(20)
+    await expect(body.get_by_role("row").first).to_contain_text("key 20")  # newest first
+    await page.get_by_role("button", name="Next page").click()
+    await expect(page.get_by_text("Page 2")).to_be_visible()
+    await expect(body.get_by_role("row")).to_have_count(1)
+    await expect(row(page, "key 00")).to_contain_text("Revoked")
+    await page.get_by_role("button", name="Previous page").click()
+    await expect(body.get_by_role("row")).to_have_count(20)
+    await page.get_by_role("button", name="Name").click()  # sorted by name, descending
+    await expect(page.get_by_role("columnheader", name="Name")).to_have_attribute(
+        "aria-sort", "descending"
+    )
+    await expect(body.get_by_role("row").first).to_contain_text("key 20")
+    await page.get_by_role("button", name="Name").click()
+    await expect(body.get_by_role("row").first).to_contain_text("key 01")
 
 
 async def test_console_pages_carry_a_strict_policy(client: TestClient) -> None:
