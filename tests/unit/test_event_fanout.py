@@ -5,9 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import uuid4
 
+from aiohttp.test_utils import make_mocked_request
+from hypothesis import given
+from hypothesis import strategies as st
+
 from events import GENESIS_HASH, Actor, KeyRevoked, envelope_body, seal
 from events.models import Envelope
+from service.errors import KeyledgerError
 from service.event_stream import EventFanout, public_envelope
+from service.http.event_stream_routes import last_event_id
 from service.http.schemas import GenerateKeyBody
 from tests.support.hostile import generated, sealed
 
@@ -82,3 +88,17 @@ def test_public_envelopes_carry_no_secret_hash() -> None:
     assert "secret_hash" not in body["data"]
     assert body["data"]["hint"].startswith("sk_live_")
     assert body["position"] == envelope.position and body["org_id"] == "acme"
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="\r\n\x00"), max_size=40))
+def test_any_last_event_id_is_a_position_or_a_400(value: str) -> None:
+    request = make_mocked_request("GET", "/", headers={"Last-Event-ID": value})
+    try:
+        position = last_event_id(request)
+    except KeyledgerError as refusal:
+        assert refusal.code == "invalid_header"
+        return
+    if value.strip():
+        assert position == int(value.strip()) and 0 <= position < 2**63
+    else:
+        assert position is None
