@@ -315,3 +315,22 @@ async def test_console_pages_carry_a_strict_policy(client: TestClient) -> None:
     assert "<script>" not in page and "style=" not in page and "<style" not in page
     missing = await client.get("/console/assets/..%2Fconsole_routes.py")
     assert missing.status == 404
+
+
+async def test_the_console_has_only_the_keys_authority(
+    page: Page, client: TestClient, settings: Settings, api: Api
+) -> None:
+    org = new_org()
+    await api.generate(org, name="Look only")
+    reader = await service_key(client, settings, ["keys:read"], orgs=[org])
+    await sign_in(page, reader)
+    await expect(row(page, "Look only")).to_contain_text("Active")
+    await page.get_by_role("button", name="Generate API key").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_role("textbox", name="Name").fill("Not allowed")
+    await dialog.get_by_role("button", name="Generate").click()
+    await expect(dialog.get_by_role("alert")).to_contain_text("keys:write")
+    await dialog.get_by_role("button", name="Cancel").click()
+    await choose(page, "Look only", "Disable")
+    await expect(page.get_by_role("alert")).to_contain_text("keys:write")
+    await expect(row(page, "Look only")).to_contain_text("Active")
