@@ -41,6 +41,7 @@ import asyncpg
 
 from projections.catalog import all_projections
 from projections.runner import ProjectionRunner
+from service.event_stream import EventFanout
 from service.expiry import ExpirySweeper
 from service.key_commands import KeyCommandHandler
 from service.key_lifecycle import KeyLifecycle
@@ -107,6 +108,8 @@ class Keyledger:
     leaks: LeakReports
     # Usage analytics (the counting is ``usage``'s).
     analytics: UsageReader
+    # Live events for watchers (GET /v1/orgs/{org}/events/stream), fed by the index.
+    fanout: EventFanout
 
 
 def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
@@ -122,6 +125,9 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         max_waiting=settings.command_queue_limit,
     )
     index = VerificationIndex()
+    fanout = EventFanout(settings.event_stream_buffer)
+    # Every event the index applies, once and in order, whichever way it came.
+    index.on_applied = fanout.publish
     feed = IndexFeed(
         index,
         pool,
@@ -202,6 +208,7 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         dispatcher=WebhookDispatcher(settings, webhooks, deliveries) if settings.nats_url else None,
         leaks=LeakReports(pool, commands, pepper, settings.leak_action),
         analytics=UsageReader(pool),
+        fanout=fanout,
     )
 
 

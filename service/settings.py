@@ -80,6 +80,10 @@ class Settings(BaseModel):
     ready_max_lag: int = Field(100, ge=0)
     # How often a replica compares the log head with its witnesses (JetStream, checkpoints).
     witness_check_interval_seconds: float = Field(5.0, gt=0)
+    # GET /v1/orgs/{org}/events/stream: a comment line this often keeps idle proxies from
+    # closing the stream; a watcher this many events behind is dropped (it resumes by position).
+    event_stream_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
+    event_stream_buffer: int = Field(1000, ge=1, le=100000)
     # `keyledger serve`: seconds to let in-flight requests finish after SIGTERM.
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     log_level: str = "info"

@@ -113,6 +113,7 @@ def banner(settings: Settings, secret: str, note: str, data_dir: Path) -> str:
     base_url = f"http://{settings.host}:{settings.port}"
     return f"""
 keyledger dev is running on {base_url}
+  console:  {base_url}/console (sign in with the admin service key below)
   data:     {data_dir}
   postgres: {settings.database_url}
   nats:     {settings.nats_url}

@@ -8,6 +8,8 @@ from aiohttp import web
 
 from service.bootstrap import running
 from service.http import (
+    console_routes,
+    event_stream_routes,
     health_routes,
     key_routes,
     key_usage_routes,
@@ -35,6 +37,14 @@ async def _service(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _end_streams(app: web.Application) -> None:
+    # Before aiohttp waits for in-flight requests: an open event stream would otherwise
+    # hold the shutdown for its whole timeout.
+    service = app.get(KEYLEDGER)
+    if service is not None:
+        service.fanout.close_all()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The keyledger API, ready to be run by ``web.run_app`` or a test server."""
     settings.pepper_bytes  # noqa: B018 - fail at construction, not on the first request
@@ -42,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_context])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_service)
+    app.on_shutdown.append(_end_streams)
     install_metrics(app)
     app.add_routes(health_routes.routes)
     app.add_routes(openapi.routes)
@@ -52,4 +63,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(leak_routes.routes)
     app.add_routes(usage_routes.routes)
     app.add_routes(key_usage_routes.routes)
+    app.add_routes(event_stream_routes.routes)
+    app.add_routes(console_routes.routes)
     return app

@@ -149,6 +149,13 @@ class AppMetrics:
             "Keys set aside because an event of theirs could not be applied, per consumer.",
             ("consumer",),
         )
+        self.stream_watchers = gauge(
+            "keyledger_event_stream_watchers", "Open event streams (GET …/events/stream)."
+        )
+        self.stream_drops = gauge(
+            "keyledger_event_stream_slow_drops",
+            "Event streams dropped since start for falling too far behind.",
+        )
         self.ready = gauge("keyledger_ready", "1 when /readyz answers 200 (ready or degraded).")
         self.degraded = gauge(
             "keyledger_degraded", "1 when /readyz reports a shared problem (status degraded)."
@@ -174,6 +181,10 @@ class AppMetrics:
         self.quarantined_keys.clear()  # a rebuild may have emptied a consumer's quarantine
         for consumer, count in vitals.quarantine_counts.items():
             self.quarantined_keys.labels(consumer).set(count)
+        service = app.get(KEYLEDGER)
+        if service is not None:
+            self.stream_watchers.set(len(service.fanout))
+            self.stream_drops.set(service.fanout.dropped)
         readiness = assess_readiness(vitals, app[SETTINGS].ready_max_lag)
         self.ready.set(0 if readiness.problems else 1)
         self.degraded.set(1 if readiness.degraded else 0)

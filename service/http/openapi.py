@@ -93,6 +93,8 @@ class Operation:
     # The operationId: what the operation does (``generateKey``), so generated clients read
     # well; without one it is derived from the method and path.
     name: str | None = None
+    # A 200 that is not JSON: its media type and description.
+    media: tuple[str, str] | None = None
 
 
 _AUTHENTICATED = ("400", "401", "403", "422", "429")
@@ -227,6 +229,72 @@ OPERATIONS: tuple[Operation, ...] = (
         answers={"200": shapes.KeyEvents},
         errors=_READ,
         name="keyEvents",
+    ),
+    Operation(
+        "get",
+        "/v1/me",
+        "The calling service key: its id, scopes and orgs (null: every org)",
+        "queries",
+        answers={"200": shapes.Caller},
+        errors=_AUTHENTICATED,
+        name="me",
+    ),
+    Operation(
+        "get",
+        "/v1/orgs/{org_id}/events/stream",
+        "An org's events, live, as server-sent events (`id:` the position, `event:` the type,"
+        " `data:` the envelope without `data.secret_hash`); `Last-Event-ID` resumes after a"
+        " position; `: heartbeat` comments; `event: close` names why a stream ended",
+        "queries",
+        parameters=[
+            _ORG_PATH,
+            _param(
+                "header",
+                "Last-Event-ID",
+                {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                "Resume after this log position (the id of the last event received).",
+            ),
+        ],
+        errors=_READ,
+        media=("text/event-stream", "The stream (never ends by itself)"),
+        name="streamEvents",
+    ),
+    *(
+        Operation(
+            "get",
+            path,
+            summary,
+            "console",
+            security=None,
+            parameters=params,
+            errors=("404",),
+            media=(media, "The console's page or asset"),
+            name=name,
+        )
+        for path, summary, params, media, name in (
+            ("/console", "The web console (sign in)", [], "text/html", "consoleSignIn"),
+            (
+                "/console/orgs/{org_id}",
+                "The console: an org's keys",
+                [_ORG_PATH],
+                "text/html",
+                "consoleKeys",
+            ),
+            (
+                "/console/orgs/{org_id}/keys/{key_id}",
+                "The console: one key and its timeline",
+                [_ORG_PATH, _KEY_PATH],
+                "text/html",
+                "consoleKey",
+            ),
+            (
+                "/console/assets/{name}",
+                "The console's script, style sheet and icon",
+                [_param("path", "name", {"type": "string"}, "An asset's file name.", True)],
+                "*/*",
+                "consoleAsset",
+            ),
+        )
     ),
     Operation(
         "get",
@@ -405,6 +473,12 @@ def _responses(op: Operation) -> dict[str, Any]:
         out["200"] = {
             "description": "Prometheus text exposition",
             "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    elif op.media is not None:
+        media, description = op.media
+        out["200"] = {
+            "description": description,
+            "content": {media: {"schema": {"type": "string"}}},
         }
     elif op.path == "/openapi.json":
         out["200"] = _json({"type": "object"}, "This OpenAPI document")

@@ -90,6 +90,15 @@ def _matches(etag: str, if_none_match: str | None) -> bool:
     return etag in tags or "*" in tags
 
 
+@routes.get("/v1/me")
+async def me(request: web.Request) -> web.Response:
+    """The calling service key: its id, scopes and orgs (any valid key may ask)."""
+    caller = await authenticate(request)
+    q.reject_unknown(request.query, ())
+    orgs = sorted(caller.orgs) if caller.orgs is not None else None
+    return web.json_response({"id": caller.key_id, "scopes": sorted(caller.scopes), "orgs": orgs})
+
+
 @routes.get("/v1/orgs/{org_id}/keys")
 async def list_keys(request: web.Request) -> web.Response:
     caller = await _reader(request, "keys:read")

@@ -293,7 +293,17 @@ class LeakLabels(RootModel[list[LeakLabel]]):
     """GitHub's answer to a leak report: one label per token, in order."""
 
 
+class Caller(_Shape):
+    """The calling service key: what the console needs to know which orgs to offer."""
+
+    id: str
+    scopes: list[str]
+    # null: every org (and `_system` with `admin`).
+    orgs: list[str] | None
+
+
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Caller,
     Key,
     CommandResult,
     RevocationResult,

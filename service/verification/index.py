@@ -23,6 +23,7 @@ the position moves on for every other key (docs/security.md §5).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 
 from events.codec import to_domain_event
@@ -82,6 +83,8 @@ class VerificationIndex:
         # Keys set aside (never verified, later events skipped), and those not yet persisted.
         self.quarantined: dict[str, QuarantinedKey] = {}
         self.unsaved_quarantines: list[QuarantinedKey] = []
+        # Told of every event applied, in position order (the live event stream's fan-out).
+        self.on_applied: Callable[[Envelope], None] | None = None
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -169,6 +172,8 @@ class VerificationIndex:
                 self.set_aside(key_id, envelope.org_id, envelope.position, envelope.event_type, exc)
                 outcome = Offer.SET_ASIDE
         self.position = envelope.position
+        if outcome is Offer.APPLIED and self.on_applied is not None:
+            self.on_applied(envelope)
         return outcome
 
     def offer_unreadable(self, row: UnreadableEvent) -> Offer:

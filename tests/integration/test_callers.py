@@ -5,25 +5,9 @@ from __future__ import annotations
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from events.models import Actor
 from service.domain import key_material
-from service.http.context import KEYLEDGER
-from service.service_keys import issue_service_key
 from service.settings import Settings
-from tests.support.api import Api, indexed, new_org
-
-
-async def service_key(client: TestClient, settings: Settings, scopes: list[str], orgs=None) -> str:
-    issued = await issue_service_key(
-        client.app[KEYLEDGER].pool,
-        settings.pepper_bytes,
-        name="svc",
-        scopes=scopes,
-        orgs=orgs,
-        actor=Actor(id="test"),
-    )
-    await indexed(client, issued.position)
-    return issued.secret
+from tests.support.api import Api, new_org, service_key
 
 
 async def test_missing_malformed_and_unknown_keys_are_401(client: TestClient) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
+from service.settings import Settings
+
 
 async def indexed(client: TestClient, position: int) -> None:
     """Wait until the app's verification index has applied ``position``.
@@ -19,6 +21,26 @@ async def indexed(client: TestClient, position: int) -> None:
 
     feed = client.app[KEYLEDGER].feed
     assert await feed.wait_for(position, 10.0), "index did not catch up"
+
+
+async def service_key(
+    client: TestClient, settings: Settings, scopes: list[str], orgs: list[str] | None = None
+) -> str:
+    """A new service key's secret, issued behind the app's back and known to its index."""
+    from events.models import Actor
+    from service.http.context import KEYLEDGER
+    from service.service_keys import issue_service_key
+
+    issued = await issue_service_key(
+        client.app[KEYLEDGER].pool,
+        settings.pepper_bytes,
+        name="svc",
+        scopes=scopes,
+        orgs=orgs,
+        actor=Actor(id="test"),
+    )
+    await indexed(client, issued.position)
+    return issued.secret
 
 
 def new_org() -> str:
