@@ -238,7 +238,12 @@ class OutboxRelay:
 
     async def _lead(self) -> None:
         """Wait for leadership on a dedicated connection, then relay until it is lost."""
-        conn = await asyncpg.connect(self.settings.database_url)
+        # Its commits (checkpoint, quarantines) do not wait for their WAL flush: one lost
+        # in a database crash only republishes events JetStream drops as duplicates, and
+        # the flushes would queue the command writer's own behind them.
+        conn = await asyncpg.connect(
+            self.settings.database_url, server_settings={"synchronous_commit": "off"}
+        )
         try:
             # A killed lock connection must not leave us believing we lead.
             conn.add_termination_listener(lambda _: self._log.wake())
