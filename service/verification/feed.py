@@ -70,7 +70,7 @@ def published_position(envelope_json: bytes | str) -> int | None:
     start = at + len(_POSITION)
     end = raw.find(b",", start)
     digits = raw[start:end] if end > 0 else b""
-    return int(digits) if digits.isdigit() and len(digits) < 19 else None
+    return int(digits) if digits.isdigit() and len(digits) <= 19 else None
 
 
 class IndexFeed:
