@@ -9,10 +9,13 @@ concurrency: pgbench (also a separate process) doing single-row autocommit
 ``INSERT``s, the ceiling of one-row transactions on this PostgreSQL.
 
     python -m bench.generate_key [--seconds 10] [--clients 1 32 128] [--replicas 3]
-        [--replica-clients 32] [--queue-limit N]
+        [--replica-clients 32] [--queue-limit N] [--workers N] [--event-loop uvloop]
 
-Rows: keys/s (201s only), p50 and p99 of every request, then the same for the
-INSERTs, and the ratio of the rates. "3 replicas" spreads ``--replica-clients``
+Rows: keys/s (201s only), p50 and p99 of every request, the server's CPU
+milliseconds per key made (user + system time of every ``serve`` process,
+workers included, from the start of the load until its relay, projections and
+index have settled: the steadier figure on a shared machine), then the same
+for the INSERTs, and the ratio of the rates. "3 replicas" spreads ``--replica-clients``
 connections over three replicas taking commands at once (one wrk each); its
 baseline is the INSERT rate at that concurrency. Needs
 ``KEYLEDGER_TEST_DATABASE_URL`` and ``KEYLEDGER_TEST_NATS_URL`` (a scratch
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -40,6 +44,7 @@ import aiohttp
 import asyncpg
 
 from bench.support import Replicas, running_replicas, scratch_database
+from bench.wrk import cpu_seconds, process_tree
 from events.models import Actor
 from service.service_keys import issue_service_key
 from service.store.migrate import migrate
@@ -59,6 +64,8 @@ class Load:
     statuses: str = ""
     # Connections it ran on, when fewer than asked (the server's max_connections).
     clients: int | None = None
+    # Server CPU milliseconds per key made (GenerateKey only).
+    cpu_ms: float | None = None
 
 
 async def _wrk(url: str, token: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -180,25 +187,37 @@ async def measure(
     seconds: float,
     settings: dict[str, str],
     pepper: str,
+    workers: int = 1,
 ) -> list[Load]:
     """GenerateKey at each concurrency of ``clients`` over ``replicas`` replicas."""
-    async with running_replicas(replicas, url, nats_url, pepper, **settings) as running:
+    async with running_replicas(
+        replicas, url, nats_url, pepper, workers=workers, **settings
+    ) as running:
         token = await _service_key(url, running)
         urls = list(running.urls)
+        pids = process_tree(running.pids)
         await generate_load(urls, token, min(clients), min(seconds, 2.0))  # warm up
+        # wrk stops with requests in flight: let the server finish them first.
+        await asyncio.sleep(2)
         loads = []
         for count in clients:
-            # wrk stops with requests in flight: let the server finish them first.
+            before = cpu_seconds(pids)
+            load = await generate_load(urls, token, count, seconds)
+            # The relay, projections and index work on after the last response: their
+            # share of the keys counts too (and the next load starts on a settled server).
             await asyncio.sleep(2)
-            loads.append(await generate_load(urls, token, count, seconds))
+            made = load.rate * seconds
+            cpu_ms = (cpu_seconds(pids) - before) / made * 1000 if made else None
+            loads.append(dataclasses.replace(load, cpu_ms=cpu_ms))
         return loads
 
 
 def _row(what: str, keys: Load, rows: Load) -> str:
     failed = f" ({keys.failed:,} not 201: {keys.statuses})" if keys.failed else ""
     fewer = f" (on {rows.clients}: max_connections)" if rows.clients else ""
+    cpu = f"{keys.cpu_ms:.2f}" if keys.cpu_ms is not None else "–"
     return (
-        f"| {what} | {keys.rate:,.0f} keys/s{failed} | {keys.p50:.1f} | {keys.p99:.1f} "
+        f"| {what} | {keys.rate:,.0f} keys/s{failed} | {keys.p50:.1f} | {keys.p99:.1f} | {cpu} "
         f"| {rows.rate:,.0f} rows/s{fewer} | {rows.p50:.2f} | {rows.p99:.2f} "
         f"| {keys.rate / rows.rate:.2f} |"
     )
@@ -211,7 +230,7 @@ async def main(args: argparse.Namespace) -> None:
         raise SystemExit(
             "needs KEYLEDGER_TEST_DATABASE_URL, KEYLEDGER_TEST_NATS_URL, wrk and pgbench"
         )
-    settings = {"max_active_keys_per_org": "10"}
+    settings = {"max_active_keys_per_org": "10", "event_loop": args.event_loop}
     if args.queue_limit:
         settings["command_queue_limit"] = str(args.queue_limit)
     async with scratch_database(server_url, prefix="keyledger_bench") as url:
@@ -227,16 +246,29 @@ async def main(args: argparse.Namespace) -> None:
         free = await free_connections(url)
         raw = {c: insert_load(url, c, args.seconds, free) for c in concurrencies}
         pepper = "bench-" + secrets.token_hex(16)
-        single = await measure(url, nats_url, 1, args.clients, args.seconds, settings, pepper)
+        single = await measure(
+            url, nats_url, 1, args.clients, args.seconds, settings, pepper, args.workers
+        )
         spread = []
         if args.replicas:
             spread = await measure(
-                url, nats_url, args.replicas, [args.replica_clients], args.seconds, settings, pepper
+                url,
+                nats_url,
+                args.replicas,
+                [args.replica_clients],
+                args.seconds,
+                settings,
+                pepper,
+                args.workers,
             )
-    print("| load | GenerateKey | p50 ms | p99 ms | raw INSERT | p50 ms | p99 ms | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| load | GenerateKey | p50 ms | p99 ms | server CPU ms/key"
+        " | raw INSERT | p50 ms | p99 ms | ratio |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    shape = f" ({args.workers} workers)" if args.workers > 1 else ""
     for clients, keys in zip(args.clients, single, strict=True):
-        print(_row(f"1 replica, {clients} clients", keys, raw[clients]))
+        print(_row(f"1 replica{shape}, {clients} clients", keys, raw[clients]))
     for keys in spread:
         what = f"{args.replicas} replicas, {args.replica_clients} clients in all"
         print(_row(what, keys, raw[args.replica_clients]))
@@ -249,4 +281,11 @@ if __name__ == "__main__":
     parser.add_argument("--replicas", type=int, default=3, help="0: no replica row")
     parser.add_argument("--replica-clients", type=int, default=32)
     parser.add_argument("--queue-limit", type=int, help="KEYLEDGER_COMMAND_QUEUE_LIMIT")
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers, per replica")
+    parser.add_argument(
+        "--event-loop",
+        default="auto",
+        choices=["auto", "asyncio", "uvloop"],
+        help="KEYLEDGER_EVENT_LOOP",
+    )
     asyncio.run(main(parser.parse_args()))

@@ -71,6 +71,8 @@ class Replicas:
 
     urls: tuple[str, ...]
     pepper: str
+    # The replicas' process ids (for the CPU time they spend: ``bench.wrk.cpu_seconds``).
+    pids: tuple[int, ...] = ()
 
     async def until_accepted(self, session: aiohttp.ClientSession, service_key: str) -> None:
         """Wait until every replica accepts ``service_key`` (its index has the new key)."""
@@ -105,9 +107,11 @@ async def running_replicas(
     database_url: str,
     nats_url: str | None,
     pepper: str | None = None,
+    workers: int = 1,
     **settings: str,
 ) -> AsyncIterator[Replicas]:
-    """``count`` replicas of ``keyledger serve``; stopped (SIGTERM) on exit.
+    """``count`` replicas of ``keyledger serve`` (each ``--workers workers``); stopped
+    (SIGTERM) on exit.
 
     ``pepper`` defaults to a new one: a database keeps the first pepper's fingerprint, so
     replicas started on it again must be given the same one.
@@ -134,14 +138,20 @@ async def running_replicas(
             }
             processes.append(
                 await asyncio.create_subprocess_exec(
-                    str(executable), "serve", env=env, stdout=asyncio.subprocess.DEVNULL
+                    str(executable),
+                    "serve",
+                    f"--workers={workers}",
+                    env=env,
+                    stdout=asyncio.subprocess.DEVNULL,
                 )
             )
             urls.append(f"http://127.0.0.1:{port}")
         async with aiohttp.ClientSession() as session:
             for url, process in zip(urls, processes, strict=True):
                 await _wait_healthy(session, url, process)
-        yield Replicas(urls=tuple(urls), pepper=pepper)
+        yield Replicas(
+            urls=tuple(urls), pepper=pepper, pids=tuple(process.pid for process in processes)
+        )
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):  # one that exited already

@@ -67,6 +67,18 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / _TICKS
 
 
+def process_tree(pids: Sequence[int]) -> list[int]:
+    """``pids`` and all their descendants alive now (the workers of ``serve --workers``)."""
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            todo.extend(int(child) for child in task.read_text().split())
+    return found
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of ``pid`` in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -234,6 +234,9 @@ async def running(settings: Settings) -> AsyncIterator[Keyledger]:
             # Start never waits for NATS: commands are served while it is unreachable.
             service.relay.start()
             stack.push_async_callback(service.relay.stop)
+            # What this replica commits, the relay (when it leads) publishes without
+            # reading it back from the log.
+            service.commands.committed.append(service.relay.hand_over)
         await service.projections.start()
         stack.push_async_callback(service.projections.stop)
         _in_background(stack, service.sweeper.run(), "expiry-sweeper")

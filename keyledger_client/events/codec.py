@@ -16,6 +16,13 @@ from uuid import UUID
 
 from keyledger_client.events.models import EVENT_TYPES, Actor, DomainEvent, Envelope, KeyEvent
 
+try:  # optional: the service installs it; the client alone works without (same bytes)
+    import msgspec
+
+    _fast_encode: Callable[[Any], bytes] | None = msgspec.json.Encoder(order="sorted").encode
+except ImportError:  # pragma: no cover - the service's environment has it
+    _fast_encode = None
+
 GENESIS_HASH = "0" * 64
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -31,12 +38,68 @@ def format_timestamp(moment: datetime) -> str:
     """UTC ISO-8601 with microseconds and a ``Z``: the one format in canonical JSON."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    if utc.year >= 1000:
+        # The same text as the strftime below (which pads no year), at a fraction of the cost.
+        return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace, non-ASCII kept as UTF-8."""
+    fast = _fast_canonical(value)
+    if fast is not None:
+        return fast.decode()
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """``canonical_json(value)`` encoded as UTF-8 (what the hash chain signs)."""
+    fast = _fast_canonical(value)
+    if fast is not None:
+        return fast
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _fast_canonical(value: Any) -> bytes | None:
+    """The canonical bytes by msgspec, or None where only ``json`` gives them.
+
+    The hash chain signs these bytes, so they must never change: msgspec writes
+    exactly what ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` does for strings (keys sorted by code point), ints,
+    booleans, null, objects and arrays, several times faster (a measurable
+    share of every command). Anything else (floats, which it formats
+    differently, other types, lone surrogates) goes the ``json`` way.
+    """
+    if _fast_encode is None or not _plain(value):
+        return None
+    try:
+        return _fast_encode(value)
+    except UnicodeError:  # a lone surrogate
+        return None
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` holds nothing but str-keyed dicts, lists, tuples, str, int, bool
+    and None (exact types: a subclass may encode differently)."""
+    # A loop over a stack rather than recursion through generators: this runs on
+    # every event, and the generators cost more than the encoding they guard.
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is dict:
+            for key in item:
+                if type(key) is not str:
+                    return False
+            todo.extend(item.values())
+        elif kind is list or kind is tuple:
+            todo.extend(item)
+        else:
+            return False
+    return True
 
 
 def envelope_body(envelope: Envelope) -> dict[str, Any]:
@@ -57,7 +120,7 @@ def envelope_body(envelope: Envelope) -> dict[str, Any]:
 
 def chain_hash(previous_hash: str, body: dict[str, Any]) -> str:
     """SHA-256 over the previous hash followed by this event's canonical JSON."""
-    return hashlib.sha256((previous_hash + canonical_json(body)).encode()).hexdigest()
+    return hashlib.sha256(previous_hash.encode() + canonical_bytes(body)).hexdigest()
 
 
 def seal(
@@ -70,7 +133,22 @@ def seal(
     previous_hash: str,
 ) -> Envelope:
     """Wrap a domain event into its envelope and link it into the hash chain."""
-    unsealed = Envelope(
+    data = event.data()
+    # The body ``envelope_body`` would give, made straight from the parts: the envelope
+    # is then validated once, with its hash, rather than built twice.
+    body = {
+        "event_id": str(event_id),
+        "event_type": event.event_type,
+        "schema_version": event.schema_version,
+        "org_id": event.org_id,
+        "key_id": event.key_id,
+        "stream_version": stream_version,
+        "position": position,
+        "occurred_at": format_timestamp(event.occurred_at),
+        "actor": actor.model_dump(mode="json"),
+        "data": data,
+    }
+    return Envelope(
         event_id=event_id,
         event_type=event.event_type,
         schema_version=event.schema_version,
@@ -80,10 +158,9 @@ def seal(
         position=position,
         occurred_at=event.occurred_at,
         actor=actor,
-        data=event.data(),
-        hash="",
+        data=data,
+        hash=chain_hash(previous_hash, body),
     )
-    return unsealed.model_copy(update={"hash": chain_hash(previous_hash, envelope_body(unsealed))})
 
 
 def envelope_to_json(envelope: Envelope) -> str:

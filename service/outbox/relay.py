@@ -36,6 +36,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from events.models import Envelope
+from service.outbox.handed_over import HandedOver
 from service.outbox.messages import is_event_fault, message_of
 from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
@@ -102,6 +103,8 @@ class OutboxRelay:
             name="outbox-relay",
         )
         self._wakeups = self._log.subscribe()
+        # This replica's own commits, handed over as they commit (``hand_over``).
+        self._handed = HandedOver(limit=2 * self.tuning.batch_size)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -135,6 +138,13 @@ class OutboxRelay:
                     await self._nc.drain()
                 else:
                     await self._nc.close()
+
+    async def hand_over(self, committed: Sequence[Envelope]) -> None:
+        """Take this replica's newly committed events (a commit observer), in order.
+
+        Kept only while leading (see ``service.outbox.handed_over``).
+        """
+        self._handed.add(committed, leading=self.is_leader)
 
     def wake(self) -> None:
         """Look for new events now (commits also wake the relay through NOTIFY)."""
@@ -228,7 +238,12 @@ class OutboxRelay:
 
     async def _lead(self) -> None:
         """Wait for leadership on a dedicated connection, then relay until it is lost."""
-        conn = await asyncpg.connect(self.settings.database_url)
+        # Its commits (checkpoint, quarantines) do not wait for their WAL flush: one lost
+        # in a database crash only republishes events JetStream drops as duplicates, and
+        # the flushes would queue the command writer's own behind them.
+        conn = await asyncpg.connect(
+            self.settings.database_url, server_settings={"synchronous_commit": "off"}
+        )
         try:
             # A killed lock connection must not leave us believing we lead.
             conn.add_termination_listener(lambda _: self._log.wake())
@@ -283,7 +298,9 @@ class OutboxRelay:
                 return False
             if not self._stream_checked and not await self._stream_agrees(conn, js):
                 return False
-            batch = await self.store.read_envelopes_after(
+            batch: Sequence[Envelope | UnreadableEvent] = self._handed.take(
+                after=self.published_position, limit=self.tuning.batch_size
+            ) or await self.store.read_envelopes_after(
                 conn, self.published_position, self.tuning.batch_size
             )
             if not batch:

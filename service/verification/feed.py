@@ -51,6 +51,28 @@ log = structlog.get_logger(__name__)
 TASK_PREFIX = "keyledger-background:"
 
 
+_POSITION = b',"position":'
+
+
+def published_position(envelope_json: bytes | str) -> int | None:
+    """The ``position`` of a published envelope without decoding it, None when unsure.
+
+    The relay publishes canonical JSON: keys sorted, so the top-level position is
+    the last ``"position":`` in the text (``data`` and ``actor`` come before it,
+    only ``schema_version`` and ``stream_version`` after). A message not of that
+    shape gives None (decode it); at worst a wrong answer skips a message, and
+    the next one's gap then brings the position in from PostgreSQL.
+    """
+    raw = envelope_json.encode() if isinstance(envelope_json, str) else envelope_json
+    at = raw.rfind(_POSITION)
+    if at < 0:
+        return None
+    start = at + len(_POSITION)
+    end = raw.find(b",", start)
+    digits = raw[start:end] if end > 0 else b""
+    return int(digits) if digits.isdigit() and len(digits) <= 19 else None
+
+
 class IndexFeed:
     """Loads ``index`` from the log and follows new events until stopped."""
 
@@ -239,6 +261,13 @@ class IndexFeed:
         A message that does not decode is left to the catch-up, which reads
         its row from PostgreSQL and quarantines its key if it is unreadable
         there too."""
+        # This replica's own events are in the index already (applied at commit, before
+        # their callers heard back): most messages are stale, and decoding them would cost
+        # more than everything else the feed does. Their position is read from the text.
+        stale = published_position(envelope_json)
+        if stale is not None and stale <= self.index.position:
+            self._heard(stale)
+            return
         try:
             envelope = envelope_from_json(envelope_json)
         except Exception as exc:

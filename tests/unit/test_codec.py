@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events import (
     GENESIS_HASH,
@@ -16,6 +18,7 @@ from events import (
     KeyRevoked,
     UnknownEventType,
     canonical_json,
+    chain_hash,
     decode,
     envelope_body,
     envelope_to_json,
@@ -25,6 +28,7 @@ from events import (
     subject_filter,
     to_domain_event,
 )
+from events.codec import canonical_bytes, format_timestamp
 from events.models import DomainEvent
 
 AT = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -115,3 +119,49 @@ def test_subjects() -> None:
     assert event_subject("acme", "key_1", "KeyRevoked") == "keyledger.events.acme.key_1.KeyRevoked"
     assert subject_filter(event_type="KeyRevoked") == "keyledger.events.*.*.KeyRevoked"
     assert subject_filter(org_id="acme") == "keyledger.events.acme.*.*"
+
+
+_any_character = st.characters(exclude_categories=())  # lone surrogates too
+# JSON values of every kind an event's data can hold, and then some: floats (formatted
+# by ``json`` only), lone surrogates, big ints, non-ASCII keys, tuples.
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(_any_character),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(_any_character, max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_canonical_json_is_the_json_modules_text_whatever_the_value(value: object) -> None:
+    # The hash chain signs these bytes: the fast encoder may never change them.
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == expected
+    try:
+        expected_bytes = expected.encode()
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            canonical_bytes(value)
+    else:
+        assert canonical_bytes(value) == expected_bytes
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.datetimes(timezones=st.timezones()))
+def test_timestamps_have_one_format(moment: datetime) -> None:
+    expected = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert format_timestamp(moment) == expected
+
+
+def test_seal_hashes_the_body_of_the_envelope_it_returns() -> None:
+    envelope = revoked_envelope(previous_hash="f" * 64, position=7)
+    assert envelope.hash == chain_hash("f" * 64, envelope_body(envelope))
+    assert envelope == envelope.model_validate_json(envelope.model_dump_json())

@@ -1,0 +1,66 @@
+"""The relay's handed-over commits: taken only where they continue what it published."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from events.codec import GENESIS_HASH, seal
+from events.models import Actor, Envelope, KeyRevoked
+from service.outbox.handed_over import HandedOver
+
+AT = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def at(*positions: int) -> list[Envelope]:
+    event = KeyRevoked(key_id="key_x", org_id="acme", occurred_at=AT, reason="leaked")
+    return [
+        seal(
+            event,
+            event_id=uuid4(),
+            stream_version=1,
+            position=p,
+            actor=Actor(id="a"),
+            previous_hash=GENESIS_HASH,
+        )
+        for p in positions
+    ]
+
+
+def positions(envelopes: list[Envelope]) -> list[int]:
+    return [e.position for e in envelopes]
+
+
+def test_commits_that_continue_the_published_position_are_taken_in_order() -> None:
+    handed = HandedOver(limit=100)
+    handed.add(at(5, 6), leading=True)
+    handed.add(at(7), leading=True)
+    assert positions(handed.take(after=4, limit=2)) == [5, 6]
+    assert positions(handed.take(after=6, limit=10)) == [7]
+    assert handed.take(after=7, limit=10) == []
+
+
+def test_already_published_ones_are_skipped() -> None:
+    handed = HandedOver(limit=100)
+    handed.add(at(5, 6, 7), leading=True)
+    assert positions(handed.take(after=6, limit=10)) == [7]
+
+
+def test_a_gap_means_the_log_is_read_instead() -> None:
+    handed = HandedOver(limit=100)
+    handed.add(at(5, 6), leading=True)
+    # Position 4 is another replica's: nothing is taken, and nothing is kept.
+    assert handed.take(after=3, limit=10) == []
+    assert handed.take(after=4, limit=10) == []
+    handed.add(at(8, 10), leading=True)
+    assert positions(handed.take(after=7, limit=10)) == [8]
+    assert handed.take(after=8, limit=10) == []
+
+
+def test_nothing_is_kept_while_not_leading_or_past_the_limit() -> None:
+    handed = HandedOver(limit=3)
+    handed.add(at(1, 2), leading=False)
+    assert handed.take(after=0, limit=10) == []
+    handed.add(at(1, 2, 3), leading=True)
+    handed.add(at(4), leading=True)  # over the limit: what was kept goes
+    assert handed.take(after=0, limit=10) == []
