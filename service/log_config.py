@@ -155,15 +155,51 @@ def log_access(
     """
     if _AccessLog.stream is None:
         return
-    caller = "null" if caller_key_id is None else _json_text(caller_key_id)
-    extra = "" if outcome is None else f'"outcome": {_json_text(outcome)}, '
+    key = (method, route, status, caller_key_id, outcome)
+    fields = _ACCESS_FIELDS.get(key)
+    if fields is None:
+        fields = _access_fields(*key)
+    # Rounded to the µs as a fixed-point number: no float rounding and repr per line.
     _AccessLog.write(
-        f'{{"event": "request", "request_id": {_json_text(request_id, False)}, '
-        f'"method": {_json_text(method)}, "route": {_json_text(route)}, '
-        f'"status": {int(status)}, "duration_ms": {float(duration_ms)!r}, '
-        f'"caller_key_id": {caller}, {extra}"level": "info", '
+        f'{{"event": "request", "request_id": {_request_id_text(request_id)}, {fields[0]}'
+        f'"duration_ms": {float(duration_ms):.3f}, {fields[1]}'
         f'"timestamp": "{_Clock.timestamp()}"}}\n'
     )
+
+
+# The access line's fields before and after ``duration_ms``, by (method, route, status,
+# caller, outcome): the same few combinations recur on every request, rendered once.
+_ACCESS_FIELDS: dict[tuple[str, str, int, str | None, str | None], tuple[str, str]] = {}
+
+
+def _access_fields(
+    method: str, route: str, status: int, caller_key_id: str | None, outcome: str | None
+) -> tuple[str, str]:
+    caller = "null" if caller_key_id is None else _json_text(caller_key_id)
+    extra = "" if outcome is None else f'"outcome": {_json_text(outcome)}, '
+    fields = (
+        f'"method": {_json_text(method)}, "route": {_json_text(route)}, "status": {int(status)}, ',
+        f'"caller_key_id": {caller}, {extra}"level": "info", ',
+    )
+    if len(_ACCESS_FIELDS) < _QUOTED_MAX:
+        _ACCESS_FIELDS[(method, route, status, caller_key_id, outcome)] = fields
+    return fields
+
+
+def _request_id_text(request_id: str) -> str:
+    """The request id as a JSON string: as it is when nothing in it needs escaping or
+    scrubbing (printable ASCII, no quote or backslash, not secret-shaped), as every
+    id the middleware lets through is; else by ``_json_text``."""
+    if (
+        request_id.isascii()
+        and request_id.isprintable()
+        and '"' not in request_id
+        and "\\" not in request_id
+        and "k_" not in request_id
+        and "-----" not in request_id
+    ):
+        return f'"{request_id}"'
+    return _json_text(request_id, False)
 
 
 class _LibraryLogHandler(logging.StreamHandler[TextIO]):

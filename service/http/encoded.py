@@ -86,6 +86,9 @@ class EncodedResponse(web.StreamResponse):
     ) -> None:
         super().__init__(status=status, headers=headers)
         self.encoded_body = body
+        # ``X-Request-Id``, set by the middleware: an id it generated or checked
+        # (``REQUEST_ID``: letters, digits and ``._:-``), so written without a header map.
+        self.request_id: str | None = None
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
         """As ``StreamResponse.prepare``, but the head is written with the body (``write_eof``)."""
@@ -114,10 +117,15 @@ class EncodedResponse(web.StreamResponse):
             b"Content-Length: %d\r\n" % len(body),
             _HttpDate.current(),
         ]
-        for name, value in self._headers.items():
-            if _UNSAFE_HEADER_TEXT.search(name) or _UNSAFE_HEADER_TEXT.search(value):
-                raise ValueError(f"header {name!r} holds a control character")
-            parts.append(f"{name}: {value}\r\n".encode())
+        if self._headers:
+            for name, value in self._headers.items():
+                if _UNSAFE_HEADER_TEXT.search(name) or _UNSAFE_HEADER_TEXT.search(value):
+                    raise ValueError(f"header {name!r} holds a control character")
+                parts.append(f"{name}: {value}\r\n".encode())
+        if self.request_id is not None:
+            if _UNSAFE_HEADER_TEXT.search(self.request_id):
+                raise ValueError("the request id holds a control character")
+            parts.append(b"X-Request-Id: %s\r\n" % self.request_id.encode())
         if not self._keep_alive:
             if version >= (1, 1):
                 parts.append(b"Connection: close\r\n")

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from events.vocabulary import ENVIRONMENTS, Environment
+from service.clock import utc_now
 from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import model_from_bytes, read_bytes
@@ -186,7 +187,8 @@ async def verify(request: web.Request) -> web.StreamResponse:
     The one exception is 503 ``log_truncated``: while the log misses events its
     witnesses saw, no verdict is given at all (a lost revocation would read VALID)."""
     service = keyledger(request)
-    caller = await authenticate(request)
+    now = utc_now()  # one clock read for the caller's key and the presented one
+    caller = await authenticate(request, now)
     caller.require("keys:verify")
     # Fail closed on a truncated log: a revocation cut off it would verify VALID.
     service.guard.require_intact()
@@ -194,7 +196,11 @@ async def verify(request: web.Request) -> web.StreamResponse:
     credential, requirements = body.credential(), body.requirements()
     verifier, min_position = service.verifier, body.min_position
     verdict = await verifier.verify(
-        credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
+        credential,
+        requirements,
+        min_position=min_position,
+        can_see_org=caller.can_see_org,
+        now=now,
     )
     context_of(request).outcome = verdict.code
     return verdict_response(verdict)
@@ -256,7 +262,15 @@ def verdict_response(
     is encoded once (``_encoded_verdict``); per-request fields are appended to
     it, in ``to_json``'s order (they come last there).
     """
-    body = _encoded_verdict(verdict.code, verdict.entry).body(verdict.request_fields())
+    encoded = _encoded_verdict(verdict.code, verdict.entry)
+    if (
+        verdict.retry_after is None
+        and verdict.ratelimits is None
+        and verdict.credits_remaining is None
+    ):
+        body = encoded.body()  # the usual case: nothing per request (no dict to build)
+    else:
+        body = encoded.body(verdict.request_fields())
     return EncodedResponse(body, status, headers)
 
 
