@@ -44,12 +44,15 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-async def authenticate(request: web.Request, now: datetime | None = None) -> Caller:
+async def authenticate(
+    request: web.Request, now: datetime | None = None, service: Keyledger | None = None
+) -> Caller:
     """The calling service key (401 when absent, malformed, unknown or inactive).
 
-    ``now``: the request's instant when the route has read the clock already.
+    ``now`` and ``service``: the request's instant and service when the route has
+    them already.
     """
-    callers = keyledger(request).callers
+    callers = (service or keyledger(request)).callers
     secret = bearer_token(credential_header(request.headers, "Authorization"))
     caller = callers.recognised(secret, now) or await callers.authenticate(secret)
     context_of(request).caller_id = caller.key_id

@@ -188,7 +188,7 @@ async def verify(request: web.Request) -> web.StreamResponse:
     witnesses saw, no verdict is given at all (a lost revocation would read VALID)."""
     service = keyledger(request)
     now = utc_now()  # one clock read for the caller's key and the presented one
-    caller = await authenticate(request, now)
+    caller = await authenticate(request, now, service)
     caller.require("keys:verify")
     # Fail closed on a truncated log: a revocation cut off it would verify VALID.
     service.guard.require_intact()
