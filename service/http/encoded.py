@@ -78,14 +78,30 @@ def _status_line(version: HttpVersion, status: int, reason: str) -> bytes:
     return line
 
 
+def header_lines(headers: Mapping[str, str]) -> bytes:
+    """``headers`` as HTTP header lines, refused as aiohttp refuses control characters."""
+    lines = []
+    for name, value in headers.items():
+        if _UNSAFE_HEADER_TEXT.search(name) or _UNSAFE_HEADER_TEXT.search(value):
+            raise ValueError(f"header {name!r} holds a control character")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode()
+
+
 class EncodedResponse(web.StreamResponse):
     """A JSON response from ready bytes, sent with one write (see the module's docstring)."""
 
     def __init__(
-        self, body: bytes, status: int = 200, headers: Mapping[str, str] | None = None
+        self,
+        body: bytes,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        head: bytes = b"",
     ) -> None:
+        """``head``: more header lines, made by ``header_lines`` (and so checked) beforehand."""
         super().__init__(status=status, headers=headers)
         self.encoded_body = body
+        self.head = head
         # ``X-Request-Id``, set by the middleware: an id it generated or checked
         # (``REQUEST_ID``: letters, digits and ``._:-``), so written without a header map.
         self.request_id: str | None = None
@@ -117,11 +133,10 @@ class EncodedResponse(web.StreamResponse):
             b"Content-Length: %d\r\n" % len(body),
             _HttpDate.current(),
         ]
+        if self.head:
+            parts.append(self.head)
         if self._headers:
-            for name, value in self._headers.items():
-                if _UNSAFE_HEADER_TEXT.search(name) or _UNSAFE_HEADER_TEXT.search(value):
-                    raise ValueError(f"header {name!r} holds a control character")
-                parts.append(f"{name}: {value}\r\n".encode())
+            parts.append(header_lines(self._headers))
         if self.request_id is not None:
             if _UNSAFE_HEADER_TEXT.search(self.request_id):
                 raise ValueError("the request id holds a control character")

@@ -32,7 +32,7 @@ from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import model_from_bytes, read_bytes
 from service.http.context import SETTINGS, authenticate, bearer_token, credential_header, keyledger
-from service.http.encoded import EncodedJson, EncodedResponse
+from service.http.encoded import EncodedJson, EncodedResponse, header_lines
 from service.http.middleware import context_of
 from service.verification.index import IndexEntry
 from service.verification.ip_allowlist import client_address, parse_address
@@ -213,10 +213,13 @@ SERVICE_KEY_HEADER = "X-Keyledger-Service-Key"
 async def authorize(request: web.Request) -> web.StreamResponse:
     """Forward-auth for reverse proxies: the verdict's status, headers and body."""
     service = keyledger(request)
-    caller = await service.callers.authenticate(
-        credential_header(request.headers, SERVICE_KEY_HEADER), SERVICE_KEY_HEADER
+    now = utc_now()  # one clock read for the caller's key and the presented one
+    callers, secret = service.callers, credential_header(request.headers, SERVICE_KEY_HEADER)
+    caller = callers.recognised(secret, now) or await callers.authenticate(
+        secret, SERVICE_KEY_HEADER
     )
-    context_of(request).caller_id = caller.key_id
+    context = context_of(request)
+    context.caller_id = caller.key_id
     caller.require("keys:verify")
     service.guard.require_intact()
     requirements, min_position = _query_requirements(request)
@@ -226,21 +229,34 @@ async def authorize(request: web.Request) -> web.StreamResponse:
         service.verifier.outcomes[verdict.code] += 1
     else:
         verdict = await service.verifier.verify(
-            credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
+            credential,
+            requirements,
+            min_position=min_position,
+            can_see_org=caller.can_see_org,
+            now=now,
         )
-    headers = {}
+    headers: dict[str, str] = {}
+    head = b""
     if verdict.valid and verdict.entry is not None:
-        headers = {
-            "X-Keyledger-Key-Id": verdict.entry.key_id,
-            "X-Keyledger-Org-Id": verdict.entry.org_id,
-            "X-Keyledger-Scopes": ",".join(verdict.entry.scopes),
-        }
+        head = _identity_head(verdict.entry)
     elif verdict.retry_after is not None:
         headers = {"Retry-After": str(verdict.retry_after)}
     if verdict.ratelimits:
         headers |= ratelimit_headers(verdict.ratelimits, time.time())
-    context_of(request).outcome = verdict.code
-    return verdict_response(verdict, HTTP_STATUS[verdict.code], headers)
+    context.outcome = verdict.code
+    return verdict_response(verdict, HTTP_STATUS[verdict.code], headers or None, head)
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity_head(entry: IndexEntry) -> bytes:
+    # The X-Keyledger-* lines of a VALID authorize, per entry (never mutated, as above).
+    return header_lines(
+        {
+            "X-Keyledger-Key-Id": entry.key_id,
+            "X-Keyledger-Org-Id": entry.org_id,
+            "X-Keyledger-Scopes": ",".join(entry.scopes),
+        }
+    )
 
 
 def ratelimit_headers(states: tuple[LimitState, ...], now: float) -> dict[str, str]:
@@ -254,7 +270,10 @@ def ratelimit_headers(states: tuple[LimitState, ...], now: float) -> dict[str, s
 
 
 def verdict_response(
-    verdict: Verdict, status: int = 200, headers: Mapping[str, str] | None = None
+    verdict: Verdict,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    head: bytes = b"",
 ) -> EncodedResponse:
     """The verdict as JSON (``Verdict.to_json``, as ``web.json_response`` would encode it).
 
@@ -271,7 +290,7 @@ def verdict_response(
         body = encoded.body()  # the usual case: nothing per request (no dict to build)
     else:
         body = encoded.body(verdict.request_fields())
-    return EncodedResponse(body, status, headers)
+    return EncodedResponse(body, status, headers, head)
 
 
 @functools.lru_cache(maxsize=4096)
