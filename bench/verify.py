@@ -57,7 +57,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _server(
-    database_url: str, loop: str
+    database_url: str, loop: str, linger_ms: float = 0.0
 ) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     """``bench.verify_server`` on ``loop``, and its ready line (ports, credentials)."""
     process = await asyncio.create_subprocess_exec(
@@ -67,6 +67,8 @@ async def _server(
         database_url,
         "--loop",
         loop,
+        "--access-log-linger-ms",
+        str(linger_ms),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -83,9 +85,11 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
     await process.wait()
 
 
-async def bench_same_loop(database_url: str, loop: str, seconds: int) -> list[str]:
+async def bench_same_loop(
+    database_url: str, loop: str, seconds: int, linger_ms: float = 0.0
+) -> list[str]:
     """(a)/(b): the API and a bare aiohttp handler served by one process on one ``loop``."""
-    process, ready = await _server(database_url, loop)
+    process, ready = await _server(database_url, loop, linger_ms)
     pids = [process.pid]
     base, auth = f"http://127.0.0.1:{ready['api']}", ready["auth"]
     bearer_body = {"key": ready["bearer"], "scopes": ["a:read"]}
@@ -110,7 +114,8 @@ async def bench_same_loop(database_url: str, loop: str, seconds: int) -> list[st
         flood = await _flood(ready, seconds)
     finally:
         await _stop(process)
-    return [f"Event loop: {ready['loop']}", "", *TABLE_HEAD, *rows, "", flood]
+    linger = f", access log linger {linger_ms:g} ms" if linger_ms else ""
+    return [f"Event loop: {ready['loop']}{linger}", "", *TABLE_HEAD, *rows, "", flood]
 
 
 async def _flood(ready: dict[str, Any], seconds: int) -> str:
@@ -329,6 +334,12 @@ async def main() -> None:
         "--loops", default="asyncio,uvloop", help="event loops for (a)/(b), comma-separated"
     )
     parser.add_argument("--workers", default="1,2", help="worker counts for (e)")
+    parser.add_argument(
+        "--access-log-linger-ms",
+        default="0",
+        help="KEYLEDGER_ACCESS_LOG_LINGER_MS values for (a)/(b), comma-separated (0: production's"
+        " default)",
+    )
     parser.add_argument("--rounds", type=int, default=200, help="revocations for (c)")
     parser.add_argument("--keys", type=int, default=1_000_000, help="index size for (d)")
     args = parser.parse_args()
@@ -348,8 +359,9 @@ async def main() -> None:
         if "a" in args.parts or "b" in args.parts:
             report += ["", "(a)/(b) verify over HTTP, wrk -t1 -c32 in its own process:"]
             for loop in args.loops.split(","):
-                async with scratch_database(server_url, prefix="keyledger_bench") as url:
-                    report += ["", *await bench_same_loop(url, loop, args.seconds)]
+                for linger in (float(ms) for ms in args.access_log_linger_ms.split(",")):
+                    async with scratch_database(server_url, prefix="keyledger_bench") as url:
+                        report += ["", *await bench_same_loop(url, loop, args.seconds, linger)]
         if "c" in args.parts:
             async with scratch_database(server_url, prefix="keyledger_bench") as url:
                 report += [

@@ -145,8 +145,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("database_url")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument(
+        "--access-log-linger-ms", type=float, default=0.0, help="KEYLEDGER_ACCESS_LOG_LINGER_MS"
+    )
     args = parser.parse_args()
-    configure_logging("info", stream=open(os.devnull, "w"))  # noqa: SIM115 - lives for the run
+    configure_logging(
+        "info",
+        stream=open(os.devnull, "w"),  # noqa: SIM115 - lives for the run
+        access_log_linger=args.access_log_linger_ms / 1000,
+    )
     with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
         runner.run(serve(args.database_url))
 

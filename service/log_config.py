@@ -54,32 +54,55 @@ _ATOMIC_WRITE = 4096
 
 class _AccessLog:
     """Where access lines go (set by ``configure_logging``, off until it runs), and the
-    lines of this event-loop turn not yet written.
+    lines not yet written.
 
     Lines are collected and written with one ``write`` and one flush per turn of
     the event loop (a callback queued with the first line of the turn), not one
     system call per request: under load a turn serves tens of requests. The
     turn's lines are out before the loop next waits for I/O, so before any
     client can read an answer they describe.
+
+    With a ``linger`` (seconds, ``KEYLEDGER_ACCESS_LOG_LINGER_MS``), lines wait
+    up to that long for more lines instead, and are written once 4096 bytes of
+    them are waiting: on a loop that serves one or two requests a turn (uvloop),
+    that saves a write system call per request. A hard kill then loses at most
+    ``linger`` of lines; a normal exit writes them (``atexit``).
     """
 
     stream: TextIO | None = None
     pending: list[str] = []  # noqa: RUF012 - the one shared buffer, by design
+    size = 0
+    linger = 0.0
+    # The queued flush, and the loop it is queued on (a test's loop may be closed since).
+    queued: asyncio.Handle | None = None
+    queued_on: asyncio.AbstractEventLoop | None = None
+    queued_soon = False
 
     @classmethod
     def write(cls, line: str) -> None:
-        pending = cls.pending
-        pending.append(line)
-        if len(pending) > 1:
-            return  # a flush is already queued for this turn
+        cls.pending.append(line)
+        cls.size += len(line)
         try:
-            asyncio.get_running_loop().call_soon(cls.flush)
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop: write at once
             cls.flush()
+            return
+        if cls.queued is not None and cls.queued_on is loop:
+            if cls.queued_soon or cls.size < _ATOMIC_WRITE:
+                return  # a flush is already queued, soon enough
+            cls.queued.cancel()
+        if cls.linger and cls.size < _ATOMIC_WRITE:
+            cls.queued, cls.queued_soon = loop.call_later(cls.linger, cls.flush), False
+        else:
+            cls.queued, cls.queued_soon = loop.call_soon(cls.flush), True
+        cls.queued_on = loop
 
     @classmethod
     def flush(cls) -> None:
-        lines, cls.pending = cls.pending, []
+        if cls.queued is not None:
+            cls.queued.cancel()  # this very call, or a later one made needless
+            cls.queued = cls.queued_on = None
+        lines, cls.pending, cls.size = cls.pending, [], 0
         stream = cls.stream
         if stream is None or not lines:
             return
@@ -155,15 +178,51 @@ def log_access(
     """
     if _AccessLog.stream is None:
         return
-    caller = "null" if caller_key_id is None else _json_text(caller_key_id)
-    extra = "" if outcome is None else f'"outcome": {_json_text(outcome)}, '
+    key = (method, route, status, caller_key_id, outcome)
+    fields = _ACCESS_FIELDS.get(key)
+    if fields is None:
+        fields = _access_fields(*key)
+    # Rounded to the µs as a fixed-point number: no float rounding and repr per line.
     _AccessLog.write(
-        f'{{"event": "request", "request_id": {_json_text(request_id, False)}, '
-        f'"method": {_json_text(method)}, "route": {_json_text(route)}, '
-        f'"status": {int(status)}, "duration_ms": {float(duration_ms)!r}, '
-        f'"caller_key_id": {caller}, {extra}"level": "info", '
+        f'{{"event": "request", "request_id": {_request_id_text(request_id)}, {fields[0]}'
+        f'"duration_ms": {float(duration_ms):.3f}, {fields[1]}'
         f'"timestamp": "{_Clock.timestamp()}"}}\n'
     )
+
+
+# The access line's fields before and after ``duration_ms``, by (method, route, status,
+# caller, outcome): the same few combinations recur on every request, rendered once.
+_ACCESS_FIELDS: dict[tuple[str, str, int, str | None, str | None], tuple[str, str]] = {}
+
+
+def _access_fields(
+    method: str, route: str, status: int, caller_key_id: str | None, outcome: str | None
+) -> tuple[str, str]:
+    caller = "null" if caller_key_id is None else _json_text(caller_key_id)
+    extra = "" if outcome is None else f'"outcome": {_json_text(outcome)}, '
+    fields = (
+        f'"method": {_json_text(method)}, "route": {_json_text(route)}, "status": {int(status)}, ',
+        f'"caller_key_id": {caller}, {extra}"level": "info", ',
+    )
+    if len(_ACCESS_FIELDS) < _QUOTED_MAX:
+        _ACCESS_FIELDS[(method, route, status, caller_key_id, outcome)] = fields
+    return fields
+
+
+def _request_id_text(request_id: str) -> str:
+    """The request id as a JSON string: as it is when nothing in it needs escaping or
+    scrubbing (printable ASCII, no quote or backslash, not secret-shaped), as every
+    id the middleware lets through is; else by ``_json_text``."""
+    if (
+        request_id.isascii()
+        and request_id.isprintable()
+        and '"' not in request_id
+        and "\\" not in request_id
+        and "k_" not in request_id
+        and "-----" not in request_id
+    ):
+        return f'"{request_id}"'
+    return _json_text(request_id, False)
 
 
 class _LibraryLogHandler(logging.StreamHandler[TextIO]):
@@ -211,8 +270,13 @@ def library_log_handler(stream: TextIO) -> logging.Handler:
     return handler
 
 
-def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "info", stream: TextIO | None = None, access_log_linger: float = 0.0
+) -> None:
     """JSON lines on ``stream`` (stderr by default), redacted.
+
+    ``access_log_linger``: seconds an access line may wait to be written with others
+    (``_AccessLog``); 0, at the end of its event-loop turn.
 
     Library loggers (``logging``) go there too, as the same JSON lines through
     the same redaction: aiohttp, for one, logs a malformed request together
@@ -221,6 +285,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     enabled = logging.getLevelNamesMapping().get(level.upper(), logging.INFO) <= logging.INFO
     _AccessLog.flush()  # lines of the old configuration go where it said
     _AccessLog.stream = (stream or sys.stderr) if enabled else None
+    _AccessLog.linger = access_log_linger
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _LibraryLogHandler)]:
         root.removeHandler(handler)

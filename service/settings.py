@@ -87,6 +87,9 @@ class Settings(BaseModel):
     # `keyledger serve`: seconds to let in-flight requests finish after SIGTERM.
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
     log_level: str = "info"
+    # Milliseconds an access line may wait to be written together with others (fewer write
+    # calls under load); 0 writes each event-loop turn's lines at its end.
+    access_log_linger_ms: float = Field(0.0, ge=0, le=1000)
     # asyncio event loop: auto (uvloop when installed), asyncio, or uvloop (keyledger[fast]).
     event_loop: EventLoopChoice = "auto"
     # Proxies whose X-Forwarded-For / X-Real-IP GET /v1/authorize believes (comma-separated

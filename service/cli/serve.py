@@ -65,11 +65,13 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.worker_of:
         parent, ready_fd = (int(part) for part in args.worker_of.split(":"))
         die_with_parent(parent)
-        configure_logging(settings.log_level)
+        configure_logging(
+            settings.log_level, access_log_linger=settings.access_log_linger_ms / 1000
+        )
         serve_app(settings, ready_fd=ready_fd)
         return 0
     require_free_port(settings.host, settings.port)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, access_log_linger=settings.access_log_linger_ms / 1000)
     if args.workers > 1:
         return run_workers(settings, args.workers, SERVING_LINE)
     serve_app(settings)

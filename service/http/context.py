@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
@@ -42,10 +44,16 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-async def authenticate(request: web.Request) -> Caller:
-    """The calling service key (401 when absent, malformed, unknown or inactive)."""
-    callers = keyledger(request).callers
+async def authenticate(
+    request: web.Request, now: datetime | None = None, service: Keyledger | None = None
+) -> Caller:
+    """The calling service key (401 when absent, malformed, unknown or inactive).
+
+    ``now`` and ``service``: the request's instant and service when the route has
+    them already.
+    """
+    callers = (service or keyledger(request)).callers
     secret = bearer_token(credential_header(request.headers, "Authorization"))
-    caller = callers.recognised(secret) or await callers.authenticate(secret)
+    caller = callers.recognised(secret, now) or await callers.authenticate(secret)
     context_of(request).caller_id = caller.key_id
     return caller

@@ -78,14 +78,33 @@ def _status_line(version: HttpVersion, status: int, reason: str) -> bytes:
     return line
 
 
+def header_lines(headers: Mapping[str, str]) -> bytes:
+    """``headers`` as HTTP header lines, refused as aiohttp refuses control characters."""
+    lines = []
+    for name, value in headers.items():
+        if _UNSAFE_HEADER_TEXT.search(name) or _UNSAFE_HEADER_TEXT.search(value):
+            raise ValueError(f"header {name!r} holds a control character")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode()
+
+
 class EncodedResponse(web.StreamResponse):
     """A JSON response from ready bytes, sent with one write (see the module's docstring)."""
 
     def __init__(
-        self, body: bytes, status: int = 200, headers: Mapping[str, str] | None = None
+        self,
+        body: bytes,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        head: bytes = b"",
     ) -> None:
+        """``head``: more header lines, made by ``header_lines`` (and so checked) beforehand."""
         super().__init__(status=status, headers=headers)
         self.encoded_body = body
+        self.head = head
+        # ``X-Request-Id``, set by the middleware: an id it generated or checked
+        # (``REQUEST_ID``: letters, digits and ``._:-``), so written without a header map.
+        self.request_id: str | None = None
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
         """As ``StreamResponse.prepare``, but the head is written with the body (``write_eof``)."""
@@ -114,10 +133,14 @@ class EncodedResponse(web.StreamResponse):
             b"Content-Length: %d\r\n" % len(body),
             _HttpDate.current(),
         ]
-        for name, value in self._headers.items():
-            if _UNSAFE_HEADER_TEXT.search(name) or _UNSAFE_HEADER_TEXT.search(value):
-                raise ValueError(f"header {name!r} holds a control character")
-            parts.append(f"{name}: {value}\r\n".encode())
+        if self.head:
+            parts.append(self.head)
+        if self._headers:
+            parts.append(header_lines(self._headers))
+        if self.request_id is not None:
+            if _UNSAFE_HEADER_TEXT.search(self.request_id):
+                raise ValueError("the request id holds a control character")
+            parts.append(b"X-Request-Id: %s\r\n" % self.request_id.encode())
         if not self._keep_alive:
             if version >= (1, 1):
                 parts.append(b"Connection: close\r\n")
@@ -126,8 +149,8 @@ class EncodedResponse(web.StreamResponse):
         parts.append(b"\r\n")
         if request.method != "HEAD":
             parts.append(body)
-        await writer.write(b"".join(parts))
-        await writer.write_eof()
+        # The whole answer as write_eof's last chunk: one call (and one drain) instead of two.
+        await writer.write_eof(b"".join(parts))
         self._eof_sent = True
         self._req = None
         self._body_length = writer.output_size

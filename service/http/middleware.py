@@ -12,6 +12,7 @@ from aiohttp import web
 
 from service.domain.vocabulary import REQUEST_ID as REQUEST_ID_TEXT
 from service.errors import KeyledgerError
+from service.http.encoded import EncodedResponse
 from service.http.errors import error_response, json_error
 from service.log_config import log_access
 from service.redaction import looks_like_secret
@@ -66,6 +67,25 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+# Route template and the app's request observer, by route: looked up once per route, not
+# through four properties and a mapping lookup per request. Bounded: an app's routes are
+# few, and the routes of "no such route" answers (made anew each time) are not kept.
+_ROUTES: dict[web.AbstractRoute, tuple[str, RequestObserver | None]] = {}
+_ROUTES_MAX = 4096
+
+
+def _route_of(request: web.Request) -> tuple[str, RequestObserver | None]:
+    route = request.match_info.route
+    known = _ROUTES.get(route)
+    if known is None:
+        known = (_route_name(request), request.app.get(REQUEST_OBSERVER))
+        if route.resource is not None:
+            if len(_ROUTES) >= _ROUTES_MAX:
+                _ROUTES.clear()
+            _ROUTES[route] = known
+    return known
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Assign the request id, turn every failure into a JSON error, log one line."""
@@ -98,19 +118,16 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("unhandled_error", request_id=request_id, route=_route_name(request))
         response = error_response("internal_error", "internal error", request_id)
-    response.headers["X-Request-Id"] = request_id
+    if type(response) is EncodedResponse:
+        response.request_id = request_id  # written with its head, no header map
+    else:
+        response.headers["X-Request-Id"] = request_id
     seconds = time.perf_counter() - started
-    route = _route_name(request)
-    observe = request.app.get(REQUEST_OBSERVER)
+    route, observe = _route_of(request)
+    method, status = request.method, response.status
     if observe is not None:
-        observe(route, request.method, response.status, seconds)
+        observe(route, method, status, seconds)
     log_access(
-        request_id,
-        request.method,
-        route,
-        response.status,
-        round(seconds * 1000, 3),
-        context.caller_id,
-        context.outcome,
+        request_id, method, route, status, seconds * 1000, context.caller_id, context.outcome
     )
     return response

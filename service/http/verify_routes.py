@@ -27,11 +27,12 @@ from pydantic import (
 )
 
 from events.vocabulary import ENVIRONMENTS, Environment
+from service.clock import utc_now
 from service.domain.vocabulary import SCOPE, RequestedScope, ascii_integer
 from service.errors import KeyledgerError
 from service.http.body import model_from_bytes, read_bytes
 from service.http.context import SETTINGS, authenticate, bearer_token, credential_header, keyledger
-from service.http.encoded import EncodedJson, EncodedResponse
+from service.http.encoded import EncodedJson, EncodedResponse, header_lines
 from service.http.middleware import context_of
 from service.verification.index import IndexEntry
 from service.verification.ip_allowlist import client_address, parse_address
@@ -186,7 +187,8 @@ async def verify(request: web.Request) -> web.StreamResponse:
     The one exception is 503 ``log_truncated``: while the log misses events its
     witnesses saw, no verdict is given at all (a lost revocation would read VALID)."""
     service = keyledger(request)
-    caller = await authenticate(request)
+    now = utc_now()  # one clock read for the caller's key and the presented one
+    caller = await authenticate(request, now, service)
     caller.require("keys:verify")
     # Fail closed on a truncated log: a revocation cut off it would verify VALID.
     service.guard.require_intact()
@@ -194,7 +196,11 @@ async def verify(request: web.Request) -> web.StreamResponse:
     credential, requirements = body.credential(), body.requirements()
     verifier, min_position = service.verifier, body.min_position
     verdict = await verifier.verify(
-        credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
+        credential,
+        requirements,
+        min_position=min_position,
+        can_see_org=caller.can_see_org,
+        now=now,
     )
     context_of(request).outcome = verdict.code
     return verdict_response(verdict)
@@ -207,10 +213,13 @@ SERVICE_KEY_HEADER = "X-Keyledger-Service-Key"
 async def authorize(request: web.Request) -> web.StreamResponse:
     """Forward-auth for reverse proxies: the verdict's status, headers and body."""
     service = keyledger(request)
-    caller = await service.callers.authenticate(
-        credential_header(request.headers, SERVICE_KEY_HEADER), SERVICE_KEY_HEADER
+    now = utc_now()  # one clock read for the caller's key and the presented one
+    callers, secret = service.callers, credential_header(request.headers, SERVICE_KEY_HEADER)
+    caller = callers.recognised(secret, now) or await callers.authenticate(
+        secret, SERVICE_KEY_HEADER
     )
-    context_of(request).caller_id = caller.key_id
+    context = context_of(request)
+    context.caller_id = caller.key_id
     caller.require("keys:verify")
     service.guard.require_intact()
     requirements, min_position = _query_requirements(request)
@@ -220,21 +229,34 @@ async def authorize(request: web.Request) -> web.StreamResponse:
         service.verifier.outcomes[verdict.code] += 1
     else:
         verdict = await service.verifier.verify(
-            credential, requirements, min_position=min_position, can_see_org=caller.can_see_org
+            credential,
+            requirements,
+            min_position=min_position,
+            can_see_org=caller.can_see_org,
+            now=now,
         )
-    headers = {}
+    headers: dict[str, str] = {}
+    head = b""
     if verdict.valid and verdict.entry is not None:
-        headers = {
-            "X-Keyledger-Key-Id": verdict.entry.key_id,
-            "X-Keyledger-Org-Id": verdict.entry.org_id,
-            "X-Keyledger-Scopes": ",".join(verdict.entry.scopes),
-        }
+        head = _identity_head(verdict.entry)
     elif verdict.retry_after is not None:
         headers = {"Retry-After": str(verdict.retry_after)}
     if verdict.ratelimits:
         headers |= ratelimit_headers(verdict.ratelimits, time.time())
-    context_of(request).outcome = verdict.code
-    return verdict_response(verdict, HTTP_STATUS[verdict.code], headers)
+    context.outcome = verdict.code
+    return verdict_response(verdict, HTTP_STATUS[verdict.code], headers or None, head)
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity_head(entry: IndexEntry) -> bytes:
+    # The X-Keyledger-* lines of a VALID authorize, per entry (never mutated, as above).
+    return header_lines(
+        {
+            "X-Keyledger-Key-Id": entry.key_id,
+            "X-Keyledger-Org-Id": entry.org_id,
+            "X-Keyledger-Scopes": ",".join(entry.scopes),
+        }
+    )
 
 
 def ratelimit_headers(states: tuple[LimitState, ...], now: float) -> dict[str, str]:
@@ -248,7 +270,10 @@ def ratelimit_headers(states: tuple[LimitState, ...], now: float) -> dict[str, s
 
 
 def verdict_response(
-    verdict: Verdict, status: int = 200, headers: Mapping[str, str] | None = None
+    verdict: Verdict,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    head: bytes = b"",
 ) -> EncodedResponse:
     """The verdict as JSON (``Verdict.to_json``, as ``web.json_response`` would encode it).
 
@@ -256,8 +281,16 @@ def verdict_response(
     is encoded once (``_encoded_verdict``); per-request fields are appended to
     it, in ``to_json``'s order (they come last there).
     """
-    body = _encoded_verdict(verdict.code, verdict.entry).body(verdict.request_fields())
-    return EncodedResponse(body, status, headers)
+    encoded = _encoded_verdict(verdict.code, verdict.entry)
+    if (
+        verdict.retry_after is None
+        and verdict.ratelimits is None
+        and verdict.credits_remaining is None
+    ):
+        body = encoded.body()  # the usual case: nothing per request (no dict to build)
+    else:
+        body = encoded.body(verdict.request_fields())
+    return EncodedResponse(body, status, headers, head)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -313,27 +313,30 @@ def check_key(
     """Steps 3–9 for a key whose credential has been proven."""
     if replaced_past_grace:
         return Verdict("REVOKED", entry)
-    status = entry.status_at(now)
-    if status != "active":
-        return Verdict(_STATUS_CODES[status], entry)
-    if requirements.environment is not None and requirements.environment != entry.environment:
+    # The entry's slots read once, not through its properties: this runs on every verify.
+    key_type, environment, status = entry.kind
+    extras = entry.extras
+    if status != "active" or (entry.expires_at is not None and entry.expires_at <= now):
+        return Verdict(_STATUS_CODES[entry.status_at(now)], entry)
+    if requirements.environment is not None and requirements.environment != environment:
         return Verdict("WRONG_ENVIRONMENT", entry)
-    if entry.allowed_cidrs and not address_allowed(entry.allowed_cidrs, requirements.ip):
+    if extras.allowed_cidrs and not address_allowed(extras.allowed_cidrs, requirements.ip):
         return Verdict("IP_NOT_ALLOWED", entry)
-    if entry.type == "embed":
-        if requirements.origin is None or requirements.origin not in entry.allowed_origins:
+    if key_type == "embed":
+        if requirements.origin is None or requirements.origin not in extras.allowed_origins:
             return Verdict("ORIGIN_NOT_ALLOWED", entry)
-        if requirements.resource is None or requirements.resource != entry.resource:
+        if requirements.resource is None or requirements.resource != extras.resource:
             return Verdict("RESOURCE_NOT_ALLOWED", entry)
-    elif entry.type == "secret" and requirements.origin is not None:
+    elif key_type == "secret" and requirements.origin is not None:
         return Verdict("ORIGIN_NOT_ALLOWED", entry)
     granted = entry.scopes
     for scope in requirements.scopes:
         if scope not in granted and not scope_granted(granted, scope):
             return Verdict("INSUFFICIENT_SCOPE", entry)
-    if limiter is None or not entry.rate_limits:
+    rate_limits = extras.rate_limits
+    if limiter is None or not rate_limits:
         return Verdict("VALID", entry)
-    limits = limiter.take(entry.key_id, entry.rate_limits, requirements.cost)
+    limits = limiter.take(entry.key_id, rate_limits, requirements.cost)
     if limits.retry_after is not None:
         return Verdict("RATE_LIMITED", entry, limits.retry_after, limits.states)
     return Verdict("VALID", entry, None, limits.states)

@@ -97,10 +97,12 @@ class Verifier:
         *,
         min_position: int | None = None,
         can_see_org: Callable[[str], bool] | None = None,
+        now: datetime | None = None,
     ) -> Verdict | None:
         """The verdict from the index as it stands (no I/O, no wait), not yet settled.
 
         None when the index has not reached ``min_position`` yet (``verify`` waits for it).
+        ``now`` defaults to the current instant.
         """
         index = self.index
         if index.gap_at is not None:
@@ -112,7 +114,7 @@ class Verifier:
             )
         if min_position is not None and index.position < min_position:
             return None
-        return self.check(index, credential, requirements, utc_now(), can_see_org)
+        return self.check(index, credential, requirements, now or utc_now(), can_see_org)
 
     async def verify(
         self,
@@ -121,13 +123,16 @@ class Verifier:
         *,
         min_position: int | None = None,
         can_see_org: Callable[[str], bool] | None = None,
+        now: datetime | None = None,
     ) -> Verdict:
         """Verify from the index, or honour ``min_position`` first; spend credits; count it.
 
-        ``min_position``: docs/api.md#consistency-min_position.
+        ``min_position``: docs/api.md#consistency-min_position. ``now``: the request's
+        instant (one clock read per request), the current one when not given.
         """
+        now = now or utc_now()
         verdict = self.verify_from_index(
-            credential, requirements, min_position=min_position, can_see_org=can_see_org
+            credential, requirements, min_position=min_position, can_see_org=can_see_org, now=now
         )
         if verdict is None:
             assert min_position is not None  # the only reason for no verdict from the index
@@ -138,7 +143,6 @@ class Verifier:
             # Only keys with credits make the hot path wait (a block reservation, rarely).
             if verdict.valid and entry.credits is not None:
                 verdict = await self._spend_credits(verdict, requirements.cost)
-            now = utc_now()
             if verdict.valid:
                 self.usage.touch(entry.key_id, now)
             self.usage.counts.count(entry.key_id, verdict.code, now)

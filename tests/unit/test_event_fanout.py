@@ -90,7 +90,13 @@ def test_public_envelopes_carry_no_secret_hash() -> None:
     assert body["position"] == envelope.position and body["org_id"] == "acme"
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="\r\n\x00"), max_size=40))
+@given(
+    st.text(
+        # Real header values hold no surrogates (they could not be sent as bytes).
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"),
+        max_size=40,
+    )
+)
 def test_any_last_event_id_is_a_position_or_a_400(value: str) -> None:
     request = make_mocked_request("GET", "/", headers={"Last-Event-ID": value})
     try:
