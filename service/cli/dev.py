@@ -44,12 +44,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    if args.port == 0:
-        raise UsageError(
-            "--port 0 is not for keyledger dev: its banner and dev.json give a fixed URL;"
-            " pick a port 1-65535"
-        )
     base = Settings.from_env(data_dir=args.data_dir, port=args.port)
+    if base.port == 0:
+        raise UsageError(
+            f"{'--port' if args.port is not None else 'KEYLEDGER_PORT'} 0 is not for keyledger"
+            " dev: its banner and dev.json give a fixed URL; pick a port 1-65535"
+        )
     data_dir = base.data_dir.resolve()
     base = _without_own_urls(base, data_dir)
     api_url = f"http://{base.host}:{base.port}"
