@@ -8,17 +8,23 @@ share one JetStream store.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import nats
+
 from service.cli import dev_folder
-from service.embedded import free_port
+from service.embedded import EmbeddedNats, free_port
 from service.process_ties import alive
 from tests.support.dev_process import clean_environment, launch_dev, stop_dev
+
+LISTENER = Path(__file__).resolve().parents[2] / "examples" / "revocation_listener.py"
 
 
 def _wait_until_gone(pids: list[int]) -> list[int]:
@@ -84,3 +90,35 @@ def test_kill_9_takes_the_servers_with_it(tmp_path: Path) -> None:
     servers = list(dev_folder.recorded_servers(folder).values())
     assert stop_dev(process) == 0
     assert _wait_until_gone(servers) == []
+
+
+def test_the_listener_says_when_it_loses_nats_and_when_it_is_back(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats", port=free_port())
+    server.start()
+    asyncio.run(_stream(server.url, "LISTENER_TEST"))
+    listener = subprocess.Popen(
+        [sys.executable, str(LISTENER), "--nats", server.url, "--stream", "LISTENER_TEST"],
+        env=clean_environment(PYTHONPATH=str(LISTENER.parents[1])),
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert listener.stderr is not None
+    try:
+        assert "listening at" in listener.stderr.readline()
+        server.stop()
+        assert "lost NATS at" in listener.stderr.readline()
+        server.start()
+        assert "reconnected to NATS at" in listener.stderr.readline()
+    finally:
+        listener.terminate()
+        listener.wait(30)
+        server.stop()
+
+
+async def _stream(url: str, name: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().add_stream(name=name, subjects=["keyledger.>"])
+    finally:
+        await nc.close()
