@@ -22,7 +22,7 @@ import nats
 from service.cli import dev_folder
 from service.embedded import EmbeddedNats, free_port
 from service.process_ties import alive
-from tests.support.dev_process import clean_environment, launch_dev, stop_dev
+from tests.support.dev_process import clean_environment, launch_dev
 
 LISTENER = Path(__file__).resolve().parents[2] / "examples" / "revocation_listener.py"
 
@@ -85,10 +85,16 @@ def test_kill_9_takes_the_servers_with_it(tmp_path: Path) -> None:
     process.kill()
     process.wait()
     assert _wait_until_gone(servers) == []
-    # And a plain Ctrl-C after a restart is exit 0 with nothing left either.
-    process, _ = launch_dev(["--data-dir", str(folder), "--port", str(free_port())])
-    servers = list(dev_folder.recorded_servers(folder).values())
-    assert stop_dev(process) == 0
+    # And a Ctrl-C in its terminal (to the whole process group) after a restart is exit 0,
+    # nothing left, and no error logged: the NATS client closes before its server stops.
+    with (tmp_path / "dev.log").open("w+") as log:
+        process, _ = launch_dev(["--data-dir", str(folder), "--port", str(free_port())], stderr=log)
+        servers = list(dev_folder.recorded_servers(folder).values())
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(60) == 0
+        log.seek(0)
+        errors = [line for line in log if '"level": "error"' in line]
+    assert errors == []
     assert _wait_until_gone(servers) == []
 
 

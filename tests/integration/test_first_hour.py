@@ -218,6 +218,20 @@ def test_a_pepper_the_database_was_not_made_with_is_exit_2(
     assert "KEYLEDGER_PEPPER does not match" in one_line_error(result)
 
 
+def test_serve_reports_its_start_problems_together(tmp_path: Path, listening: int) -> None:
+    result = run(
+        ["serve", "--port", str(listening)],
+        tmp_path,
+        KEYLEDGER_DATABASE_URL="postgresql://127.0.0.1:1/x",
+        KEYLEDGER_PEPPER="short",
+    )
+    line = one_line_error(result)
+    assert (
+        "KEYLEDGER_PEPPER is too short" in line
+        and f"cannot listen on 127.0.0.1:{listening}" in line
+    )
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = run(["--debug", "serve"], tmp_path, KEYLEDGER_PORT="99999")
     assert result.returncode == 2 and "Traceback" in result.stderr
