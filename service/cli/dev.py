@@ -2,8 +2,15 @@
 
 Order matters for a failed start: the folder's lock is taken first (a second
 ``dev`` on the same folder stops before touching anything), then the API
-port is checked, then the servers start, and only then is an admin key
-reused or made, so a start that fails mints nothing.
+port and a NATS of your own are checked, then servers a dead dev left
+running on the folder are stopped, then the servers start, and only then is
+an admin key reused or made, so a start that fails mints nothing.
+
+The servers never outlive dev: Ctrl-C, SIGTERM and SIGHUP (a closed terminal)
+stop dev cleanly, the nats-server is in a session of its own (the terminal's
+Ctrl-C reaches dev only, which closes its NATS client first) and gets SIGTERM
+if dev is killed, and a watchdog (``service.process_ties``) stops the
+postmaster, which is no child of dev's, after a ``kill -9``.
 """
 
 from __future__ import annotations
