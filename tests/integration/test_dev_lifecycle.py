@@ -70,7 +70,7 @@ def test_servers_of_a_dead_dev_are_stopped_and_urls_kept(tmp_path: Path) -> None
         # The nats-server dies under dev: a closed terminal still stops the rest.
         os.kill(second["nats"], signal.SIGKILL)
         process.send_signal(signal.SIGHUP)
-        assert process.wait(60) != 0
+        assert process.wait(60) in (0, 130)  # as Ctrl-C: 130 if it came before serving
     finally:
         process.kill()
     assert _wait_until_gone(list(second.values())) == []
