@@ -85,15 +85,34 @@ async def listen(nats_url: str, durable: str, stream: str, prefix: str) -> None:
     async def quiet(_: Exception) -> None:
         """Connection trouble is reported once, by ``main``, not as a traceback per retry."""
 
-    # Once connected, reconnect for ever; but a first connection that is refused is
-    # reported and ends the program (nats-py would retry it for ever).
+    connected = False
+
+    async def lost() -> None:
+        # Said once per loss, never silent: revocations are not seen until it is back.
+        if connected:
+            print(
+                f"revocation_listener: lost NATS at {nats_url}; reconnecting (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def back() -> None:
+        print(
+            f"revocation_listener: reconnected to NATS at {nats_url}", file=sys.stderr, flush=True
+        )
+
+    # Once connected, reconnect for ever, saying so; but a first connection that is refused
+    # is reported and ends the program (nats-py would retry it for ever).
     async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
         nc = await nats.connect(
             servers=nats_servers(nats_url),
             max_reconnect_attempts=-1,
             name="revocation-listener",
             error_cb=quiet,
+            disconnected_cb=lost,
+            reconnected_cb=back,
         )
+    connected = True
     consumer = EventConsumer(
         nc.jetstream(),
         durable=durable,
@@ -105,6 +124,7 @@ async def listen(nats_url: str, durable: str, stream: str, prefix: str) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, consumer.stop)
+    print(f"revocation_listener: listening at {nats_url}", file=sys.stderr, flush=True)
     try:
         await consumer.run()
     finally:

@@ -6,7 +6,9 @@ nothing has to be installed by hand. Production uses real servers.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +16,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from service.process_ties import parent_death_signal, stop_process
 
 
 class EmbeddedUnavailable(RuntimeError):
@@ -71,18 +75,46 @@ class EmbeddedPostgres:
         uri: str = self._server.get_uri()
         return uri
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while started."""
+        return None if self._server is None else int(self._server.get_pid())
+
     def stop(self) -> None:
+        """Stop the server, even when pgserver thinks another process still uses it."""
         if self._server is not None:
-            self._server.cleanup()
+            pid = self.pid
+            # pgserver stops the server only when its list of users (pids) empties; a
+            # user that died without saying so would keep it running for ever.
+            with contextlib.suppress(Exception):
+                self._server.cleanup()
+            if pid is not None:
+                stop_process(pid, str(self.data_dir), signal.SIGINT)
             self._server = None
+
+    @staticmethod
+    def stop_leftover(data_dir: Path) -> bool:
+        """Stop a server still running on ``data_dir`` (its owner died); True if one ran."""
+        try:
+            pid = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        # SIGINT: PostgreSQL's fast shutdown (ends sessions, writes a checkpoint).
+        stopped = stop_process(pid, str(data_dir), signal.SIGINT)
+        # Its stale list of users would keep the next server running after its last stop.
+        (Path(data_dir) / ".handle_pids.json").unlink(missing_ok=True)
+        return stopped
 
 
 class EmbeddedNats:
     """A nats-server with JetStream storing in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, tied: bool = False) -> None:
+        """``tied``: the server gets SIGTERM when this process dies, and no Ctrl-C of its own
+        (the terminal's signals go to this process, which stops it after its clients)."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
+        self.tied = tied
         self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -116,6 +148,8 @@ class EmbeddedNats:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=parent_death_signal if self.tied else None,
+            start_new_session=self.tied,
         )
         deadline = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):
@@ -134,6 +168,11 @@ class EmbeddedNats:
             except subprocess.TimeoutExpired:
                 self._process.kill()
         self._process = None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while started."""
+        return None if self._process is None else self._process.pid
 
     @property
     def running(self) -> bool:

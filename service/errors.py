@@ -15,6 +15,8 @@ ErrorCode = Literal[
     "malformed_json",
     "invalid_json",
     "invalid_header",
+    "invalid_request",
+    "header_too_large",
     "not_found",
     "method_not_allowed",
     "payload_too_large",

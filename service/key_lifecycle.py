@@ -133,7 +133,19 @@ def service_metadata_problem(metadata: dict[str, Any]) -> str | None:
 
 def _refuse_body(problem: str | None) -> None:
     if problem:
-        raise KeyledgerError("validation_error", problem, [{"loc": ["body"], "msg": problem}])
+        detail = {"loc": _problem_field(problem), "msg": problem}
+        raise KeyledgerError("validation_error", problem, [detail])
+
+
+def _problem_field(problem: str) -> list[str]:
+    """The ``loc`` of a service key problem: the field, as a body validation error names it."""
+    if problem.startswith("service key scopes"):
+        return ["scopes"]
+    if problem.startswith("metadata.orgs"):
+        return ["metadata", "orgs"]
+    if problem == _NOT_FOR_SERVICE_KEYS:
+        return [_CUSTOMER_ASPECTS[0]]
+    return ["type"]
 
 
 def expiry_of(new: NewKey, now: datetime) -> datetime | None:
@@ -143,7 +155,7 @@ def expiry_of(new: NewKey, now: datetime) -> datetime | None:
             raise KeyledgerError(
                 "validation_error",
                 "expires_at must be in the future",
-                [{"loc": ["body", "expires_at"], "msg": "must be in the future"}],
+                [{"loc": ["expires_at"], "msg": "must be in the future"}],
             )
         return new.expires_at
     return expiry_from(new.expires_in or "never", now)

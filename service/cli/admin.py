@@ -102,7 +102,7 @@ def run_create_service_key(args: argparse.Namespace) -> int:
     try:
         secret = asyncio.run(create())
     except KeyledgerError as exc:
-        raise RuntimeError(exc.message) from exc
+        raise _refusal(exc) from exc
     print(secret)
     return 0
 
@@ -151,11 +151,19 @@ def run_revoke(args: argparse.Namespace) -> int:
     try:
         answer = asyncio.run(revoke())
     except KeyledgerError as exc:
-        message = exc.message
-        if isinstance(exc.details, dict) and exc.details.get("missing"):
-            message += ": " + ", ".join(exc.details["missing"])
-        if exc.code in _USAGE_REFUSALS:
-            raise UsageError(message) from exc
-        raise RuntimeError(message) from exc
+        raise _refusal(exc) from exc
     print(json.dumps(answer))
     return 0
+
+
+def _refusal(exc: KeyledgerError) -> Exception:
+    """The one-line CLI error for a refusal: ``UsageError`` (exit 2) when the flags can fix it."""
+    message = exc.message
+    if isinstance(exc.details, dict) and exc.details.get("missing"):
+        message += ": " + ", ".join(exc.details["missing"])
+    elif exc.code == "validation_error" and isinstance(exc.details, list):
+        fields = [str(d.get("loc", ["?"])[-1]) for d in exc.details if isinstance(d, dict)]
+        message += f" ({', '.join(dict.fromkeys(fields))})" if fields else ""
+    if exc.code in _USAGE_REFUSALS:
+        return UsageError(message)
+    return RuntimeError(message)

@@ -53,7 +53,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 @contextlib.asynccontextmanager
-async def _jetstream(settings: Settings) -> AsyncIterator[JetStreamContext]:
+async def reach_jetstream(settings: Settings) -> AsyncIterator[JetStreamContext]:
+    """JetStream at ``settings.nats_url``; ``UsageError`` in one line when NATS is not there."""
     if not settings.nats_url:
         raise RuntimeError("KEYLEDGER_NATS_URL is not set: repair reads the lost events from it")
 
@@ -87,7 +88,7 @@ async def published_witness(settings: Settings) -> tuple[Witness | None, str | N
     if not settings.nats_url:
         return None, None
     try:
-        async with _jetstream(settings) as js:
+        async with reach_jetstream(settings) as js:
             return await jetstream_witness(js, settings.nats_stream), None
     except Exception as exc:
         return None, f"jetstream: {exc}"
@@ -119,7 +120,7 @@ def run_repair(_: argparse.Namespace) -> int:
     async def repair() -> dict[str, int]:
         async with database_connection(settings) as conn:
             await migrate(conn)
-            async with _jetstream(settings) as js:
+            async with reach_jetstream(settings) as js:
                 return (await repair_log(conn, js, settings.nats_stream)).as_json()
 
     try:

@@ -48,7 +48,8 @@ def cli_settings(
     missing = [variable(field) for field in needs if getattr(settings, field) is None]
     if missing:
         hint = (
-            f"export them, or start `keyledger dev` in {settings.data_dir} and run this next to it"
+            "export them, or run this next to a running `keyledger dev` (data folder"
+            f" {settings.data_dir}, KEYLEDGER_DATA_DIR)"
             if from_dev
             else "export them"
         )

@@ -24,6 +24,10 @@ LOCK = "dev.lock"
 URLS = "dev.json"
 PEPPER = "pepper"
 ADMIN_KEY = "admin-key"
+# The embedded servers' pids while a dev runs (so a dev that died is cleaned up after).
+SERVERS = "servers.json"
+# The port the embedded NATS had last: reused when free, so pasted exports stay true.
+NATS_PORT = "nats-port"
 
 
 def _private_write(path: Path, text: str) -> None:
@@ -39,6 +43,7 @@ def _private_write(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def held(data_dir: Path, url: str) -> Iterator[None]:
     """Hold the folder's dev lock while the block runs; ``UsageError`` when another holds it."""
+    created = not data_dir.exists()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         handle: IO[str] = open(data_dir / LOCK, "a+")  # noqa: SIM115 - held for the whole block
@@ -62,10 +67,22 @@ def held(data_dir: Path, url: str) -> Iterator[None]:
         handle.flush()
         try:
             yield
+        except Exception:
+            if created:
+                # A dev that refused to start leaves no folder behind it made for nothing.
+                _remove_if_only_lock(data_dir)
+            raise
         finally:
             (data_dir / URLS).unlink(missing_ok=True)
     finally:
         handle.close()
+
+
+def _remove_if_only_lock(data_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        if [path.name for path in data_dir.iterdir()] == [LOCK]:
+            (data_dir / LOCK).unlink()
+            data_dir.rmdir()
 
 
 def _holder(data_dir: Path) -> dict[str, object]:
@@ -106,6 +123,39 @@ def read_urls(data_dir: Path) -> dict[str, str]:
     if not isinstance(found, dict):
         return {}
     return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def record_servers(data_dir: Path, pids: dict[str, int]) -> None:
+    """Note the embedded servers' pids (``{}``: none runs any more)."""
+    if pids:
+        _private_write(data_dir / SERVERS, json.dumps(pids) + "\n")
+    else:
+        (data_dir / SERVERS).unlink(missing_ok=True)
+
+
+def recorded_servers(data_dir: Path) -> dict[str, int]:
+    """The pids noted by :func:`record_servers`; a dev that died left them behind."""
+    try:
+        found = json.loads((data_dir / SERVERS).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, int)}
+
+
+def nats_port(data_dir: Path) -> int | None:
+    """The port the embedded NATS of this folder had last, if any."""
+    try:
+        port = int((data_dir / NATS_PORT).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def remember_nats_port(data_dir: Path, port: int) -> None:
+    """Keep the embedded NATS's port for the next start."""
+    _private_write(data_dir / NATS_PORT, f"{port}\n")
 
 
 def pepper(data_dir: Path, *, create: bool = False) -> str | None:

@@ -17,7 +17,7 @@ from service.cli.workers import READY, die_with_parent, run_workers
 from service.event_loop import loop_factory, resolved_loop
 from service.http.app import create_app
 from service.log_config import configure_logging
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from service.store.database import database_connection
 from service.store.migrate import migrate
 
@@ -29,11 +29,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "serve",
         help="run the API (settings from KEYLEDGER_*)",
         epilog="settings: KEYLEDGER_DATABASE_URL, KEYLEDGER_PEPPER; optional: KEYLEDGER_NATS_URL,"
-        " KEYLEDGER_HOST, KEYLEDGER_PORT and the others in docs/architecture.md. Never read"
+        " KEYLEDGER_HOST, KEYLEDGER_PORT and the others in README.md's Configuration table."
+        " Never read"
         " from a `keyledger dev` folder: serve is for real deployments.",
     )
     serve.add_argument("--host", help="overrides KEYLEDGER_HOST")
-    serve.add_argument("--port", type=int, help="overrides KEYLEDGER_PORT")
+    serve.add_argument(
+        "--port", type=port_number, help="overrides KEYLEDGER_PORT (0: any free port, printed)"
+    )
     serve.add_argument(
         "--workers",
         type=_worker_count,
@@ -48,6 +51,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "migrate", help="apply database migrations and exit", epilog=settings_help(["database_url"])
     )
     migrate_cmd.set_defaults(run=run_migrate)
+
+
+def port_number(text: str) -> int:
+    """``--port``'s value: a TCP port 0-65535 (argparse names the flag when it is not)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {text}")
+    return port
 
 
 def _worker_count(text: str) -> int:
@@ -70,12 +84,27 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         serve_app(settings, ready_fd=ready_fd)
         return 0
-    require_free_port(settings.host, settings.port)
+    _check_before_start(settings)
     configure_logging(settings.log_level, access_log_linger=settings.access_log_linger_ms / 1000)
     if args.workers > 1:
         return run_workers(settings, args.workers, SERVING_LINE)
     serve_app(settings)
     return 0
+
+
+def _check_before_start(settings: Settings) -> None:
+    """Every problem found before starting, reported together in one line (exit 2)."""
+    problems = []
+    try:
+        settings.pepper_bytes  # noqa: B018 - read for its check
+    except SettingsError as exc:
+        problems.append(str(exc))
+    try:
+        require_free_port(settings.host, settings.port)
+    except UsageError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 def require_free_port(host: str, port: int) -> None:

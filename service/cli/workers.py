@@ -21,7 +21,6 @@ Kubernetes). Workers get SIGTERM when the supervisor dies, even by SIGKILL
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import signal
@@ -33,12 +32,12 @@ from dataclasses import dataclass
 from types import FrameType
 
 from service.cli.failures import UsageError
+from service.process_ties import parent_death_signal
 from service.settings import Settings
 
 READY = b"ready\n"
 # Beyond the workers' own shutdown timeout: time to stop the service after the requests.
 _STOP_MARGIN_SECONDS = 20.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +71,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 def die_with_parent(parent_pid: int) -> None:
     """In a worker: be sent SIGTERM when the supervisor ends (Linux), or end now if it has."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent_pid:  # it ended before the line above took effect
         os.kill(os.getpid(), signal.SIGTERM)
 

@@ -38,7 +38,7 @@ class Subject(TypedDict):
 
 
 def _refuse(field: str, message: str) -> KeyledgerError:
-    return KeyledgerError("validation_error", message, [{"loc": ["body", field], "msg": message}])
+    return KeyledgerError("validation_error", message, [{"loc": [field], "msg": message}])
 
 
 def decide_update(command: UpdateKey, state: KeyState, base: Subject) -> list[KeyEvent]:

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 MAX_METADATA_DEPTH = 8
 MAX_METADATA_BYTES = 4096
@@ -264,6 +265,21 @@ def ascii_integer(raw: str) -> int | None:
     return int(raw) if DIGITS.matches(raw) else None
 
 
+_ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def instant_text(value: object) -> object:
+    """Only an ISO-8601 date and time is an instant in a body: not a number of seconds or
+    milliseconds (pydantic's lax reading of ``99999999999999`` is a date in year 5138)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE_TIME.match(value):
+        raise PydanticCustomError(
+            "datetime_type", "Input should be an ISO-8601 date and time with a timezone"
+        )
+    return value
+
+
 def bounded_instant(moment: datetime) -> datetime:
     """``moment`` as given, if it has a timezone and stays within years 1–9999 in UTC.
 
@@ -338,7 +354,7 @@ Metadata = Annotated[
         )
     ),
 ]
-Instant = Annotated[datetime, AfterValidator(bounded_instant)]
+Instant = Annotated[datetime, BeforeValidator(instant_text), AfterValidator(bounded_instant)]
 IdentityId = Annotated[
     str, StringConstraints(min_length=1, max_length=128), AfterValidator(identity_id), PLAIN_TEXT
 ]

@@ -24,8 +24,14 @@ async def read_bytes(request: web.Request) -> bytes | None:
         return None
     # The exact header needs no parsing (the common case, on the verify hot path).
     given = request.headers.get("Content-Type")
-    if given != "application/json" and request.content_type != "application/json":
-        raise KeyledgerError("unsupported_media_type", "send the body as application/json")
+    if given != "application/json":
+        if request.content_type != "application/json":
+            raise KeyledgerError("unsupported_media_type", "send the body as application/json")
+        if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+            # JSON is UTF-8 (RFC 8259): a body declared otherwise would be misread.
+            raise KeyledgerError(
+                "unsupported_media_type", "send the body as application/json in UTF-8"
+            )
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:

@@ -14,6 +14,8 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     "malformed_json": 400,
     "invalid_json": 400,
     "invalid_header": 400,
+    "invalid_request": 400,
+    "header_too_large": 431,
     "unauthenticated": 401,
     "invalid_api_key": 401,
     "api_key_inactive": 401,

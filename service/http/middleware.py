@@ -51,6 +51,11 @@ class RequestContext:
 CONTEXT = web.RequestKey("keyledger_context", RequestContext)
 
 
+def new_request_id() -> str:
+    """A request id of this process (for a request that brought no usable one)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
 def context_of(request: web.Request) -> RequestContext:
     """The request's ``RequestContext`` (a detached one outside the middleware)."""
     context = request.get(CONTEXT)
@@ -94,7 +99,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     if given is not None and REQUEST_ID_TEXT.matches(given) and not looks_like_secret(given):
         request_id = given
     else:
-        request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+        request_id = new_request_id()
     context = request[CONTEXT] = RequestContext(request_id)
     started = time.perf_counter()
     try:

@@ -74,7 +74,7 @@ def position_of(query: Mapping[str, str], name: str, code: ErrorCode) -> int | N
         return None
     value = ascii_integer(raw)
     if value is None:
-        raise _invalid(code, name, f"{name} must be a non-negative integer position")
+        raise _invalid(code, name, f"{name} must be a log position: 1-18 digits")
     return value
 
 

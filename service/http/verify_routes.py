@@ -74,7 +74,8 @@ class VerifyBody(BaseModel):
     resource: Annotated[str, StringConstraints(max_length=1024)] | None = None
     scopes: Annotated[list[RequestedScope], Field(max_length=_MAX_SCOPES)] | None = None
     environment: Environment | None = None
-    min_position: Annotated[int, Field(ge=0, le=10**18 - 1)] | None = None
+    # Strict as msgspec's reader of the same field: a JSON integer, not "5", 5.0 or true.
+    min_position: Annotated[StrictInt, Field(ge=0, le=10**18 - 1)] | None = None
     ip: Annotated[str, StringConstraints(max_length=64), AfterValidator(ip_address_text)] | None = (
         None
     )

@@ -13,14 +13,16 @@ import hmac
 
 import asyncpg
 
+from service.settings import SettingsError
+
 # Changing the label would make every recorded fingerprint a mismatch.
 _LABEL = b"keyledger pepper fingerprint v1"
 
 MISMATCH = "KEYLEDGER_PEPPER does not match the one this database was created with"
 
 
-class PepperMismatch(RuntimeError):
-    """The configured pepper is not the one the stored secret hashes were made with."""
+class PepperMismatch(SettingsError):
+    """The configured pepper is not the one the stored secret hashes were made with (exit 2)."""
 
     def __init__(self) -> None:
         super().__init__(MISMATCH)

@@ -33,6 +33,12 @@ async def count_events(pool: asyncpg.Pool, org: str) -> int:
         (b"\xff\xfe", "application/json", 400, "malformed_json"),
         (b'{"name":"Key","type":"secret"}', "text/plain", 415, "unsupported_media_type"),
         (b'{"name":"Key","type":"secret"}', None, 415, "unsupported_media_type"),
+        (
+            b'{"name":"Key","type":"secret"}',
+            "application/json; charset=latin-1",
+            415,
+            "unsupported_media_type",
+        ),
         (b"[1, 2]", "application/json", 422, "validation_error"),
         (b'"text"', "application/json", 422, "validation_error"),
         (b"{}", "application/json", 422, "validation_error"),
@@ -138,6 +144,32 @@ async def test_invalid_command_bodies(api: Api, pool: asyncpg.Pool, path: str, b
     status, _, answer = await api.post(f"/v1/orgs/{org}/keys/{key_id}/{path}", body)
     assert (status, answer["error"]["code"]) == (422, "validation_error")
     assert await count_events(pool, org) == 1
+
+
+@pytest.mark.parametrize(
+    "expires_at", [99999999999999, 1, 1.5, "1700000000", "99999999999999", True, "2030-01-01"]
+)
+async def test_an_expiry_is_an_iso_text_with_a_timezone(
+    api: Api, pool: asyncpg.Pool, expires_at: object
+) -> None:
+    org = new_org()
+    status, _, answer = await api.post(f"/v1/orgs/{org}/keys", {**VALID, "expires_at": expires_at})
+    assert status == 422 and answer["error"]["code"] == "validation_error"
+    assert answer["error"]["details"][0]["loc"] == ["expires_at"]
+    assert await count_events(pool, org) == 0
+
+
+async def test_a_utf8_charset_is_accepted(client: TestClient, api: Api) -> None:
+    org = new_org()
+    for charset in ("utf-8", "UTF-8", "utf8"):
+        status, _ = await raw_post(
+            client,
+            api,
+            f"/v1/orgs/{org}/keys",
+            b'{"name":"Key","type":"secret"}',
+            f"application/json; charset={charset}",
+        )
+        assert status == 201
 
 
 async def test_validation_details_do_not_echo_input(api: Api) -> None:

@@ -87,8 +87,10 @@ def test_help_lists_the_settings_a_command_needs(tmp_path: Path, command: str) -
     ("args", "env", "expected"),
     [
         (["serve"], {"KEYLEDGER_PORT": "abc"}, "KEYLEDGER_PORT: Input should be a valid integer"),
-        (["serve", "--port", "99999"], {}, "KEYLEDGER_PORT: Input should be less than or equal"),
-        (["dev", "--port", "-1"], {}, "KEYLEDGER_PORT: Input should be greater than or equal"),
+        (["serve", "--port", "99999"], {}, "argument --port: a port is 0-65535, not 99999"),
+        (["dev", "--port", "-1"], {}, "argument --port: a port is 0-65535, not -1"),
+        (["dev", "--port", "0"], {}, "--port 0 is not for keyledger dev"),
+        (["dev"], {"KEYLEDGER_PORT": "0"}, "KEYLEDGER_PORT 0 is not for keyledger dev"),
         (["serve", "--port", "abc"], {}, "argument --port: invalid int value: 'abc'"),
         (["events", "tail", "--max", "0"], {}, "--max must be at least 1"),
         (["events", "tail", "--org", "Not An Org"], {}, "--org must be an org id"),
@@ -164,12 +166,74 @@ def test_a_port_in_use_is_one_line_and_dev_mints_nothing(
         )
     )
     assert f"cannot listen on 127.0.0.1:{listening}" in line and "KEYLEDGER_PORT" in line
-    folder = tmp_path / ".keyledger"
-    assert not (folder / dev_folder.ADMIN_KEY).exists() and not (folder / "postgres").exists()
+    # Nothing made for nothing: not even the folder with its lock.
+    assert not (tmp_path / ".keyledger").exists()
+
+
+@pytest.mark.parametrize("nats", ["nats://alice:hunter2@127.0.0.1:{port}", "garbage"])
+def test_dev_with_an_unreachable_nats_is_one_line_and_leaves_no_folder(
+    tmp_path: Path, nats: str
+) -> None:
+    folder = tmp_path / "d1"
+    result = run(
+        ["dev", "--data-dir", str(folder), "--port", str(free_port())],
+        tmp_path,
+        KEYLEDGER_NATS_URL=nats.format(port=free_port()),
+    )
+    line = one_line_error(result)
+    assert "cannot reach NATS at" in line and "KEYLEDGER_NATS_URL" in line
+    assert "hunter2" not in line and not folder.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--scopes", "bogus"], "service key scopes must be among"),
+        (["--scopes", "admin", "--orgs", "BAD!"], "orgs must be a list of org ids"),
+        (["--name", "", "--scopes", "admin"], "name must be 1-100 characters"),
+    ],
+)
+def test_create_service_key_mistakes_are_exit_2(
+    tmp_path: Path, settings: Settings, args: list[str], expected: str
+) -> None:
+    assert settings.pepper is not None
+    result = run(
+        ["admin", "create-service-key", "--name", "x3", *args],
+        tmp_path,
+        KEYLEDGER_DATABASE_URL=settings.database_url or "",
+        KEYLEDGER_PEPPER=settings.pepper.get_secret_value(),
+    )
+    assert expected in one_line_error(result)
+
+
+def test_a_pepper_the_database_was_not_made_with_is_exit_2(
+    tmp_path: Path, settings: Settings, admin_key: str
+) -> None:
+    result = run(
+        ["admin", "create-service-key", "--name", "x", "--scopes", "admin"],
+        tmp_path,
+        KEYLEDGER_DATABASE_URL=settings.database_url or "",
+        KEYLEDGER_PEPPER="q" * 40,
+    )
+    assert "KEYLEDGER_PEPPER does not match" in one_line_error(result)
+
+
+def test_serve_reports_its_start_problems_together(tmp_path: Path, listening: int) -> None:
+    result = run(
+        ["serve", "--port", str(listening)],
+        tmp_path,
+        KEYLEDGER_DATABASE_URL="postgresql://127.0.0.1:1/x",
+        KEYLEDGER_PEPPER="short",
+    )
+    line = one_line_error(result)
+    assert (
+        "KEYLEDGER_PEPPER is too short" in line
+        and f"cannot listen on 127.0.0.1:{listening}" in line
+    )
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    result = run(["--debug", "serve", "--port", "99999"], tmp_path)
+    result = run(["--debug", "serve"], tmp_path, KEYLEDGER_PORT="99999")
     assert result.returncode == 2 and "Traceback" in result.stderr
     assert result.stderr.splitlines()[-1].startswith("keyledger: invalid settings: KEYLEDGER_PORT")
 

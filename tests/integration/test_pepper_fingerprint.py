@@ -90,7 +90,7 @@ async def test_serve_refuses_another_pepper_in_one_line(own_database: str) -> No
     done = await asyncio.to_thread(
         serve, {"KEYLEDGER_DATABASE_URL": own_database, "KEYLEDGER_PEPPER": other}
     )
-    assert done.returncode == 1
+    assert done.returncode == 2  # a setting the user can fix
     assert done.stderr.strip().splitlines()[-1] == f"keyledger: {MISMATCH}"
     assert other not in done.stderr + done.stdout and pepper not in done.stderr + done.stdout
 

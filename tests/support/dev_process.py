@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 KEYLEDGER = [sys.executable, "-m", "service.cli.main"]
 
@@ -20,16 +21,24 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 
 def launch_dev(
-    args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+    args: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stderr: IO[str] | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start ``keyledger dev ARGS``; returns the process and its banner, once it listens."""
+    """Start ``keyledger dev ARGS``; returns the process and its banner, once it listens.
+
+    It runs in a session of its own, as in a terminal: ``os.killpg`` is a Ctrl-C there.
+    """
     process = subprocess.Popen(
         [*KEYLEDGER, "dev", *args],
         env=clean_environment() if env is None else env,
         cwd=cwd,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if stderr is None else stderr,
         text=True,
+        start_new_session=True,
     )
     assert process.stdout is not None
     banner = []

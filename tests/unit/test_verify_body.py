@@ -107,3 +107,26 @@ def test_the_usual_bodies_take_the_fast_reader() -> None:
         b'{"key": 1}',
     ):
         assert _both(raw)[0] is None
+
+
+numbers = st.one_of(
+    st.integers(-5, 10**18 + 5),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.integers(0, 99).map(str),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({}, optional={"min_position": numbers, "cost": numbers}))
+def test_numbers_are_read_alike_by_both(numbers_given: dict[str, Any]) -> None:
+    """Integers are strict in both readers: "5", 5.0 and true are refused by each."""
+    fast, full = _both(json.dumps({"key": SECRET, **numbers_given}).encode())
+    assert (fast is None) == (full is None), numbers_given
+    if fast is not None and full is not None:
+        _same(fast, full)
+
+
+def test_a_position_as_text_is_refused() -> None:
+    assert _both(b'{"key": "k", "min_position": "5"}') == (None, None)
