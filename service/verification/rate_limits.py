@@ -19,8 +19,15 @@ too) and *remaining* is the limit minus every count known here. What the
 others have counted but this replica not yet heard is at most their own
 shares; halving the share keeps all of that within what truly remains. Near
 the limit the share shrinks to one request in flight per replica: accepted
-requests stay within about ``limit + replicas``. Without NATS a replica counts alone, as
-before (each replica enforces the whole limit).
+requests stay within about ``limit + replicas``. A request refused for the
+share (``retry_after`` 1) shows as its limit's ``remaining`` what this replica
+may still take now (less than ``cost``), never room the refusal contradicts.
+
+A replica that hears no other (*replicas* is 1: no heartbeat from another
+within ``PEER_TIMEOUT_SECONDS``) takes no share at all: nobody else counts
+against the limit, so what it has not yet heard back changes nothing and the
+limit is exact. Without NATS a replica also counts alone (each replica
+enforces the whole limit).
 """
 
 from __future__ import annotations
@@ -97,6 +104,8 @@ class RateLimiter:
     def take(self, scope: str, limits: Iterable[NamedRateLimit], cost: int = 1) -> LimitCheck:
         """Count a request of ``cost`` against every limit of ``scope``, or refuse it."""
         now = self._clock()
+        # Alone (no other replica heard lately), nobody else can take from the limit: what
+        # this replica has not yet heard back from NATS needs no share, the count is exact.
         replicas = self.replicas() if self.sharing else 1
         counted: list[tuple[_Counter, CounterKey]] = []
         states: list[LimitState] = []
@@ -107,18 +116,20 @@ class RateLimiter:
             key = (scope, rule.name, length)
             counter = self._counter(key, window, now)
             known = counter.mine + counter.others_total
-            ahead = counter.mine - counter.confirmed if self.sharing else 0
-            share = max(cost, (rule.limit - known) // (2 * replicas))
+            remaining = rule.limit - known
             if retry_after is None:
                 if known + cost > rule.limit:
                     retry_after = max(1, math.ceil((window + 1) * length - now))
-                elif ahead + cost > share:
-                    # Room is left, but not for this replica until the others hear it.
-                    retry_after = 1
+                elif replicas > 1:
+                    ahead = counter.mine - counter.confirmed
+                    share = max(cost, remaining // (2 * replicas))
+                    if ahead + cost > share:
+                        # Room is left, but not for this replica until the others hear it:
+                        # the answer says what this replica may grant now (less than cost).
+                        retry_after = 1
+                        remaining = share - ahead
             counted.append((counter, key))
-            states.append(
-                LimitState(rule.name, rule.limit, rule.limit - known, (window + 1) * length)
-            )
+            states.append(LimitState(rule.name, rule.limit, remaining, (window + 1) * length))
         if retry_after is not None or cost == 0:
             return LimitCheck(retry_after, tuple(_floored(states)))
         for counter, key in counted:

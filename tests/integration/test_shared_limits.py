@@ -1,12 +1,14 @@
 """Usage limits that hold across replicas: three ``keyledger serve`` processes, one key.
 
 Traffic for one key goes through all three replicas at once, and what they
-accepted is counted: a rate limit stays within ``limit × 1.1 + 3``.
+accepted is counted: a rate limit stays within ``limit × 1.1 + 3``. One
+replica sharing alone enforces a limit exactly, and a refusal never shows room.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -14,11 +16,19 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import nats
 import pytest
 
 from bench.support import Replicas, migrated_database, running_replicas
 from events.models import Actor
+from events.servers import nats_servers
+from service.http.context import KEYLEDGER
 from service.service_keys import issue_service_key
+from service.settings import Settings
+from service.verification.shared_limits import encode
+from tests.support.api import Api, new_org
+from tests.support.outbox import eventually
+from tests.support.poison import isolated_app_with_relay
 
 REPLICAS = 3
 
@@ -117,3 +127,85 @@ async def test_credits_are_exact_across_three_replicas(
     assert await pool.fetchval("SELECT count(*) FROM events WHERE org_id = 'acme'") == 1
     # What was not answered VALID is still in PostgreSQL or held by a replica: never lost twice.
     assert await pool.fetchval("SELECT remaining FROM key_credits") <= credits - codes["VALID"]
+
+
+# -- one replica with sharing on (issue 14) -------------------------------------------
+
+
+@pytest.fixture
+async def sharing_alone(
+    postgres_server_url: str, settings: Settings, nats_url: str
+) -> AsyncIterator[tuple[Api, Settings]]:
+    """One app sharing its counts over NATS, on a subject no other test (or replica) uses."""
+    async with isolated_app_with_relay(postgres_server_url, settings, nats_url) as (app, _, stream):
+        limiter = app.client.app[KEYLEDGER].limiter
+
+        async def sharing() -> bool:
+            return limiter.sharing
+
+        await eventually(sharing, what="the replica sharing its counts")
+        yield Api(app.client, app.admin_key), stream
+
+
+async def test_one_replica_sharing_over_nats_enforces_a_limit_exactly(
+    sharing_alone: tuple[Api, Settings],
+) -> None:
+    """Twelve verifications in a row, each after the last answer: ten VALID, then refused."""
+    api, _ = sharing_alone
+    limits = [{"name": "m", "limit": 10, "window": "1h"}]
+    secret = (await api.generate(new_org(), rate_limits=limits))["secret"]
+    answers = []
+    for _ in range(12):
+        status, _, answer = await api.post("/v1/verify", {"key": secret})
+        assert status == 200, answer
+        answers.append(answer)
+    assert [a["code"] for a in answers] == ["VALID"] * 10 + ["RATE_LIMITED"] * 2
+    assert [a["ratelimits"][0]["remaining"] for a in answers] == [*range(9, -1, -1), 0, 0]
+    assert all(a["retry_after"] > 1 for a in answers[10:])  # the hour's end, not "soon"
+
+
+async def test_authorize_headers_agree_with_the_status(
+    sharing_alone: tuple[Api, Settings],
+) -> None:
+    api, _ = sharing_alone
+    limits = [{"name": "m", "limit": 3, "window": "1h"}]
+    secret = (await api.generate(new_org(), rate_limits=limits))["secret"]
+    headers = {"X-Keyledger-Service-Key": api.service_key, "Authorization": f"Bearer {secret}"}
+    seen = []
+    for _ in range(5):
+        response = await api.client.get("/v1/authorize", headers=headers)
+        seen.append((response.status, response.headers["RateLimit-Remaining"]))
+        if response.status == 429:
+            assert int(response.headers["Retry-After"]) > 1
+    assert seen == [(200, "2"), (200, "1"), (200, "0"), (429, "0"), (429, "0")]
+
+
+async def test_a_refusal_for_another_replicas_share_claims_no_room(
+    sharing_alone: tuple[Api, Settings], nats_url: str
+) -> None:
+    """With another replica heard, near the limit this one may refuse early: it then says 0."""
+    api, stream = sharing_alone
+    limiter = api.client.app[KEYLEDGER].limiter
+    limits = [{"name": "m", "limit": 3, "window": "1h"}]
+    secret = (await api.generate(new_org(), rate_limits=limits))["secret"]
+    async with contextlib.AsyncExitStack() as stack:
+        peer = await nats.connect(servers=nats_servers(nats_url))
+        stack.push_async_callback(peer.close)
+        await peer.publish(stream.limits_subject, encode("another-replica", []))
+
+        async def two_replicas() -> bool:
+            return limiter.replicas() == 2
+
+        await eventually(two_replicas, what="the other replica heard")
+        answers = []
+        for _ in range(4):
+            status, _, answer = await api.post("/v1/verify", {"key": secret})
+            assert status == 200, answer
+            answers.append(answer)
+    # However soon its own counts come back, never more than the limit from one replica, …
+    assert [a["code"] for a in answers].count("VALID") <= 3
+    assert answers[0]["code"] == "VALID"
+    for answer in answers:
+        # … and a refusal (for the share, retry_after 1, or for the limit) shows no room.
+        if answer["code"] == "RATE_LIMITED":
+            assert answer["ratelimits"][0]["remaining"] == 0

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.models import NamedRateLimit
-from service.verification.rate_limits import CountReport, RateLimiter
+from service.verification.rate_limits import CountReport, LimitCheck, RateLimiter
 from service.verification.shared_limits import decode, encode
 
 PER_SECOND = NamedRateLimit(name="burst", limit=3, window="1s")
@@ -114,12 +114,109 @@ def test_three_replicas_accept_within_the_bound(
     accepted = 0
     for _ in range(requests):
         limiter = rng.choice(replicas)
-        if limiter.take("key", rule).retry_after is None:
+        check = limiter.take("key", rule)
+        if check.retry_after is None:
             accepted += 1
+        else:
+            assert_refusal_claims_no_room(check)
         if rng.random() < 0.5:
             bus.publish()
         bus.deliver()
     assert accepted <= limit * 1.1 + 3
+
+
+def assert_refusal_claims_no_room(check: LimitCheck, cost: int = 1) -> None:
+    """A refused answer shows some limit without room for ``cost`` (what its headers show)."""
+    assert check.retry_after is not None
+    assert min(state.remaining for state in check.states) < cost
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    limit=st.integers(1, 50),
+    extra=st.integers(1, 20),
+    sharing=st.booleans(),
+    echoed_every=st.integers(0, 5),
+)
+def test_one_replica_alone_enforces_its_limit_exactly(
+    limit: int, extra: int, sharing: bool, echoed_every: int
+) -> None:
+    """However late its own counts come back from NATS (``0``: never), nothing is refused early."""
+    limiter = RateLimiter(clock=Clock(), replica_id="me")
+    limiter.sharing = sharing
+    rule = (NamedRateLimit(name="m", limit=limit, window="1h"),)
+    answers = []
+    for step in range(limit + extra):
+        answers.append(limiter.take("key", rule))
+        if echoed_every and step % echoed_every == 0:
+            limiter.heard("me", limiter.drain())
+    assert [a.retry_after is None for a in answers] == [True] * limit + [False] * extra
+    assert [a.states[0].remaining for a in answers[:limit]] == list(range(limit - 1, -1, -1))
+    for refused in answers[limit:]:
+        assert refused.retry_after is not None and refused.retry_after > 1  # the hour's end
+        assert_refusal_claims_no_room(refused)
+
+
+def test_the_strangers_sequence_ten_of_ten_then_refused() -> None:
+    """Issue 14: limit 10, twelve requests in a row, none of them echoed back yet."""
+    limiter = RateLimiter(clock=Clock(), replica_id="dev")
+    limiter.sharing = True
+    limiter.heard_from("dev")  # its own heartbeat: not another replica
+    rule = (NamedRateLimit(name="m", limit=10, window="1h"),)
+    answers = [limiter.take("key", rule) for _ in range(12)]
+    assert [a.retry_after is None for a in answers] == [True] * 10 + [False] * 2
+    assert [a.states[0].remaining for a in answers] == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0]
+
+
+def test_a_peer_gone_quiet_no_longer_takes_a_share() -> None:
+    ticks = [0.0]
+    limiter = RateLimiter(clock=Clock(), replica_id="me", monotonic=lambda: ticks[0])
+    limiter.sharing = True
+    limiter.heard_from("old")  # a replica that has since stopped
+    rule = (NamedRateLimit(name="m", limit=3, window="1m"),)
+    first, second = limiter.take("key", rule), limiter.take("key", rule)
+    assert first.retry_after is None
+    # While "old" may still be there, the second request waits for the first to be heard…
+    assert second.retry_after == 1
+    assert second.states[0].remaining == 0  # …and says so: no room for this replica now
+    assert_refusal_claims_no_room(second)
+    ticks[0] = 10.0  # "old" has not been heard for longer than the timeout
+    assert [limiter.take("key", rule).retry_after for _ in range(3)][:2] == [None, None]
+
+
+def test_a_refusal_for_the_share_shows_what_this_replica_may_take() -> None:
+    clock = Clock()
+    replicas = sharing_replicas(2, clock)
+    rule = (NamedRateLimit(name="m", limit=40, window="1h"),)
+    # After 6 unheard, 34 left: 34 // (2 × 2) = 8 may go unheard by the other replica.
+    answers = [replicas[0].take("key", rule, cost=3) for _ in range(3)]
+    assert [a.retry_after for a in answers] == [None, None, 1]
+    assert answers[2].states[0].remaining == 2  # 8 - 6 unheard: not enough for 3
+    assert_refusal_claims_no_room(answers[2], cost=3)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 10])
+@pytest.mark.parametrize("count", [2, 3])
+def test_small_limits_across_replicas(limit: int, count: int) -> None:
+    """Small limits: never over ``limit × 1.1 + replicas``; reached exactly when heard at once."""
+    clock = Clock()
+    # No message arrives: every replica takes what its share allows, blind to the others.
+    blind = sharing_replicas(count, clock)
+    rule = (NamedRateLimit(name="m", limit=limit, window="1h"),)
+    accepted = sum(
+        blind[i % count].take("key", rule).retry_after is None for i in range(10 * limit)
+    )
+    # Each replica takes at least one request (a key is never shut out), the lot stays bounded.
+    assert min(limit, count) <= accepted <= limit * 1.1 + count
+    # Heard before the next request (one client, one request at a time): exactly the limit.
+    prompt = sharing_replicas(count, clock)
+    bus = Bus(prompt, lag=0)
+    outcomes = []
+    for i in range(limit + 3):
+        outcomes.append(prompt[i % count].take("key", rule).retry_after is None)
+        bus.publish()
+        bus.deliver()
+    assert outcomes == [True] * limit + [False] * 3
 
 
 def test_with_prompt_messages_the_replicas_together_reach_the_limit() -> None:
