@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from events.models import Credits, KeyGenerated, NamedRateLimit, RateLimit
+from events.models import Credits, IdentityConfigured, KeyGenerated, NamedRateLimit, RateLimit
 from events.vocabulary import LIVE_STATUSES, Environment, KeyType, Status
 from projections.runner import Refusal
 from service.domain.decider import evolve
@@ -228,7 +228,10 @@ class KeyViews:
         return KeyViews(table, hold_limit=self.hold_limit, holding=True)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[LoggedEvent]) -> None:
-        """Fold ``events`` into the rows of the keys they touch (held back when filling)."""
+        """Fold ``events`` into the rows of the keys they touch (held back when filling).
+
+        An identity's events are no key's: this view has no row for them."""
+        events = [e for e in events if not isinstance(e.event, IdentityConfigured)]
         if self._refused:
             events = [e for e in events if e.event.key_id not in self._refused]
         born_here = {e.key_id for _, e in events if isinstance(e, KeyGenerated)}

@@ -36,6 +36,9 @@ ErrorCode = Literal[
     "version_mismatch",
     "idempotency_key_reused",
     "too_many_keys",
+    # Identities.
+    "identity_not_found",
+    "identity_quarantined",
     # Read queries.
     "invalid_cursor",
     "invalid_limit",

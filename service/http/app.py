@@ -9,6 +9,7 @@ from aiohttp import web
 from service.bootstrap import running
 from service.http import (
     health_routes,
+    identity_routes,
     key_routes,
     openapi,
     query_routes,
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health_routes.routes)
     app.add_routes(openapi.routes)
     app.add_routes(key_routes.routes)
+    app.add_routes(identity_routes.routes)
     app.add_routes(verify_routes.routes)
     app.add_routes(query_routes.routes)
     app.add_routes(usage_routes.routes)

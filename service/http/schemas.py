@@ -253,3 +253,15 @@ class RevokeKeysBody(StrictBody):
                 "one_selection", "give exactly one of key_ids, created_by or all"
             )
         return self
+
+
+class ConfigureIdentityBody(StrictBody):
+    """``PUT /v1/orgs/{org}/identities/{id}``: the whole identity (absent metadata is empty)."""
+
+    rate_limits: RateLimitsField
+    metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ConfigureIdentityBody:
+        _distinct_names(self.rate_limits)
+        return self

@@ -40,6 +40,8 @@ PEER_TIMEOUT_SECONDS = 3.0
 
 # (scope, limit name, window length in seconds): one counter per window of it.
 CounterKey = tuple[str, str, int]
+# An identity's scope (its stream id) and the limits its keys share.
+Shared = tuple[str, tuple[NamedRateLimit, ...]]
 # What replicas tell each other: (scope, name, length, window number, count).
 CountReport = tuple[str, str, int, int, int]
 
@@ -94,17 +96,27 @@ class RateLimiter:
 
     # -- the hot path ---------------------------------------------------------
 
-    def take(self, scope: str, limits: Iterable[NamedRateLimit], cost: int = 1) -> LimitCheck:
-        """Count a request of ``cost`` against every limit of ``scope``, or refuse it."""
+    def take(
+        self,
+        scope: str,
+        limits: Iterable[NamedRateLimit],
+        cost: int = 1,
+        shared: Shared | None = None,
+    ) -> LimitCheck:
+        """Count a request of ``cost`` against every limit of ``scope`` (and of ``shared``,
+        the identity whose limits the key shares), or refuse it and count it nowhere."""
+        rules = [(scope, rule) for rule in limits]
+        if shared is not None:
+            rules += [(shared[0], rule) for rule in shared[1]]
         now = self._clock()
         replicas = self.replicas() if self.sharing else 1
         counted: list[tuple[_Counter, CounterKey]] = []
         states: list[LimitState] = []
         retry_after: int | None = None
-        for rule in limits:
+        for rule_scope, rule in rules:
             length = RATE_WINDOW_SECONDS[rule.window]
             window = int(now // length)
-            key = (scope, rule.name, length)
+            key = (rule_scope, rule.name, length)
             counter = self._counter(key, window, now)
             known = counter.mine + counter.others_total
             ahead = counter.mine - counter.confirmed if self.sharing else 0
