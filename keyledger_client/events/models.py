@@ -227,7 +227,8 @@ IDENTITY_STREAM_PREFIX = "idn_"
 
 def identity_stream_id(org_id: str, identity_id: str) -> str:
     """The stream id of identity ``identity_id`` of ``org_id``."""
-    digest = hashlib.sha256(f"{org_id}\n{identity_id}".encode()).hexdigest()
+    # Length-prefixed, so no other (org, identity) pair hashes the same text.
+    digest = hashlib.sha256(f"{len(org_id)}:{org_id}{identity_id}".encode()).hexdigest()
     return IDENTITY_STREAM_PREFIX + digest[:32]
 
 
