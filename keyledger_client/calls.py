@@ -205,10 +205,9 @@ def configure_identity(
     return Call("PUT", path, _model(IdentityResult), json=body, headers=headers)
 
 
-def get_identity(org_id: str, identity_id: str, min_position: int | None = None) -> Call[Identity]:
-    """``GET /v1/orgs/{org}/identities/{id}``."""
-    params = _text(without_none({"min_position": min_position}))
-    return Call("GET", identity_path(org_id, identity_id), _model(Identity), params=params)
+def get_identity(org_id: str, identity_id: str) -> Call[Identity]:
+    """``GET /v1/orgs/{org}/identities/{id}`` (read from the log: always current)."""
+    return Call("GET", identity_path(org_id, identity_id), _model(Identity))
 
 
 def keys_path(org_id: str, key_id: str | None = None, action: str | None = None) -> str:

@@ -256,11 +256,9 @@ class KeyledgerClient(Connection):
         """``GET /v1/audit/verify``: walk the hash chain."""
         return await self.send(calls.audit_verify())
 
-    async def get_identity(
-        self, org_id: str, identity_id: str, min_position: int | None = None
-    ) -> Identity:
+    async def get_identity(self, org_id: str, identity_id: str) -> Identity:
         """``GET /v1/orgs/{org}/identities/{id}``."""
-        return await self.send(calls.get_identity(org_id, identity_id, min_position))
+        return await self.send(calls.get_identity(org_id, identity_id))
 
     # -- verification -------------------------------------------------------------
 

@@ -200,11 +200,9 @@ class SyncKeyledgerClient(Connection):
         """``GET /v1/audit/verify``."""
         return self.send(calls.audit_verify())
 
-    def get_identity(
-        self, org_id: str, identity_id: str, min_position: int | None = None
-    ) -> Identity:
+    def get_identity(self, org_id: str, identity_id: str) -> Identity:
         """``GET /v1/orgs/{org}/identities/{id}``."""
-        return self.send(calls.get_identity(org_id, identity_id, min_position))
+        return self.send(calls.get_identity(org_id, identity_id))
 
     # -- verification -------------------------------------------------------------
 

@@ -106,3 +106,44 @@ def admin_actor(kl: SyncKeyledgerClient, key_id: str) -> str:
         assert isinstance(entry, Envelope)
         return entry.actor.id
     raise AssertionError("no KeyGenerated")
+
+
+async def test_identities_through_the_client(kl: KeyledgerClient) -> None:
+    org = new_org()
+    limits = [{"name": "customer", "limit": 2, "window": "1h"}]
+    made = await kl.configure_identity(org, "cus/42 é", limits, {"plan": "pro"})
+    identity = made.identity
+    assert (identity.id, identity.org_id, identity.version) == ("cus/42 é", org, 1)
+    assert identity.rate_limits == [NamedRateLimit(name="customer", limit=2, window="1h")]
+    assert identity.metadata == {"plan": "pro"} and made.position > 0
+    assert await kl.get_identity(org, "cus/42 é") == identity
+
+    keys = [
+        await kl.generate_key(org, name=f"k{i}", type="secret", identity_id="cus/42 é")
+        for i in range(2)
+    ]
+    verdicts = [await kl.verify(key=k.secret) for k in (*keys, keys[0])]
+    assert [v.code for v in verdicts] == ["VALID", "VALID", "RATE_LIMITED"]
+    assert verdicts[0].key is not None and verdicts[0].key.identity_id == "cus/42 é"
+    assert [k.id async for k in kl.list_keys(org, identity="cus/42 é")] == [
+        k.key.id for k in reversed(keys)
+    ]
+
+    with pytest.raises(KeyledgerAPIError) as stale:
+        await kl.configure_identity(org, "cus/42 é", [], if_match=5)
+    assert (stale.value.status, stale.value.code) == (412, "version_mismatch")
+    with pytest.raises(KeyledgerAPIError) as missing:
+        await kl.get_identity(org, "nobody")
+    assert (missing.value.status, missing.value.code) == (404, "identity_not_found")
+
+
+async def test_the_sync_client_configures_identities(client: TestClient, admin_key: str) -> None:
+    org = new_org()
+
+    def configure() -> tuple[int, int]:
+        with SyncKeyledgerClient(base_url(client), admin_key, retry=QUICK) as kl:
+            kl.configure_identity(org, "cus_1", [{"name": "a", "limit": 5, "window": "1m"}])
+            changed = kl.configure_identity(org, "cus_1", [], if_match=1)
+            return changed.identity.version, len(kl.get_identity(org, "cus_1").rate_limits)
+
+    assert await asyncio.to_thread(configure) == (2, 0)
