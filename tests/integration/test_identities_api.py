@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from events.models import identity_stream_id
 from service.http.context import KEYLEDGER
+from tests.support import hostile
 from tests.support.api import Api, new_org
 
 LIMITS = [{"name": "customer", "limit": 3, "window": "1h"}]
@@ -167,3 +171,35 @@ async def test_identity_streams_are_no_keys_for_any_consumer(
     assert await pool.fetchval("SELECT count(*) FROM key_views WHERE key_id = $1", stream) == 0
     status, _, listed = await api.get(f"/v1/orgs/{org}/keys?identity=cus_1")
     assert status == 200 and [k["id"] for k in listed["data"]] == [key["key"]["id"]]
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    identity=hostile.texts,
+    body=st.fixed_dictionaries(
+        {"rate_limits": hostile.rate_limit_lists}, optional={"metadata": hostile.metadata}
+    )
+    | hostile.json_values,
+)
+async def test_hostile_identities_get_4xx_or_are_stored_whole(
+    api: Api, pool: asyncpg.Pool, identity: str, body: Any
+) -> None:
+    org = new_org()
+    # A lone surrogate goes out as the bytes a careless client would send.
+    in_path = quote(identity.encode("utf-8", "surrogatepass"), safe="")
+    status, _, answer = await api.put(path(org, in_path), body)
+    assert status in (201, 400, 404, 405, 422), answer
+    written = await pool.fetchval("SELECT count(*) FROM events WHERE org_id = $1", org)
+    if status == 201:
+        stored = answer["identity"]["id"]
+        assert written == 1 and answer["position"] > 0
+        assert answer["identity"]["rate_limits"] == body["rate_limits"]
+        status, _, read = await api.get(path(org, quote(stored, safe="")))
+        assert status == 200 and read == answer["identity"]
+    else:
+        assert written == 0 and "error" in answer
