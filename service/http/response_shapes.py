@@ -243,6 +243,8 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Key,
     CommandResult,
     RevocationResult,
+    Identity,
+    IdentityResult,
     KeyPage,
     KeyEvents,
     AuditPage,
