@@ -210,6 +210,13 @@ class KeyViews:
         columns = ", ".join(_STATE_COLUMNS)
         placeholders = ", ".join(f"${i}" for i in range(1, len(_STATE_COLUMNS) + 1))
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_COLUMNS[1:])
+        # What callers read: ``last_used_at`` also from ``key_usage``, since a use flushed
+        # while the key's row was being projected reaches only that table.
+        self._read = (
+            f"SELECT {', '.join(_STATE_COLUMNS)}, GREATEST({table}.last_used_at, (SELECT"
+            f" u.last_used_at FROM key_usage AS u WHERE u.key_id = {table}.key_id))"
+            f" AS last_used_at FROM {table}"
+        )
         self._upsert = (
             f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
             f" ON CONFLICT (key_id) DO UPDATE SET {updates}"
@@ -331,7 +338,7 @@ class KeyViews:
     async def get(self, conn: asyncpg.Connection, org_id: str, key_id: str) -> KeyView | None:
         """One key of ``org_id``, or None (absent, or in another org)."""
         row = await conn.fetchrow(
-            f"SELECT {_SELECT} FROM {self.table} WHERE key_id = $1 AND org_id = $2",
+            f"{self._read} WHERE key_id = $1 AND org_id = $2",
             key_id,
             org_id,
         )
@@ -366,8 +373,7 @@ class KeyViews:
         if where.status is not None:
             clauses.append(_status_clause(where.status, lambda: arg(now)))
         rows = await conn.fetch(
-            f"SELECT {_SELECT} FROM {self.table} WHERE {' AND '.join(clauses)}"
-            f" ORDER BY key_id DESC LIMIT {arg(limit)}",
+            f"{self._read} WHERE {' AND '.join(clauses)} ORDER BY key_id DESC LIMIT {arg(limit)}",
             *args,
         )
         return [view_from_record(r) for r in rows]
