@@ -2,7 +2,8 @@
 
 ``POST /v1/verify`` with wrk (``bench.verify``'s runner, 32 connections) on
 one replica, for a plain bearer key and for keys with two named rate limits,
-with credits, and with limits, credits and an IP allowlist together. The
+with credits, of an identity with two shared limits, and with limits,
+credits and an IP allowlist together. The
 limits are too large to be reached and the credits too many to run out:
 what is measured is the bookkeeping, not refusals. With NATS
 (``KEYLEDGER_TEST_NATS_URL``) the replica shares its rate limit counts as in
@@ -46,6 +47,7 @@ KEYS: dict[str, dict[str, Any]] = {
     "plain bearer key": {},
     "2 named rate limits": {"rate_limits": LIMITS},
     "credits": {"credits": CREDITS},
+    "its identity's 2 shared rate limits": {"identity_id": "bench-customer"},
     "limits + credits + allowed_cidrs": {
         "rate_limits": LIMITS,
         "credits": CREDITS,
@@ -81,6 +83,10 @@ async def bench(database_url: str, nats_url: str | None, seconds: int) -> list[s
         await service.feed.wait_for(admin.position, 10.0)
         auth = {"Authorization": f"Bearer {admin.secret}"}
         async with aiohttp.ClientSession(headers=auth) as http:
+            async with http.put(
+                f"{base}/v1/orgs/bench/identities/bench-customer", json={"rate_limits": LIMITS}
+            ) as response:
+                assert response.status == 201, await response.text()
             created = {
                 name: await _generate(http, base, {"name": name, "type": "secret", **fields})
                 for name, fields in KEYS.items()

@@ -24,7 +24,7 @@ from pathlib import Path
 import nats
 import nats.errors
 
-from keyledger_client.events.models import Envelope, KeyEvent, KeyRevoked
+from keyledger_client.events.models import Envelope, KeyRevoked, LogEvent
 from keyledger_client.events.servers import nats_servers
 from keyledger_client.events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, subject_filter
 from keyledger_client.events.subscriber import EventConsumer
@@ -72,7 +72,7 @@ async def listen(nats_url: str, durable: str, stream: str, prefix: str) -> None:
     """Evict every revoked key until SIGINT/SIGTERM."""
     cache = VerifiedKeyCache()
 
-    async def on_revoked(envelope: Envelope, event: KeyEvent) -> None:
+    async def on_revoked(envelope: Envelope, event: LogEvent) -> None:
         if not isinstance(event, KeyRevoked):  # the subject filter already ensures it
             return
         was_cached = cache.evict(event.key_id)

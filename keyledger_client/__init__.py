@@ -15,8 +15,11 @@ from keyledger_client.errors import KeyledgerAPIError
 from keyledger_client.local_verifier import LocalVerifier
 from keyledger_client.models import (
     AuthorizeResult,
+    BulkRevocation,
     ChainReport,
     CommandResult,
+    Identity,
+    IdentityResult,
     Key,
     UnreadableEvent,
     UsageRecorded,
@@ -28,8 +31,11 @@ from keyledger_client.sync_client import SyncKeyledgerClient
 
 __all__ = [
     "AuthorizeResult",
+    "BulkRevocation",
     "ChainReport",
     "CommandResult",
+    "Identity",
+    "IdentityResult",
     "Key",
     "KeyledgerAPIError",
     "KeyledgerClient",

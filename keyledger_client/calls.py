@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from keyledger_client.errors import KeyledgerAPIError
 from keyledger_client.events.models import Envelope
 from keyledger_client.models import (
     AuthorizeResult,
+    BulkRevocation,
     ChainReport,
     CommandResult,
+    Identity,
+    IdentityResult,
     Key,
     LogEntry,
     UnreadableEvent,
@@ -138,21 +142,72 @@ def _entry(raw: dict[str, Any]) -> LogEntry:
 # -- commands -----------------------------------------------------------------------
 
 
-def command(
-    path: str,
-    body: dict[str, Any] | None,
-    *,
+def command_headers(
     idempotency_key: str | None = None,
     if_match: int | None = None,
     on_behalf_of: str | None = None,
-) -> Call[CommandResult]:
-    """A command: always with an ``Idempotency-Key`` (new unless given), so a retry is safe."""
+) -> dict[str, str]:
+    """A command's headers: always an ``Idempotency-Key`` (new unless given), so a retry is
+    safe; ``If-Match`` and ``X-On-Behalf-Of`` when given."""
     headers = {"Idempotency-Key": idempotency_key or f"klc-{uuid.uuid4()}"}
     if if_match is not None:
         headers["If-Match"] = f'"{if_match}"'
     if on_behalf_of is not None:
         headers["X-On-Behalf-Of"] = on_behalf_of
-    return Call("POST", path, _model(CommandResult), json=body, headers=headers)
+    return headers
+
+
+def command(
+    path: str, body: dict[str, Any] | None, *, method: str = "POST", **options: Any
+) -> Call[CommandResult]:
+    """A command on one key (``options``: ``idempotency_key``, ``if_match``, ``on_behalf_of``)."""
+    headers = command_headers(**options)
+    return Call(method, path, _model(CommandResult), json=body, headers=headers)
+
+
+def update_key(
+    org_id: str, key_id: str, changes: Mapping[str, Any], **options: Any
+) -> Call[CommandResult]:
+    """``PATCH /v1/orgs/{org}/keys/{id}``: each aspect named in ``changes`` (None clears
+    ``credits``, ``expires_at`` or ``identity_id``), nothing else."""
+    return command(keys_path(org_id, key_id), dict(changes), method="PATCH", **options)
+
+
+def revoke_keys(
+    org_id: str, reason: str, selection: Mapping[str, Any], **options: Any
+) -> Call[BulkRevocation]:
+    """``POST /v1/orgs/{org}/revocations``: ``selection`` is ``key_ids``, ``created_by``
+    or ``all`` (and optionally ``environment``)."""
+    body = {"reason": reason, **without_none(selection)}
+    headers = command_headers(**options)
+    return Call(
+        "POST", f"/v1/orgs/{org_id}/revocations", _model(BulkRevocation), json=body, headers=headers
+    )
+
+
+def identity_path(org_id: str, identity_id: str) -> str:
+    """``/v1/orgs/{org}/identities/{id}`` (the id percent-encoded: it is the customer's own)."""
+    return f"/v1/orgs/{org_id}/identities/{quote(identity_id, safe='')}"
+
+
+def configure_identity(
+    org_id: str,
+    identity_id: str,
+    rate_limits: Sequence[Mapping[str, Any]],
+    metadata: Mapping[str, Any] | None,
+    **options: Any,
+) -> Call[IdentityResult]:
+    """``PUT /v1/orgs/{org}/identities/{id}``: the identity's shared limits and metadata."""
+    limits = [dict(limit) for limit in rate_limits]
+    body = without_none({"rate_limits": limits, "metadata": metadata})
+    headers = command_headers(**options)
+    path = identity_path(org_id, identity_id)
+    return Call("PUT", path, _model(IdentityResult), json=body, headers=headers)
+
+
+def get_identity(org_id: str, identity_id: str) -> Call[Identity]:
+    """``GET /v1/orgs/{org}/identities/{id}`` (read from the log: always current)."""
+    return Call("GET", identity_path(org_id, identity_id), _model(Identity))
 
 
 def keys_path(org_id: str, key_id: str | None = None, action: str | None = None) -> str:

@@ -14,7 +14,7 @@ raise ``KeyledgerAPIError``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -23,11 +23,14 @@ import httpx
 
 from keyledger_client import calls
 from keyledger_client.calls import Call, Cursor, Page, Reply, RetryPolicy
-from keyledger_client.events.vocabulary import KeyType, RevokeReason
+from keyledger_client.events.vocabulary import Environment, KeyType, RevokeReason
 from keyledger_client.models import (
     AuthorizeResult,
+    BulkRevocation,
     ChainReport,
     CommandResult,
+    Identity,
+    IdentityResult,
     Key,
     LogEntry,
     UsageRecorded,
@@ -184,6 +187,49 @@ class KeyledgerClient(Connection):
         body = calls.without_none({"grace_period": grace_period})
         return await self.send(calls.command(path, body, **options))
 
+    async def update_key(self, org_id: str, key_id: str, **fields: Any) -> CommandResult:
+        """``PATCH /v1/orgs/{org}/keys/{id}``: change the aspects given (``scopes``,
+        ``metadata``, ``rate_limits``, ``credits``, ``allowed_origins``, ``allowed_cidrs``,
+        ``expires_at``, ``identity_id``, ``name``); None clears one that may be cleared.
+        ``if_match=version`` refuses the change (409) if the key moved on meanwhile."""
+        changes, options = split_options(fields)
+        return await self.send(calls.update_key(org_id, key_id, json_ready(changes), **options))
+
+    async def revoke_keys(
+        self,
+        org_id: str,
+        reason: RevokeReason,
+        *,
+        key_ids: Sequence[str] | None = None,
+        created_by: str | None = None,
+        all: bool | None = None,
+        environment: Environment | None = None,
+        **options: Any,
+    ) -> BulkRevocation:
+        """``POST /v1/orgs/{org}/revocations``: revoke, in one transaction, the keys named
+        by exactly one of ``key_ids``, ``created_by`` (an actor id) or ``all=True``."""
+        selection = {
+            "key_ids": list(key_ids) if key_ids is not None else None,
+            "created_by": created_by,
+            "all": all,
+            "environment": environment,
+        }
+        return await self.send(calls.revoke_keys(org_id, reason, selection, **options))
+
+    async def configure_identity(
+        self,
+        org_id: str,
+        identity_id: str,
+        rate_limits: Sequence[Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> IdentityResult:
+        """``PUT /v1/orgs/{org}/identities/{id}``: set (create or replace) the rate limits
+        shared by every key of the identity, and its metadata."""
+        return await self.send(
+            calls.configure_identity(org_id, identity_id, rate_limits, metadata, **options)
+        )
+
     # -- reads --------------------------------------------------------------------
 
     async def get_key(self, org_id: str, key_id: str, min_position: int | None = None) -> Key:
@@ -209,6 +255,10 @@ class KeyledgerClient(Connection):
     async def audit_verify(self) -> ChainReport:
         """``GET /v1/audit/verify``: walk the hash chain."""
         return await self.send(calls.audit_verify())
+
+    async def get_identity(self, org_id: str, identity_id: str) -> Identity:
+        """``GET /v1/orgs/{org}/identities/{id}``."""
+        return await self.send(calls.get_identity(org_id, identity_id))
 
     # -- verification -------------------------------------------------------------
 
@@ -237,3 +287,11 @@ def split_options(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     """A command's body fields, and its options (sent as headers)."""
     body = {k: v for k, v in fields.items() if k not in _OPTIONS}
     return body, {k: v for k, v in fields.items() if k in _OPTIONS}
+
+
+def json_ready(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``changes`` as JSON carries them: a ``datetime`` as ISO 8601 text."""
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in changes.items()
+    }

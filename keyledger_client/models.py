@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from keyledger_client.events.models import Envelope, RateLimit
+from keyledger_client.events.models import Credits, Envelope, NamedRateLimit, RateLimit
 from keyledger_client.events.vocabulary import Algorithm, Environment, KeyType, Status
 
 
@@ -35,6 +35,10 @@ class Key(_Answer):
     hint: str | None = None
     metadata: dict[str, Any] = {}
     rate_limit: RateLimit | None = None
+    rate_limits: list[NamedRateLimit] = []
+    credits: Credits | None = None
+    allowed_cidrs: list[str] = []
+    identity_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     last_used_at: datetime | None = None
@@ -52,6 +56,37 @@ class CommandResult(_Answer):
     position: int
     secret: str | None = None
     private_key: str | None = None
+    replayed: bool | None = None
+
+
+class BulkRevocation(_Answer):
+    """What a bulk revocation did: the keys ``revoked`` now, those ``already_terminal`` and
+    ``quarantined`` (nothing written for either), and the ``position`` to read after."""
+
+    revoked: list[str]
+    already_terminal: list[str] = []
+    quarantined: list[str] = []
+    position: int
+    replayed: bool | None = None
+
+
+class Identity(_Answer):
+    """An identity: limits shared by every key whose ``identity_id`` it is."""
+
+    id: str
+    org_id: str
+    rate_limits: list[NamedRateLimit] = []
+    metadata: dict[str, Any] = {}
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int
+
+
+class IdentityResult(_Answer):
+    """The answer of ``PUT …/identities/{id}``: the identity as it now is."""
+
+    identity: Identity
+    position: int
     replayed: bool | None = None
 
 

@@ -7,7 +7,7 @@ with the same retries and errors; lists are plain iterators over every page.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -16,12 +16,21 @@ import httpx
 
 from keyledger_client import calls
 from keyledger_client.calls import Call, Cursor, Page, Reply, RetryPolicy
-from keyledger_client.client import Connection, outcome, reply_of, split_options
-from keyledger_client.events.vocabulary import KeyType, RevokeReason
+from keyledger_client.client import (
+    Connection,
+    json_ready,
+    outcome,
+    reply_of,
+    split_options,
+)
+from keyledger_client.events.vocabulary import Environment, KeyType, RevokeReason
 from keyledger_client.models import (
     AuthorizeResult,
+    BulkRevocation,
     ChainReport,
     CommandResult,
+    Identity,
+    IdentityResult,
     Key,
     LogEntry,
     UsageRecorded,
@@ -124,6 +133,49 @@ class SyncKeyledgerClient(Connection):
         body = calls.without_none({"grace_period": grace_period})
         return self.send(calls.command(path, body, **options))
 
+    def update_key(self, org_id: str, key_id: str, **fields: Any) -> CommandResult:
+        """``PATCH /v1/orgs/{org}/keys/{id}``: change the aspects given (``scopes``,
+        ``metadata``, ``rate_limits``, ``credits``, ``allowed_origins``, ``allowed_cidrs``,
+        ``expires_at``, ``identity_id``, ``name``); None clears one that may be cleared.
+        ``if_match=version`` refuses the change (409) if the key moved on meanwhile."""
+        changes, options = split_options(fields)
+        return self.send(calls.update_key(org_id, key_id, json_ready(changes), **options))
+
+    def revoke_keys(
+        self,
+        org_id: str,
+        reason: RevokeReason,
+        *,
+        key_ids: Sequence[str] | None = None,
+        created_by: str | None = None,
+        all: bool | None = None,
+        environment: Environment | None = None,
+        **options: Any,
+    ) -> BulkRevocation:
+        """``POST /v1/orgs/{org}/revocations``: revoke, in one transaction, the keys named
+        by exactly one of ``key_ids``, ``created_by`` (an actor id) or ``all=True``."""
+        selection = {
+            "key_ids": list(key_ids) if key_ids is not None else None,
+            "created_by": created_by,
+            "all": all,
+            "environment": environment,
+        }
+        return self.send(calls.revoke_keys(org_id, reason, selection, **options))
+
+    def configure_identity(
+        self,
+        org_id: str,
+        identity_id: str,
+        rate_limits: Sequence[Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> IdentityResult:
+        """``PUT /v1/orgs/{org}/identities/{id}``: set (create or replace) the rate limits
+        shared by every key of the identity, and its metadata."""
+        return self.send(
+            calls.configure_identity(org_id, identity_id, rate_limits, metadata, **options)
+        )
+
     # -- reads --------------------------------------------------------------------
 
     def get_key(self, org_id: str, key_id: str, min_position: int | None = None) -> Key:
@@ -147,6 +199,10 @@ class SyncKeyledgerClient(Connection):
     def audit_verify(self) -> ChainReport:
         """``GET /v1/audit/verify``."""
         return self.send(calls.audit_verify())
+
+    def get_identity(self, org_id: str, identity_id: str) -> Identity:
+        """``GET /v1/orgs/{org}/identities/{id}``."""
+        return self.send(calls.get_identity(org_id, identity_id))
 
     # -- verification -------------------------------------------------------------
 

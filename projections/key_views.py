@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from events.models import Credits, KeyGenerated, NamedRateLimit, RateLimit
+from events.models import Credits, IdentityConfigured, KeyGenerated, NamedRateLimit, RateLimit
 from events.vocabulary import LIVE_STATUSES, Environment, KeyType, Status
 from projections.runner import Refusal
 from service.domain.decider import evolve
@@ -211,6 +211,13 @@ class KeyViews:
         columns = ", ".join(_STATE_COLUMNS)
         placeholders = ", ".join(f"${i}" for i in range(1, len(_STATE_COLUMNS) + 1))
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_COLUMNS[1:])
+        # What callers read: ``last_used_at`` also from ``key_usage``, since a use flushed
+        # while the key's row was being projected reaches only that table.
+        self._read = (
+            f"SELECT {', '.join(_STATE_COLUMNS)}, GREATEST({table}.last_used_at, (SELECT"
+            f" u.last_used_at FROM key_usage AS u WHERE u.key_id = {table}.key_id))"
+            f" AS last_used_at FROM {table}"
+        )
         self._upsert = (
             f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
             f" ON CONFLICT (key_id) DO UPDATE SET {updates}"
@@ -229,7 +236,10 @@ class KeyViews:
         return KeyViews(table, hold_limit=self.hold_limit, holding=True)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[LoggedEvent]) -> None:
-        """Fold ``events`` into the rows of the keys they touch (held back when filling)."""
+        """Fold ``events`` into the rows of the keys they touch (held back when filling).
+
+        An identity's events are no key's: this view has no row for them."""
+        events = [e for e in events if not isinstance(e.event, IdentityConfigured)]
         if self._refused:
             events = [e for e in events if e.event.key_id not in self._refused]
         born_here = {e.key_id for _, e in events if isinstance(e, KeyGenerated)}
@@ -338,7 +348,7 @@ class KeyViews:
     async def get(self, conn: asyncpg.Connection, org_id: str, key_id: str) -> KeyView | None:
         """One key of ``org_id``, or None (absent, or in another org)."""
         row = await conn.fetchrow(
-            f"SELECT {_SELECT} FROM {self.table} WHERE key_id = $1 AND org_id = $2",
+            f"{self._read} WHERE key_id = $1 AND org_id = $2",
             key_id,
             org_id,
         )
@@ -373,8 +383,7 @@ class KeyViews:
         if where.status is not None:
             clauses.append(_status_clause(where.status, lambda: arg(now)))
         rows = await conn.fetch(
-            f"SELECT {_SELECT} FROM {self.table} WHERE {' AND '.join(clauses)}"
-            f" ORDER BY key_id DESC LIMIT {arg(limit)}",
+            f"{self._read} WHERE {' AND '.join(clauses)} ORDER BY key_id DESC LIMIT {arg(limit)}",
             *args,
         )
         return [view_from_record(r) for r in rows]

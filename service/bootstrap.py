@@ -43,6 +43,7 @@ from projections.catalog import all_projections
 from projections.runner import ProjectionRunner
 from service.event_stream import EventFanout
 from service.expiry import ExpirySweeper
+from service.identities import Identities
 from service.key_commands import KeyCommandHandler
 from service.key_lifecycle import KeyLifecycle
 from service.key_usage import UsageRecorder
@@ -80,6 +81,7 @@ class Keyledger:
     # The write side: the command handler and the use cases run through it.
     commands: KeyCommandHandler
     keys: KeyLifecycle
+    identities: Identities
     # Verification: this replica's in-memory index, what feeds it, and what reads it.
     index: VerificationIndex
     feed: IndexFeed
@@ -173,6 +175,7 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         pool=pool,
         commands=commands,
         keys=KeyLifecycle(commands, pepper),
+        identities=Identities(commands),
         index=index,
         feed=feed,
         limiter=limiter,

@@ -43,6 +43,9 @@ ErrorCode = Literal[
     "invalid_webhook_url",
     # Leak reports.
     "invalid_signature",
+    # Identities.
+    "identity_not_found",
+    "identity_quarantined",
     # Read queries.
     "invalid_cursor",
     "invalid_limit",

@@ -27,7 +27,7 @@ import asyncpg
 import structlog
 
 from events.codec import to_domain_event
-from events.models import Envelope, KeyEvent
+from events.models import Envelope, LogEvent, is_identity_stream
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.store.event_rows import missing_position
@@ -65,7 +65,7 @@ class Step:
     position: int
     org_id: str
     event_type: str
-    event: KeyEvent | Exception
+    event: LogEvent | Exception
 
 
 def fold_steps(key_id: str, state: KeyState | None, steps: Sequence[Step]) -> KeyState | SetAside:
@@ -101,12 +101,14 @@ class Tail:
     def add(self, row: Envelope | UnreadableEvent) -> None:
         """Take the next row of the log (decoded as the index decodes it)."""
         self.position = row.position
-        if row.key_id in self.skip:
+        if row.key_id in self.skip or is_identity_stream(row.key_id):
+            # Identities are not keys: a cold start reads them from the log itself
+            # (``service.store.identity_log``), as of the snapshot's position.
             return
         if isinstance(row, UnreadableEvent):
             step = Step(row.position, row.org_id, row.event_type, row.error)
         else:
-            event: KeyEvent | Exception
+            event: LogEvent | Exception
             try:
                 event = to_domain_event(row)
             except Exception as exc:  # does not decode: the index sets the key aside too

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from keyledger_client.events.models import EVENT_TYPES, Actor, DomainEvent, Envelope, KeyEvent
+from keyledger_client.events.models import EVENT_TYPES, Actor, DomainEvent, Envelope, LogEvent
 
 try:  # optional: the service installs it; the client alone works without (same bytes)
     import msgspec
@@ -178,7 +178,7 @@ def register_upcaster(event_type: str, from_version: int, upcaster: Upcaster) ->
     _UPCASTERS[(event_type, from_version)] = upcaster
 
 
-def to_domain_event(envelope: Envelope) -> KeyEvent:
+def to_domain_event(envelope: Envelope) -> LogEvent:
     """The typed domain event inside an envelope, upcast to the current schema."""
     return decode_event(
         envelope.event_type,
@@ -198,7 +198,7 @@ def decode_event(
     org_id: str,
     occurred_at: datetime,
     data: dict[str, Any],
-) -> KeyEvent:
+) -> LogEvent:
     """The typed domain event made of an envelope's parts, upcast to the current schema.
 
     ``data`` is taken over (keys are added to it): pass a dict of your own.
@@ -216,11 +216,11 @@ def decode_event(
     data["occurred_at"] = occurred_at
     # The validator itself rather than ``model_validate``: same checks, without
     # the Python wrapper, which is a measurable share of folding a long log.
-    event: KeyEvent = cls.__pydantic_validator__.validate_python(data)
+    event: LogEvent = cls.__pydantic_validator__.validate_python(data)
     return event
 
 
-def decode(raw: str | bytes | Any) -> tuple[Envelope, KeyEvent]:
+def decode(raw: str | bytes | Any) -> tuple[Envelope, LogEvent]:
     """Decode a NATS message (or its raw bytes) into its envelope and typed event."""
     payload = getattr(raw, "data", raw)
     envelope = envelope_from_json(payload)

@@ -11,6 +11,7 @@ knows: its global position, stream version, actor and hash.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
 from uuid import UUID
@@ -231,6 +232,44 @@ class KeyCreditsRefilled(DomainEvent):
     period: str
 
 
+# Identity streams: an identity's events are a stream of their own, whose id (the
+# envelope's ``key_id``) is derived from the org and the identity id. It can never
+# be a key id (those start with ``key_``), and it is safe in a NATS subject whatever
+# characters the customer's identity id holds.
+IDENTITY_STREAM_PREFIX = "idn_"
+
+
+def identity_stream_id(org_id: str, identity_id: str) -> str:
+    """The stream id of identity ``identity_id`` of ``org_id``."""
+    # Length-prefixed, so no other (org, identity) pair hashes the same text.
+    digest = hashlib.sha256(f"{len(org_id)}:{org_id}{identity_id}".encode()).hexdigest()
+    return IDENTITY_STREAM_PREFIX + digest[:32]
+
+
+def is_identity_stream(stream_id: str) -> bool:
+    """Whether ``stream_id`` (an envelope's ``key_id``) is an identity's stream."""
+    return stream_id.startswith(IDENTITY_STREAM_PREFIX)
+
+
+class IdentityConfigured(DomainEvent):
+    """An identity's shared rate limits and metadata were set (created or replaced).
+
+    Its ``key_id`` is the identity's stream id (``identity_stream_id``), not a key's."""
+
+    event_type: ClassVar[str] = "IdentityConfigured"
+
+    identity_id: str
+    rate_limits: tuple[NamedRateLimit, ...]
+    previous_rate_limits: tuple[NamedRateLimit, ...] = ()
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    previous_metadata: dict[str, Any] = Field(default_factory=dict)
+    # False for the identity's first event (there was nothing before it).
+    existed: bool = False
+
+
+IdentityEvent = IdentityConfigured
+
+
 KeyChangeEvent = (
     KeyScopesChanged
     | KeyMetadataChanged
@@ -266,7 +305,10 @@ KeyEvent = (
     | KeyExpiringSoon
 )
 
-EVENT_TYPES: dict[str, type[KeyEvent]] = {
+# Every event the log holds: a key's, or an identity's.
+LogEvent = KeyEvent | IdentityEvent
+
+EVENT_TYPES: dict[str, type[LogEvent]] = {
     cls.event_type: cls
     for cls in (
         KeyGenerated,
@@ -286,6 +328,7 @@ EVENT_TYPES: dict[str, type[KeyEvent]] = {
         KeyIdentityChanged,
         KeyCreditsRefilled,
         KeyExpiringSoon,
+        IdentityConfigured,
     )
 }
 

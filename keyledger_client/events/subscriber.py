@@ -31,10 +31,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from keyledger_client.events.codec import UnknownEventType, decode
-from keyledger_client.events.models import Envelope, KeyEvent
+from keyledger_client.events.models import Envelope, LogEvent
 from keyledger_client.events.subjects import DEFAULT_STREAM, subject_filter
 
-Handler = Callable[[Envelope, KeyEvent], Awaitable[None]]
+Handler = Callable[[Envelope, LogEvent], Awaitable[None]]
 
 
 class RetryLater(Exception):

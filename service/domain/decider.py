@@ -29,6 +29,7 @@ from typing import assert_never, get_args
 
 from events.models import (
     Credits,
+    IdentityConfigured,
     KeyChangeEvent,
     KeyCreditsChanged,
     KeyCreditsRefilled,
@@ -42,6 +43,7 @@ from events.models import (
     KeyRenamed,
     KeyRevoked,
     KeyRotated,
+    LogEvent,
 )
 from events.vocabulary import TERMINAL_STATUSES, Status
 from service.domain.commands import (
@@ -261,8 +263,11 @@ def _check_possible(state: KeyState | None, event: KeyEvent) -> KeyState | None:
     return state
 
 
-def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
+def evolve(state: KeyState | None, event: LogEvent) -> KeyState:
     """The state after ``event``; ``ImpossibleEvent`` if ``decide`` could not have made it."""
+    if isinstance(event, IdentityConfigured):
+        # An identity's event has a stream of its own; in a key's stream it is poison.
+        raise ImpossibleEvent(f"IdentityConfigured in the stream of key {event.key_id}")
     state = _check_possible(state, event)
     if isinstance(event, KeyGenerated):
         credits_version, credits_period = _credits_set(event.credits, 1, event.occurred_at)
@@ -336,7 +341,7 @@ def evolve(state: KeyState | None, event: KeyEvent) -> KeyState:
     return state.with_changes(**changes)
 
 
-def fold(events: Iterable[KeyEvent], state: KeyState | None = None) -> KeyState | None:
+def fold(events: Iterable[LogEvent], state: KeyState | None = None) -> KeyState | None:
     """The state after all ``events``, starting from ``state``."""
     for event in events:
         state = evolve(state, event)

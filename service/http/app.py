@@ -11,6 +11,7 @@ from service.http import (
     console_routes,
     event_stream_routes,
     health_routes,
+    identity_routes,
     key_routes,
     key_usage_routes,
     leak_routes,
@@ -57,6 +58,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health_routes.routes)
     app.add_routes(openapi.routes)
     app.add_routes(key_routes.routes)
+    app.add_routes(identity_routes.routes)
     app.add_routes(verify_routes.routes)
     app.add_routes(query_routes.routes)
     app.add_routes(webhook_routes.routes)

@@ -31,6 +31,8 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     "too_many_keys": 409,
     # A key whose events a consumer of the log could not apply (docs/security.md §5).
     "key_quarantined": 409,
+    "identity_not_found": 404,
+    "identity_quarantined": 409,
     "version_mismatch": 412,
     "payload_too_large": 413,
     "unsupported_media_type": 415,

@@ -57,7 +57,7 @@ class CommandRequest:
         return replace(self.issuer, idempotent=IdempotentRequest(self.idempotency_key, fingerprint))
 
 
-async def _command_request(request: web.Request, scope: str) -> CommandRequest:
+async def command_request(request: web.Request, scope: str) -> CommandRequest:
     caller = await authenticate(request)
     caller.require(scope)
     org_id = visible_org(request, caller)
@@ -82,7 +82,7 @@ async def _command_request(request: web.Request, scope: str) -> CommandRequest:
 
 async def acting(request: web.Request, scope: str) -> tuple[str, Actor]:
     """The org and the actor of a request that changes something other than a key."""
-    issuer = (await _command_request(request, scope)).issuer
+    issuer = (await command_request(request, scope)).issuer
     return issuer.org_id, issuer.actor
 
 
@@ -174,7 +174,7 @@ def update_changes(body: UpdateKeyBody) -> dict[str, Any]:
 
 @routes.post("/v1/orgs/{org_id}/keys")
 async def generate_key(request: web.Request) -> web.Response:
-    ctx = await _command_request(request, "keys:write")
+    ctx = await command_request(request, "keys:write")
     body, raw = await read_model(request, GenerateKeyBody)
     issued = await _keys(request).generate(ctx.issuer_of(request, raw), _new_key(body))
     return _response(issued.outcome, issued.handed_out)
@@ -182,7 +182,7 @@ async def generate_key(request: web.Request) -> web.Response:
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/rename")
 async def rename_key(request: web.Request) -> web.Response:
-    ctx = await _command_request(request, "keys:write")
+    ctx = await command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, RenameKeyBody)
     return _response(await _keys(request).rename(ctx.issuer_of(request, raw), key_id, body.name))
@@ -190,7 +190,7 @@ async def rename_key(request: web.Request) -> web.Response:
 
 @routes.patch("/v1/orgs/{org_id}/keys/{key_id}")
 async def update_key(request: web.Request) -> web.Response:
-    ctx = await _command_request(request, "keys:write")
+    ctx = await command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, UpdateKeyBody)
     outcome = await _keys(request).update(ctx.issuer_of(request, raw), key_id, update_changes(body))
@@ -199,7 +199,7 @@ async def update_key(request: web.Request) -> web.Response:
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/disable")
 async def disable_key(request: web.Request) -> web.Response:
-    ctx = await _command_request(request, "keys:write")
+    ctx = await command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, DisableKeyBody)
     return _response(await _keys(request).disable(ctx.issuer_of(request, raw), key_id, body.reason))
@@ -207,7 +207,7 @@ async def disable_key(request: web.Request) -> web.Response:
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/enable")
 async def enable_key(request: web.Request) -> web.Response:
-    ctx = await _command_request(request, "keys:write")
+    ctx = await command_request(request, "keys:write")
     key_id = path_key_id(request)
     _, raw = await read_model(request, EnableKeyBody)
     return _response(await _keys(request).enable(ctx.issuer_of(request, raw), key_id))
@@ -215,7 +215,7 @@ async def enable_key(request: web.Request) -> web.Response:
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/revoke")
 async def revoke_key(request: web.Request) -> web.Response:
-    ctx = await _command_request(request, "keys:write")
+    ctx = await command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, RevokeKeyBody)
     return _response(await _keys(request).revoke(ctx.issuer_of(request, raw), key_id, body.reason))
@@ -223,7 +223,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 @routes.post("/v1/orgs/{org_id}/keys/{key_id}/rotate")
 async def rotate_key(request: web.Request) -> web.Response:
-    ctx = await _command_request(request, "keys:write")
+    ctx = await command_request(request, "keys:write")
     key_id = path_key_id(request)
     body, raw = await read_model(request, RotateKeyBody)
     issued = await _keys(request).rotate(ctx.issuer_of(request, raw), key_id, body.grace_period)
@@ -241,7 +241,7 @@ def _selection(body: RevokeKeysBody) -> KeySelection:
 @routes.post("/v1/orgs/{org_id}/revocations")
 async def revoke_keys(request: web.Request) -> web.Response:
     """Bulk revocation (docs/api.md#bulk-revocation): every selected key, in one transaction."""
-    ctx = await _command_request(request, "keys:write")
+    ctx = await command_request(request, "keys:write")
     if ctx.issuer.if_match is not None:
         raise KeyledgerError("invalid_header", "If-Match does not apply to a bulk revocation")
     body, raw = await read_model(request, RevokeKeysBody)

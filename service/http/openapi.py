@@ -24,6 +24,7 @@ from service.domain.orgs import SYSTEM_ORG
 from service.domain.vocabulary import ACTOR_ID, HEADER_TEXT, KEY_ID, ORG_ID
 from service.http import response_shapes as shapes
 from service.http.schemas import (
+    ConfigureIdentityBody,
     DisableKeyBody,
     EnableKeyBody,
     GenerateKeyBody,
@@ -58,6 +59,13 @@ _MIN_POSITION = _param(
 )
 _ORG_PATH = _param("path", "org_id", _ORG, "The tenant (or `_system` for service keys).", True)
 _KEY_PATH = _param("path", "key_id", _KEY_ID, "`key_` + a 26-character ULID.", True)
+_IDENTITY_PATH = _param(
+    "path",
+    "identity_id",
+    {"type": "string", "minLength": 1, "maxLength": 128},
+    "The identity's id in your own system (no control characters).",
+    True,
+)
 _COMMAND_HEADERS = [
     _param(
         "header",
@@ -130,6 +138,7 @@ _KEY = "/v1/orgs/{org_id}/keys/{key_id}"
 _HOOKS = "/v1/orgs/{org_id}/webhooks"
 _HOOK_PATH = _param("path", "webhook_id", {"type": "string"}, "`wh_` + a 26-character ULID.", True)
 _HOOK_READ = (*_READ,)
+_IDENTITY = "/v1/orgs/{org_id}/identities/{identity_id}"
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
@@ -177,6 +186,28 @@ OPERATIONS: tuple[Operation, ...] = (
         answers={"200": shapes.RevocationResult},
         errors=_COMMAND,
         name="revokeKeys",
+    ),
+    Operation(
+        "put",
+        _IDENTITY,
+        "ConfigureIdentity: create or replace an identity's shared rate limits and metadata"
+        " (scope keys:write); one IdentityConfigured when something changes. 201 when new.",
+        "commands",
+        body=ConfigureIdentityBody,
+        parameters=[_ORG_PATH, _IDENTITY_PATH, *_COMMAND_HEADERS],
+        answers={"200": shapes.IdentityResult, "201": shapes.IdentityResult},
+        errors=_COMMAND,
+        name="configureIdentity",
+    ),
+    Operation(
+        "get",
+        _IDENTITY,
+        "One identity (with ETag; 404 `identity_not_found` when never configured)",
+        "queries",
+        parameters=[_ORG_PATH, _IDENTITY_PATH],
+        answers={"200": shapes.Identity},
+        errors=(*_READ, "409"),
+        name="getIdentity",
     ),
     Operation(
         "get",

@@ -87,6 +87,26 @@ class RevocationResult(_Shape):
     replayed: bool | None = None
 
 
+class Identity(_Shape):
+    """An identity: the rate limits its keys share, and its metadata."""
+
+    id: str
+    org_id: str
+    rate_limits: list[NamedRateLimitBody]
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    version: int = Field(ge=1)
+
+
+class IdentityResult(_Shape):
+    """The answer of ``PUT …/identities/{identity_id}``: the identity as it now is."""
+
+    identity: Identity
+    position: int = Field(ge=1)
+    replayed: bool | None = None
+
+
 class KeyPage(_Shape):
     data: list[Key]
     next_cursor: str | None
@@ -307,6 +327,8 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Key,
     CommandResult,
     RevocationResult,
+    Identity,
+    IdentityResult,
     KeyPage,
     KeyEvents,
     AuditPage,

@@ -281,3 +281,15 @@ class RegisterWebhookBody(StrictBody):
         if unknown:
             raise ValueError(f"unknown event types; known: {', '.join(EVENT_TYPES)}")
         return list(dict.fromkeys(value))
+
+
+class ConfigureIdentityBody(StrictBody):
+    """``PUT /v1/orgs/{org}/identities/{id}``: the whole identity (absent metadata is empty)."""
+
+    rate_limits: RateLimitsField
+    metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ConfigureIdentityBody:
+        _distinct_names(self.rate_limits)
+        return self

@@ -19,7 +19,7 @@ from uuid import uuid4
 import asyncpg
 
 from events.codec import canonical_json, decode_event, seal, to_domain_event
-from events.models import Actor, DomainEvent, Envelope, KeyEvent
+from events.models import Actor, DomainEvent, Envelope, LogEvent
 from service.domain.vocabulary import is_unicode
 from service.errors import KeyledgerError
 from service.redaction import redact_text
@@ -52,7 +52,7 @@ class LoggedEvent(NamedTuple):
     """A domain event and its position in the log: what projections fold."""
 
     position: int
-    event: KeyEvent
+    event: LogEvent
 
 
 class UnreadableEvent(NamedTuple):

@@ -39,6 +39,7 @@ from events.models import Envelope
 from events.servers import nats_servers
 from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, UnreadableEvent
+from service.store.identity_log import configured_identities
 from service.store.log_follower import LogFollower, RetryPolicy
 from service.store.quarantine import INDEX_CONSUMER, QuarantineLog, describe_failure
 from service.store.registry_snapshot import Row, SnapshotStore
@@ -164,6 +165,9 @@ class IndexFeed:
             header = await self.snapshots.load_newest(conn, take, reset)
         if header is None:
             return None
+        async with self.pool.acquire() as conn:
+            # The snapshot holds keys only: identities as they stood at its position.
+            index.load_identities(await configured_identities(conn, header.position))
         index.start_at(header.position, header.quarantines(INDEX_CONSUMER))
         return header.position
 

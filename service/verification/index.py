@@ -27,7 +27,7 @@ from collections.abc import Callable
 from enum import Enum
 
 from events.codec import to_domain_event
-from events.models import Envelope, KeyEvent
+from events.models import Envelope, IdentityConfigured, LogEvent, identity_stream_id
 from service.domain.decider import evolve
 from service.store.event_store import UnreadableEvent
 from service.store.quarantine import INDEX_CONSUMER, QuarantinedKey, set_aside
@@ -39,6 +39,7 @@ from service.verification.entries import (
     entry_from_row,
     entry_from_state,
 )
+from service.verification.rate_limits import Shared
 
 __all__ = [
     "IndexEntry",
@@ -67,6 +68,8 @@ class VerificationIndex:
         self._by_id: dict[str, IndexEntry] = {}
         self._by_hash: dict[bytes, IndexEntry] = {}
         self._intern = Interner()
+        # Identity stream id -> the rate limits its keys share (configured identities only).
+        self.identities: dict[str, Shared] = {}
         self.position = 0
         # The highest log position this replica has heard of (notifications, JetStream, reads).
         self.head_seen = 0
@@ -119,6 +122,17 @@ class VerificationIndex:
         """The key with this id."""
         return self._by_id.get(key_id)
 
+    def identity_limits(self, entry: IndexEntry) -> Shared | None:
+        """The limits ``entry`` shares with its identity's other keys (None: none)."""
+        if entry.identity_id is None:
+            return None
+        return self.identities.get(identity_stream_id(entry.org_id, entry.identity_id))
+
+    def load_identities(self, configured: list[IdentityConfigured]) -> None:
+        """Take identities as they stood at a snapshot's position (a cold start)."""
+        for event in configured:
+            self.identities[event.key_id] = (event.key_id, tuple(event.rate_limits))
+
     def load_rows(self, rows: list[Row]) -> None:
         """Add the keys of a chunk of snapshot rows (a cold start, before ``start_at``).
 
@@ -151,6 +165,7 @@ class VerificationIndex:
         """Forget every key, back to an empty index at position 0 (a refused snapshot)."""
         self._by_id.clear()
         self._by_hash.clear()
+        self.identities.clear()
         self.quarantined.clear()
         self.unsaved_quarantines.clear()
         self.position = 0
@@ -207,8 +222,14 @@ class VerificationIndex:
         self.quarantined[key_id] = entry
         self.unsaved_quarantines.append(entry)
 
-    def apply_event(self, event: KeyEvent) -> None:
-        """Fold one domain event into the key's entry (position bookkeeping is ``offer``'s)."""
+    def apply_event(self, event: LogEvent) -> None:
+        """Fold one domain event into the key's entry, or the identity's limits (position
+        bookkeeping is ``offer``'s)."""
+        if isinstance(event, IdentityConfigured):
+            if event.key_id != identity_stream_id(event.org_id, event.identity_id):
+                raise ValueError("IdentityConfigured on another stream than its identity's")
+            self.identities[event.key_id] = (event.key_id, tuple(event.rate_limits))
+            return
         old = self._by_id.get(event.key_id)
         state = evolve(old.to_state() if old is not None else None, event)
         self.put(entry_from_state(state, old, self._intern))
@@ -229,8 +250,16 @@ class VerificationIndex:
 class SingleKey:
     """A lookup over at most one key (read from PostgreSQL), shaped like the index."""
 
-    def __init__(self, entry: IndexEntry | None) -> None:
+    def __init__(
+        self, entry: IndexEntry | None, identities: VerificationIndex | None = None
+    ) -> None:
         self.entry = entry
+        # Where the identities' limits are known (the index, which holds them all).
+        self.identities = identities
+
+    def identity_limits(self, entry: IndexEntry) -> Shared | None:
+        """The identity's limits as the index knows them."""
+        return self.identities.identity_limits(entry) if self.identities is not None else None
 
     def by_secret_hash(self, digest: bytes) -> IndexEntry | None:
         """The key if ``digest`` is its current or previous secret's HMAC."""

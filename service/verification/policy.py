@@ -55,7 +55,7 @@ from service.domain.key_material import secret_digest
 from service.domain.vocabulary import is_unicode
 from service.verification.index import IndexEntry
 from service.verification.ip_allowlist import address_allowed
-from service.verification.rate_limits import LimitState, RateLimiter
+from service.verification.rate_limits import LimitState, RateLimiter, Shared
 from service.verification.signing import (
     TIMESTAMP_PATTERN,
     decode_signature,
@@ -109,6 +109,10 @@ class KeyLookup(Protocol):
     def by_secret_hash(self, digest: bytes) -> IndexEntry | None: ...
 
     def by_key_id(self, key_id: str) -> IndexEntry | None: ...
+
+    def identity_limits(self, entry: IndexEntry) -> Shared | None:
+        """The limits ``entry`` shares with the other keys of its identity (None: none)."""
+        ...
 
 
 class Requirements(NamedTuple):
@@ -256,7 +260,14 @@ def verify_digest(
         return Verdict("NOT_FOUND")
     if can_see_org is not None and not can_see_org(entry.org_id):
         return Verdict("NOT_FOUND")
-    return check_key(entry, requirements, now, limiter, replaced_past_grace=not in_grace)
+    return check_key(
+        entry,
+        requirements,
+        now,
+        limiter,
+        replaced_past_grace=not in_grace,
+        shared=lookup.identity_limits(entry) if entry.identity_id is not None else None,
+    )
 
 
 def verify_signed(
@@ -299,7 +310,14 @@ def verify_signed(
         past_grace = entry.previous_valid_until is None or now >= entry.previous_valid_until
     else:
         return Verdict("NOT_FOUND")
-    return check_key(entry, requirements, now, limiter, replaced_past_grace=past_grace)
+    return check_key(
+        entry,
+        requirements,
+        now,
+        limiter,
+        replaced_past_grace=past_grace,
+        shared=lookup.identity_limits(entry) if entry.identity_id is not None else None,
+    )
 
 
 def check_key(
@@ -309,8 +327,10 @@ def check_key(
     limiter: RateLimiter | None = None,
     *,
     replaced_past_grace: bool = False,
+    shared: Shared | None = None,
 ) -> Verdict:
-    """Steps 3–9 for a key whose credential has been proven."""
+    """Steps 3–9 for a key whose credential has been proven; ``shared``: its identity's
+    limits, counted together with the key's own."""
     if replaced_past_grace:
         return Verdict("REVOKED", entry)
     # The entry's slots read once, not through its properties: this runs on every verify.
@@ -334,9 +354,9 @@ def check_key(
         if scope not in granted and not scope_granted(granted, scope):
             return Verdict("INSUFFICIENT_SCOPE", entry)
     rate_limits = extras.rate_limits
-    if limiter is None or not rate_limits:
+    if limiter is None or not (rate_limits or shared):
         return Verdict("VALID", entry)
-    limits = limiter.take(entry.key_id, rate_limits, requirements.cost)
+    limits = limiter.take(entry.key_id, rate_limits, requirements.cost, shared)
     if limits.retry_after is not None:
         return Verdict("RATE_LIMITED", entry, limits.retry_after, limits.states)
     return Verdict("VALID", entry, None, limits.states)

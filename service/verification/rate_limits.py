@@ -47,6 +47,8 @@ PEER_TIMEOUT_SECONDS = 3.0
 
 # (scope, limit name, window length in seconds): one counter per window of it.
 CounterKey = tuple[str, str, int]
+# An identity's scope (its stream id) and the limits its keys share.
+Shared = tuple[str, tuple[NamedRateLimit, ...]]
 # What replicas tell each other: (scope, name, length, window number, count).
 CountReport = tuple[str, str, int, int, int]
 
@@ -101,8 +103,18 @@ class RateLimiter:
 
     # -- the hot path ---------------------------------------------------------
 
-    def take(self, scope: str, limits: Iterable[NamedRateLimit], cost: int = 1) -> LimitCheck:
-        """Count a request of ``cost`` against every limit of ``scope``, or refuse it."""
+    def take(
+        self,
+        scope: str,
+        limits: Iterable[NamedRateLimit],
+        cost: int = 1,
+        shared: Shared | None = None,
+    ) -> LimitCheck:
+        """Count a request of ``cost`` against every limit of ``scope`` (and of ``shared``,
+        the identity whose limits the key shares), or refuse it and count it nowhere."""
+        rules = [(scope, rule) for rule in limits]
+        if shared is not None:
+            rules += [(shared[0], rule) for rule in shared[1]]
         now = self._clock()
         # Alone (no other replica heard lately), nobody else can take from the limit: what
         # this replica has not yet heard back from NATS needs no share, the count is exact.
@@ -110,10 +122,10 @@ class RateLimiter:
         counted: list[tuple[_Counter, CounterKey]] = []
         states: list[LimitState] = []
         retry_after: int | None = None
-        for rule in limits:
+        for rule_scope, rule in rules:
             length = RATE_WINDOW_SECONDS[rule.window]
             window = int(now // length)
-            key = (scope, rule.name, length)
+            key = (rule_scope, rule.name, length)
             counter = self._counter(key, window, now)
             known = counter.mine + counter.others_total
             remaining = rule.limit - known

@@ -171,7 +171,7 @@ class Verifier:
             )
         if await self.feed.wait_for(min_position, MIN_POSITION_WAIT_SECONDS):
             return self.index
-        return SingleKey(await self.entry_from_database(credential))
+        return SingleKey(await self.entry_from_database(credential), self.index)
 
     async def entry_from_database(self, credential: Credential) -> IndexEntry | None:
         """The presented key read straight from the log (read-your-writes fallback)."""

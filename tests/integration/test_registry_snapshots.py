@@ -8,6 +8,7 @@ import io
 import json
 import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bench.support import migrated_database
-from events.models import Actor, Envelope
+from events.models import Actor, Envelope, IdentityConfigured, NamedRateLimit, identity_stream_id
 from projections.key_views import KeyViews
 from projections.rebuild import rebuild
 from service.http.app import create_app
@@ -344,3 +345,51 @@ async def test_the_sessions_hostile_log_snapshots_and_folds_like_the_whole_log(
     assert _picture(from_snapshot.index) == _picture(whole_log.index)
     async with pool.acquire() as conn:
         await conn.execute("DELETE FROM registry_snapshots")
+
+
+async def _configure(
+    conn: asyncpg.Connection, org: str, identity: str, limit: int, version: int
+) -> None:
+    """An ``IdentityConfigured`` appended as the API appends it."""
+    event = IdentityConfigured(
+        key_id=identity_stream_id(org, identity),
+        org_id=org,
+        occurred_at=datetime.now(UTC),
+        identity_id=identity,
+        rate_limits=(NamedRateLimit(name="customer", limit=limit, window="1h"),),
+        existed=version > 0,
+    )
+    async with conn.transaction():
+        await _store.lock(conn)
+        await _store.append(conn, [event], actor=TEST_ACTOR, expected_version=version)
+
+
+async def test_identities_survive_a_cold_start_from_a_snapshot(
+    log_db: tuple[str, asyncpg.Pool],
+) -> None:
+    url, pool = log_db
+    async with pool.acquire() as conn:
+        await _configure(conn, "org-a", "cus_1", 10, 0)
+        await _configure(conn, "org-a", "cus_2", 20, 0)
+    writer = SnapshotWriter(pool, PEPPER, interval_seconds=60, events_per_snapshot=7)
+    header = await writer.write_once()
+    assert header is not None and header.keys == 5  # identities are no keys
+    async with pool.acquire() as conn:
+        await _configure(conn, "org-a", "cus_1", 11, 1)  # changed after the snapshot
+        await _configure(conn, "org-a", "cus_3", 30, 0)  # new after it
+
+    from_snapshot = await _loaded(pool, url, SnapshotStore(PEPPER))
+    whole_log = await _loaded(pool, url, None)
+    assert _picture(from_snapshot.index) == _picture(whole_log.index)
+    limits = {
+        stream: [limit.limit for limit in shared[1]]
+        for stream, shared in from_snapshot.index.identities.items()
+    }
+    assert limits == {
+        identity_stream_id("org-a", "cus_1"): [11],
+        identity_stream_id("org-a", "cus_2"): [20],
+        identity_stream_id("org-a", "cus_3"): [30],
+    }
+    assert whole_log.index.identities == from_snapshot.index.identities
+    # Neither index took an identity's stream for a poisoned key.
+    assert len(from_snapshot.index.quarantined) == len(whole_log.index.quarantined) == 1

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -72,10 +72,16 @@ async def _new_key(
 
 
 async def _hammer(
-    session: aiohttp.ClientSession, replicas: Replicas, admin: str, secret: str, requests: int
+    session: aiohttp.ClientSession,
+    replicas: Replicas,
+    admin: str,
+    secret: str | Sequence[str],
+    requests: int,
 ) -> Counter[str]:
-    """``requests`` verifications spread over every replica, many in flight at once."""
+    """``requests`` verifications spread over every replica (and over the secrets, when
+    several), many in flight at once."""
     urls = itertools.cycle(replicas.urls)
+    secrets = itertools.cycle([secret] if isinstance(secret, str) else secret)
     headers = {"Authorization": f"Bearer {admin}"}
     codes: Counter[str] = Counter()
     semaphore = asyncio.Semaphore(48)
@@ -83,7 +89,9 @@ async def _hammer(
     async def one(url: str) -> None:
         async with (
             semaphore,
-            session.post(f"{url}/v1/verify", json={"key": secret}, headers=headers) as response,
+            session.post(
+                f"{url}/v1/verify", json={"key": next(secrets)}, headers=headers
+            ) as response,
         ):
             assert response.status == 200, await response.text()
             codes[(await response.json())["code"]] += 1
@@ -107,6 +115,30 @@ async def test_a_rate_limit_holds_across_three_replicas(
         )
         codes = await _hammer(session, replicas, admin, secret, requests=4 * limit)
     print(f"\n{REPLICAS} replicas, limit {limit}: {dict(codes)}")
+    assert set(codes) <= {"VALID", "RATE_LIMITED"}
+    assert limit * 0.9 <= codes["VALID"] <= limit * 1.1 + REPLICAS
+
+
+async def test_an_identity_limit_holds_for_its_keys_together_across_three_replicas(
+    three: tuple[Replicas, str, asyncpg.Pool],
+) -> None:
+    replicas, admin, _ = three
+    limit = 60
+    headers = {"Authorization": f"Bearer {admin}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.put(
+            f"{replicas.urls[0]}/v1/orgs/acme/identities/customer-1",
+            json={"rate_limits": [{"name": "customer", "limit": limit, "window": "1h"}]},
+            headers=headers,
+        ) as response:
+            assert response.status == 201, await response.text()
+        # Two keys of the identity, made after it: every replica has heard of both the
+        # identity and the keys by the time ``_new_key`` returns.
+        secrets = [
+            await _new_key(session, replicas, admin, identity_id="customer-1") for _ in range(2)
+        ]
+        codes = await _hammer(session, replicas, admin, secrets, requests=4 * limit)
+    print(f"\n{REPLICAS} replicas, 2 keys, identity limit {limit}: {dict(codes)}")
     assert set(codes) <= {"VALID", "RATE_LIMITED"}
     assert limit * 0.9 <= codes["VALID"] <= limit * 1.1 + REPLICAS
 

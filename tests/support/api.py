@@ -70,6 +70,12 @@ class Api:
         response = await self.client.patch(path, json=body, headers=self.headers(**(headers or {})))
         return response.status, CIMultiDict(response.headers), await response.json()
 
+    async def put(
+        self, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+    ) -> tuple[int, CIMultiDict[str], Any]:
+        response = await self.client.put(path, json=body, headers=self.headers(**(headers or {})))
+        return response.status, CIMultiDict(response.headers), await response.json()
+
     async def get(
         self, path: str, *, headers: dict[str, str] | None = None
     ) -> tuple[int, CIMultiDict[str], Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from service.http.openapi import build_openapi
@@ -13,3 +14,11 @@ def test_every_operation_id_is_a_unique_camel_case_name() -> None:
     assert [i for i in ids if not re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", i)] == []
     assert len(ids) == len(set(ids))
     assert {"generateKey", "revokeKey", "verifyKey", "listKeys", "reportUsage"} <= set(ids)
+
+
+def test_every_schema_reference_resolves() -> None:
+    document = build_openapi()
+    text = json.dumps(document)
+    named = set(document["components"]["schemas"])
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', text))
+    assert refs - named == set()

@@ -294,3 +294,24 @@ def test_malformed_messages_are_ignored(data: bytes) -> None:
 def test_messages_round_trip() -> None:
     reports: list[CountReport] = [("key_1", "default", 60, 7, 3)]
     assert decode(encode("r1", reports)) == ("r1", reports)
+
+
+def test_a_key_and_its_identity_are_counted_together_or_not_at_all() -> None:
+    limiter = RateLimiter(clock=Clock())
+    shared = ("idn_customer", (PER_MINUTE,))
+    own = (PER_SECOND,)
+    # Two keys of one identity: each has its own per-second limit, and share the minute's 5.
+    taken = [limiter.take(key, own, shared=shared).retry_after for key in ("a", "b", "a", "b")]
+    assert taken == [None] * 4
+    check = limiter.take("a", own, shared=shared)
+    assert check.retry_after is None
+    assert [(s.name, s.remaining) for s in check.states] == [("burst", 0), ("minute", 0)]
+    refused = limiter.take("b", own, shared=shared)  # b's own limit has room; the identity's not
+    assert refused.retry_after is not None
+    assert [(s.name, s.remaining) for s in refused.states] == [("burst", 1), ("minute", 0)]
+    # Refused by its own limit, a request is not counted in the identity's either.
+    other = RateLimiter(clock=Clock())
+    for _ in range(3):
+        other.take("a", own, shared=shared)
+    assert other.take("a", own, shared=shared).retry_after == 1
+    assert other.take("b", own, cost=0, shared=shared).states[1].remaining == 2  # a look
