@@ -147,17 +147,25 @@ class LocalVerifier:
         origin: str | None = None,
         resource: str | None = None,
         environment: str | None = None,
+        ip: str | None = None,
+        cost: int = 1,
     ) -> VerifyResult:
         """The verdict on ``secret`` for these requirements, as ``KeyledgerClient.verify``
-        answers it: from the cache when it may, else from keyledger."""
-        key = cache_key(secret, tuple(scopes), origin, resource, environment)
-        trusted = self.trusted
-        if trusted:
+        answers it: from the cache when it may, else from keyledger.
+
+        ``ip``: the calling client's address, for keys with an IP allowlist (verdicts are
+        cached per address). ``cost``: what the request spends of the key's rate limits
+        and credits; keys with either are never cached, so any other cost than 1 always
+        asks keyledger.
+        """
+        key = cache_key(secret, tuple(scopes), origin, resource, environment, ip)
+        trusted, cached_cost = self.trusted, cost == 1
+        if trusted and cached_cost:
             cached = self.cache.get(key, time.monotonic(), datetime.now(UTC))
             if cached is not None and cached.key is not None:
                 self._uses[cached.key.id] = datetime.now(UTC)
                 return cached
-        elif len(self.cache):
+        elif not trusted and len(self.cache):
             self.cache.clear()
         since = self.cache.events_seen
         result = await self.client.verify(
@@ -166,10 +174,12 @@ class LocalVerifier:
             origin=origin,
             resource=resource,
             environment=environment,
+            ip=ip,
+            cost=None if cost == 1 else cost,
             # Never an answer older than what this verifier has already seen evicted.
             min_position=self._position or None,
         )
-        if trusted and self.trusted:
+        if trusted and cached_cost and self.trusted:
             self.cache.store(key, result, time.monotonic(), since)
         return result
 

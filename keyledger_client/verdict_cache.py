@@ -19,7 +19,7 @@ from datetime import datetime
 
 from keyledger_client.models import VerifyResult
 
-Requirements = tuple[tuple[str, ...], str | None, str | None, str | None]
+Requirements = tuple[tuple[str, ...], str | None, str | None, str | None, str | None]
 CacheKey = tuple[bytes, Requirements]
 
 
@@ -29,10 +29,12 @@ def cache_key(
     origin: str | None = None,
     resource: str | None = None,
     environment: str | None = None,
+    ip: str | None = None,
 ) -> CacheKey:
-    """What a verdict is about: the secret's SHA-256 and the requirements checked."""
+    """What a verdict is about: the secret's SHA-256 and the requirements checked (the
+    client's ``ip`` among them: a key with an IP allowlist answers per address)."""
     digest = hashlib.sha256(secret.encode("utf-8")).digest()
-    return digest, (tuple(sorted(scopes)), origin, resource, environment)
+    return digest, (tuple(sorted(scopes)), origin, resource, environment, ip)
 
 
 def cacheable(result: VerifyResult) -> bool:

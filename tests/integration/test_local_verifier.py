@@ -121,6 +121,25 @@ async def test_keys_with_a_rate_limit_are_always_checked_remotely(setup: Setup) 
         assert len(verifier.cache) == 0
 
 
+async def test_an_ip_allowlist_is_checked_per_address_and_a_cost_asks_keyledger(
+    setup: Setup,
+) -> None:
+    made = await setup.kl.generate_key(
+        new_org(), name="walled", type="secret", allowed_cidrs=["10.0.0.0/8"]
+    )
+    assert made.secret
+    async with setup.verifier() as verifier:
+        inside = await verifier.verify(made.secret, ip="10.1.2.3")
+        assert inside.code == "VALID"
+        assert await remote_verifies(setup, verifier, made.secret, ip="10.1.2.3") == 0
+        outside = await verifier.verify(made.secret, ip="192.168.0.1")
+        assert outside.code == "IP_NOT_ALLOWED"  # another address: another verdict
+        assert await remote_verifies(setup, verifier, made.secret, ip="192.168.0.1") == 1
+        # Any other cost than 1 is keyledger's to count, and the cache stays as it was.
+        assert await remote_verifies(setup, verifier, made.secret, ip="10.1.2.3", cost=0) == 1
+        assert await remote_verifies(setup, verifier, made.secret, ip="10.1.2.3") == 0
+
+
 async def test_refusals_are_not_cached(setup: Setup) -> None:
     async with setup.verifier() as verifier:
         assert await remote_verifies(setup, verifier, "sk_live_nope") == 1

@@ -32,7 +32,8 @@ def valid(key_id: str = "key_a", **key: Any) -> VerifyResult:
 def test_the_cache_key_is_a_digest_of_the_secret_and_the_requirements() -> None:
     digest, requirements = cache_key("sk_live_secret", ("b", "a"), "https://o", "r", "live")
     assert len(digest) == 32 and b"sk_live" not in digest
-    assert requirements == (("a", "b"), "https://o", "r", "live")
+    assert requirements == (("a", "b"), "https://o", "r", "live", None)
+    assert cache_key("s", ip="10.0.0.1") != cache_key("s", ip="10.0.0.2")  # per address
     assert cache_key("s", ("a", "b")) == cache_key("s", ("b", "a"))
     assert cache_key("s") != cache_key("t") and cache_key("s") != cache_key("s", ("a",))
 
