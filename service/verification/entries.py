@@ -27,7 +27,6 @@ from typing import Any, TypeVar, cast
 from events.models import Credits, NamedRateLimit, RateLimit
 from events.vocabulary import TERMINAL_STATUSES, Algorithm, Environment, KeyType, Status
 from service.domain.state import KeyState
-from service.store.registry_snapshot import COLUMN, Row, credits_of, rate_limits_of
 from service.verification.ip_allowlist import Network, compile_cidrs
 from service.verification.signing import PublicKey, load_public_key
 
@@ -279,7 +278,7 @@ class Interner:
         return self._values.setdefault(value, value)
 
 
-def _entry(
+def build_entry(
     share: Interner,
     key_id: str,
     org_id: str,
@@ -291,6 +290,7 @@ def _entry(
     version: int,
     extras: KeyExtras,
 ) -> IndexEntry:
+    """An entry of these values, with the shared parts shared through ``share``."""
     entry = IndexEntry()
     entry.key_id = key_id
     entry.org_id = sys.intern(org_id)
@@ -304,7 +304,8 @@ def _entry(
     return entry
 
 
-def _rate_limit(share: Interner, limit: int, window: str) -> RateLimit:
+def shared_rate_limit(share: Interner, limit: int, window: str) -> RateLimit:
+    """The rate limit ``limit`` per ``window``, one object for all keys that have it."""
     shared: RateLimit = share(RateLimit.model_validate({"limit": limit, "window": window}))
     return shared
 
@@ -319,12 +320,12 @@ def entry_from_state(
         allowed_origins=share(tuple(state.allowed_origins)),
         resource=state.resource,
         metadata=state.metadata or None,
-        rate_limit=_rate_limit(share, limit.limit, limit.window) if limit else None,
+        rate_limit=shared_rate_limit(share, limit.limit, limit.window) if limit else None,
         previous_hash=(
             bytes.fromhex(state.previous_secret_hash) if state.previous_secret_hash else None
         ),
         previous_valid_until=state.previous_valid_until,
-        signer=_signing_material(
+        signer=signing_material(
             state.type,
             state.algorithm,
             state.public_key,
@@ -334,10 +335,10 @@ def entry_from_state(
         rate_limits=share(state.rate_limits),
         credits=state.credits,
         credits_version=state.credits_version,
-        allowed_cidrs=_networks(share, state.allowed_cidrs),
+        allowed_cidrs=shared_networks(share, state.allowed_cidrs),
         identity_id=state.identity_id,
     )
-    return _entry(
+    return build_entry(
         share,
         state.key_id,
         state.org_id,
@@ -351,120 +352,21 @@ def entry_from_state(
     )
 
 
-_C = COLUMN  # snapshot row columns, by KeyState field name
-
-
-def _instant(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text is not None else None
-
-
-_KEY_ID, _ORG_ID, _NAME, _TYPE, _ENVIRONMENT, _STATUS, _SCOPES, _EXPIRES_AT = (
-    _C[name]
-    for name in (
-        "key_id",
-        "org_id",
-        "name",
-        "type",
-        "environment",
-        "status",
-        "scopes",
-        "expires_at",
-    )
-)
-_SECRET_HASH, _VERSION = _C["secret_hash"], _C["version"]
-# Columns that are empty (null, [] or {}) for a key with ``NO_EXTRAS``.
-_EXTRA_COLUMNS = tuple(
-    _C[name]
-    for name in (
-        "allowed_origins",
-        "resource",
-        "metadata",
-        "rate_limit",
-        "previous_secret_hash",
-        "previous_valid_until",
-        "public_key",
-        "rate_limits",
-        "credits",
-        "credits_version",
-        "allowed_cidrs",
-        "identity_id",
-    )
-)
-
-
-def entry_from_row(row: Row, intern: Interner) -> IndexEntry:
-    """The entry ``entry_from_state`` makes of the state a snapshot row holds, built
-    straight from the row (a cold start builds a million of them: most keys have no
-    extras, and take the short way)."""
-    for column in _EXTRA_COLUMNS:
-        if row[column]:
-            return _entry_with_extras(row, intern)
-    entry = IndexEntry()
-    entry.key_id = row[_KEY_ID]
-    entry.org_id = sys.intern(row[_ORG_ID])
-    entry.name = row[_NAME]
-    entry.kind = intern(
-        (sys.intern(row[_TYPE]), sys.intern(row[_ENVIRONMENT]), sys.intern(row[_STATUS]))
-    )
-    entry.scopes = intern(tuple(row[_SCOPES]))
-    expires_at = row[_EXPIRES_AT]
-    entry.expires_at = datetime.fromisoformat(expires_at) if expires_at is not None else None
-    digest = row[_SECRET_HASH]
-    entry.secret_hash = bytes.fromhex(digest) if digest else None
-    entry.version = row[_VERSION]
-    entry.extras = NO_EXTRAS
-    return entry
-
-
-def _entry_with_extras(row: Row, intern: Interner) -> IndexEntry:
-    limit, previous = row[_C["rate_limit"]], row[_C["previous_secret_hash"]]
-    digest = row[_C["secret_hash"]]
-    extras = KeyExtras(
-        allowed_origins=intern(tuple(row[_C["allowed_origins"]])),
-        resource=row[_C["resource"]],
-        metadata=row[_C["metadata"]] or None,
-        rate_limit=_rate_limit(intern, limit[0], limit[1]) if limit else None,
-        previous_hash=bytes.fromhex(previous) if previous else None,
-        previous_valid_until=_instant(row[_C["previous_valid_until"]]),
-        signer=_signing_material(
-            row[_C["type"]],
-            row[_C["algorithm"]],
-            row[_C["public_key"]],
-            row[_C["previous_public_key"]],
-            None,
-        ),
-        rate_limits=intern(rate_limits_of(row[_C["rate_limits"]])),
-        credits=credits_of(row[_C["credits"]]),
-        credits_version=row[_C["credits_version"]],
-        allowed_cidrs=_networks(intern, tuple(row[_C["allowed_cidrs"]])),
-        identity_id=row[_C["identity_id"]],
-    )
-    return _entry(
-        intern,
-        row[_C["key_id"]],
-        row[_C["org_id"]],
-        row[_C["name"]],
-        (row[_C["type"]], row[_C["environment"]], row[_C["status"]]),
-        tuple(row[_C["scopes"]]),
-        _instant(row[_C["expires_at"]]),
-        bytes.fromhex(digest) if digest else None,
-        row[_C["version"]],
-        extras,
-    )
-
-
-def _networks(share: Interner, cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+def shared_networks(share: Interner, cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    """The compiled IP allowlist of ``cidrs`` (empty: any address)."""
     # Compiled once per distinct list: keys of one customer usually share theirs.
     return share(compile_cidrs(cidrs)) if cidrs else ()
 
 
-def _signing_material(
+def signing_material(
     key_type: str,
     algorithm: str | None,
     public_key: str | None,
     previous_public_key: str | None,
     known: SigningMaterial | None,
 ) -> SigningMaterial | None:
+    """A signing key's parsed public keys (None for other keys); PEMs ``known`` holds
+    already parsed are not parsed again."""
     if key_type != "signing" or not public_key:
         return None
     parsed = {}

@@ -36,9 +36,9 @@ from service.verification.entries import (
     IndexEntry,
     Interner,
     SigningMaterial,
-    entry_from_row,
     entry_from_state,
 )
+from service.verification.entry_rows import entry_from_row
 from service.verification.rate_limits import Shared
 
 __all__ = [
