@@ -105,6 +105,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     fanout: EventFanout = service.fanout
     # Watch before reading the log: whatever commits meanwhile is in one or the other.
     watcher = fanout.watch(org_id)
+    heartbeat = service.settings.event_stream_heartbeat_seconds
     try:
         response = web.StreamResponse(
             headers={
@@ -112,6 +113,8 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
                 "Cache-Control": "no-store",
                 "X-Accel-Buffering": "no",
                 "X-Request-Id": request_id_of(request),
+                # Lets a reader tell a stalled connection (silent too long) from a quiet one.
+                "Keyledger-Heartbeat-Seconds": f"{heartbeat:g}",
             }
         )
         await response.prepare(request)

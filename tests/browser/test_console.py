@@ -138,6 +138,8 @@ async def test_rename_disable_enable_rotate_revoke(page: Page, admin_key: str, a
     await page.get_by_role("dialog").get_by_role("textbox", name="Name").fill("New name")
     await page.get_by_role("dialog").get_by_role("button", name="Rename").click()
     await expect(row(page, "New name")).to_contain_text("Active")
+    # The focus goes back to the row's actions, not to the top of the page.
+    await expect(page.get_by_role("button", name="Actions for New name")).to_be_focused()
 
     await choose(page, "New name", "Disable")
     await expect(row(page, "New name")).to_contain_text("Disabled")
@@ -153,18 +155,24 @@ async def test_rename_disable_enable_rotate_revoke(page: Page, admin_key: str, a
 
     await choose(page, "New name", "Revoke")
     dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("I understand that this cannot be undone").check()
+    await dialog.get_by_role("button", name="Revoke").click()  # no reason is chosen for you
+    await expect(dialog.get_by_text("Choose the reason for revoking this key.")).to_be_visible()
+    await dialog.get_by_label("I understand that this cannot be undone").uncheck()
     await dialog.get_by_label("Reason").select_option("leaked")
     await dialog.get_by_role("button", name="Revoke").click()
     await expect(dialog.get_by_role("alert")).to_be_visible()  # not confirmed yet
     await dialog.get_by_label("I understand that this cannot be undone").check()
     await dialog.get_by_role("button", name="Revoke").click()
     await expect(row(page, "New name")).to_contain_text("Revoked")
+    # A revoked key has no actions left: the focus goes to its row's link.
+    await expect(row(page, "New name").get_by_role("link", name="New name")).to_be_focused()
 
     await row(page, "New name").get_by_role("link", name="New name").click()
     timeline = page.get_by_role("list", name="Audit timeline")
     for step in ("Generated", "Renamed", "Disabled", "Enabled", "Rotated", "Revoked"):
         await expect(timeline).to_contain_text(step)
-    await expect(timeline).to_contain_text("Reason: leaked")
+    await expect(timeline).to_contain_text("Reason: Leaked")
     await expect(timeline).to_contain_text("“Old name” → “New name”")
     await expect(page.locator("dl.details")).to_contain_text("Revoked")
     await snap(page, "key")
@@ -241,11 +249,14 @@ async def test_keyboard_only_generate_and_revoke(page: Page, admin_key: str) -> 
     await page.keyboard.press("Enter")
     await page.keyboard.press("ArrowUp")  # from the first item round to the last: Revoke
     await page.keyboard.press("Enter")
+    await press_until_focused(page, "Reason")
+    await page.keyboard.press("ArrowDown")
     await press_until_focused(page, "I understand that this cannot be undone")
     await page.keyboard.press("Space")
     await press_until_focused(page, "Revoke")
     await page.keyboard.press("Enter")
     await expect(row(page, "Keyboard key")).to_contain_text("Revoked")
+    await expect(row(page, "Keyboard key").get_by_role("link", name="Keyboard key")).to_be_focused()
 
 
 async def test_no_secret_in_cookies_local_storage_or_urls(

@@ -72,13 +72,25 @@ function parseBlock(block) {
   return message;
 }
 
+/** How long a stream may stay silent before it counts as stalled (ms). */
+export function stallMilliseconds(heartbeatHeader) {
+  const heartbeat = Number.parseFloat(heartbeatHeader || "");
+  // Without the header, assume the server's default of 15 s heartbeats.
+  const seconds = Number.isFinite(heartbeat) && heartbeat > 0 ? heartbeat : 15;
+  // Two and a half beats: one late heartbeat is no stall (15 s beats: 37.5 s).
+  return Math.max(2.5 * seconds, 1) * 1000;
+}
+
 /**
  * Follow an org's live events (GET /v1/orgs/{org}/events/stream) until stop() is called.
  *
  * EventSource cannot send an Authorization header, and the key must not go into a
  * URL, so the stream is read with fetch(): same header, same authorization as every
  * other call. After a drop it reconnects with Last-Event-ID, so nothing is missed.
- * onState receives "live", "reconnecting" or "refused".
+ * A connection that goes silent (no byte, not even a heartbeat, for twice the
+ * server's heartbeat interval) is taken as dropped: a lost network often never
+ * fails the fetch, so without this the badge would say live over a stale table.
+ * onState receives "live", "reconnecting", "refused" (403/404) or "unauthorized" (401).
  */
 export function watch(org, onEvent, onState) {
   let last = null;
@@ -96,14 +108,24 @@ export function watch(org, onEvent, onState) {
       cache: "no-store",
       credentials: "omit",
     });
-    if ([401, 403, 404].includes(response.status)) return false;
-    if (!response.ok || !response.body) return true;
+    if (response.status === 401) return "unauthorized";
+    if ([403, 404].includes(response.status)) return "refused";
+    if (!response.ok || !response.body) return null;
     onState("live");
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    const stall = stallMilliseconds(response.headers.get("Keyledger-Heartbeat-Seconds"));
     let buffer = "";
     for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return true;
+      const aborting = controller;
+      const timer = setTimeout(() => aborting.abort(), stall);
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } finally {
+        clearTimeout(timer);
+      }
+      const { value, done } = chunk;
+      if (done) return null;
       buffer += value;
       let cut;
       while ((cut = buffer.indexOf("\n\n")) >= 0) {
@@ -118,15 +140,15 @@ export function watch(org, onEvent, onState) {
 
   (async () => {
     while (!stopped) {
-      let retry = true;
+      let refusal = null;
       try {
-        retry = await once();
+        refusal = await once();
       } catch {
-        retry = true;
+        refusal = null;
       }
       if (stopped) return;
-      if (!retry) {
-        onState("refused");
+      if (refusal) {
+        onState(refusal);
         return;
       }
       onState("reconnecting");

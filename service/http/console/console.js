@@ -4,6 +4,7 @@
 
 import { ApiError, call, keyPath, orgPath, session, watch } from "./api.js";
 import {
+  REASON_TEXT,
   explain,
   generateDialog,
   renameDialog,
@@ -49,10 +50,21 @@ function setLive(state) {
   liveBadge.textContent = { live: "● Live", reconnecting: "Reconnecting…", refused: "Not live" }[state] || "";
 }
 
-function follow(org, onEvent) {
+const INVALID_KEY = "This service key is no longer valid: sign in again.";
+
+/** Follow the org live; `reload` redraws after a reconnect (events may have been missed). */
+function follow(org, onEvent, reload) {
   if (stopWatching) stopWatching();
   setLive("reconnecting");
-  stopWatching = watch(org, onEvent, setLive);
+  let connected = false;
+  stopWatching = watch(org, onEvent, (state) => {
+    if (state === "unauthorized") return signOut(INVALID_KEY);
+    setLive(state);
+    // Last-Event-ID covers a drop after an event; before the first one only a reload can.
+    if (state === "live" && connected) reload();
+    if (state === "live") connected = true;
+    return undefined;
+  });
 }
 
 function signOut(message) {
@@ -69,7 +81,7 @@ async function attempt(place, action) {
     return await action();
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
-      signOut(`Signed out: ${error.message}`);
+      signOut(INVALID_KEY);
       return undefined;
     }
     fill(place, alertBox(explain(error)));
@@ -148,20 +160,36 @@ function statusBadge(status) {
   return h("span", { class: `badge ${status}` }, STATUS_TEXT[status] || status);
 }
 
+/** Put the focus back on the key's actions button (or its row's link) after a redraw. */
+function refocus(keyId) {
+  const place = document.querySelector(`[data-key-id="${CSS.escape(keyId)}"]`);
+  const target = place && (place.querySelector(".menu-button") || place.querySelector("a, h1"));
+  if (target) target.focus();
+}
+
 function keyActions(org, key, after) {
   const problems = document.querySelector("#page-problems");
-  const run = (action) => attempt(problems, action);
+  // The redraw after an action replaces the button that had the focus: give it back.
+  const run = async (action) => {
+    await attempt(problems, action);
+    refocus(key.id);
+  };
   const items = [["Rename", () => run(async () => (await renameDialog(org, key)) && after())]];
-  if (key.status === "active") items.push(["Disable", () => run(async () => { await call("POST", `${keyPath(org, key.id)}/disable`, {}); say(`${key.name} disabled`); after(); })]);
-  if (key.status === "disabled") items.push(["Enable", () => run(async () => { await call("POST", `${keyPath(org, key.id)}/enable`); say(`${key.name} enabled`); after(); })]);
+  if (key.status === "active") items.push(["Disable", () => run(async () => { await call("POST", `${keyPath(org, key.id)}/disable`, {}); say(`${key.name} disabled`); await after(); })]);
+  if (key.status === "disabled") items.push(["Enable", () => run(async () => { await call("POST", `${keyPath(org, key.id)}/enable`); say(`${key.name} enabled`); await after(); })]);
   items.push(["Rotate", () => run(async () => {
     const answer = await rotateDialog(org, key);
     if (answer) {
       await secretDialog(answer);
-      after();
+      await after();
     }
   })]);
-  items.push(["Revoke", () => run(async () => (await revokeDialog(org, key)) && (say(`${key.name} revoked`), after()))]);
+  items.push(["Revoke", () => run(async () => {
+    if (await revokeDialog(org, key)) {
+      say(`${key.name} revoked`);
+      await after();
+    }
+  })]);
   if (key.status === "revoked" || key.status === "expired") items.length = 0;
   return items.length ? menuButton(`Actions for ${key.name}`, items) : h("span", { class: "muted" }, "—");
 }
@@ -229,6 +257,8 @@ async function keysView(org) {
       h("td", {}, when(key.expires_at, "Never")),
       h("td", {}, keyActions(org, key, load)),
     ));
+    // A redraw (after an action, or a live event) must not drop the focus to <body>.
+    const focused = table.contains(document.activeElement) && document.activeElement.closest("[data-key-id]");
     fill(table, h("caption", { class: "visually-hidden" }, `API keys of ${org}`), h("thead", {}, head), h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: COLUMNS.length + 1, class: "muted" }, "No keys yet."))));
     fill(
       pager,
@@ -236,6 +266,7 @@ async function keysView(org) {
       h("span", {}, `Page ${state.page + 1}`),
       h("button", { type: "button", disabled: !state.next, onclick: () => { state.cursors[state.page + 1] = state.next; state.page += 1; load(); } }, "Next page"),
     );
+    if (focused) refocus(focused.dataset.keyId);
   }
 
   async function load(minPosition) {
@@ -264,7 +295,7 @@ async function keysView(org) {
     }
   }
 
-  follow(org, changed);
+  follow(org, changed, () => load());
   await load();
 }
 
@@ -328,11 +359,13 @@ async function keyView(org, keyId) {
     ];
     if (key.allowed_origins && key.allowed_origins.length) rows.push(["Allowed origins", key.allowed_origins.join(" ")]);
     if (key.resource) rows.push(["Resource", key.resource]);
+    const focused = details.contains(document.activeElement);
     fill(
       details,
-      h("div", { class: "heading" }, h("h1", {}, key.name), keyActions(org, key, () => load())),
+      h("div", { class: "heading", "data-key-id": key.id }, h("h1", { tabindex: "-1" }, key.name), keyActions(org, key, () => load())),
       h("dl", { class: "details" }, rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)])),
     );
+    if (focused) refocus(key.id);
     fill(timeline, [...events.data].reverse().map((event) => h(
       "li",
       {},
@@ -342,13 +375,13 @@ async function keyView(org, keyId) {
       h("div", { class: "muted" }, "by ", h("code", {}, (event.actor && event.actor.id) || "unknown"),
         event.actor && event.actor.on_behalf_of ? ` on behalf of ${event.actor.on_behalf_of}` : ""),
       whatChanged(event) ? h("div", {}, whatChanged(event)) : null,
-      event.data && event.data.reason ? h("div", {}, `Reason: ${event.data.reason}`) : null,
+      event.data && event.data.reason ? h("div", {}, `Reason: ${REASON_TEXT[event.data.reason] || event.data.reason}`) : null,
     )));
   }
 
   follow(org, (event) => {
     if (event.key_id === keyId) load(event.position);
-  });
+  }, () => load());
   await load();
 }
 

@@ -23,6 +23,8 @@ const REASONS = [
   ["rotated", "Replaced by another key"],
   ["other", "Other"],
 ];
+/** The human label of each revocation reason (for the timeline too). */
+export const REASON_TEXT = Object.fromEntries(REASONS);
 const GRACES = [
   ["0s", "None: the old one stops now"],
   ["1h", "1 hour"],
@@ -198,7 +200,13 @@ export function rotateDialog(org, key) {
 
 /** Revoke with a reason, after a confirmation: resolves with the API's answer. */
 export function revokeDialog(org, key) {
-  const reason = h("select", { name: "reason" }, options(REASONS, "compromised"));
+  // No reason is chosen for the person: they must pick the true one.
+  const reason = h(
+    "select",
+    { name: "reason", required: true },
+    h("option", { value: "", selected: true, disabled: true }, "Choose a reason…"),
+    options(REASONS, null),
+  );
   const confirm = h("input", { name: "confirm", type: "checkbox" });
   const controls = [
     h("p", { class: "warning" }, `Revoking ${key.name} cannot be undone: every request with it will be refused.`),
@@ -208,14 +216,11 @@ export function revokeDialog(org, key) {
   confirm.id = "revoke-confirm";
   confirm.setAttribute("aria-describedby", "revoke-confirm-error");
   return formDialog(`Revoke ${key.name}`, controls, "Revoke", async (form) => {
-    if (!form.elements.confirm.checked) {
-      throw new ApiError(422, {
-        error: {
-          code: "validation_error",
-          message: "Please confirm.",
-          details: [{ loc: ["confirm"], msg: "Tick the box to confirm the revocation." }],
-        },
-      });
+    const details = [];
+    if (!form.elements.reason.value) details.push({ loc: ["reason"], msg: "Choose the reason for revoking this key." });
+    if (!form.elements.confirm.checked) details.push({ loc: ["confirm"], msg: "Tick the box to confirm the revocation." });
+    if (details.length) {
+      throw new ApiError(422, { error: { code: "validation_error", message: "Please correct the fields.", details } });
     }
     return call("POST", `${keyPath(org, key.id)}/revoke`, { reason: form.elements.reason.value });
   });
