@@ -23,7 +23,6 @@ from events.vocabulary import LIVE_STATUSES, Environment, KeyType, Status
 from projections.runner import Refusal
 from service.domain.decider import evolve
 from service.domain.state import KeyState, named_limits
-from service.key_usage import LAST_USED_LOCK
 from service.key_view import render_key
 from service.store.event_store import LoggedEvent
 from service.store.quarantine import is_transient
@@ -301,15 +300,6 @@ class KeyViews:
         if new:
             # Keys without a row yet (born since): COPY is several times faster than upserts.
             await conn.copy_records_to_table(self.table, records=new, columns=_STATE_COLUMNS)
-            # A key verified before its row existed: the usage flush found no row to update.
-            # Taken in turn with the flush (LAST_USED_LOCK), so of the two whichever runs
-            # second sees what the first committed.
-            await conn.execute(f"SELECT pg_advisory_xact_lock({LAST_USED_LOCK})")
-            await conn.execute(
-                f"UPDATE {self.table} AS v SET last_used_at = u.last_used_at FROM key_usage AS u"
-                " WHERE u.key_id = v.key_id AND v.key_id = ANY($1::text[])",
-                [key_id for key_id in folded if key_id not in with_row],
-            )
         await self.save(conn, (pair for key_id, pair in folded.items() if key_id in with_row))
 
     async def save(self, conn: asyncpg.Connection, states: Iterable[tuple[KeyState, int]]) -> None:

@@ -23,10 +23,6 @@ from service.usage_analytics import PRUNE_EVERY, UsageCounts, prune, write_count
 
 log = structlog.get_logger(__name__)
 
-# The transaction lock that the flush and the writing of new ``key_views`` rows
-# (``projections.key_views``) take in turn, so no key's ``last_used_at`` falls between them.
-LAST_USED_LOCK = 0x6B6C5F6C617374  # "kl_last"
-
 _UPSERT_USAGE = """
     INSERT INTO key_usage (key_id, last_used_at)
     SELECT * FROM unnest($1::text[], $2::timestamptz[])
@@ -93,7 +89,6 @@ class UsageRecorder:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 if key_ids:
-                    await conn.execute(f"SELECT pg_advisory_xact_lock({LAST_USED_LOCK})")
                     await conn.execute(_UPSERT_USAGE, key_ids, minutes)
                     if not self._has_views:  # until the projection has made its table
                         self._has_views = bool(
