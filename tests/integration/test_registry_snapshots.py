@@ -28,6 +28,7 @@ from service.store.event_store import EventStore
 from service.store.registry_snapshot import SnapshotStore, encode_chunk
 from service.verification.feed import IndexFeed
 from service.verification.index import IndexEntry, VerificationIndex
+from tests.support.api import indexed
 from tests.support.event_log import TEST_ACTOR, append_rename, generated
 from tests.support.poison import inject
 
@@ -246,6 +247,7 @@ async def test_a_replica_starts_from_a_snapshot_and_is_ready_at_the_head(
             issued = await issue_service_key(
                 pool, settings.pepper_bytes, name="admin", scopes=["admin"], actor=Actor(id="t")
             )
+            await indexed(client, issued.position)
             auth = {"Authorization": f"Bearer {issued.secret}"}
             made = []
             for name in ("kept", "revoked later"):
