@@ -45,6 +45,8 @@ routes = web.RouteTableDef()
 RESUME_PAGE = 500
 # The largest position a Last-Event-ID may name (a log position is a bigint).
 MAX_POSITION = 2**63 - 1
+# Lets a reader tell a stalled connection (silent too long) from a quiet one.
+HEARTBEAT_HEADER = "Keyledger-Heartbeat-Seconds"
 
 
 def sse_message(envelope: Envelope) -> bytes:
@@ -113,8 +115,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
                 "Cache-Control": "no-store",
                 "X-Accel-Buffering": "no",
                 "X-Request-Id": request_id_of(request),
-                # Lets a reader tell a stalled connection (silent too long) from a quiet one.
-                "Keyledger-Heartbeat-Seconds": f"{heartbeat:g}",
+                HEARTBEAT_HEADER: f"{heartbeat:g}",
             }
         )
         await response.prepare(request)

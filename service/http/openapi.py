@@ -68,10 +68,10 @@ def _responses(op: Operation) -> dict[str, Any]:
             "content": {"text/plain": {"schema": {"type": "string"}}},
         }
     elif op.media is not None:
-        media, description = op.media
+        media_types, description = op.media
         out["200"] = {
             "description": description,
-            "content": {media: {"schema": {"type": "string"}}},
+            "content": {media: {"schema": {"type": "string"}} for media in media_types},
         }
     elif op.path == "/openapi.json":
         out["200"] = _json({"type": "object"}, "This OpenAPI document")
@@ -83,6 +83,8 @@ def _responses(op: Operation) -> dict[str, Any]:
                 {"anyOf": [_schema_ref(shapes.VerifyResult), error]},
                 "The verdict (customer key refused) or an error (proxy's service key refused)",
             )
+    if op.answer_headers:
+        out["200"]["headers"] = op.answer_headers
     out["default"] = _json(error, "Any other error (same shape)")
     return out
 

@@ -77,8 +77,10 @@ class Operation:
     # The operationId: what the operation does (``generateKey``), so generated clients read
     # well; without one it is derived from the method and path.
     name: str | None = None
-    # A 200 that is not JSON: its media type and description.
-    media: tuple[str, str] | None = None
+    # A 200 that is not JSON: its media types (an asset may be any of several) and description.
+    media: tuple[tuple[str, ...], str] | None = None
+    # Headers of the 200 worth declaring, by name: OpenAPI header objects.
+    answer_headers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 AUTHENTICATED = ("400", "401", "403", "422", "429")

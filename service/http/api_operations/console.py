@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from service.http import response_shapes as shapes
 from service.http.api_operations import KEY_PATH, ORG_PATH, Operation, param
+from service.http.console_routes import ASSET_TYPES
 
 SERVICE: tuple[Operation, ...] = (
     Operation(
@@ -29,6 +30,7 @@ SERVICE: tuple[Operation, ...] = (
     Operation("get", "/openapi.json", "This document", "operations", None, name="openapi"),
 )
 
+_PAGE = ("text/html",)
 CONSOLE: tuple[Operation, ...] = tuple(
     Operation(
         "get",
@@ -42,26 +44,30 @@ CONSOLE: tuple[Operation, ...] = tuple(
         name=name,
     )
     for path, summary, params, media, name in (
-        ("/console", "The web console (sign in)", [], "text/html", "consoleSignIn"),
-        (
-            "/console/orgs/{org_id}",
-            "The console: an org's keys",
-            [ORG_PATH],
-            "text/html",
-            "consoleKeys",
-        ),
+        ("/console", "The web console (sign in)", [], _PAGE, "consoleSignIn"),
+        ("/console/orgs/{org_id}", "The console: an org's keys", [ORG_PATH], _PAGE, "consoleKeys"),
         (
             "/console/orgs/{org_id}/keys/{key_id}",
             "The console: one key and its timeline",
             [ORG_PATH, KEY_PATH],
-            "text/html",
+            _PAGE,
             "consoleKey",
         ),
         (
             "/console/assets/{name}",
             "The console's script, style sheet and icon",
-            [param("path", "name", {"type": "string"}, "An asset's file name.", True)],
-            "*/*",
+            [
+                param(
+                    "path",
+                    "name",
+                    # A fixed list (404 for any other name).
+                    {"type": "string", "enum": sorted(ASSET_TYPES)},
+                    "An asset's file name.",
+                    True,
+                )
+            ],
+            # What the assets are served as (a generated client reads each as text).
+            tuple(sorted({served.split(";")[0] for served in ASSET_TYPES.values()})),
             "consoleAsset",
         ),
     )

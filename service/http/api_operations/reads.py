@@ -19,6 +19,17 @@ from service.http.api_operations import (
     Operation,
     param,
 )
+from service.http.event_stream_routes import HEARTBEAT_HEADER
+from service.settings import Settings
+
+# The stream's Keyledger-Heartbeat-Seconds header: the setting it reports, with its bounds.
+_HEARTBEAT_SECONDS = {
+    word: rule
+    for word, rule in Settings.model_json_schema()["properties"][
+        "event_stream_heartbeat_seconds"
+    ].items()
+    if word in ("type", "exclusiveMinimum", "maximum")
+}
 
 KEY_READS: tuple[Operation, ...] = (
     Operation(
@@ -99,7 +110,15 @@ KEY_READS: tuple[Operation, ...] = (
             ),
         ],
         errors=READ,
-        media=("text/event-stream", "The stream (never ends by itself)"),
+        media=(("text/event-stream",), "The stream (never ends by itself)"),
+        answer_headers={
+            HEARTBEAT_HEADER: {
+                "description": "Seconds between heartbeats (KEYLEDGER_EVENT_STREAM_HEARTBEAT"
+                "_SECONDS): a stream silent much longer than this has stalled; reconnect.",
+                "required": True,
+                "schema": _HEARTBEAT_SECONDS,
+            }
+        },
         name="streamEvents",
     ),
 )
