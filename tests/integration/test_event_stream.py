@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.http.app import create_app
 from service.http.context import KEYLEDGER
+from service.http.openapi import build_openapi
 from service.settings import Settings
 from tests.support.api import Api, indexed, new_org, service_key
 from tests.support.sse import SseReader
@@ -55,6 +56,21 @@ async def test_an_orgs_events_arrive_live_in_order_without_secret_hashes(
         revocation = await reader.next()
         assert (revocation.event, revocation.id) == ("KeyRevoked", str(revoked["position"]))
         assert revocation.json()["data"] == {"reason": "leaked"}
+    finally:
+        reader.response.close()
+
+
+async def test_the_stream_sends_the_headers_its_document_declares(
+    client: TestClient, api: Api, settings: Settings
+) -> None:
+    reader = await open_stream(client, api.service_key, new_org())
+    try:
+        operation = build_openapi()["paths"][stream_path("{org_id}")]["get"]
+        declared = operation["responses"]["200"]["headers"]
+        assert "Keyledger-Heartbeat-Seconds" in declared
+        assert set(declared) <= set(reader.response.headers)
+        interval = reader.response.headers["Keyledger-Heartbeat-Seconds"]
+        assert float(interval) == settings.event_stream_heartbeat_seconds
     finally:
         reader.response.close()
 
