@@ -70,4 +70,5 @@ def make_app() -> FastAPI:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="a service protected by keyledger keys")
     parser.add_argument("--port", type=int, default=8082)
-    uvicorn.run(make_app(), host="127.0.0.1", port=parser.parse_args().port)
+    port = parser.parse_args().port  # first: --help needs no settings
+    uvicorn.run(make_app(), host="127.0.0.1", port=port)
