@@ -58,4 +58,5 @@ def make_app() -> web.Application:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="a service protected by keyledger keys")
     parser.add_argument("--port", type=int, default=8081)
-    web.run_app(make_app(), host="127.0.0.1", port=parser.parse_args().port, print=None)
+    port = parser.parse_args().port  # first: --help needs no settings
+    web.run_app(make_app(), host="127.0.0.1", port=port, print=None)

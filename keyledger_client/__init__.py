@@ -4,6 +4,8 @@
   per endpoint, typed results, ``KeyledgerAPIError`` for refusals.
 - ``sign_request``: the headers that sign a request with a signing key.
 - ``LocalVerifier``: bearer secrets verified in process; events evict within milliseconds.
+- ``keyledger_client.aiohttp`` and ``keyledger_client.asgi`` (FastAPI, Starlette, any ASGI
+  app): middlewares protecting a service with it.
 - ``keyledger_client.events``: the event models and ``decode``, for subscribers.
 
 It imports nothing of the keyledger service, and installs no generic top-level name.

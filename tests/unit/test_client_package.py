@@ -33,6 +33,7 @@ _PROBE = textwrap.dedent(
     import keyledger_client, keyledger_client.events, keyledger_client.events.subscriber
     from keyledger_client import LocalVerifier, SyncKeyledgerClient, sign_request
     from keyledger_client.events import KeyRevoked, decode
+    from keyledger_client.asgi import KeyledgerAuth
     print("ok")
     """
 )
@@ -49,6 +50,12 @@ def test_the_client_imports_nothing_of_the_service() -> None:
     result = probe(GENERIC)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_asgi_middleware_needs_no_web_framework() -> None:
+    # Plain ASGI: FastAPI and Starlette services use it without the client requiring them.
+    result = probe(GENERIC | {"starlette", "fastapi", "uvicorn", "anyio"})
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_probe_does_catch_a_forbidden_import() -> None:
