@@ -48,10 +48,16 @@ async def test_the_stored_secret_is_sealed(api: Api, pool: Any) -> None:
     org = new_org()
     _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
     sealed = await pool.fetchval(
-        "SELECT sealed_secret FROM webhook_endpoints WHERE webhook_id = $1",
+        "SELECT sealed_secret FROM webhook_secrets WHERE webhook_id = $1",
         created["webhook"]["id"],
     )
     assert created["secret"].encode() not in bytes(sealed)
+    # Nor is it, sealed or not, in the log.
+    logged = await pool.fetch(
+        "SELECT data::text FROM events WHERE key_id = $1", created["webhook"]["id"]
+    )
+    assert len(logged) == 1 and "whsec_" not in logged[0]["data"]
+    assert bytes(sealed).hex() not in logged[0]["data"]
 
 
 async def test_remove_records_who_and_is_idempotent(api: Api, client: TestClient) -> None:

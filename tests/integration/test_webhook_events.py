@@ -1,0 +1,175 @@
+"""Registering and removing a webhook endpoint are events in the one log.
+
+On the session app (real PostgreSQL): who did it is in the audit trail, the
+secret is nowhere in the log, every consumer of the log takes the events
+without setting anything aside, and the chain still verifies. With a relay
+(real NATS): the events are published like any other, and no endpoint is
+sent them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from events.codec import decode
+from events.models import WebhookRegistered, WebhookRemoved
+from service.http.context import KEYLEDGER
+from service.settings import Settings
+from tests.integration.test_webhook_delivery import call, register, webhook_app
+from tests.support.api import Api, new_org
+from tests.support.outbox import eventually, jetstream, stream_messages
+from tests.support.receiver import running_receiver
+
+
+async def test_registration_and_removal_are_in_the_audit_trail_with_their_actor(
+    api: Api, client: TestClient, pool: asyncpg.Pool
+) -> None:
+    org = new_org()
+    status, _, created = await api.post(
+        f"/v1/orgs/{org}/webhooks",
+        {"url": "https://hooks.example.com/k", "event_types": ["KeyRevoked"]},
+        headers={"X-On-Behalf-Of": "user:7", "X-Request-Id": "req-register-hook"},
+    )
+    assert status == 201, created
+    webhook_id = created["webhook"]["id"]
+    path = f"/v1/orgs/{org}/webhooks/{webhook_id}"
+    headers = api.headers(**{"X-On-Behalf-Of": "user:9", "X-Request-Id": "req-remove-hook"})
+    assert (await client.delete(path, headers=headers)).status == 200
+    assert (await client.delete(path, headers=api.headers())).status == 200  # nothing more
+
+    status, _, audit = await api.get(f"/v1/audit?org_id={org}")
+    assert status == 200
+    events = audit["data"]
+    assert [(e["event_type"], e["key_id"], e["stream_version"]) for e in events] == [
+        ("WebhookRegistered", webhook_id, 1),
+        ("WebhookRemoved", webhook_id, 2),
+    ]
+    registered, removed = events
+    assert registered["data"] == {
+        "webhook_id": webhook_id,
+        "url": "https://hooks.example.com/k",
+        "event_types": ["KeyRevoked"],
+    }
+    assert removed["data"] == {"webhook_id": webhook_id}
+    admin = created["webhook"]["created_by"]["id"]
+    assert registered["actor"] == {
+        "id": admin,
+        "on_behalf_of": "user:7",
+        "request_id": "req-register-hook",
+    }
+    assert removed["actor"] == {
+        "id": admin,
+        "on_behalf_of": "user:9",
+        "request_id": "req-remove-hook",
+    }
+    # The API's created_by / removed_by are the events' actors.
+    _, _, one = await api.get(path)
+    assert one["webhook"]["created_by"] == registered["actor"]
+    assert one["webhook"]["removed_by"] == removed["actor"]
+    assert one["webhook"]["removed_at"] == removed["occurred_at"]
+    assert created["secret"] not in json.dumps(audit)
+    status, _, only = await api.get(f"/v1/audit?org_id={org}&event_type=WebhookRemoved")
+    assert status == 200 and [e["event_id"] for e in only["data"]] == [removed["event_id"]]
+
+    # Every consumer of the log takes them: nothing set aside, no key row, the chain holds.
+    app = client.app[KEYLEDGER]
+    assert await app.feed.wait_for(removed["position"], 10)
+    assert await app.projections.wait_for("key_views", removed["position"], within=10)
+    assert webhook_id not in app.index.quarantined and app.index.by_key_id(webhook_id) is None
+    assert await pool.fetchval(
+        "SELECT count(*) FROM quarantined_keys WHERE key_id = $1", webhook_id
+    ) == 0  # fmt: skip
+    assert await pool.fetchval("SELECT count(*) FROM key_views WHERE key_id = $1", webhook_id) == 0
+    status, _, keys = await api.get(f"/v1/orgs/{org}/keys?min_position={removed['position']}")
+    assert (status, keys["data"]) == (200, [])
+    status, _, verified = await api.get("/v1/audit/verify")
+    assert status == 200 and verified["ok"], verified
+
+
+async def test_unknown_endpoints_write_nothing(
+    api: Api, client: TestClient, pool: asyncpg.Pool
+) -> None:
+    org, other = new_org(), new_org()
+    _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+    webhook_id = created["webhook"]["id"]
+    for path in (
+        f"/v1/orgs/{other}/webhooks/{webhook_id}",
+        f"/v1/orgs/{org}/webhooks/wh_01JBZ8Q6S1T8YQ4Y4W1S3M5N7P",
+    ):
+        response = await client.delete(path, headers=api.headers())
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "webhook_not_found"
+    counts = await pool.fetch(
+        "SELECT org_id, count(*) AS n FROM events WHERE org_id = ANY($1::text[]) GROUP BY org_id",
+        [org, other],
+    )
+    assert {r["org_id"]: r["n"] for r in counts} == {org: 1}
+
+
+def _cli_verify(url: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli.main", "audit", "verify"],
+        env={**os.environ, "KEYLEDGER_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+async def test_webhook_events_are_published_and_never_delivered(
+    postgres_server_url: str, settings: Settings, nats_url: str
+) -> None:
+    org = new_org()
+    async with (
+        running_receiver() as receiver,
+        webhook_app(postgres_server_url, settings, nats_url) as app,
+        jetstream(nats_url) as js,
+    ):
+        webhook_id, _ = await register(app, org, receiver.url("/hook"))
+        other, _ = await register(app, org, receiver.url("/other"))
+        await call(app.client, app, "DELETE", f"/v1/orgs/{org}/webhooks/{other}")
+        created = await call(
+            app.client, app, "POST", f"/v1/orgs/{org}/keys", {"name": "a", "type": "secret"}
+        )
+        key_id = created["key"]["id"]
+
+        async def key_delivered() -> bool:
+            return len(receiver.delivered("/hook")) >= 1
+
+        await eventually(key_delivered, what="the key's event delivered")
+        relay = app.client.app[KEYLEDGER].relay
+        assert relay is not None
+
+        async def relayed() -> bool:
+            return relay.published_position >= created["position"]
+
+        await eventually(relayed, what="everything published")
+        stream = app.client.app[KEYLEDGER].settings.nats_stream
+        published = [decode(msg.data) for msg in await stream_messages(js, stream)]
+        webhook_events = [
+            (envelope.key_id, type(event)) for envelope, event in published
+            if isinstance(event, WebhookRegistered | WebhookRemoved)
+        ]  # fmt: skip
+        assert webhook_events == [
+            (webhook_id, WebhookRegistered),
+            (other, WebhookRegistered),
+            (other, WebhookRemoved),
+        ]
+        subjects = {msg.subject for msg in await stream_messages(js, stream)}
+        prefix = app.client.app[KEYLEDGER].settings.nats_subject_prefix
+        assert f"{prefix}.{org}.{other}.WebhookRemoved" in subjects
+
+        # The endpoint saw its org's key event, not the registrations or the removal.
+        assert [item.envelope["key_id"] for item in receiver.received] == [key_id]
+        report = await asyncio.to_thread(_cli_verify, app.database_url)
+        assert report["ok"] and report["events"] >= 4, report
