@@ -3,9 +3,10 @@
 Both are commands like any other: decided by ``service.domain.webhooks`` and
 appended to the one log (``WebhookRegistered``, ``WebhookRemoved``), in a
 transaction of their own under the log's append lock, as an identity's are
-(``service.identities``): the same bounded wait, the same re-check of the
-calling service key, the same truncation guards, the same answer to a
-database that fails (503, nothing written). The same transaction writes the
+(``service.identities``), through ``KeyCommandHandler.append_alone``: the
+same bounded wait, the same re-check of the calling service key, the same
+truncation guards, the same answer to a database that fails (503, nothing
+written). The same transaction writes the
 endpoint's projection (``webhook_endpoints``) and, at registration, its sealed
 signing secret (``webhook_secrets``): the secret is never in the log. After
 the commit the events reach this replica's observers (the verification
@@ -15,13 +16,12 @@ the relay publishes them to NATS like any event.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import TYPE_CHECKING
 
-from events.codec import to_domain_event
-from events.models import Envelope, WebhookRegistered, WebhookRemoved
+from events.models import Envelope, LogEvent, WebhookRegistered, WebhookRemoved
 from service.clock import utc_now
-from service.command_session import check_caller
 from service.domain.webhooks import (
     RegisterWebhook,
     RemoveWebhook,
@@ -31,9 +31,8 @@ from service.domain.webhooks import (
     evolve_webhook,
 )
 from service.errors import KeyledgerError
-from service.group_commit import error_for
-from service.store.event_rows import UnfoldableStream, seal_after
-from service.store.quarantine import is_transient
+from service.store.event_rows import UnfoldableStream, fold_own_stream, seal_after
+from service.store.event_store import LogHead
 from service.webhooks.endpoints import Endpoint, WebhookEndpoints, new_webhook_id, project
 
 if TYPE_CHECKING:
@@ -45,24 +44,10 @@ if TYPE_CHECKING:
 SECRET_PREFIX = "whsec_"
 
 
-def fold_webhook_stream(
-    envelopes: list[Envelope], state: WebhookState | None = None
-) -> WebhookState | None:
-    """An endpoint's state after ``envelopes`` of its stream (from ``state``);
-    ``UnfoldableStream`` if one does not apply."""
-    for envelope in envelopes:
-        try:
-            event = to_domain_event(envelope)
-            if not isinstance(event, WebhookRegistered | WebhookRemoved):
-                raise ValueError(f"{envelope.event_type} in a webhook endpoint's stream")
-            state = evolve_webhook(state, event)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            raise UnfoldableStream(
-                envelope.key_id, envelope.org_id, envelope.position, envelope.event_type
-            ) from None
-    return state
+def _evolve(state: WebhookState | None, event: LogEvent) -> WebhookState:
+    if not isinstance(event, WebhookRegistered | WebhookRemoved):
+        raise ValueError(f"{event.event_type} in a webhook endpoint's stream")
+    return evolve_webhook(state, event)
 
 
 class WebhookRegistrations:
@@ -88,37 +73,18 @@ class WebhookRegistrations:
     async def _run(
         self, issuer: Issuer, command: WebhookCommand, secret: str | None = None
     ) -> Endpoint:
-        handler = self.handler
-        if handler.write_guard is not None:
-            handler.write_guard()
-        try:
-            async with handler.pool.acquire() as conn, conn.transaction():
-                await handler.store.lock(conn, wait_seconds=handler.lock_timeout_seconds)
-                appended = await self._record(conn, issuer, command, secret)
-                endpoint = await self.endpoints.find(conn, command.webhook_id)
-        except KeyledgerError:
-            raise
-        except Exception as exc:
-            # The transaction rolled back: nothing of it was written.
-            raise error_for(exc) from exc
-        await handler.observe(appended)
-        assert endpoint is not None  # registered, or found by the decider
-        return endpoint
+        record = functools.partial(self._record, issuer, command, secret)
+        return await self.handler.append_alone(issuer.caller, command.issued_at, record)
 
     async def _record(
         self,
-        conn: asyncpg.Connection,
         issuer: Issuer,
         command: WebhookCommand,
         secret: str | None,
-    ) -> list[Envelope]:
-        handler = self.handler
-        head = await handler.store.read_head(conn)
-        if handler.head_guard is not None:
-            handler.head_guard(head.position)
-        if issuer.caller is not None:
-            standings = await handler.registry.standings(conn, [issuer.caller.key_id])
-            check_caller(standings.get(issuer.caller.key_id), issuer.caller, command.issued_at)
+        conn: asyncpg.Connection,
+        head: LogHead,
+    ) -> tuple[Endpoint, list[Envelope]]:
+        store = self.handler.store
         state = await self._state(conn, command.webhook_id)
         events = decide_webhook(command, state)
         sealed = seal_after(
@@ -128,15 +94,15 @@ class WebhookRegistrations:
             position=head.position,
             previous_hash=head.hash,
         )
-        if not sealed:
-            return []
-        await handler.store.insert_sealed(conn, sealed)
-        for envelope in sealed:
-            await project(conn, envelope)
-        if secret is not None:
+        if sealed:
+            await store.insert_sealed(conn, sealed)
+            for envelope in sealed:
+                await project(conn, envelope)
+        if sealed and secret is not None:
             await self.endpoints.keep_secret(conn, command.webhook_id, secret)
-        await handler.store.notify(conn, sealed[-1].position)
-        return sealed
+        endpoint = await self.endpoints.find(conn, command.webhook_id)
+        assert endpoint is not None  # registered now, or found by the decider
+        return endpoint, sealed
 
     async def _state(self, conn: asyncpg.Connection, webhook_id: str) -> WebhookState | None:
         """The endpoint folded from its stream (from its row, for one registered before
@@ -145,7 +111,7 @@ class WebhookRegistrations:
         start = endpoint.state() if endpoint is not None and endpoint.position is None else None
         try:
             stream = await self.handler.store.load_stream(conn, webhook_id)
-            return fold_webhook_stream(stream, start)
+            return fold_own_stream(stream, _evolve, start)
         except UnfoldableStream as exc:
             raise KeyledgerError(
                 "webhook_quarantined",
