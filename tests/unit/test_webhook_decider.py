@@ -1,7 +1,9 @@
-"""Webhook endpoints as a decider, and which logged events an endpoint is sent (pure).
+"""Webhook endpoints as a decider, which logged events an endpoint is sent, and what the
+in-memory readers of the log make of an endpoint's events (all pure).
 
-Given a history of events and a command, what follows; and, for the
-dispatcher, which envelopes an endpoint takes.
+Given a history of events and a command, what follows; for the dispatcher,
+which envelopes an endpoint takes; for the verification index and its
+snapshots, nothing to keep and nothing to set aside.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from service.domain.webhooks import (
     fold_webhook,
 )
 from service.errors import KeyledgerError
+from service.snapshot_writer import Tail
+from service.verification.index import Offer, VerificationIndex
 from service.webhooks.endpoints import DELIVERED_EVENT_TYPES, Endpoint, new_webhook_id
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -163,3 +167,14 @@ def test_an_endpoint_takes_only_what_was_logged_after_its_registration() -> None
     assert not endpoint(position=None).follows(envelope_of(earlier, 11))
     assert endpoint(position=10).since() == (10, datetime(1970, 1, 1, tzinfo=UTC))
     assert endpoint(position=None).since() == (0, T0)
+
+
+def test_the_index_and_its_snapshots_keep_nothing_of_an_endpoint() -> None:
+    tail = Tail(0, set())
+    for position, event in enumerate((registered(), removed()), start=1):
+        tail.add(envelope_of(event, position))
+    assert (tail.by_key, tail.position) == ({}, 2)
+    index = VerificationIndex()
+    for position, event in enumerate((registered(), removed()), start=1):
+        assert index.offer(envelope_of(event, position)) is Offer.APPLIED
+    assert HOOK not in index.quarantined and index.by_key_id(HOOK) is None
