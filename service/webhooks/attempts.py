@@ -64,6 +64,9 @@ WHERE e.key_id = $2 AND e.org_id = $3 AND e.position < $4
   AND e.position > $5 AND e.occurred_at >= $6 AND e.event_type = ANY($7::text[])
   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS d
                   WHERE d.webhook_id = $1 AND d.event_id = e.event_id AND d.outcome <> 'failed')
+  -- An event the relay could not publish never comes: it holds nothing back.
+  AND NOT EXISTS (SELECT 1 FROM quarantined_keys AS q
+                  WHERE q.key_id = e.key_id AND q.consumer = $8 AND q.position = e.position)
 ORDER BY e.position
 LIMIT 1
 """
@@ -94,9 +97,11 @@ class DeliveryAttempts:
         after_position: int,
         since: datetime,
         event_types: Sequence[str],
+        relay: str,
     ) -> Blocker | None:
         """The first event of ``envelope``'s key (of ``event_types``, after
-        ``after_position`` and ``since``) before it, not yet settled at ``webhook_id``."""
+        ``after_position`` and ``since``) before it, not yet settled at ``webhook_id``,
+        leaving out the one that ``relay`` (its name in ``quarantined_keys``) set aside."""
         row = await self.pool.fetchrow(
             _EARLIER_UNSETTLED,
             webhook_id,
@@ -106,6 +111,7 @@ class DeliveryAttempts:
             after_position,
             since,
             list(event_types),
+            relay,
         )
         return Blocker(row["event_id"], row["position"], row["attempts"]) if row else None
 

@@ -43,6 +43,7 @@ from events.subjects import subject_filter
 from events.subscriber import EventConsumer, RetryLater
 from events.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, signature_header
 from service.clock import utc_now
+from service.outbox.relay import relay_consumer
 from service.settings import Settings
 from service.webhooks.attempts import Backoff, DeliveryAttempts
 from service.webhooks.endpoints import Endpoint, WebhookEndpoints
@@ -258,6 +259,7 @@ class WebhookDispatcher:
             after_position=after_position,
             since=since,
             event_types=endpoint.sent_types(),
+            relay=relay_consumer(self.settings.nats_stream),
         )
         if blocker is not None:
             # About when the earlier event is tried again (soon, if it never was yet).

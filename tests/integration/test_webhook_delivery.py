@@ -23,7 +23,13 @@ from service.http.context import KEYLEDGER
 from service.settings import Settings
 from tests.support.api import new_org
 from tests.support.outbox import deleted_at_exit, eventually, jetstream, unique_stream_settings
-from tests.support.poison import IsolatedApp, isolated_app, isolated_app_with_relay
+from tests.support.poison import (
+    IsolatedApp,
+    generated_data,
+    inject,
+    isolated_app,
+    isolated_app_with_relay,
+)
 from tests.support.receiver import Receiver, running_receiver
 from tests.support.replicas import in_process_replica
 
@@ -276,6 +282,29 @@ async def test_a_key_failing_holds_back_only_its_own_later_events(
         tries = [i.event_id for i in receiver.received if i.envelope["key_id"] == first["id"]]
         assert tries[-1] == failing[1] and set(tries[:-1]) == {failing[0]} and len(tries) >= 3
         assert receiver.all_signed_by(secret, "/hook")
+
+
+async def test_an_event_never_published_does_not_hold_its_key_back(
+    postgres_server_url: str, settings: Settings, nats_url: str
+) -> None:
+    org = new_org()
+    async with (
+        running_receiver() as receiver,
+        webhook_app(postgres_server_url, settings, nats_url) as app,
+    ):
+        await register(app, org, receiver.url("/hook"))
+        async with app.pool.acquire() as conn:
+            # Larger than NATS takes: the relay sets it aside, it never reaches the endpoint.
+            poison = await inject(conn, org, data=generated_data(name="x" * 1_100_000))
+        path = f"/v1/orgs/{org}/keys/{poison.key_id}/disable"
+        disabled = await call(app.client, app, "POST", path, {})
+        await all_delivered(receiver, "/hook", 1)
+        [delivered] = receiver.delivered("/hook")
+        assert (delivered.envelope["event_type"], delivered.envelope["key_id"]) == (
+            "KeyDisabled",
+            poison.key_id,
+        )
+        assert delivered.envelope["position"] == disabled["position"]
 
 
 async def test_a_replica_dying_mid_delivery_loses_nothing(
