@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+from uuid import UUID
 
 import asyncpg
 
@@ -47,7 +48,7 @@ class History:
 class Blocker:
     """An earlier event of the same key that an endpoint has not been delivered yet."""
 
-    event_id: Any
+    event_id: UUID
     position: int
     attempts: int
 
