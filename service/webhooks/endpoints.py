@@ -119,16 +119,20 @@ class Endpoint:
             return 0, self.created_at
         return self.position, _EPOCH
 
-    def state(self) -> WebhookState:
-        """The endpoint as the decider knows it, for one registered before endpoints had
-        events (``position`` None): its stream starts at version 0, with its removal."""
+    def state_before_events(self, *, has_events: bool) -> WebhookState | None:
+        """Where the decider starts folding the endpoint's stream: nothing for one that
+        has its ``WebhookRegistered``; for one registered before endpoints had events
+        (``position`` None), its row at version 0, removed only if that was before too
+        (after, its stream holds the ``WebhookRemoved``)."""
+        if self.position is not None:
+            return None
         return WebhookState(
             webhook_id=self.webhook_id,
             org_id=self.org_id,
             url=self.url,
             event_types=self.event_types,
             registered_at=self.created_at,
-            removed_at=self.removed_at,
+            removed_at=None if has_events else self.removed_at,
             version=0,
         )
 

@@ -108,9 +108,13 @@ class WebhookRegistrations:
         """The endpoint folded from its stream (from its row, for one registered before
         endpoints had events); 409 ``webhook_quarantined`` if its stream does not fold."""
         endpoint = await self.endpoints.find(conn, webhook_id)
-        start = endpoint.state() if endpoint is not None and endpoint.position is None else None
         try:
             stream = await self.handler.store.load_stream(conn, webhook_id)
+            start = (
+                endpoint.state_before_events(has_events=bool(stream))
+                if endpoint is not None
+                else None
+            )
             return fold_own_stream(stream, _evolve, start)
         except UnfoldableStream as exc:
             raise KeyledgerError(

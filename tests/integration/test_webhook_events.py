@@ -1,8 +1,9 @@
 """Registering and removing a webhook endpoint are events in the one log.
 
 On the session app (real PostgreSQL): who did it is in the audit trail, the
-secret is nowhere in the log, every consumer of the log takes the events
-without setting anything aside, and the chain still verifies. With a relay
+secret is nowhere in the log, every consumer of the log (the key view, the
+verification index, the event stream) takes the events without setting
+anything aside, and the chain still verifies. With a relay
 (real NATS): the events are published like any other, and no endpoint is
 sent them.
 """
@@ -23,6 +24,8 @@ from events.codec import decode
 from events.models import WebhookRegistered, WebhookRemoved
 from service.http.context import KEYLEDGER
 from service.settings import Settings
+from service.webhooks.endpoints import new_webhook_id
+from tests.integration.test_event_stream import open_stream
 from tests.integration.test_webhook_delivery import call, register, webhook_app
 from tests.support.api import Api, new_org
 from tests.support.outbox import eventually, jetstream, stream_messages
@@ -92,6 +95,28 @@ async def test_registration_and_removal_are_in_the_audit_trail_with_their_actor(
     assert (status, keys["data"]) == (200, [])
     status, _, verified = await api.get("/v1/audit/verify")
     assert status == 200 and verified["ok"], verified
+    # The event stream resumes through them like through any event, without the secret.
+    reader = await open_stream(client, api.service_key, org, str(registered["position"] - 1))
+    try:
+        streamed = [await reader.next(), await reader.next()]
+    finally:
+        reader.response.close()
+    assert [(e.event, e.json()["data"]) for e in streamed] == [
+        ("WebhookRegistered", registered["data"]),
+        ("WebhookRemoved", removed["data"]),
+    ]
+    assert created["secret"] not in streamed[0].data
+
+
+async def test_a_registration_reaches_the_live_event_stream(api: Api, client: TestClient) -> None:
+    org = new_org()
+    reader = await open_stream(client, api.service_key, org)
+    try:
+        _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+        live = await reader.next()
+    finally:
+        reader.response.close()
+    assert (live.event, live.json()["key_id"]) == ("WebhookRegistered", created["webhook"]["id"])
 
 
 def _cli_verify(url: str) -> dict[str, Any]:
@@ -156,3 +181,32 @@ async def test_webhook_events_are_published_and_never_delivered(
         assert {item.envelope["event_type"] for item in receiver.received} == {"KeyGenerated"}
         report = await asyncio.to_thread(_cli_verify, app.database_url)
         assert report["ok"] and report["events"] >= 4, report
+
+
+async def test_an_endpoint_registered_before_endpoints_had_events_is_removed_by_one(
+    api: Api, client: TestClient, pool: asyncpg.Pool
+) -> None:
+    org = new_org()
+    webhook_id = new_webhook_id()
+    # As migration 0080 leaves an endpoint registered before it: a row, no event.
+    await pool.execute(
+        "INSERT INTO webhook_endpoints (webhook_id, org_id, url, event_types, created_at,"
+        " created_by) VALUES ($1, $2, 'https://a.example/old', '{}', now(), $3)",
+        webhook_id,
+        org,
+        '{"id": "cli:admin"}',
+    )
+    await pool.execute(
+        "INSERT INTO webhook_secrets (webhook_id, sealed_secret) VALUES ($1, '\\x00')", webhook_id
+    )
+    path = f"/v1/orgs/{org}/webhooks/{webhook_id}"
+    for _ in range(2):  # the second removal writes nothing
+        response = await client.delete(path, headers=api.headers())
+        assert response.status == 200
+    _, _, audit = await api.get(f"/v1/audit?org_id={org}")
+    assert [(e["event_type"], e["key_id"], e["stream_version"]) for e in audit["data"]] == [
+        ("WebhookRemoved", webhook_id, 1)
+    ]
+    _, _, one = await api.get(path)
+    assert one["webhook"]["created_by"]["id"] == "cli:admin"
+    assert one["webhook"]["removed_by"] == audit["data"][0]["actor"]

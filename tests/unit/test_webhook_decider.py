@@ -8,6 +8,7 @@ snapshots, nothing to keep and nothing to set aside.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -94,6 +95,20 @@ def test_an_endpoint_registered_before_it_had_events_is_removed_from_version_0()
     legacy = WebhookState(HOOK, ORG, URL, (), T0, None, version=0)
     [event] = decide_webhook(RemoveWebhook(ORG, HOOK, T0), legacy)
     assert evolve_webhook(legacy, event).version == 1
+
+
+def test_where_folding_an_endpoints_stream_starts() -> None:
+    assert endpoint(position=10).state_before_events(has_events=True) is None
+    removed_at = T0 + timedelta(hours=1)
+    legacy = replace(endpoint(position=None), removed_at=removed_at)
+    # Removed after endpoints had events: its WebhookRemoved is in the stream.
+    start = legacy.state_before_events(has_events=True)
+    assert start is not None and (start.removed_at, start.version) == (None, 0)
+    assert fold_webhook([removed()], start) is not None
+    # Removed before: the row says so, and removing it again writes nothing.
+    before = legacy.state_before_events(has_events=False)
+    assert before is not None and before.removed_at == removed_at
+    assert decide_webhook(RemoveWebhook(ORG, HOOK, T0), before) == []
 
 
 @pytest.mark.parametrize(
