@@ -106,15 +106,16 @@ class WebhookRegistrations:
 
     async def _state(self, conn: asyncpg.Connection, webhook_id: str) -> WebhookState | None:
         """The endpoint folded from its stream (from its row, for one registered before
-        endpoints had events); 409 ``webhook_quarantined`` if its stream does not fold."""
+        endpoints had events); None without a row; 409 ``webhook_quarantined`` if its
+        stream does not fold."""
         endpoint = await self.endpoints.find(conn, webhook_id)
+        if endpoint is None:
+            # A new id; or one whose row and sealed secret are gone (a log repaired from
+            # NATS gets its events back, never a secret): nothing to deliver with either.
+            return None
         try:
             stream = await self.handler.store.load_stream(conn, webhook_id)
-            start = (
-                endpoint.state_before_events(has_events=bool(stream))
-                if endpoint is not None
-                else None
-            )
+            start = endpoint.state_before_events(has_events=bool(stream))
             return fold_own_stream(stream, _evolve, start)
         except UnfoldableStream as exc:
             raise KeyledgerError(
