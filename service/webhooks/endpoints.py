@@ -106,18 +106,18 @@ class Endpoint:
         """The event types this endpoint is sent."""
         return self.event_types or DELIVERED_EVENT_TYPES
 
-    def follows(self, envelope: Envelope) -> bool:
-        """Whether ``envelope`` was logged after this endpoint's registration (for one
-        registered before endpoints had events: after it was created)."""
-        if self.position is None:
-            return envelope.occurred_at >= self.created_at
-        return envelope.position > self.position
-
     def since(self) -> tuple[int, datetime]:
-        """(position, instant) after which the log's events are this endpoint's."""
+        """(position, instant) after which the log's events are this endpoint's: after its
+        ``WebhookRegistered`` (for one registered before endpoints had events: from the
+        instant it was created)."""
         if self.position is None:
             return 0, self.created_at
         return self.position, _EPOCH
+
+    def follows(self, envelope: Envelope) -> bool:
+        """Whether ``envelope`` is one of this endpoint's events (see ``since``)."""
+        position, instant = self.since()
+        return envelope.position > position and envelope.occurred_at >= instant
 
     def state_before_events(self, *, has_events: bool) -> WebhookState | None:
         """Where the decider starts folding the endpoint's stream: nothing for one that
