@@ -18,7 +18,15 @@ from typing import Any
 
 import asyncpg
 
-from events.models import Credits, IdentityConfigured, KeyGenerated, NamedRateLimit, RateLimit
+from events.models import (
+    Credits,
+    IdentityConfigured,
+    KeyGenerated,
+    NamedRateLimit,
+    RateLimit,
+    WebhookRegistered,
+    WebhookRemoved,
+)
 from events.vocabulary import LIVE_STATUSES, Environment, KeyType, Status
 from projections.runner import Refusal
 from service.domain.decider import evolve
@@ -237,8 +245,13 @@ class KeyViews:
     async def apply(self, conn: asyncpg.Connection, events: Sequence[LoggedEvent]) -> None:
         """Fold ``events`` into the rows of the keys they touch (held back when filling).
 
-        An identity's events are no key's: this view has no row for them."""
-        events = [e for e in events if not isinstance(e.event, IdentityConfigured)]
+        An identity's or a webhook endpoint's events are no key's: this view has no row
+        for them."""
+        events = [
+            e
+            for e in events
+            if not isinstance(e.event, IdentityConfigured | WebhookRegistered | WebhookRemoved)
+        ]
         if self._refused:
             events = [e for e in events if e.event.key_id not in self._refused]
         born_here = {e.key_id for _, e in events if isinstance(e, KeyGenerated)}

@@ -68,6 +68,7 @@ from service.vitals_reading import VitalsReader
 from service.webhooks.attempts import DeliveryAttempts
 from service.webhooks.dispatcher import WebhookDispatcher
 from service.webhooks.endpoints import WebhookEndpoints
+from service.webhooks.registration import WebhookRegistrations
 
 __all__ = ["Keyledger", "build", "connect_database", "database", "running"]
 
@@ -104,6 +105,7 @@ class Keyledger:
     vitals: VitalsReader
     # Webhooks: the endpoints, their delivery attempts, and (with NATS) the dispatcher.
     webhooks: WebhookEndpoints
+    registrations: WebhookRegistrations
     deliveries: DeliveryAttempts
     dispatcher: WebhookDispatcher | None
     # Leak reports from secret scanners.
@@ -207,6 +209,7 @@ def build(settings: Settings, pool: asyncpg.Pool) -> Keyledger:
         queries=KeyQueries(pool, projections, guard),
         vitals=VitalsReader(pool, index=index, projections=projections, guard=guard, relay=relay),
         webhooks=webhooks,
+        registrations=WebhookRegistrations(commands, webhooks),
         deliveries=deliveries,
         dispatcher=WebhookDispatcher(settings, webhooks, deliveries) if settings.nats_url else None,
         leaks=LeakReports(pool, commands, pepper, settings.leak_action),

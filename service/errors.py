@@ -41,6 +41,7 @@ ErrorCode = Literal[
     # Webhooks.
     "webhook_not_found",
     "invalid_webhook_url",
+    "webhook_quarantined",
     # Leak reports.
     "invalid_signature",
     # Identities.

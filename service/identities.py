@@ -11,13 +11,19 @@ replicas hear it from the log like any event.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from events.codec import format_timestamp, to_domain_event
-from events.models import Envelope, IdentityConfigured, NamedRateLimit, identity_stream_id
+from events.codec import format_timestamp
+from events.models import (
+    Envelope,
+    IdentityConfigured,
+    LogEvent,
+    NamedRateLimit,
+    identity_stream_id,
+)
 from service.clock import utc_now
-from service.command_session import check_caller
 from service.domain.identities import (
     ConfigureIdentity,
     IdentityState,
@@ -25,10 +31,9 @@ from service.domain.identities import (
     evolve_identity,
 )
 from service.errors import KeyledgerError
-from service.group_commit import error_for
-from service.store.event_rows import UnfoldableStream, seal_after
+from service.store.event_rows import UnfoldableStream, fold_own_stream, seal_after
+from service.store.event_store import LogHead
 from service.store.idempotency import StoredAnswer
-from service.store.quarantine import is_transient
 
 if TYPE_CHECKING:
     import asyncpg
@@ -72,21 +77,16 @@ def fold_identity_stream(
 ) -> IdentityState | None:
     """An identity's state after ``envelopes`` of its stream (from ``state``), its
     ``position`` the last one's; ``UnfoldableStream`` if one does not apply."""
-    for envelope in envelopes:
-        try:
-            event = to_domain_event(envelope)
-            if not isinstance(event, IdentityConfigured):
-                raise ValueError(f"{envelope.event_type} in an identity's stream")
-            state = evolve_identity(state, event)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            raise UnfoldableStream(
-                envelope.key_id, envelope.org_id, envelope.position, envelope.event_type
-            ) from None
+    state = fold_own_stream(envelopes, _evolve, state)
     if state is not None and envelopes:
         state = replace(state, position=envelopes[-1].position)
     return state
+
+
+def _evolve(state: IdentityState | None, event: LogEvent) -> IdentityState:
+    if not isinstance(event, IdentityConfigured):
+        raise ValueError(f"{event.event_type} in an identity's stream")
+    return evolve_identity(state, event)
 
 
 class Identities:
@@ -103,34 +103,20 @@ class Identities:
         metadata: dict[str, Any],
     ) -> IdentityOutcome:
         """Set the identity's shared limits and metadata; its outcome once committed."""
-        handler = self.handler
-        if handler.write_guard is not None:
-            handler.write_guard()
         command = ConfigureIdentity(
             issuer.org_id, identity_id, utc_now(), tuple(rate_limits), dict(metadata)
         )
-        try:
-            async with handler.pool.acquire() as conn, conn.transaction():
-                await handler.store.lock(conn, wait_seconds=handler.lock_timeout_seconds)
-                outcome, appended = await self._record(conn, issuer, command)
-        except KeyledgerError:
-            raise
-        except Exception as exc:
-            # The transaction rolled back: nothing of it was written.
-            raise error_for(exc) from exc
-        await handler.observe(appended)
-        return outcome
+        record = functools.partial(self._record, issuer, command)
+        return await self.handler.append_alone(issuer.caller, command.issued_at, record)
 
     async def _record(
-        self, conn: asyncpg.Connection, issuer: Issuer, command: ConfigureIdentity
+        self,
+        issuer: Issuer,
+        command: ConfigureIdentity,
+        conn: asyncpg.Connection,
+        head: LogHead,
     ) -> tuple[IdentityOutcome, list[Envelope]]:
         handler = self.handler
-        head = await handler.store.read_head(conn)
-        if handler.head_guard is not None:
-            handler.head_guard(head.position)
-        if issuer.caller is not None:
-            standings = await handler.registry.standings(conn, [issuer.caller.key_id])
-            check_caller(standings.get(issuer.caller.key_id), issuer.caller, command.issued_at)
         idempotent = issuer.idempotent
         if idempotent is not None:
             stored = await handler.idempotency.find_answer(conn, issuer.actor.id, idempotent.key)
@@ -153,7 +139,6 @@ class Identities:
         )
         if sealed:
             await handler.store.insert_sealed(conn, sealed)
-            await handler.store.notify(conn, sealed[-1].position)
             state = fold_identity_stream(sealed, state)
         assert state is not None  # a first configuration always writes its event
         outcome = IdentityOutcome(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import asyncpg
 import structlog
@@ -22,15 +23,21 @@ import structlog
 from events.models import Actor, Envelope
 from service.clock import utc_now
 from service.command_batch import BatchReads, BatchSnapshot, plan_batch
-from service.command_session import CommandOutcome, CommandRequest, IdempotentRequest
+from service.command_session import (
+    CommandOutcome,
+    CommandRequest,
+    IdempotentRequest,
+    check_caller,
+)
 from service.domain.commands import Command
 from service.domain.state import KeyState
-from service.group_commit import MAX_BATCH, MAX_WAITING, GroupCommit
+from service.errors import KeyledgerError
+from service.group_commit import MAX_BATCH, MAX_WAITING, GroupCommit, error_for
 from service.key_revocations import revoke_in_postgres
 from service.revocation_session import RevocationOutcome, RevocationRequest
 from service.store.batch_statements import read_batch, write_batch
 from service.store.credit_balances import CreditBalances
-from service.store.event_store import EventStore, UnfoldableStream
+from service.store.event_store import EventStore, LogHead, UnfoldableStream
 from service.store.idempotency import IdempotencyStore
 from service.store.key_registry import KeyRegistry
 from service.verification.callers import Caller
@@ -39,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 
 CommitObserver = Callable[[Sequence[Envelope]], Awaitable[None]]
+_Result = TypeVar("_Result")
 
 
 class KeyCommandHandler:
@@ -108,6 +116,43 @@ class KeyCommandHandler:
         return await self._group.submit(
             CommandRequest(command, org_id, actor, if_match, idempotent, caller)
         )
+
+    async def append_alone(
+        self,
+        caller: Caller | None,
+        now: datetime,
+        record: Callable[[asyncpg.Connection, LogHead], Awaitable[tuple[_Result, list[Envelope]]]],
+    ) -> _Result:
+        """Run ``record`` in a transaction of its own under the append lock, not in a batch
+        (a bulk revocation, an identity's or a webhook endpoint's command); its result.
+
+        The same bounded wait for the lock, truncation guards and re-check of the
+        calling service key (at ``now``) as a batch; ``record`` gets the log head
+        and answers its result and the events it appended, which are NOTIFYed
+        and, once committed, handed to the observers. A database failure is
+        503 ``unavailable``, nothing written.
+        """
+        if self.write_guard is not None:
+            self.write_guard()
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self.store.lock(conn, wait_seconds=self.lock_timeout_seconds)
+                head = await self.store.read_head(conn)
+                if self.head_guard is not None:
+                    self.head_guard(head.position)
+                if caller is not None:
+                    standings = await self.registry.standings(conn, [caller.key_id])
+                    check_caller(standings.get(caller.key_id), caller, now)
+                result, appended = await record(conn, head)
+                if appended:
+                    await self.store.notify(conn, appended[-1].position)
+        except KeyledgerError:
+            raise
+        except Exception as exc:
+            # The transaction rolled back: nothing of it was written.
+            raise error_for(exc) from exc
+        await self.observe(appended)
+        return result
 
     async def revoke_many(self, request: RevocationRequest) -> RevocationOutcome:
         """Record a bulk revocation in one transaction of its own (``service.key_revocations``)."""

@@ -22,11 +22,8 @@ import asyncpg
 
 from events.models import Actor, Envelope
 from service.clock import utc_now
-from service.command_session import check_caller
 from service.domain.bulk_revocation import AllKeys, CreatedBy, RevokeKeys
 from service.domain.state import KeyState
-from service.errors import KeyledgerError
-from service.group_commit import error_for
 from service.revocation_session import (
     RevocationOutcome,
     RevocationRequest,
@@ -46,28 +43,14 @@ async def revoke_in_postgres(
     handler: KeyCommandHandler, request: RevocationRequest
 ) -> RevocationOutcome:
     """Record ``request`` in one transaction on ``handler``'s pool, then tell its observers."""
-    if handler.write_guard is not None:
-        handler.write_guard()
-    try:
-        async with handler.pool.acquire() as conn, conn.transaction():
-            await handler.store.lock(conn, wait_seconds=handler.lock_timeout_seconds)
-            head = await handler.store.read_head(conn)
-            if handler.head_guard is not None:
-                handler.head_guard(head.position)
-            if request.caller is not None:
-                standings = await handler.registry.standings(conn, [request.caller.key_id])
-                check_caller(standings.get(request.caller.key_id), request.caller, utc_now())
-            start = head.position
-            outcome = await record_revocations(_PostgresSession(handler, conn, head), request)
-            if head.position > start:
-                await handler.store.notify(conn, head.position)
-    except KeyledgerError:
-        raise
-    except Exception as exc:
-        # The transaction rolled back: nothing of it was written.
-        raise error_for(exc) from exc
-    await handler.observe(outcome.events)
-    return outcome
+
+    async def record(
+        conn: asyncpg.Connection, head: LogHead
+    ) -> tuple[RevocationOutcome, list[Envelope]]:
+        outcome = await record_revocations(_PostgresSession(handler, conn, head), request)
+        return outcome, list(outcome.events)
+
+    return await handler.append_alone(request.caller, utc_now(), record)
 
 
 @dataclass(slots=True)

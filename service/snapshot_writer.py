@@ -27,7 +27,7 @@ import asyncpg
 import structlog
 
 from events.codec import to_domain_event
-from events.models import Envelope, LogEvent, is_identity_stream
+from events.models import Envelope, LogEvent, is_identity_stream, is_webhook_stream
 from service.domain.decider import evolve
 from service.domain.state import KeyState
 from service.store.event_rows import missing_position
@@ -105,6 +105,8 @@ class Tail:
             # Identities are not keys: a cold start reads them from the log itself
             # (``service.store.identity_log``), as of the snapshot's position.
             return
+        if is_webhook_stream(row.key_id):
+            return  # a webhook endpoint's: the index keeps nothing of it
         if isinstance(row, UnreadableEvent):
             step = Step(row.position, row.org_id, row.event_type, row.error)
         else:

@@ -16,6 +16,8 @@ from keyledger_client.events.codec import (
 from keyledger_client.events.models import (
     EVENT_TYPES,
     IDENTITY_STREAM_PREFIX,
+    WEBHOOK_EVENT_TYPES,
+    WEBHOOK_STREAM_PREFIX,
     Actor,
     CreditRefill,
     Credits,
@@ -45,8 +47,12 @@ from keyledger_client.events.models import (
     LogEvent,
     NamedRateLimit,
     RateLimit,
+    WebhookEvent,
+    WebhookRegistered,
+    WebhookRemoved,
     identity_stream_id,
     is_identity_stream,
+    is_webhook_stream,
 )
 from keyledger_client.events.servers import InvalidServerList, nats_servers
 from keyledger_client.events.subjects import (
@@ -72,6 +78,8 @@ __all__ = [
     "EVENT_TYPES",
     "GENESIS_HASH",
     "IDENTITY_STREAM_PREFIX",
+    "WEBHOOK_EVENT_TYPES",
+    "WEBHOOK_STREAM_PREFIX",
     "Actor",
     "Algorithm",
     "CreditRefill",
@@ -111,6 +119,9 @@ __all__ = [
     "RevokeReason",
     "Status",
     "UnknownEventType",
+    "WebhookEvent",
+    "WebhookRegistered",
+    "WebhookRemoved",
     "canonical_json",
     "chain_hash",
     "decode",
@@ -120,6 +131,7 @@ __all__ = [
     "event_subject",
     "identity_stream_id",
     "is_identity_stream",
+    "is_webhook_stream",
     "nats_servers",
     "register_upcaster",
     "seal",

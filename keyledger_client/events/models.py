@@ -270,6 +270,44 @@ class IdentityConfigured(DomainEvent):
 IdentityEvent = IdentityConfigured
 
 
+# Webhook endpoint streams: an endpoint's events are a stream of their own, whose id
+# (the envelope's ``key_id``) is the endpoint's id, ``wh_`` + a ULID: never a key id
+# (``key_``) nor an identity's stream (``idn_``), and safe in a NATS subject.
+WEBHOOK_STREAM_PREFIX = "wh_"
+
+
+def is_webhook_stream(stream_id: str) -> bool:
+    """Whether ``stream_id`` (an envelope's ``key_id``) is a webhook endpoint's stream."""
+    return stream_id.startswith(WEBHOOK_STREAM_PREFIX)
+
+
+class WebhookRegistered(DomainEvent):
+    """A webhook endpoint was registered for the org's events.
+
+    Its ``key_id`` is the endpoint's id (``webhook_id``). The signing secret is
+    never in the event: it is kept sealed outside the log."""
+
+    event_type: ClassVar[str] = "WebhookRegistered"
+
+    webhook_id: str
+    url: str
+    # Empty: every event type keyledger delivers.
+    event_types: tuple[str, ...] = ()
+
+
+class WebhookRemoved(DomainEvent):
+    """A webhook endpoint was removed: it is sent nothing more.
+
+    Its ``key_id`` is the endpoint's id (``webhook_id``)."""
+
+    event_type: ClassVar[str] = "WebhookRemoved"
+
+    webhook_id: str
+
+
+WebhookEvent = WebhookRegistered | WebhookRemoved
+
+
 KeyChangeEvent = (
     KeyScopesChanged
     | KeyMetadataChanged
@@ -305,8 +343,8 @@ KeyEvent = (
     | KeyExpiringSoon
 )
 
-# Every event the log holds: a key's, or an identity's.
-LogEvent = KeyEvent | IdentityEvent
+# Every event the log holds: a key's, an identity's, or a webhook endpoint's.
+LogEvent = KeyEvent | IdentityEvent | WebhookEvent
 
 EVENT_TYPES: dict[str, type[LogEvent]] = {
     cls.event_type: cls
@@ -329,8 +367,14 @@ EVENT_TYPES: dict[str, type[LogEvent]] = {
         KeyCreditsRefilled,
         KeyExpiringSoon,
         IdentityConfigured,
+        WebhookRegistered,
+        WebhookRemoved,
     )
 }
+
+# The events about webhook endpoints themselves: in the log and the audit trail, on
+# NATS and the event stream, but never delivered to a webhook endpoint.
+WEBHOOK_EVENT_TYPES = frozenset({WebhookRegistered.event_type, WebhookRemoved.event_type})
 
 
 class Envelope(_Frozen):

@@ -44,6 +44,8 @@ from events.models import (
     KeyRevoked,
     KeyRotated,
     LogEvent,
+    WebhookRegistered,
+    WebhookRemoved,
 )
 from events.vocabulary import TERMINAL_STATUSES, Status
 from service.domain.commands import (
@@ -265,9 +267,10 @@ def _check_possible(state: KeyState | None, event: KeyEvent) -> KeyState | None:
 
 def evolve(state: KeyState | None, event: LogEvent) -> KeyState:
     """The state after ``event``; ``ImpossibleEvent`` if ``decide`` could not have made it."""
-    if isinstance(event, IdentityConfigured):
-        # An identity's event has a stream of its own; in a key's stream it is poison.
-        raise ImpossibleEvent(f"IdentityConfigured in the stream of key {event.key_id}")
+    if isinstance(event, IdentityConfigured | WebhookRegistered | WebhookRemoved):
+        # An identity's or a webhook endpoint's event has a stream of its own; in a key's
+        # stream it is poison.
+        raise ImpossibleEvent(f"{event.event_type} in the stream of key {event.key_id}")
     state = _check_possible(state, event)
     if isinstance(event, KeyGenerated):
         credits_version, credits_period = _credits_set(event.credits, 1, event.occurred_at)

@@ -40,6 +40,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     "idempotency_key_reused": 422,
     "webhook_not_found": 404,
     "invalid_webhook_url": 422,
+    "webhook_quarantined": 409,
     "invalid_signature": 401,
     # Read queries (docs/api.md#reads).
     "invalid_cursor": 422,

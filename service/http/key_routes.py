@@ -80,12 +80,6 @@ async def command_request(request: web.Request, scope: str) -> CommandRequest:
     return CommandRequest(issuer, idempotency_key)
 
 
-async def acting(request: web.Request, scope: str) -> tuple[str, Actor]:
-    """The org and the actor of a request that changes something other than a key."""
-    issuer = (await command_request(request, scope)).issuer
-    return issuer.org_id, issuer.actor
-
-
 def visible_org(request: web.Request, caller: Caller) -> str:
     """The path's org, if it is well-formed and the caller may see it (else 422/404)."""
     org_id = request.match_info["org_id"]

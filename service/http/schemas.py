@@ -22,7 +22,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from events.models import EVENT_TYPES, CreditRefill, Credits, NamedRateLimit, RateLimit
+from events.models import (
+    EVENT_TYPES,
+    WEBHOOK_EVENT_TYPES,
+    CreditRefill,
+    Credits,
+    NamedRateLimit,
+    RateLimit,
+)
 from events.vocabulary import (
     Algorithm,
     Environment,
@@ -277,9 +284,11 @@ class RegisterWebhookBody(StrictBody):
     @field_validator("event_types")
     @classmethod
     def _known_types(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in EVENT_TYPES]
+        # An endpoint is never sent the events about endpoints themselves.
+        delivered = [name for name in EVENT_TYPES if name not in WEBHOOK_EVENT_TYPES]
+        unknown = [name for name in value if name not in delivered]
         if unknown:
-            raise ValueError(f"unknown event types; known: {', '.join(EVENT_TYPES)}")
+            raise ValueError(f"unknown event types; known: {', '.join(delivered)}")
         return list(dict.fromkeys(value))
 
 

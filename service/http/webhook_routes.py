@@ -1,19 +1,20 @@
 """Webhook endpoints over HTTP (docs/api.md#webhooks): register, list, remove, deliveries.
 
 Registering or removing an endpoint takes the ``admin`` scope (an endpoint
-receives every event of its org); reading them takes ``audit:read``.
+receives every event of its org) and is an event in the log
+(``WebhookRegistered``, ``WebhookRemoved``, with the caller as actor); reading
+them takes ``audit:read``.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from service.clock import utc_now
 from service.errors import KeyledgerError
 from service.http import query_params as q
 from service.http.body import read_body
 from service.http.context import authenticate, keyledger
-from service.http.key_routes import acting, visible_org
+from service.http.key_routes import command_request, visible_org
 from service.http.schemas import RegisterWebhookBody
 from service.webhooks.endpoints import Endpoint, is_webhook_id
 from service.webhooks.receivers import checked_url
@@ -38,13 +39,11 @@ async def _readable(request: web.Request) -> Endpoint:
 
 @routes.post("/v1/orgs/{org_id}/webhooks")
 async def register_webhook(request: web.Request) -> web.Response:
-    org_id, actor = await acting(request, "admin")
+    issuer = (await command_request(request, "admin")).issuer
     body = await read_body(request, RegisterWebhookBody)
     service = keyledger(request)
     url = checked_url(body.url, allow_private=service.settings.webhooks_allow_private)
-    endpoint, secret = await service.webhooks.register(
-        org_id, url, tuple(body.event_types), actor, utc_now()
-    )
+    endpoint, secret = await service.registrations.register(issuer, url, tuple(body.event_types))
     # The only time the signing secret is handed out.
     return web.json_response({"webhook": endpoint.public(), "secret": secret}, status=201)
 
@@ -67,9 +66,9 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/orgs/{org_id}/webhooks/{webhook_id}")
 async def remove_webhook(request: web.Request) -> web.Response:
-    org_id, actor = await acting(request, "admin")
+    issuer = (await command_request(request, "admin")).issuer
     webhook_id = _webhook_id(request)
-    endpoint = await keyledger(request).webhooks.remove(org_id, webhook_id, actor, utc_now())
+    endpoint = await keyledger(request).registrations.remove(issuer, webhook_id)
     return web.json_response({"webhook": endpoint.public()})
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from uuid import uuid4
 
 import asyncpg
@@ -23,7 +23,7 @@ from events.models import Actor, DomainEvent, Envelope, LogEvent
 from service.domain.vocabulary import is_unicode
 from service.errors import KeyledgerError
 from service.redaction import redact_text
-from service.store.quarantine import storable
+from service.store.quarantine import is_transient, storable
 
 # Every column of an event, in the order ``row_of`` writes and ``envelope_from_row`` reads.
 EVENT_COLUMNS = (
@@ -93,6 +93,29 @@ class UnfoldableStream(Exception):
             "this key's events cannot be read; it has been set aside and takes no commands",
             {"position": self.position, "event_type": storable_name(self.event_type)},
         )
+
+
+_State = TypeVar("_State")
+
+
+def fold_own_stream(
+    envelopes: Sequence[Envelope],
+    apply: Callable[[_State | None, LogEvent], _State],
+    state: _State | None = None,
+) -> _State | None:
+    """A stream that is not a key's (an identity's, a webhook endpoint's) folded from
+    ``state`` by ``apply``; ``UnfoldableStream`` at the first event that does not decode
+    or apply (a transient database error passes through)."""
+    for envelope in envelopes:
+        try:
+            state = apply(state, to_domain_event(envelope))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            raise UnfoldableStream(
+                envelope.key_id, envelope.org_id, envelope.position, envelope.event_type
+            ) from None
+    return state
 
 
 def storable_name(text: str) -> str:

@@ -27,7 +27,14 @@ from collections.abc import Callable
 from enum import Enum
 
 from events.codec import to_domain_event
-from events.models import Envelope, IdentityConfigured, LogEvent, identity_stream_id
+from events.models import (
+    Envelope,
+    IdentityConfigured,
+    LogEvent,
+    WebhookRegistered,
+    WebhookRemoved,
+    identity_stream_id,
+)
 from service.domain.decider import evolve
 from service.store.event_store import UnreadableEvent
 from service.store.quarantine import INDEX_CONSUMER, QuarantinedKey, set_aside
@@ -223,13 +230,15 @@ class VerificationIndex:
         self.unsaved_quarantines.append(entry)
 
     def apply_event(self, event: LogEvent) -> None:
-        """Fold one domain event into the key's entry, or the identity's limits (position
-        bookkeeping is ``offer``'s)."""
+        """Fold one domain event into the key's entry, or the identity's limits; a webhook
+        endpoint's is ignored (position bookkeeping is ``offer``'s)."""
         if isinstance(event, IdentityConfigured):
             if event.key_id != identity_stream_id(event.org_id, event.identity_id):
                 raise ValueError("IdentityConfigured on another stream than its identity's")
             self.identities[event.key_id] = (event.key_id, tuple(event.rate_limits))
             return
+        if isinstance(event, WebhookRegistered | WebhookRemoved):
+            return  # a webhook endpoint's: nothing a verification reads
         old = self._by_id.get(event.key_id)
         state = evolve(old.to_state() if old is not None else None, event)
         self.put(entry_from_state(state, old, self._intern))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+from uuid import UUID
 
 import asyncpg
 
@@ -42,6 +44,35 @@ class History:
     settled: bool  # delivered or dead-lettered: nothing more to do
 
 
+@dataclass(frozen=True, slots=True)
+class Blocker:
+    """An earlier event of the same key that an endpoint has not been delivered yet."""
+
+    event_id: UUID
+    position: int
+    attempts: int
+
+
+# The endpoint's earliest event of the key before ``position`` that is neither delivered
+# nor dead-lettered. Read from the log itself, not from what JetStream has handed out:
+# the order holds whatever order redeliveries come in (after a leader change, say).
+_EARLIER_UNSETTLED = """
+SELECT e.event_id, e.position,
+       (SELECT count(*) FROM webhook_deliveries AS d
+        WHERE d.webhook_id = $1 AND d.event_id = e.event_id) AS attempts
+FROM events AS e
+WHERE e.key_id = $2 AND e.org_id = $3 AND e.position < $4
+  AND e.position > $5 AND e.occurred_at >= $6 AND e.event_type = ANY($7::text[])
+  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS d
+                  WHERE d.webhook_id = $1 AND d.event_id = e.event_id AND d.outcome <> 'failed')
+  -- An event the relay could not publish never comes: it holds nothing back.
+  AND NOT EXISTS (SELECT 1 FROM quarantined_keys AS q
+                  WHERE q.key_id = e.key_id AND q.consumer = $8 AND q.position = e.position)
+ORDER BY e.position
+LIMIT 1
+"""
+
+
 class DeliveryAttempts:
     """The ``webhook_deliveries`` table."""
 
@@ -58,6 +89,32 @@ class DeliveryAttempts:
             event_id,
         )
         return History(row["attempts"], row["first"], bool(row["settled"]))
+
+    async def earlier_unsettled(
+        self,
+        webhook_id: str,
+        envelope: Envelope,
+        *,
+        after_position: int,
+        since: datetime,
+        event_types: Sequence[str],
+        relay: str,
+    ) -> Blocker | None:
+        """The first event of ``envelope``'s key (of ``event_types``, after
+        ``after_position`` and ``since``) before it, not yet settled at ``webhook_id``,
+        leaving out the one that ``relay`` (its name in ``quarantined_keys``) set aside."""
+        row = await self.pool.fetchrow(
+            _EARLIER_UNSETTLED,
+            webhook_id,
+            envelope.key_id,
+            envelope.org_id,
+            envelope.position,
+            after_position,
+            since,
+            list(event_types),
+            relay,
+        )
+        return Blocker(row["event_id"], row["position"], row["attempts"]) if row else None
 
     async def record(
         self,

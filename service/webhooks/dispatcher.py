@@ -4,12 +4,22 @@ Every replica runs a ``WebhookDispatcher``; the one holding a session
 advisory lock (the leader) serves every endpoint, so a given endpoint is
 never served by two replicas at once. Each endpoint is fed by its own
 durable JetStream consumer (``webhook_<id>``, filtered on the endpoint's org)
-with at most one message in flight: events reach an endpoint in log order,
-and a failed delivery holds back the ones after it until it succeeds or is
-dead-lettered. A delivery is acknowledged only after the receiver answered
-2xx (or after the event was dead-lettered); a leader that dies mid-delivery
-leaves the message unacknowledged, and the next leader redelivers it with
-the same ``Keyledger-Event-Id`` (at least once).
+that hands its events over one at a time, in log order.
+
+Order is kept per key, not per endpoint: a failed delivery is retried later
+(the message goes back to JetStream with the backoff's delay) and holds back
+only the later events of the same key, which wait for it to be delivered or
+dead-lettered; other keys' events go on meanwhile. Whether an earlier event
+of the key is still unsettled is read from the log and the delivery attempts
+(``DeliveryAttempts.earlier_unsettled``), never from the order JetStream
+hands messages back in. Up to ``MAX_WAITING`` events of an endpoint may wait
+so; beyond, JetStream holds the endpoint's later events too.
+
+A delivery is acknowledged only after the receiver answered 2xx (or after
+the event was dead-lettered); a leader that dies mid-delivery leaves the
+message unacknowledged, and the next leader redelivers it with the same
+``Keyledger-Event-Id`` (at least once). The events about endpoints
+themselves (``WebhookRegistered``, ``WebhookRemoved``) are never delivered.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from typing import Any
 import asyncpg
 import nats
 import nats.errors
+import nats.js.errors
 import structlog
 from cryptography.exceptions import InvalidTag
 from nats.js import JetStreamContext
@@ -32,6 +43,7 @@ from events.subjects import subject_filter
 from events.subscriber import EventConsumer, RetryLater
 from events.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, signature_header
 from service.clock import utc_now
+from service.outbox.relay import relay_consumer
 from service.settings import Settings
 from service.webhooks.attempts import Backoff, DeliveryAttempts
 from service.webhooks.endpoints import Endpoint, WebhookEndpoints
@@ -41,6 +53,9 @@ from service.webhooks.sender import WebhookSender
 # pg_try_advisory_lock(classid, objid): classid "kw" (keyledger webhooks), objid the stream.
 DISPATCHER_LOCK_CLASS = 0x6B77
 CONSUMER_PREFIX = "webhook_"
+# Events of one endpoint handed out but not settled: the failing ones and those of the same
+# keys waiting behind them (JetStream's own default).
+MAX_WAITING = 1000
 
 log = structlog.get_logger(__name__)
 
@@ -126,11 +141,27 @@ class WebhookDispatcher:
                 await self._stop_consumer(webhook_id)
             for webhook_id, endpoint in active.items():
                 if webhook_id not in self._consumers:
+                    await self._upgrade_consumer(js, webhook_id)
                     self._start_consumer(js, endpoint)
             if known != set(active):
                 await self._delete_stale_consumers(js, set(active))
                 known = set(active)
             await asyncio.sleep(self.settings.webhook_refresh_seconds)
+
+    async def _upgrade_consumer(self, js: JetStreamContext, webhook_id: str) -> None:
+        """Let an endpoint's consumer made by an older keyledger (one message in flight,
+        so one failing key held every other back) keep ``MAX_WAITING`` events waiting."""
+        name = consumer_name(webhook_id)
+        try:
+            info = await js.consumer_info(self.settings.nats_stream, name)
+            if info.config.max_ack_pending != MAX_WAITING:
+                config = info.config.evolve(max_ack_pending=MAX_WAITING)
+                await js.add_consumer(self.settings.nats_stream, config=config)
+        except nats.js.errors.NotFoundError:
+            return  # a new endpoint: its consumer is made as configured
+        except (nats.errors.Error, TimeoutError) as exc:
+            # It still delivers, in order per endpoint; the next leader tries again.
+            log.warning("webhook_consumer_not_upgraded", webhook_id=webhook_id, error=repr(exc))
 
     def _start_consumer(self, js: JetStreamContext, endpoint: Endpoint) -> None:
         consumer = EventConsumer(
@@ -141,11 +172,13 @@ class WebhookDispatcher:
                 org_id=endpoint.org_id, prefix=self.settings.nats_subject_prefix
             ),
             stream=self.settings.nats_stream,
+            # One at a time, in log order: a key's later event is never tried before the
+            # earlier one has been.
             batch_size=1,
             fetch_wait_seconds=1.0,
             # Longer than one delivery can take, so a slow receiver is not sent it twice.
             ack_wait_seconds=2 * self.settings.webhook_timeout_seconds + 5,
-            max_ack_pending=1,
+            max_ack_pending=MAX_WAITING,
             deliver_from=endpoint.created_at,
         )
         task = asyncio.create_task(consumer.run(), name=f"webhook-{endpoint.webhook_id}")
@@ -182,11 +215,12 @@ class WebhookDispatcher:
     async def deliver(self, endpoint: Endpoint, envelope: Envelope, event: KeyEvent) -> None:
         """Deliver one event: return once settled, raise ``RetryLater`` to try again later."""
         del event  # the envelope is what is sent
-        if not endpoint.wants(envelope.event_type):
+        if not endpoint.wants(envelope.event_type) or not endpoint.follows(envelope):
             return
         history = await self.attempts.history(endpoint.webhook_id, envelope.event_id)
         if history.settled:
             return  # delivered (or given up) before its acknowledgement was lost
+        await self._wait_for_earlier(endpoint, envelope)
         attempt = history.attempts + 1
         now = utc_now()
         status, error = await self._post(endpoint, envelope)
@@ -214,6 +248,23 @@ class WebhookDispatcher:
             status_code=status, error=error,
         )  # fmt: skip
         raise RetryLater(self.backoff.delay(attempt), error or f"HTTP {status}")
+
+    async def _wait_for_earlier(self, endpoint: Endpoint, envelope: Envelope) -> None:
+        """``RetryLater`` while an earlier event of the same key is not settled at this
+        endpoint: in order per key, without holding back the other keys' events."""
+        after_position, since = endpoint.since()
+        blocker = await self.attempts.earlier_unsettled(
+            endpoint.webhook_id,
+            envelope,
+            after_position=after_position,
+            since=since,
+            event_types=endpoint.sent_types(),
+            relay=relay_consumer(self.settings.nats_stream),
+        )
+        if blocker is not None:
+            # About when the earlier event is tried again (soon, if it never was yet).
+            delay = self.backoff.delay(max(1, blocker.attempts))
+            raise RetryLater(delay, f"waits for position {blocker.position} of its key")
 
     async def _post(self, endpoint: Endpoint, envelope: Envelope) -> tuple[int | None, str | None]:
         """(status, None) when the receiver answered, (None, why) when it could not be asked."""

@@ -1,4 +1,12 @@
-"""Webhook endpoints in PostgreSQL: registration, removal, listing, and sealed secrets.
+"""Webhook endpoints in PostgreSQL: the projection of their events, and sealed secrets.
+
+An endpoint's registration and removal are events in the log
+(``service.webhooks.registration`` appends them); ``webhook_endpoints`` is
+their projection, written by ``project`` in the transaction of the append, so
+the API and the dispatcher see an endpoint as soon as its registration
+commits (a projection runner would leave a moment in which a just-registered
+endpoint is not found). Its signing secret is kept in ``webhook_secrets``,
+written in that same transaction, never in the log.
 
 The signing secret is shown once, at registration. keyledger must sign every
 delivery with it, so it keeps it in a form it can read back: sealed with
@@ -12,36 +20,48 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from events.codec import format_timestamp
-from events.models import Actor
+from events.codec import format_timestamp, to_domain_event
+from events.models import (
+    EVENT_TYPES,
+    WEBHOOK_EVENT_TYPES,
+    WEBHOOK_STREAM_PREFIX,
+    Actor,
+    Envelope,
+    WebhookRegistered,
+    WebhookRemoved,
+)
 from service.domain.ids import new_ulid
+from service.domain.webhooks import WebhookState
 from service.errors import KeyledgerError
 
-SECRET_PREFIX = "whsec_"
+# Every event type but the ones about webhook endpoints themselves (not key events: an
+# endpoint is not sent its own registration, nor any other endpoint's).
+DELIVERED_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t not in WEBHOOK_EVENT_TYPES)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SEAL_CONTEXT = b"keyledger webhook signing secrets v1"
 _NONCE_BYTES = 12
 _COLUMNS = (
-    "webhook_id, org_id, url, event_types, sealed_secret, created_at, created_by,"
-    " removed_at, removed_by"
+    "e.webhook_id, e.org_id, e.url, e.event_types, s.sealed_secret, e.created_at, e.created_by,"
+    " e.removed_at, e.removed_by, e.position"
 )
+_FROM = "webhook_endpoints AS e JOIN webhook_secrets AS s USING (webhook_id)"
 
 
 def new_webhook_id() -> str:
     """A fresh, time-sortable endpoint id."""
-    return "wh_" + new_ulid()
+    return WEBHOOK_STREAM_PREFIX + new_ulid()
 
 
 def is_webhook_id(value: str) -> bool:
     """Whether ``value`` has the shape of an endpoint id."""
-    return len(value) == 29 and value.startswith("wh_") and value[3:].isalnum()
+    return len(value) == 29 and value.startswith(WEBHOOK_STREAM_PREFIX) and value[3:].isalnum()
 
 
 class SecretSeal:
@@ -74,10 +94,47 @@ class Endpoint:
     created_by: Actor
     removed_at: datetime | None
     removed_by: Actor | None
+    # The log position of its WebhookRegistered (None: registered before endpoints had events).
+    position: int | None = None
 
     def wants(self, event_type: str) -> bool:
-        """Whether this endpoint subscribed to ``event_type`` (no list: every type)."""
-        return not self.event_types or event_type in self.event_types
+        """Whether this endpoint is sent ``event_type``: one it subscribed to (no list:
+        every type), never an event about webhook endpoints themselves."""
+        return event_type in self.sent_types()
+
+    def sent_types(self) -> tuple[str, ...]:
+        """The event types this endpoint is sent."""
+        return self.event_types or DELIVERED_EVENT_TYPES
+
+    def since(self) -> tuple[int, datetime]:
+        """(position, instant) after which the log's events are this endpoint's: after its
+        ``WebhookRegistered`` (for one registered before endpoints had events: from the
+        instant it was created)."""
+        if self.position is None:
+            return 0, self.created_at
+        return self.position, _EPOCH
+
+    def follows(self, envelope: Envelope) -> bool:
+        """Whether ``envelope`` is one of this endpoint's events (see ``since``)."""
+        position, instant = self.since()
+        return envelope.position > position and envelope.occurred_at >= instant
+
+    def state_before_events(self, *, has_events: bool) -> WebhookState | None:
+        """Where the decider starts folding the endpoint's stream: nothing for one that
+        has its ``WebhookRegistered``; for one registered before endpoints had events
+        (``position`` None), its row at version 0, removed only if that was before too
+        (after, its stream holds the ``WebhookRemoved``)."""
+        if self.position is not None:
+            return None
+        return WebhookState(
+            webhook_id=self.webhook_id,
+            org_id=self.org_id,
+            url=self.url,
+            event_types=self.event_types,
+            registered_at=self.created_at,
+            removed_at=None if has_events else self.removed_at,
+            version=0,
+        )
 
     def public(self) -> dict[str, Any]:
         """The endpoint as the API shows it: never its secret."""
@@ -105,71 +162,80 @@ def _endpoint(row: asyncpg.Record) -> Endpoint:
         created_by=Actor.model_validate_json(row["created_by"]),
         removed_at=row["removed_at"],
         removed_by=Actor.model_validate_json(removed_by) if removed_by else None,
+        position=row["position"],
     )
 
 
+async def project(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    """Fold one appended webhook event into ``webhook_endpoints`` (in the append's
+    transaction); who registered or removed is the event's actor."""
+    event = to_domain_event(envelope)
+    actor = envelope.actor.model_dump_json()
+    if isinstance(event, WebhookRegistered):
+        await conn.execute(
+            "INSERT INTO webhook_endpoints (webhook_id, org_id, url, event_types, created_at,"
+            " created_by, position) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            event.webhook_id,
+            event.org_id,
+            event.url,
+            list(event.event_types),
+            event.occurred_at,
+            actor,
+            envelope.position,
+        )
+    elif isinstance(event, WebhookRemoved):
+        await conn.execute(
+            "UPDATE webhook_endpoints SET removed_at = $2, removed_by = $3"
+            " WHERE webhook_id = $1 AND removed_at IS NULL",
+            event.webhook_id,
+            event.occurred_at,
+            actor,
+        )
+    else:
+        raise ValueError(f"{envelope.event_type} is not a webhook endpoint's event")
+
+
 class WebhookEndpoints:
-    """The ``webhook_endpoints`` table."""
+    """Reads of ``webhook_endpoints``, and the sealed secrets of ``webhook_secrets``."""
 
     def __init__(self, pool: asyncpg.Pool, pepper: bytes) -> None:
         self.pool = pool
         self.seal = SecretSeal(pepper)
 
-    async def register(
-        self, org_id: str, url: str, event_types: tuple[str, ...], actor: Actor, now: datetime
-    ) -> tuple[Endpoint, str]:
-        """A new endpoint and its signing secret (the only time it is handed out)."""
-        webhook_id = new_webhook_id()
-        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-        row = await self.pool.fetchrow(
-            f"INSERT INTO webhook_endpoints ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-            f" NULL, NULL) RETURNING {_COLUMNS}",
+    async def keep_secret(self, conn: asyncpg.Connection, webhook_id: str, secret: str) -> None:
+        """Keep ``secret`` sealed for ``webhook_id`` (in the transaction of its registration,
+        after ``project``)."""
+        await conn.execute(
+            "INSERT INTO webhook_secrets (webhook_id, sealed_secret) VALUES ($1, $2)",
             webhook_id,
-            org_id,
-            url,
-            list(event_types),
             self.seal.seal(webhook_id, secret),
-            now,
-            actor.model_dump_json(),
         )
-        return _endpoint(row), secret
 
-    async def remove(self, org_id: str, webhook_id: str, actor: Actor, now: datetime) -> Endpoint:
-        """Mark the endpoint removed (a second removal changes nothing); 404 if unknown."""
-        row = await self.pool.fetchrow(
-            "UPDATE webhook_endpoints SET removed_at = $3, removed_by = $4"
-            " WHERE org_id = $1 AND webhook_id = $2 AND removed_at IS NULL"
-            f" RETURNING {_COLUMNS}",
-            org_id,
-            webhook_id,
-            now,
-            actor.model_dump_json(),
+    async def find(self, conn: asyncpg.Connection, webhook_id: str) -> Endpoint | None:
+        """Endpoint ``webhook_id`` of any org (removed or not), or None."""
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE e.webhook_id = $1", webhook_id
         )
-        return _endpoint(row) if row is not None else await self.get(org_id, webhook_id)
+        return _endpoint(row) if row is not None else None
 
     async def get(self, org_id: str, webhook_id: str) -> Endpoint:
         """The org's endpoint ``webhook_id`` (removed or not); 404 if it has none."""
-        row = await self.pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM webhook_endpoints WHERE org_id = $1 AND webhook_id = $2",
-            org_id,
-            webhook_id,
-        )
-        if row is None:
+        async with self.pool.acquire() as conn:
+            endpoint = await self.find(conn, webhook_id)
+        if endpoint is None or endpoint.org_id != org_id:
             raise KeyledgerError("webhook_not_found", "no such webhook")
-        return _endpoint(row)
+        return endpoint
 
     async def of_org(self, org_id: str) -> list[Endpoint]:
         """The org's endpoints not removed, newest first."""
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM webhook_endpoints WHERE org_id = $1 AND removed_at IS NULL"
-            " ORDER BY created_at DESC, webhook_id DESC LIMIT 1000",
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE e.org_id = $1 AND e.removed_at IS NULL"
+            " ORDER BY e.created_at DESC, e.webhook_id DESC LIMIT 1000",
             org_id,
         )
         return [_endpoint(row) for row in rows]
 
     async def active(self) -> list[Endpoint]:
         """Every endpoint not removed, of every org: what the dispatcher serves."""
-        rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM webhook_endpoints WHERE removed_at IS NULL"
-        )
+        rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM {_FROM} WHERE e.removed_at IS NULL")
         return [_endpoint(row) for row in rows]

@@ -48,10 +48,16 @@ async def test_the_stored_secret_is_sealed(api: Api, pool: Any) -> None:
     org = new_org()
     _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
     sealed = await pool.fetchval(
-        "SELECT sealed_secret FROM webhook_endpoints WHERE webhook_id = $1",
+        "SELECT sealed_secret FROM webhook_secrets WHERE webhook_id = $1",
         created["webhook"]["id"],
     )
     assert created["secret"].encode() not in bytes(sealed)
+    # Nor is it, sealed or not, in the log.
+    logged = await pool.fetch(
+        "SELECT data::text FROM events WHERE key_id = $1", created["webhook"]["id"]
+    )
+    assert len(logged) == 1 and "whsec_" not in logged[0]["data"]
+    assert bytes(sealed).hex() not in logged[0]["data"]
 
 
 async def test_remove_records_who_and_is_idempotent(api: Api, client: TestClient) -> None:
@@ -67,7 +73,9 @@ async def test_remove_records_who_and_is_idempotent(api: Api, client: TestClient
     assert listing["data"] == []
 
 
-async def test_unknown_and_other_orgs_webhooks_are_not_found(api: Api, client: TestClient) -> None:
+async def test_unknown_and_other_orgs_webhooks_are_not_found(
+    api: Api, client: TestClient, pool: Any
+) -> None:
     org, other = new_org(), new_org()
     _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
     webhook_id = created["webhook"]["id"]
@@ -79,8 +87,17 @@ async def test_unknown_and_other_orgs_webhooks_are_not_found(api: Api, client: T
     ):
         status, _, body = await api.get(path)
         assert (status, body["error"]["code"]) == (404, "webhook_not_found"), path
-    response = await client.delete(f"/v1/orgs/{other}/webhooks/{webhook_id}", headers=api.headers())
-    assert response.status == 404
+    for path in (
+        f"/v1/orgs/{other}/webhooks/{webhook_id}",
+        f"/v1/orgs/{org}/webhooks/wh_01JBZ8Q6S1T8YQ4Y4W1S3M5N7P",
+    ):
+        response = await client.delete(path, headers=api.headers())
+        assert response.status == 404
+    # Nothing was logged for them: only the registration is in the log.
+    logged = await pool.fetch(
+        "SELECT org_id, event_type FROM events WHERE org_id = ANY($1::text[])", [org, other]
+    )
+    assert [(r["org_id"], r["event_type"]) for r in logged] == [(org, "WebhookRegistered")]
 
 
 REFUSED_URLS = [

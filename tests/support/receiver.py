@@ -15,8 +15,9 @@ from aiohttp.test_utils import TestServer
 from events.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify_signature
 from service.embedded import free_port
 
-# What the receiver answers for the n-th request on a path (0-based): a status.
-Answer = Callable[[int], int]
+# What the receiver answers for the n-th request on a path (0-based), given the envelope
+# it carries: a status.
+Answer = Callable[[int, dict[str, Any]], int]
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         seen = sum(1 for item in self.received if item.path == request.path)
-        status = self.answers.get(request.path, lambda _: 200)(seen)
+        status = self.answers.get(request.path, lambda _n, _envelope: 200)(seen, json.loads(body))
         if request.path in self.hold and seen == 0:
             self.received.append(
                 Received(request.path, request.headers[EVENT_ID_HEADER], "", body, 0)

@@ -53,12 +53,13 @@ WEBHOOKS: tuple[Operation, ...] = (
     Operation(
         "post",
         _HOOKS,
-        "Register a webhook endpoint (scope admin); the signing secret is answered once",
+        "Register a webhook endpoint (scope admin): one WebhookRegistered in the log; the"
+        " signing secret is answered once, and is never in the log",
         "webhooks",
         body=RegisterWebhookBody,
         parameters=[ORG_PATH, *COMMAND_HEADERS[2:]],
         answers={"201": shapes.WebhookCreated},
-        errors=(*AUTHENTICATED, *WITH_BODY, "404"),
+        errors=(*AUTHENTICATED, *WITH_BODY, "404", "503"),
         name="registerWebhook",
     ),
     Operation(
@@ -84,11 +85,12 @@ WEBHOOKS: tuple[Operation, ...] = (
     Operation(
         "delete",
         _HOOK,
-        "Remove a webhook endpoint (scope admin)",
+        "Remove a webhook endpoint (scope admin): one WebhookRemoved in the log; removing it"
+        " again changes nothing",
         "webhooks",
         parameters=[ORG_PATH, _HOOK_PATH, *COMMAND_HEADERS[2:]],
         answers={"200": shapes.WebhookOne},
-        errors=READ,
+        errors=(*READ, "409"),
         name="removeWebhook",
     ),
     Operation(
