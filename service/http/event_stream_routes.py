@@ -29,7 +29,7 @@ import json
 
 from aiohttp import web
 
-from events.models import Envelope
+from events.models import WEBHOOK_EVENT_TYPES, Envelope
 from service.errors import KeyledgerError
 from service.event_stream import EventFanout, Watcher, public_envelope
 from service.http import query_params as q
@@ -90,6 +90,15 @@ async def _watcher_of(request: web.Request) -> tuple[Caller, str, int | None]:
     return caller, org_id, after
 
 
+def _shown(caller: Caller, envelope: Envelope) -> bool:
+    """Whether ``caller`` may see ``envelope`` here.
+
+    The stream needs only ``keys:read``, but webhook endpoints (their URLs) are listed
+    only to ``audit:read``: their events stay out of a narrower caller's stream.
+    """
+    return envelope.event_type not in WEBHOOK_EVENT_TYPES or caller.has_scope("audit:read")
+
+
 async def _still_allowed(request: web.Request, org_id: str) -> bool:
     """Whether the caller's key still reads ``org_id`` (checked at each heartbeat)."""
     try:
@@ -124,7 +133,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         sent = after or 0
         if after is not None:
             sent = await _resume(request, response, caller, org_id, after)
-        await _follow(request, response, watcher, org_id, sent)
+        await _follow(request, response, caller, watcher, org_id, sent)
         return response
     except (ConnectionResetError, ConnectionError):
         # The client went away; nothing to tell it.
@@ -146,7 +155,7 @@ async def _resume(
         page = await queries.audit_events(where, after=sent, limit=RESUME_PAGE)
         for item in page:
             # An unreadable row is never shown here (its data may be anything).
-            if isinstance(item, Envelope):
+            if isinstance(item, Envelope) and _shown(caller, item):
                 await response.write(sse_message(item))
             sent = item.position
         if len(page) < RESUME_PAGE:
@@ -154,7 +163,12 @@ async def _resume(
 
 
 async def _follow(
-    request: web.Request, response: web.StreamResponse, watcher: Watcher, org_id: str, sent: int
+    request: web.Request,
+    response: web.StreamResponse,
+    caller: Caller,
+    watcher: Watcher,
+    org_id: str,
+    sent: int,
 ) -> None:
     heartbeat = keyledger(request).settings.event_stream_heartbeat_seconds
     while True:
@@ -170,5 +184,6 @@ async def _follow(
             await response.write(_close_message(watcher.closed_because or "closed"))
             return
         if envelope.position > sent:  # already sent while resuming
-            await response.write(sse_message(envelope))
+            if _shown(caller, envelope):
+                await response.write(sse_message(envelope))
             sent = envelope.position

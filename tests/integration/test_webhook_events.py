@@ -27,7 +27,7 @@ from service.settings import Settings
 from service.webhooks.endpoints import new_webhook_id
 from tests.integration.test_event_stream import open_stream
 from tests.integration.test_webhook_delivery import call, register, webhook_app
-from tests.support.api import Api, new_org
+from tests.support.api import Api, new_org, service_key
 from tests.support.outbox import eventually, jetstream, stream_messages
 from tests.support.receiver import running_receiver
 
@@ -117,6 +117,35 @@ async def test_a_registration_reaches_the_live_event_stream(api: Api, client: Te
     finally:
         reader.response.close()
     assert (live.event, live.json()["key_id"]) == ("WebhookRegistered", created["webhook"]["id"])
+
+
+async def test_a_caller_without_audit_read_sees_no_endpoint_in_its_stream(
+    api: Api, client: TestClient, settings: Settings
+) -> None:
+    """Endpoints (their URLs) are listed only to ``audit:read``; the stream needs less."""
+    org = new_org()
+    narrow = await service_key(client, settings, ["keys:read"])
+    for key in (narrow, api.service_key):
+        reader = await open_stream(client, key, org, last_event_id="0")
+        try:
+            status, _, _ = await api.post(
+                f"/v1/orgs/{org}/webhooks", {"url": "https://b.example/h"}
+            )
+            assert status == 201
+            status, _, made = await api.post(
+                f"/v1/orgs/{org}/keys", {"name": "k", "type": "secret"}
+            )
+            assert status == 201
+            seen = [await reader.next()]
+            while seen[-1].json()["key_id"] != made["key"]["id"]:
+                seen.append(await reader.next())
+        finally:
+            reader.response.close()
+        kinds = {message.event for message in seen}
+        if key == narrow:
+            assert "WebhookRegistered" not in kinds, kinds
+        else:
+            assert "WebhookRegistered" in kinds, kinds
 
 
 def _cli_verify(url: str) -> dict[str, Any]:
