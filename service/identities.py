@@ -175,16 +175,7 @@ class Identities:
 
 
 def _replay(stored: StoredAnswer, fingerprint: str) -> IdentityOutcome:
-    if stored.request_hash != fingerprint:
-        raise KeyledgerError(
-            "idempotency_key_reused", "this Idempotency-Key was used with a different request"
-        )
-    answer = stored.response
-    if "identity" not in answer:
-        # Another endpoint's answer under this key: its fingerprint cannot match ours.
-        raise KeyledgerError(
-            "idempotency_key_reused", "this Idempotency-Key was used with a different request"
-        )
+    answer = stored.replayed(fingerprint, "identity")
     return IdentityOutcome(
         answer["identity"], answer["position"], created=stored.status == 201, replayed=True
     )

@@ -260,12 +260,14 @@ class Webhook(_Shape):
 
 class WebhookCreated(_Shape):
     webhook: Webhook
-    # The signing secret, shown this once.
-    secret: str
+    # The signing secret, shown this once: null in a replay for a retried Idempotency-Key.
+    secret: str | None
+    replayed: bool | None = None
 
 
 class WebhookOne(_Shape):
     webhook: Webhook
+    replayed: bool | None = None
 
 
 class WebhookList(_Shape):

@@ -3,7 +3,8 @@
 Registering or removing an endpoint takes the ``admin`` scope (an endpoint
 receives every event of its org) and is an event in the log
 (``WebhookRegistered``, ``WebhookRemoved``, with the caller as actor); reading
-them takes ``audit:read``.
+them takes ``audit:read``. Both commands honour ``Idempotency-Key`` as every
+command does (``service.webhooks.registration``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from aiohttp import web
 
 from service.errors import KeyledgerError
 from service.http import query_params as q
-from service.http.body import read_body
+from service.http.body import read_model
 from service.http.context import authenticate, keyledger
 from service.http.key_routes import command_request, visible_org
 from service.http.schemas import RegisterWebhookBody
 from service.webhooks.endpoints import Endpoint, is_webhook_id
 from service.webhooks.receivers import checked_url
+from service.webhooks.registration import WebhookOutcome
 
 routes = web.RouteTableDef()
 DELIVERY_PARAMS = ("limit", "before")
@@ -37,15 +39,19 @@ async def _readable(request: web.Request) -> Endpoint:
     return await keyledger(request).webhooks.get(org_id, _webhook_id(request))
 
 
+def _response(outcome: WebhookOutcome) -> web.Response:
+    return web.json_response(outcome.answer(), status=outcome.status)
+
+
 @routes.post("/v1/orgs/{org_id}/webhooks")
 async def register_webhook(request: web.Request) -> web.Response:
-    issuer = (await command_request(request, "admin")).issuer
-    body = await read_body(request, RegisterWebhookBody)
+    ctx = await command_request(request, "admin")
+    body, raw = await read_model(request, RegisterWebhookBody)
     service = keyledger(request)
     url = checked_url(body.url, allow_private=service.settings.webhooks_allow_private)
-    endpoint, secret = await service.registrations.register(issuer, url, tuple(body.event_types))
-    # The only time the signing secret is handed out.
-    return web.json_response({"webhook": endpoint.public(), "secret": secret}, status=201)
+    issuer = ctx.issuer_of(request, raw)
+    # The first answer is the only time the signing secret is handed out (a replay: null).
+    return _response(await service.registrations.register(issuer, url, tuple(body.event_types)))
 
 
 @routes.get("/v1/orgs/{org_id}/webhooks")
@@ -66,10 +72,11 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/orgs/{org_id}/webhooks/{webhook_id}")
 async def remove_webhook(request: web.Request) -> web.Response:
-    issuer = (await command_request(request, "admin")).issuer
+    ctx = await command_request(request, "admin")
     webhook_id = _webhook_id(request)
-    endpoint = await keyledger(request).registrations.remove(issuer, webhook_id)
-    return web.json_response({"webhook": endpoint.public()})
+    # No body: a retry is the same request when its method and path are.
+    issuer = ctx.issuer_of(request, None)
+    return _response(await keyledger(request).registrations.remove(issuer, webhook_id))
 
 
 @routes.get("/v1/orgs/{org_id}/webhooks/{webhook_id}/deliveries")

@@ -5,9 +5,11 @@ fingerprint, a status and the JSON answered), per caller and key. A key
 command's answer is ``{"key": …, "position": …}`` with status 201 for a
 generated key, else 200 (``StoredOutcome`` reads it back; the shape earlier
 versions wrote, so retries of commands made before an upgrade still replay);
-a bulk revocation keeps its own answer (``{"revoked": …, "position": …}``).
-One table for both, so a key reused across endpoints is refused, never replayed
-as another endpoint's answer (the fingerprints differ).
+a bulk revocation, an identity's configuration and a webhook endpoint's
+registration or removal keep their own answers (``{"revoked": …}``,
+``{"identity": …}``, ``{"webhook": …}``). One table for all, so a key reused
+across endpoints is refused, never replayed as another endpoint's answer (the
+fingerprints differ).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 import asyncpg
 
+from service.errors import KeyledgerError
+
 _CREATED, _CHANGED = 201, 200
 
 
@@ -29,6 +33,16 @@ class StoredAnswer:
     request_hash: str
     status: int
     response: dict[str, Any]
+
+    def replayed(self, fingerprint: str, shape: str) -> dict[str, Any]:
+        """The first answer, for a retry sent with ``fingerprint``; 422
+        ``idempotency_key_reused`` if the key came with another request, or if the
+        answer has no ``shape`` field (another endpoint's, whose fingerprint differs)."""
+        if self.request_hash != fingerprint or shape not in self.response:
+            raise KeyledgerError(
+                "idempotency_key_reused", "this Idempotency-Key was used with a different request"
+            )
+        return self.response
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,22 @@ signing secret (``webhook_secrets``): the secret is never in the log. After
 the commit the events reach this replica's observers (the verification
 index, which ignores them, and the event stream) before the answer leaves;
 the relay publishes them to NATS like any event.
+
+Both honour ``Idempotency-Key`` as every command does (docs/api.md
+§"Idempotency-Key"), in the same memory (``service.store.idempotency``) and
+in the same transaction as the append, so a retry after a lost answer never
+registers a second endpoint: a retry with the same request answers the first
+answer again (the endpoint as it was then; for a registration, without the
+signing secret, which is never stored in the clear), another request is 422
+``idempotency_key_reused``. Only a success is remembered.
 """
 
 from __future__ import annotations
 
 import functools
 import secrets
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from events.models import Envelope, LogEvent, WebhookRegistered, WebhookRemoved
 from service.clock import utc_now
@@ -33,7 +42,8 @@ from service.domain.webhooks import (
 from service.errors import KeyledgerError
 from service.store.event_rows import UnfoldableStream, fold_own_stream, seal_after
 from service.store.event_store import LogHead
-from service.webhooks.endpoints import Endpoint, WebhookEndpoints, new_webhook_id, project
+from service.store.idempotency import StoredAnswer
+from service.webhooks.endpoints import WebhookEndpoints, new_webhook_id, project
 
 if TYPE_CHECKING:
     import asyncpg
@@ -42,6 +52,43 @@ if TYPE_CHECKING:
     from service.key_lifecycle import Issuer
 
 SECRET_PREFIX = "whsec_"
+_REGISTERED, _ANSWERED = 201, 200
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOutcome:
+    """What registering or removing an endpoint answers: the endpoint as callers see it
+    (``Endpoint.public``), and, for the first answer to a registration only, its secret."""
+
+    webhook: dict[str, Any]
+    registered: bool
+    secret: str | None = None
+    replayed: bool = False
+
+    @property
+    def status(self) -> int:
+        """201 for a registration (first answer or replay), else 200."""
+        return _REGISTERED if self.registered else _ANSWERED
+
+    def answer(self) -> dict[str, Any]:
+        """The answer as callers get it; a replayed registration's ``secret`` is null."""
+        body: dict[str, Any] = {"webhook": self.webhook}
+        if self.registered:
+            body["secret"] = self.secret
+        if self.replayed:
+            body["replayed"] = True
+        return body
+
+    def remembered(self, fingerprint: str) -> StoredAnswer:
+        """This outcome as kept for retries: never the secret."""
+        return StoredAnswer(fingerprint, self.status, {"webhook": self.webhook})
+
+    @staticmethod
+    def replay(stored: StoredAnswer, fingerprint: str) -> WebhookOutcome:
+        """The first outcome again, for a retry sent with ``fingerprint`` (422
+        ``idempotency_key_reused`` if it was another request)."""
+        answer = stored.replayed(fingerprint, "webhook")
+        return WebhookOutcome(answer["webhook"], stored.status == _REGISTERED, replayed=True)
 
 
 def _evolve(state: WebhookState | None, event: LogEvent) -> WebhookState:
@@ -59,20 +106,21 @@ class WebhookRegistrations:
 
     async def register(
         self, issuer: Issuer, url: str, event_types: tuple[str, ...]
-    ) -> tuple[Endpoint, str]:
-        """A new endpoint and its signing secret (the only time it is handed out)."""
+    ) -> WebhookOutcome:
+        """A new endpoint and its signing secret (the only time it is handed out), or
+        the first answer again for a retry with the same ``Idempotency-Key``."""
         webhook_id = new_webhook_id()
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         command = RegisterWebhook(issuer.org_id, webhook_id, url, event_types, utc_now())
-        return await self._run(issuer, command, secret), secret
+        return await self._run(issuer, command, secret)
 
-    async def remove(self, issuer: Issuer, webhook_id: str) -> Endpoint:
+    async def remove(self, issuer: Issuer, webhook_id: str) -> WebhookOutcome:
         """Remove the endpoint (a second removal changes nothing); 404 if the org has none."""
         return await self._run(issuer, RemoveWebhook(issuer.org_id, webhook_id, utc_now()))
 
     async def _run(
         self, issuer: Issuer, command: WebhookCommand, secret: str | None = None
-    ) -> Endpoint:
+    ) -> WebhookOutcome:
         record = functools.partial(self._record, issuer, command, secret)
         return await self.handler.append_alone(issuer.caller, command.issued_at, record)
 
@@ -83,8 +131,14 @@ class WebhookRegistrations:
         secret: str | None,
         conn: asyncpg.Connection,
         head: LogHead,
-    ) -> tuple[Endpoint, list[Envelope]]:
-        store = self.handler.store
+    ) -> tuple[WebhookOutcome, list[Envelope]]:
+        store, idempotent = self.handler.store, issuer.idempotent
+        if idempotent is not None:
+            stored = await self.handler.idempotency.find_answer(
+                conn, issuer.actor.id, idempotent.key
+            )
+            if stored is not None:
+                return WebhookOutcome.replay(stored, idempotent.fingerprint), []
         state = await self._state(conn, command.webhook_id)
         events = decide_webhook(command, state)
         sealed = seal_after(
@@ -102,7 +156,14 @@ class WebhookRegistrations:
             await self.endpoints.keep_secret(conn, command.webhook_id, secret)
         endpoint = await self.endpoints.find(conn, command.webhook_id)
         assert endpoint is not None  # registered now, or found by the decider
-        return endpoint, sealed
+        registered = isinstance(command, RegisterWebhook)
+        outcome = WebhookOutcome(endpoint.public(), registered, secret if registered else None)
+        if idempotent is not None:
+            # In the append's transaction: remembered if and only if it was recorded.
+            await self.handler.idempotency.remember_answer(
+                conn, issuer.actor.id, idempotent.key, outcome.remembered(idempotent.fingerprint)
+            )
+        return outcome, sealed
 
     async def _state(self, conn: asyncpg.Connection, webhook_id: str) -> WebhookState | None:
         """The endpoint folded from its stream (from its row, for one registered before

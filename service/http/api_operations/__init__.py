@@ -42,21 +42,24 @@ IDENTITY_PATH = param(
     "The identity's id in your own system (no control characters).",
     True,
 )
+IDEMPOTENCY_KEY = param(
+    "header",
+    "Idempotency-Key",
+    HEADER_TEXT_SCHEMA,
+    "Printable ASCII, at most 255 characters. A retry with the same key, method, path and"
+    " body within KEYLEDGER_IDEMPOTENCY_TTL_HOURS (24 h) returns the first result"
+    " (`replayed: true`, no secret); another request with it is 422 `idempotency_key_reused`.",
+)
+ON_BEHALF_OF = param(
+    "header",
+    "X-On-Behalf-Of",
+    HEADER_TEXT_SCHEMA,
+    "Printable ASCII, at most 255 characters; recorded in the event's actor (e.g. `user:42`).",
+)
 COMMAND_HEADERS = [
-    param(
-        "header",
-        "Idempotency-Key",
-        HEADER_TEXT_SCHEMA,
-        "Printable ASCII, at most 255 characters. A retry with the same key and body"
-        " within 24 h returns the first result.",
-    ),
+    IDEMPOTENCY_KEY,
     param("header", "If-Match", {"type": "string"}, 'Conditional command: `"<version>"`.'),
-    param(
-        "header",
-        "X-On-Behalf-Of",
-        HEADER_TEXT_SCHEMA,
-        "Printable ASCII, at most 255 characters; recorded in the event's actor (e.g. `user:42`).",
-    ),
+    ON_BEHALF_OF,
 ]
 
 

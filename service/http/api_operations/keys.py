@@ -8,8 +8,10 @@ from service.http import response_shapes as shapes
 from service.http.api_operations import (
     COMMAND,
     COMMAND_HEADERS,
+    IDEMPOTENCY_KEY,
     KEY,
     KEY_PATH,
+    ON_BEHALF_OF,
     ORG_PATH,
     Operation,
 )
@@ -70,7 +72,7 @@ COMMANDS: tuple[Operation, ...] = (
         " written) when a named id is not a key of the org; 409 `too_many_keys` past 10,000.",
         "commands",
         body=RevokeKeysBody,
-        parameters=[ORG_PATH, COMMAND_HEADERS[0], COMMAND_HEADERS[2]],
+        parameters=[ORG_PATH, IDEMPOTENCY_KEY, ON_BEHALF_OF],
         answers={"200": shapes.RevocationResult},
         errors=COMMAND,
         name="revokeKeys",
