@@ -13,9 +13,9 @@ the commit the events reach this replica's observers (the verification
 index, which ignores them, and the event stream) before the answer leaves;
 the relay publishes them to NATS like any event.
 
-Both honour ``Idempotency-Key`` as every command does (docs/api.md
-§"Idempotency-Key"), in the same memory (``service.store.idempotency``) and
-in the same transaction as the append, so a retry after a lost answer never
+Both honour ``Idempotency-Key`` as every command does
+(docs/api.md#idempotency-key), in the same memory (``service.store.idempotency``)
+and in the same transaction as the append, so a retry after a lost answer never
 registers a second endpoint: a retry with the same request answers the first
 answer again (the endpoint as it was then; for a registration, without the
 signing secret, which is never stored in the clear), another request is 422
