@@ -27,6 +27,8 @@ from keyledger_client.models import (
     UsageRecorded,
     VerifiedKey,
     VerifyResult,
+    Webhook,
+    WebhookResult,
 )
 from keyledger_client.signing import sign_request
 from keyledger_client.sync_client import SyncKeyledgerClient
@@ -48,5 +50,7 @@ __all__ = [
     "UsageRecorded",
     "VerifiedKey",
     "VerifyResult",
+    "Webhook",
+    "WebhookResult",
     "sign_request",
 ]

@@ -28,6 +28,7 @@ from keyledger_client.models import (
     UnreadableEvent,
     UsageRecorded,
     VerifyResult,
+    WebhookResult,
 )
 
 T = TypeVar("T")
@@ -208,6 +209,23 @@ def configure_identity(
 def get_identity(org_id: str, identity_id: str) -> Call[Identity]:
     """``GET /v1/orgs/{org}/identities/{id}`` (read from the log: always current)."""
     return Call("GET", identity_path(org_id, identity_id), _model(Identity))
+
+
+def register_webhook(
+    org_id: str, url: str, event_types: Sequence[str] | None, **options: Any
+) -> Call[WebhookResult]:
+    """``POST /v1/orgs/{org}/webhooks``: a new endpoint and its signing secret, once."""
+    types = list(event_types) if event_types is not None else None
+    body = without_none({"url": url, "event_types": types})
+    headers = command_headers(**options)
+    path = f"/v1/orgs/{org_id}/webhooks"
+    return Call("POST", path, _model(WebhookResult), json=body, headers=headers)
+
+
+def remove_webhook(org_id: str, webhook_id: str, **options: Any) -> Call[WebhookResult]:
+    """``DELETE /v1/orgs/{org}/webhooks/{id}``: no event is sent to the endpoint any more."""
+    path = f"/v1/orgs/{org_id}/webhooks/{quote(webhook_id, safe='')}"
+    return Call("DELETE", path, _model(WebhookResult), headers=command_headers(**options))
 
 
 def keys_path(org_id: str, key_id: str | None = None, action: str | None = None) -> str:

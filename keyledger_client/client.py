@@ -35,6 +35,7 @@ from keyledger_client.models import (
     LogEntry,
     UsageRecorded,
     VerifyResult,
+    WebhookResult,
 )
 
 T = TypeVar("T")
@@ -229,6 +230,18 @@ class KeyledgerClient(Connection):
         return await self.send(
             calls.configure_identity(org_id, identity_id, rate_limits, metadata, **options)
         )
+
+    async def register_webhook(
+        self, org_id: str, url: str, event_types: Sequence[str] | None = None, **options: Any
+    ) -> WebhookResult:
+        """``POST /v1/orgs/{org}/webhooks``: a new endpoint (every event type but the
+        endpoints' own, or ``event_types``); ``.secret`` once. A retry, by this client or
+        with your ``idempotency_key``, answers the same endpoint (``.secret`` None)."""
+        return await self.send(calls.register_webhook(org_id, url, event_types, **options))
+
+    async def remove_webhook(self, org_id: str, webhook_id: str, **options: Any) -> WebhookResult:
+        """``DELETE /v1/orgs/{org}/webhooks/{id}`` (removing it again changes nothing)."""
+        return await self.send(calls.remove_webhook(org_id, webhook_id, **options))
 
     # -- reads --------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from keyledger_client.events.models import Credits, Envelope, NamedRateLimit, RateLimit
+from keyledger_client.events.models import Actor, Credits, Envelope, NamedRateLimit, RateLimit
 from keyledger_client.events.vocabulary import Algorithm, Environment, KeyType, Status
 
 
@@ -87,6 +87,28 @@ class IdentityResult(_Answer):
 
     identity: Identity
     position: int
+    replayed: bool | None = None
+
+
+class Webhook(_Answer):
+    """A webhook endpoint as the API shows it (never its signing secret)."""
+
+    id: str
+    org_id: str
+    url: str
+    event_types: list[str] = []
+    created_at: datetime | None = None
+    created_by: Actor | None = None
+    removed_at: datetime | None = None
+    removed_by: Actor | None = None
+
+
+class WebhookResult(_Answer):
+    """The answer of registering or removing an endpoint; ``secret`` is the signing secret,
+    in a registration's first answer only (None in a replay of a retried one)."""
+
+    webhook: Webhook
+    secret: str | None = None
     replayed: bool | None = None
 
 

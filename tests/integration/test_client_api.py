@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -141,6 +142,28 @@ async def test_a_command_whose_answer_was_lost_is_retried_without_doing_it_twice
     assert [k.id for k in keys] == [made.key.id]
 
 
+async def test_a_registration_whose_answer_was_lost_makes_one_endpoint(
+    client: TestClient, admin_key: str, api: Api
+) -> None:
+    transport = LosesFirstAnswer()
+    org = new_org()
+    async with KeyledgerClient(
+        base_url(client), admin_key, retry=QUICK, http=httpx.AsyncClient(transport=transport)
+    ) as flaky:
+        made = await flaky.register_webhook(org, "https://hooks.example.com/kl", ["KeyRevoked"])
+    assert transport.sent == 2
+    # The retry was answered from the first attempt's result: the secret is not repeated.
+    assert made.replayed is True and made.secret is None
+    assert made.webhook.event_types == ["KeyRevoked"]
+    _, _, listing = await api.get(f"/v1/orgs/{org}/webhooks")
+    assert [w["id"] for w in listing["data"]] == [made.webhook.id]
+
+    async with KeyledgerClient(base_url(client), admin_key, retry=QUICK) as kl:
+        removed = await kl.remove_webhook(org, made.webhook.id, on_behalf_of="user:3")
+    assert removed.webhook.removed_by is not None
+    assert removed.webhook.removed_by.on_behalf_of == "user:3" and removed.replayed is None
+
+
 class Overloaded(httpx.AsyncBaseTransport):
     """Answers 503 with ``Retry-After`` ``times`` times, then lets requests through."""
 
@@ -216,6 +239,22 @@ async def test_the_sync_client_mirrors_the_async_one(client: TestClient, admin_k
     verdict, names, code, chain_ok = await asyncio.to_thread(lifecycle)
     assert verdict == "VALID" and code == "key_not_found" and chain_ok
     assert names == ["sync 2", "sync", "KeyGenerated", "KeyGenerated", "KeyRevoked"]
+
+
+async def test_the_sync_client_registers_an_endpoint_once_per_idempotency_key(
+    client: TestClient, admin_key: str
+) -> None:
+    org = new_org()
+
+    def register_twice() -> tuple[Any, Any]:
+        with SyncKeyledgerClient(base_url(client), admin_key, retry=QUICK) as kl:
+            url, key = "https://hooks.example.com/sync", f"wh-{org}"
+            first = kl.register_webhook(org, url, idempotency_key=key)
+            return first, kl.register_webhook(org, url, idempotency_key=key)
+
+    first, again = await asyncio.to_thread(register_twice)
+    assert first.secret is not None and first.replayed is None
+    assert again.webhook == first.webhook and again.secret is None and again.replayed is True
 
 
 # -- POST /v1/usage ----------------------------------------------------------------

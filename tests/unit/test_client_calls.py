@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyledger_client import RetryPolicy, sign_request
-from keyledger_client.calls import Reply, api_error, command, retry_after_of
+from keyledger_client.calls import (
+    Reply,
+    api_error,
+    command,
+    register_webhook,
+    remove_webhook,
+    retry_after_of,
+)
 from keyledger_client.signing import canonical_body, signing_payload
 
 
@@ -57,6 +64,20 @@ def test_every_command_carries_an_idempotency_key() -> None:
         "If-Match": '"3"',
         "X-On-Behalf-Of": "u:1",
     }
+
+
+def test_webhook_commands_carry_an_idempotency_key_too() -> None:
+    registered = register_webhook("acme", "https://h.example/k", None, on_behalf_of="u:1")
+    assert (registered.method, registered.path) == ("POST", "/v1/orgs/acme/webhooks")
+    assert registered.json == {"url": "https://h.example/k"}
+    assert registered.headers["Idempotency-Key"] and registered.headers["X-On-Behalf-Of"] == "u:1"
+    removed = remove_webhook("acme", "wh_1", idempotency_key="mine")
+    assert (removed.method, removed.path, removed.json) == (
+        "DELETE",
+        "/v1/orgs/acme/webhooks/wh_1",
+        None,
+    )
+    assert removed.headers == {"Idempotency-Key": "mine"}
 
 
 def test_the_documented_payloads() -> None:
