@@ -27,6 +27,14 @@ def base_url(client: TestClient) -> str:
     return str(client.make_url("")).rstrip("/")
 
 
+def through(
+    transport: httpx.AsyncBaseTransport, client: TestClient, admin_key: str
+) -> KeyledgerClient:
+    """A client whose requests go through ``transport`` (one that loses or refuses some)."""
+    http = httpx.AsyncClient(transport=transport)
+    return KeyledgerClient(base_url(client), admin_key, retry=QUICK, http=http)
+
+
 @pytest.fixture
 async def kl(client: TestClient, admin_key: str) -> KeyledgerClient:
     async with KeyledgerClient(base_url(client), admin_key, retry=QUICK) as made:
@@ -130,9 +138,7 @@ async def test_a_command_whose_answer_was_lost_is_retried_without_doing_it_twice
 ) -> None:
     transport = LosesFirstAnswer()
     org = new_org()
-    async with KeyledgerClient(
-        base_url(client), admin_key, retry=QUICK, http=httpx.AsyncClient(transport=transport)
-    ) as flaky:
+    async with through(transport, client, admin_key) as flaky:
         made = await flaky.generate_key(org, name="once", type="secret")
     assert transport.sent == 2
     # The retry was answered from the first attempt's result: one key, one event.
@@ -147,9 +153,7 @@ async def test_a_registration_whose_answer_was_lost_makes_one_endpoint(
 ) -> None:
     transport = LosesFirstAnswer()
     org = new_org()
-    async with KeyledgerClient(
-        base_url(client), admin_key, retry=QUICK, http=httpx.AsyncClient(transport=transport)
-    ) as flaky:
+    async with through(transport, client, admin_key) as flaky:
         made = await flaky.register_webhook(org, "https://hooks.example.com/kl", ["KeyRevoked"])
     assert transport.sent == 2
     # The retry was answered from the first attempt's result: the secret is not repeated.
@@ -184,17 +188,13 @@ async def test_503_is_retried_with_the_same_idempotency_key(
     client: TestClient, admin_key: str
 ) -> None:
     transport = Overloaded(times=2)
-    async with KeyledgerClient(
-        base_url(client), admin_key, retry=QUICK, http=httpx.AsyncClient(transport=transport)
-    ) as busy:
+    async with through(transport, client, admin_key) as busy:
         made = await busy.generate_key(new_org(), name="patient", type="secret")
     assert made.secret is not None and made.replayed is None
     assert len(transport.seen) == 3 and len(set(transport.seen)) == 1 and transport.seen[0]
 
     always = Overloaded(times=10)
-    async with KeyledgerClient(
-        base_url(client), admin_key, retry=QUICK, http=httpx.AsyncClient(transport=always)
-    ) as hopeless:
+    async with through(always, client, admin_key) as hopeless:
         with pytest.raises(KeyledgerAPIError) as gave_up:
             await hopeless.generate_key(new_org(), name="never", type="secret")
     assert (gave_up.value.status, gave_up.value.code, len(always.seen)) == (503, "unavailable", 4)
