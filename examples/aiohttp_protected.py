@@ -6,8 +6,11 @@
     curl -s localhost:8081/orders -H "Authorization: Bearer sk_live_…"   # a key with orders:read
 
 Needs only the client (``pip install ./clients/python``) and aiohttp. The service key
-needs the ``keys:verify`` scope. Optional: ``KEYLEDGER_NATS_STREAM`` and
-``KEYLEDGER_NATS_SUBJECT_PREFIX`` when keyledger publishes elsewhere than the defaults.
+needs the ``keys:verify`` scope. ``ORDERS_ENVIRONMENT`` (``live`` unless set) is the
+environment whose keys the service accepts: a ``sk_test_`` key is refused by a live
+service (403 WRONG_ENVIRONMENT), and a live key by a test one. Optional:
+``KEYLEDGER_NATS_STREAM`` and ``KEYLEDGER_NATS_SUBJECT_PREFIX`` when keyledger publishes
+elsewhere than the defaults.
 """
 
 from __future__ import annotations
@@ -32,8 +35,21 @@ async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def service_environment() -> str:
+    """The environment whose keys this service accepts (``ORDERS_ENVIRONMENT``, ``live``).
+
+    Always passed to the middleware: without ``environment=`` a key of either
+    environment verifies, and a ``sk_test_`` key would reach live orders."""
+    environment = os.environ.get("ORDERS_ENVIRONMENT", "live")
+    if environment not in ("live", "test"):
+        raise SystemExit(f"ORDERS_ENVIRONMENT must be live or test, not {environment!r}")
+    return environment
+
+
 def make_app() -> web.Application:
-    """The service: one verifier for its lifetime, every route but /healthz protected."""
+    """The service: one verifier for its lifetime, every route but /healthz protected,
+    only for keys of the environment it runs in."""
+    environment = service_environment()
     client = KeyledgerClient(os.environ["KEYLEDGER_URL"], os.environ["KEYLEDGER_SERVICE_KEY"])
     verifier = LocalVerifier(
         client,
@@ -47,7 +63,11 @@ def make_app() -> web.Application:
             yield
 
     app = web.Application(
-        middlewares=[auth_middleware(verifier, scopes=["orders:read"], exempt={"/healthz"})]
+        middlewares=[
+            auth_middleware(
+                verifier, scopes=["orders:read"], environment=environment, exempt={"/healthz"}
+            )
+        ]
     )
     app.cleanup_ctx.append(verifying)
     app.router.add_get("/orders", orders)

@@ -8,8 +8,11 @@
     curl -s localhost:8082/orders -H "Authorization: Bearer sk_live_…"   # a key with orders:read
 
 Needs the client (``pip install ./clients/python``), FastAPI and uvicorn. The service key
-needs the ``keys:verify`` scope. Optional: ``KEYLEDGER_NATS_STREAM`` and
-``KEYLEDGER_NATS_SUBJECT_PREFIX`` when keyledger publishes elsewhere than the defaults.
+needs the ``keys:verify`` scope. ``ORDERS_ENVIRONMENT`` (``live`` unless set) is the
+environment whose keys the service accepts: a ``sk_test_`` key is refused by a live
+service (403 WRONG_ENVIRONMENT), and a live key by a test one. Optional:
+``KEYLEDGER_NATS_STREAM`` and ``KEYLEDGER_NATS_SUBJECT_PREFIX`` when keyledger publishes
+elsewhere than the defaults.
 """
 
 from __future__ import annotations
@@ -35,8 +38,21 @@ def caller(request: Request) -> VerifiedKey:
 Caller = Annotated[VerifiedKey, Depends(caller)]
 
 
+def service_environment() -> str:
+    """The environment whose keys this service accepts (``ORDERS_ENVIRONMENT``, ``live``).
+
+    Always passed to the middleware: without ``environment=`` a key of either
+    environment verifies, and a ``sk_test_`` key would reach live orders."""
+    environment = os.environ.get("ORDERS_ENVIRONMENT", "live")
+    if environment not in ("live", "test"):
+        raise SystemExit(f"ORDERS_ENVIRONMENT must be live or test, not {environment!r}")
+    return environment
+
+
 def make_app() -> FastAPI:
-    """The service: one verifier for its lifetime, every route but /healthz protected."""
+    """The service: one verifier for its lifetime, every route but /healthz protected,
+    only for keys of the environment it runs in."""
+    environment = service_environment()
     client = KeyledgerClient(os.environ["KEYLEDGER_URL"], os.environ["KEYLEDGER_SERVICE_KEY"])
     verifier = LocalVerifier(
         client,
@@ -52,7 +68,11 @@ def make_app() -> FastAPI:
 
     app = FastAPI(lifespan=verifying)
     app.add_middleware(
-        KeyledgerAuth, verifier=verifier, scopes=["orders:read"], exempt={"/healthz"}
+        KeyledgerAuth,
+        verifier=verifier,
+        scopes=["orders:read"],
+        environment=environment,
+        exempt={"/healthz"},
     )
 
     @app.get("/orders")
