@@ -35,21 +35,13 @@ async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def service_environment() -> str:
-    """The environment whose keys this service accepts (``ORDERS_ENVIRONMENT``, ``live``).
-
-    Always passed to the middleware: without ``environment=`` a key of either
-    environment verifies, and a ``sk_test_`` key would reach live orders."""
-    environment = os.environ.get("ORDERS_ENVIRONMENT", "live")
-    if environment not in ("live", "test"):
-        raise SystemExit(f"ORDERS_ENVIRONMENT must be live or test, not {environment!r}")
-    return environment
-
-
 def make_app() -> web.Application:
     """The service: one verifier for its lifetime, every route but /healthz protected,
     only for keys of the environment it runs in."""
-    environment = service_environment()
+    # Always named: without environment= a key of either one verifies (sk_test_ on live).
+    environment = os.environ.get("ORDERS_ENVIRONMENT", "live")
+    if environment not in ("live", "test"):  # refused at start, not at every request
+        raise SystemExit(f"ORDERS_ENVIRONMENT must be live or test, not {environment!r}")
     client = KeyledgerClient(os.environ["KEYLEDGER_URL"], os.environ["KEYLEDGER_SERVICE_KEY"])
     verifier = LocalVerifier(
         client,
