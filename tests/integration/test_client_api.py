@@ -13,10 +13,13 @@ from aiohttp.test_utils import TestClient
 from keyledger_client import (
     KeyledgerAPIError,
     KeyledgerClient,
+    KeyledgerError,
+    KeyledgerTransportError,
     RetryPolicy,
     SyncKeyledgerClient,
 )
 from keyledger_client.events import Envelope, KeyGenerated, KeyRevoked, to_domain_event
+from service.embedded import free_port
 from tests.support.api import Api, new_org
 
 QUICK = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
@@ -106,6 +109,46 @@ async def test_a_wrong_service_key_is_401(client: TestClient) -> None:
         with pytest.raises(KeyledgerAPIError) as refused:
             await stranger.verify(key="sk_live_nope")
     assert refused.value.status == 401
+
+
+def no_header_in(error: BaseException, *secrets: str) -> None:
+    """``error`` names none of ``secrets``, and carries no httpx error that could."""
+    text = str(error)
+    assert all(secret not in text for secret in secrets), text
+    assert error.__cause__ is None and error.__context__ is None
+
+
+async def test_an_unreachable_keyledger_is_a_transport_error_naming_the_host() -> None:
+    port = free_port()  # nothing listens there
+    url = f"http://127.0.0.1:{port}"
+    async with KeyledgerClient(url, "sk_live_service", retry=QUICK) as kl:
+        with pytest.raises(KeyledgerTransportError) as failed:
+            await kl.verify(key="sk_live_customer")
+    error = failed.value
+    assert isinstance(error, KeyledgerError)
+    assert (error.host, error.cause, error.attempts) == (
+        f"127.0.0.1:{port}",
+        "ConnectError",
+        QUICK.attempts,
+    )
+    assert f"127.0.0.1:{port}" in str(error) and "ConnectError" in str(error)
+    no_header_in(error, "sk_live_service", "sk_live_customer")
+    with (
+        SyncKeyledgerClient(url, "sk_live_service", retry=QUICK) as sync,
+        pytest.raises(KeyledgerTransportError) as sync_failed,
+    ):
+        sync.get_key("acme", "key_01JD0000000000000000000000")
+    no_header_in(sync_failed.value, "sk_live_service")
+
+
+async def test_a_header_httpx_cannot_send_is_an_error_without_its_value(
+    kl: KeyledgerClient, admin_key: str
+) -> None:
+    forwarded = "sk_live_customer\nX-Injected: 1"
+    with pytest.raises(KeyledgerTransportError) as failed:
+        await kl.authorize_headers({"Authorization": f"Bearer {forwarded}"})
+    assert (failed.value.cause, failed.value.attempts) == ("LocalProtocolError", 1)  # not retried
+    no_header_in(failed.value, admin_key, "sk_live_customer")
 
 
 class LosesFirstAnswer(httpx.AsyncBaseTransport):
