@@ -1,6 +1,6 @@
 """A tiny FastAPI service protected by keyledger keys, verified in process.
 
-    KEYLEDGER_URL=http://127.0.0.1:8080 KEYLEDGER_SERVICE_KEY=sk_live_… \
+    KEYLEDGER_API_URL=http://127.0.0.1:8080 KEYLEDGER_SERVICE_KEY=sk_live_… \
     KEYLEDGER_NATS_URL=nats://127.0.0.1:4222 \
     uvicorn --factory --app-dir examples fastapi_protected:make_app --port 8082
     # or: python examples/fastapi_protected.py --port 8082
@@ -45,7 +45,7 @@ def make_app() -> FastAPI:
     environment = os.environ.get("ORDERS_ENVIRONMENT", "live")
     if environment not in ("live", "test"):  # refused at start, not at every request
         raise SystemExit(f"ORDERS_ENVIRONMENT must be live or test, not {environment!r}")
-    client = KeyledgerClient(os.environ["KEYLEDGER_URL"], os.environ["KEYLEDGER_SERVICE_KEY"])
+    client = KeyledgerClient(os.environ["KEYLEDGER_API_URL"], os.environ["KEYLEDGER_SERVICE_KEY"])
     verifier = LocalVerifier(
         client,
         os.environ["KEYLEDGER_NATS_URL"],
