@@ -251,8 +251,9 @@ def get_key(org_id: str, key_id: str, min_position: int | None = None) -> Call[K
 
 
 def key_page(org_id: str, filters: Mapping[str, Any], cursor: Cursor) -> Call[Page[Key]]:
-    """One page of ``GET /v1/orgs/{org}/keys``."""
-    params = _text(without_none({**filters, "cursor": cursor}))
+    """One page of ``GET /v1/orgs/{org}/keys`` (the first one at ``filters``' own ``cursor``,
+    when given: a cursor keyledger refuses is its 422 ``invalid_cursor``, never page one)."""
+    params = _text(without_none({**filters, **without_none({"cursor": cursor})}))
 
     def parse(reply: Reply) -> Page[Key]:
         items = [Key.model_validate(raw) for raw in reply.body["data"]]
@@ -273,8 +274,8 @@ def key_events(org_id: str, key_id: str, min_position: int | None = None) -> Cal
 
 
 def audit_page(filters: Mapping[str, Any], cursor: Cursor) -> Call[Page[LogEntry]]:
-    """One page of ``GET /v1/audit``."""
-    params = _text(without_none({**filters, "after": cursor}))
+    """One page of ``GET /v1/audit`` (the first one after ``filters``' own ``after``, if given)."""
+    params = _text(without_none({**filters, **without_none({"after": cursor})}))
 
     def parse(reply: Reply) -> Page[LogEntry]:
         return Page([_entry(raw) for raw in reply.body["data"]], reply.body.get("next_cursor"))

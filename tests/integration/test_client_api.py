@@ -86,6 +86,28 @@ async def test_list_keys_walks_every_page(kl: KeyledgerClient) -> None:
     assert [k.id async for k in kl.list_keys(org, status="revoked")] == []
 
 
+async def test_a_list_starts_at_the_cursor_it_is_given(
+    kl: KeyledgerClient, client: TestClient, admin_key: str
+) -> None:
+    org = new_org()
+    made = [await kl.generate_key(org, name=f"k{i}", type="secret") for i in range(5)]
+    raw = await client.get(
+        f"/v1/orgs/{org}/keys",
+        params={"limit": "2"},
+        headers={"Authorization": f"Bearer {admin_key}"},
+    )
+    cursor = (await raw.json())["next_cursor"]
+    rest = [key.id async for key in kl.list_keys(org, limit=2, cursor=cursor)]
+    assert rest == [m.key.id for m in reversed(made[:3])]  # after the first page of two
+    with pytest.raises(KeyledgerAPIError) as refused:
+        [key async for key in kl.list_keys(org, cursor="zzz")]
+    assert (refused.value.status, refused.value.code) == (422, "invalid_cursor")
+
+    history = [e.position async for e in kl.audit(org_id=org)]
+    after = [e.position async for e in kl.audit(org_id=org, after=history[1], limit=2)]
+    assert after == history[2:]
+
+
 async def test_refusals_raise_with_status_code_and_request_id(kl: KeyledgerClient) -> None:
     org = new_org()
     with pytest.raises(KeyledgerAPIError) as missing:
