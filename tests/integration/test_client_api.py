@@ -108,6 +108,17 @@ async def test_a_list_starts_at_the_cursor_it_is_given(
     assert after == history[2:]
 
 
+async def test_a_bad_grace_period_is_named_in_the_refusal(kl: KeyledgerClient) -> None:
+    org = new_org()
+    made = await kl.generate_key(org, name="rotated", type="secret")
+    for wrong in ("8d", "soon"):
+        with pytest.raises(KeyledgerAPIError) as refused:
+            await kl.rotate_key(org, made.key.id, grace_period=wrong)
+        assert (refused.value.status, refused.value.code) == (422, "validation_error")
+        assert [problem["loc"] for problem in refused.value.details] == [["grace_period"]]
+        assert str(refused.value).endswith("(fields: grace_period)")
+
+
 async def test_refusals_raise_with_status_code_and_request_id(kl: KeyledgerClient) -> None:
     org = new_org()
     with pytest.raises(KeyledgerAPIError) as missing:

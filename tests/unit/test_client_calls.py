@@ -48,6 +48,21 @@ def test_errors_carry_status_code_and_request_id() -> None:
     assert (foreign.status, foreign.code, foreign.request_id) == (502, "http_502", "req-2")
 
 
+def test_a_422_names_the_fields_at_fault() -> None:
+    def refusal(*locs: list[object]) -> str:
+        details = [{"loc": loc, "msg": "bad", "type": "t"} for loc in locs]
+        body = {"error": {"code": "validation_error", "message": "invalid", "details": details}}
+        return str(api_error(Reply(422, {}, body)))
+
+    assert refusal(["name"]) == "422 validation_error: invalid (fields: name)"
+    assert refusal(["query", "limit"], ["query", "limit"]).endswith("(fields: query.limit)")
+    named = refusal(["a"], ["b"], ["c", 0], ["d"], ["e"])
+    assert named.endswith("(fields: a, b, c.0 and 2 more)")
+    assert refusal([]) == "422 validation_error: invalid"  # nothing to name
+    missing = api_error(Reply(404, {}, {"error": {"code": "key_not_found", "message": "no"}}))
+    assert str(missing) == "404 key_not_found: no"
+
+
 def test_every_command_carries_an_idempotency_key() -> None:
     first, second = command("/p", None), command("/p", None)
     assert first.headers["Idempotency-Key"] != second.headers["Idempotency-Key"]
