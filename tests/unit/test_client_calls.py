@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from hypothesis import given
@@ -84,6 +85,40 @@ def test_the_documented_payloads() -> None:
     assert canonical_body("[1]") is None and canonical_body("nope") is None
 
 
+KEY_ID = "key_01JD0000000000000000000000"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "key_id", "fault"),
+    [
+        ("POST", "https://api.example/orders", KEY_ID, "path"),  # a URL, not a path
+        ("POST", "orders", KEY_ID, "path"),
+        ("POST", "/orders with space", KEY_ID, "path"),
+        ("POST", "", KEY_ID, "path"),
+        ("/orders", "POST", KEY_ID, "method"),  # swapped
+        ("PO ST", "/orders", KEY_ID, "method"),
+        ("", "/orders", KEY_ID, "method"),
+        ("POST", "/orders", "key_1", "key_id"),
+        ("POST", "/orders", "sk_live_oops", "key_id"),  # a secret is no key id
+    ],
+)
+def test_sign_request_refuses_what_could_never_verify(
+    method: str, path: str, key_id: str, fault: str
+) -> None:
+    pem = (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    with pytest.raises(ValueError, match=f"^{fault} must") as refused:
+        sign_request(method, path, None, pem, key_id)
+    assert "sk_live_oops" not in str(refused.value)
+
+
 def test_sign_request_signs_as_each_algorithm_requires() -> None:
     ed = ed25519.Ed25519PrivateKey.generate()
     rs = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -93,8 +128,8 @@ def test_sign_request_signs_as_each_algorithm_requires() -> None:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ).decode()
-        headers = sign_request("GET", "/x", None, pem, "key_1", timestamp=1700000000)
-        assert headers["X-API-Key"] == "key_1" and headers["X-API-Timestamp"] == "1700000000"
+        headers = sign_request("GET", "/x", None, pem, KEY_ID, timestamp=1700000000)
+        assert headers["X-API-Key"] == KEY_ID and headers["X-API-Timestamp"] == "1700000000"
         signature = base64.b64decode(headers["X-API-Signature"])
         payload = b"GET:/x:1700000000"
         if isinstance(private, ed25519.Ed25519PrivateKey):
