@@ -44,6 +44,7 @@ from keyledger_client.verdict_cache import VerdictCache, cache_key
 
 log = logging.getLogger(__name__)
 _HEARTBEAT_STATUS = "100"
+_STREAM_NOT_FOUND = 10059  # JetStream's error code for a stream it does not have
 
 
 class LocalVerifier:
@@ -240,7 +241,7 @@ class LocalVerifier:
                     "give LocalVerifier the stream keyledger publishes to (stream=, "
                     "keyledger's KEYLEDGER_NATS_STREAM)"
                 )
-                if isinstance(exc, NotFoundError)
+                if isinstance(exc, NotFoundError) and exc.err_code == _STREAM_NOT_FOUND
                 else exc
             )
             if str(trouble) != str(self._consumer_trouble):
@@ -338,7 +339,7 @@ class LocalVerifier:
         return self._position >= position
 
     def _lost(self, why: str) -> None:
-        log.warning("keyledger_verifier_cache_dropped", extra={"why": why})
+        log.warning("keyledger_verifier_cache_dropped: %s", why, extra={"why": why})
         self.cache.clear()
 
     async def _on_disconnected(self) -> None:
