@@ -126,7 +126,6 @@ class LocalVerifier:
                 "key with keyledger until it is (still trying)",
                 self.servers_shown,
                 self.connect_timeout,
-                extra={"nats": self.servers_shown},
             )
 
     async def _connect(self, servers: list[str]) -> None:
@@ -251,7 +250,6 @@ class LocalVerifier:
                     self.servers_shown,
                     type(trouble).__name__,
                     trouble,
-                    extra={"nats": self.servers_shown, "stream": self.stream},
                 )
             self._consumer_trouble = trouble
             with contextlib.suppress(Exception):
