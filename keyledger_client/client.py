@@ -72,6 +72,9 @@ def _reason(error: httpx.TransportError) -> str:
         return "the server broke the HTTP exchange"
     if isinstance(error, httpx.ProxyError):
         return "the proxy refused the connection"
+    if isinstance(error, httpx.ConnectError) and str(error):
+        # The socket's own words ("[Errno 111] Connection refused"): nothing of the request.
+        return f"the connection failed: {str(error)[:200]}"
     return "the connection failed or was cut"
 
 
@@ -99,11 +102,20 @@ def checked_service_key(service_key: str) -> str:
     return service_key
 
 
+def host_of(base_url: str) -> str:
+    """The host and port of ``base_url``, as errors name it (never a user or password)."""
+    try:
+        return httpx.URL(base_url).netloc.decode("ascii", "replace") or "(no host)"
+    except httpx.InvalidURL:
+        return "(not a URL)"
+
+
 class Connection:
     """What both clients hold: where keyledger is, as whom they call it, how they retry."""
 
     def __init__(self, base_url: str, service_key: str, retry: RetryPolicy | None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.host = host_of(self.base_url)
         self.service_key = checked_service_key(service_key)
         self.retry = retry or RetryPolicy()
         self._headers = {"Authorization": f"Bearer {service_key}", "User-Agent": USER_AGENT}
@@ -115,8 +127,8 @@ class Connection:
     def transport_error(self, error: httpx.TransportError, attempt: int) -> KeyledgerTransportError:
         """``error`` as the client raises it: the host and the cause, never a header value
         (httpx's text for a refused header quotes it, the service key included)."""
-        host = httpx.URL(self.base_url).netloc.decode("ascii", "replace") or self.base_url
-        return KeyledgerTransportError(host, type(error).__name__, _reason(error), attempt + 1)
+        cause = type(error).__name__
+        return KeyledgerTransportError(self.host, cause, _reason(error), attempt + 1)
 
     def request_of(self, call: Call[Any]) -> dict[str, Any]:
         """The arguments of ``httpx``'s ``request`` for ``call``."""
