@@ -1,7 +1,8 @@
 """Both middlewares fail closed when keyledger gives no verdict: unreachable, or refusing the
 protected service's own key (one without keys:verify). The caller gets 503
 verifier_unavailable with Retry-After and a JSON body, never a 500 or a traceback; the log
-gets one line saying why, without a secret."""
+gets one line saying why, without a secret. And a request with no bearer key at all is
+challenged (WWW-Authenticate: Bearer, RFC 6750) by both."""
 
 from __future__ import annotations
 
