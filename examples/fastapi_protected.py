@@ -1,6 +1,6 @@
 """A tiny FastAPI service protected by keyledger keys, verified in process.
 
-    KEYLEDGER_URL=http://127.0.0.1:8080 KEYLEDGER_SERVICE_KEY=sk_live_… \
+    KEYLEDGER_API_URL=http://127.0.0.1:8080 KEYLEDGER_SERVICE_KEY=sk_live_… \
     KEYLEDGER_NATS_URL=nats://127.0.0.1:4222 \
     uvicorn --factory --app-dir examples fastapi_protected:make_app --port 8082
     # or: python examples/fastapi_protected.py --port 8082
@@ -8,8 +8,11 @@
     curl -s localhost:8082/orders -H "Authorization: Bearer sk_live_…"   # a key with orders:read
 
 Needs the client (``pip install ./clients/python``), FastAPI and uvicorn. The service key
-needs the ``keys:verify`` scope. Optional: ``KEYLEDGER_NATS_STREAM`` and
-``KEYLEDGER_NATS_SUBJECT_PREFIX`` when keyledger publishes elsewhere than the defaults.
+needs the ``keys:verify`` scope. ``ORDERS_ENVIRONMENT`` (``live`` unless set) is the
+environment whose keys the service accepts: a ``sk_test_`` key is refused by a live
+service (403 WRONG_ENVIRONMENT), and a live key by a test one. Optional:
+``KEYLEDGER_NATS_STREAM`` and ``KEYLEDGER_NATS_SUBJECT_PREFIX`` when keyledger publishes
+elsewhere than the defaults.
 """
 
 from __future__ import annotations
@@ -36,8 +39,13 @@ Caller = Annotated[VerifiedKey, Depends(caller)]
 
 
 def make_app() -> FastAPI:
-    """The service: one verifier for its lifetime, every route but /healthz protected."""
-    client = KeyledgerClient(os.environ["KEYLEDGER_URL"], os.environ["KEYLEDGER_SERVICE_KEY"])
+    """The service: one verifier for its lifetime, every route but /healthz protected,
+    only for keys of the environment it runs in."""
+    # Always named: without environment= a key of either one verifies (sk_test_ on live).
+    environment = os.environ.get("ORDERS_ENVIRONMENT", "live")
+    if environment not in ("live", "test"):  # refused at start, not at every request
+        raise SystemExit(f"ORDERS_ENVIRONMENT must be live or test, not {environment!r}")
+    client = KeyledgerClient(os.environ["KEYLEDGER_API_URL"], os.environ["KEYLEDGER_SERVICE_KEY"])
     verifier = LocalVerifier(
         client,
         os.environ["KEYLEDGER_NATS_URL"],
@@ -52,7 +60,11 @@ def make_app() -> FastAPI:
 
     app = FastAPI(lifespan=verifying)
     app.add_middleware(
-        KeyledgerAuth, verifier=verifier, scopes=["orders:read"], exempt={"/healthz"}
+        KeyledgerAuth,
+        verifier=verifier,
+        scopes=["orders:read"],
+        environment=environment,
+        exempt={"/healthz"},
     )
 
     @app.get("/orders")

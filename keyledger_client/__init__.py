@@ -1,7 +1,8 @@
 """keyledger's Python client.
 
 - ``KeyledgerClient`` (asyncio) and ``SyncKeyledgerClient``: the HTTP API, one method
-  per endpoint, typed results, ``KeyledgerAPIError`` for refusals.
+  per endpoint, typed results, ``KeyledgerAPIError`` for refusals, ``KeyledgerTransportError`` when
+  keyledger cannot be reached (both ``KeyledgerError``).
 - ``sign_request``: the headers that sign a request with a signing key.
 - ``LocalVerifier``: bearer secrets verified in process; events evict within milliseconds.
 - ``keyledger_client.aiohttp`` and ``keyledger_client.asgi`` (FastAPI, Starlette, any ASGI
@@ -13,7 +14,7 @@ It imports nothing of the keyledger service, and installs no generic top-level n
 
 from keyledger_client.calls import RetryPolicy
 from keyledger_client.client import KeyledgerClient
-from keyledger_client.errors import KeyledgerAPIError
+from keyledger_client.errors import KeyledgerAPIError, KeyledgerError, KeyledgerTransportError
 from keyledger_client.local_verifier import LocalVerifier
 from keyledger_client.models import (
     AuthorizeResult,
@@ -43,6 +44,8 @@ __all__ = [
     "Key",
     "KeyledgerAPIError",
     "KeyledgerClient",
+    "KeyledgerError",
+    "KeyledgerTransportError",
     "LocalVerifier",
     "RetryPolicy",
     "SyncKeyledgerClient",

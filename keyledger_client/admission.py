@@ -4,21 +4,31 @@
 framework and a ``Gate``: the key is the ``Authorization: Bearer …`` secret, verified
 with the request's ``Origin`` and the gate's requirements; a refusal is answered with
 the verdict's status (401, 403, or 429 with ``Retry-After``) and
-``{"error": {"code", "message"}}``, and nothing about the key.
+``{"error": {"code", "message"}}``, and nothing about the key. When no verdict can be
+had (keyledger unreachable, or refusing the service's own key) the request is refused
+too, 503 ``verifier_unavailable`` with ``Retry-After``: the gate fails closed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from keyledger_client.client import KeyledgerClient
+from keyledger_client.errors import KeyledgerAPIError, KeyledgerError
 from keyledger_client.models import VerifyResult
 
 # The one message of every refusal: the code says why, and nothing says more about the key.
 REFUSED = "the API key was refused"
+# When keyledger could not give a verdict: nobody is let in, and the caller may come back.
+VERIFIER_UNAVAILABLE = "verifier_unavailable"
+UNAVAILABLE = "the API key could not be verified right now; try again later"
+
+log = logging.getLogger(__name__)
 
 
 class Verifies(Protocol):
@@ -74,23 +84,46 @@ class Refusal:
     code: str
     status: int
     retry_after: int | None = None
+    message: str = REFUSED
+    # ``WWW-Authenticate: Bearer``: the request carried no bearer credentials at all.
+    challenge: bool = False
 
     @property
     def body(self) -> bytes:
         """``{"error": {"code", "message"}}`` as JSON."""
-        return json.dumps({"error": {"code": self.code, "message": REFUSED}}).encode()
+        return json.dumps({"error": {"code": self.code, "message": self.message}}).encode()
 
     @property
     def headers(self) -> dict[str, str]:
-        """``Content-Type``, and ``Retry-After`` when the verdict says when to come back."""
+        """``Content-Type``, ``Retry-After`` when the caller is told when to come back, and
+        ``WWW-Authenticate`` when it sent no bearer key."""
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)
+        if self.challenge:
+            headers["WWW-Authenticate"] = "Bearer"
         return headers
 
 
-# A request without a bearer secret is refused as keyledger refuses a malformed key.
-NO_BEARER_SECRET = Refusal("MALFORMED", 401)
+# A request without a bearer secret is refused as keyledger refuses a malformed key,
+# with the challenge RFC 6750 asks of a 401 to a request that carried no credentials.
+NO_BEARER_SECRET = Refusal("MALFORMED", 401, challenge=True)
+# When keyledger gave no verdict, how long the caller is asked to wait (unless it said).
+UNAVAILABLE_RETRY_AFTER = 5
+
+
+def unavailable(error: KeyledgerError) -> Refusal:
+    """The refusal when no verdict could be had (keyledger unreachable, or refusing this
+    service's own key): 503, fail closed. One log line says why; the error never quotes
+    a secret (``KeyledgerError``'s contract), and the caller learns nothing of it."""
+    log.error(
+        "keyledger_verifier_unavailable: %s",
+        error,
+        extra={"error": str(error), "error_type": type(error).__name__},
+    )
+    wait = error.retry_after if isinstance(error, KeyledgerAPIError) else None
+    retry_after = max(1, math.ceil(wait)) if wait is not None else UNAVAILABLE_RETRY_AFTER
+    return Refusal(VERIFIER_UNAVAILABLE, 503, retry_after, UNAVAILABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +165,16 @@ class Gate:
         secret = bearer_secret(authorization)
         if secret is None:
             return NO_BEARER_SECRET
-        result = await self.verifier.verify(
-            secret,
-            scopes=self.scopes,
-            origin=origin,
-            resource=self.resource,
-            environment=self.environment,
-        )
+        try:
+            result = await self.verifier.verify(
+                secret,
+                scopes=self.scopes,
+                origin=origin,
+                resource=self.resource,
+                environment=self.environment,
+            )
+        except KeyledgerError as error:
+            return unavailable(error)
         if not result.valid:
             return Refusal(result.code, result.http_status, result.retry_after)
         return result

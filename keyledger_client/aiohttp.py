@@ -8,7 +8,9 @@
 
 Each request's ``Authorization: Bearer <secret>`` is verified (with the request's
 ``Origin``); a refusal is answered with the verdict's status (401, 403 or 429 with
-``Retry-After``) and ``{"error": {"code", "message"}}``, before the handler runs.
+``Retry-After``) and ``{"error": {"code", "message"}}``, before the handler runs; with
+no verdict to be had (keyledger unreachable, the service key refused) it is 503
+``verifier_unavailable`` with ``Retry-After``.
 A ``KeyledgerClient`` given as the verifier asks keyledger on every request.
 The decision is ``keyledger_client.admission``'s, shared with ``keyledger_client.asgi``.
 """

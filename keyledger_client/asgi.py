@@ -11,7 +11,8 @@ A plain ASGI middleware, so the client needs no web framework: it reads the raw 
 It decides exactly as ``keyledger_client.aiohttp`` does (``keyledger_client.admission``):
 each request's ``Authorization: Bearer <secret>`` is verified with its ``Origin``; a
 refusal is answered with the verdict's status (401, 403 or 429 with ``Retry-After``) and
-``{"error": {"code", "message"}}`` before the app sees the request. The verified key is
+``{"error": {"code", "message"}}`` before the app sees the request (503
+``verifier_unavailable`` when keyledger gives no verdict). The verified key is
 put in the scope's ``state`` (Starlette's ``request.state``) under ``VERIFIED_KEY``.
 
 WebSocket handshakes are verified too (a protected path stays protected whatever the

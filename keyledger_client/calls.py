@@ -7,6 +7,7 @@ described once here and is one short method on each client. Nothing here does I/
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,12 +151,27 @@ def command_headers(
 ) -> dict[str, str]:
     """A command's headers: always an ``Idempotency-Key`` (new unless given), so a retry is
     safe; ``If-Match`` and ``X-On-Behalf-Of`` when given."""
+    if idempotency_key is not None:
+        header_text("idempotency_key", idempotency_key)
     headers = {"Idempotency-Key": idempotency_key or f"klc-{uuid.uuid4()}"}
     if if_match is not None:
         headers["If-Match"] = f'"{if_match}"'
     if on_behalf_of is not None:
-        headers["X-On-Behalf-Of"] = on_behalf_of
+        headers["X-On-Behalf-Of"] = header_text("on_behalf_of", on_behalf_of)
     return headers
+
+
+# A header value keyledger accepts from a caller (``Idempotency-Key``, ``X-On-Behalf-Of``):
+# 1-255 printable ASCII characters, the first not a space.
+_HEADER_TEXT = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
+
+
+def header_text(name: str, value: str) -> str:
+    """``value`` if keyledger takes it as the header ``name`` stands for; ValueError (not
+    quoting it: it may be anything) before anything is sent if not."""
+    if not _HEADER_TEXT.fullmatch(value):
+        raise ValueError(f"{name} must be 1-255 printable ASCII characters, the first not a space")
+    return value
 
 
 def command(
@@ -253,8 +269,9 @@ def get_key(org_id: str, key_id: str, min_position: int | None = None) -> Call[K
 
 
 def key_page(org_id: str, filters: Mapping[str, Any], cursor: Cursor) -> Call[Page[Key]]:
-    """One page of ``GET /v1/orgs/{org}/keys``."""
-    params = _text(without_none({**filters, "cursor": cursor}))
+    """One page of ``GET /v1/orgs/{org}/keys`` (the first one at ``filters``' own ``cursor``,
+    when given: a cursor keyledger refuses is its 422 ``invalid_cursor``, never page one)."""
+    params = _text(without_none({**filters, **without_none({"cursor": cursor})}))
 
     def parse(reply: Reply) -> Page[Key]:
         items = [Key.model_validate(raw) for raw in reply.body["data"]]
@@ -275,8 +292,8 @@ def key_events(org_id: str, key_id: str, min_position: int | None = None) -> Cal
 
 
 def audit_page(filters: Mapping[str, Any], cursor: Cursor) -> Call[Page[LogEntry]]:
-    """One page of ``GET /v1/audit``."""
-    params = _text(without_none({**filters, "after": cursor}))
+    """One page of ``GET /v1/audit`` (the first one after ``filters``' own ``after``, if given)."""
+    params = _text(without_none({**filters, **without_none({"after": cursor})}))
 
     def parse(reply: Reply) -> Page[LogEntry]:
         return Page([_entry(raw) for raw in reply.body["data"]], reply.body.get("next_cursor"))

@@ -14,6 +14,7 @@ raise ``KeyledgerAPIError``.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -23,6 +24,7 @@ import httpx
 
 from keyledger_client import calls
 from keyledger_client.calls import Call, Cursor, Page, Reply, RetryPolicy
+from keyledger_client.errors import KeyledgerTransportError
 from keyledger_client.events.vocabulary import Environment, KeyType, RevokeReason
 from keyledger_client.models import (
     AuthorizeResult,
@@ -59,6 +61,24 @@ def request_headers(own: Mapping[str, str], call: Call[Any]) -> dict[str, str]:
     return {**own, **call.headers}
 
 
+def _reason(error: httpx.TransportError) -> str:
+    """What went wrong, in words that quote nothing of the request."""
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(error, httpx.LocalProtocolError):
+        return "the request could not be sent (a header value is not valid HTTP)"
+    if isinstance(error, httpx.UnsupportedProtocol):
+        return "the URL's scheme is not http or https"
+    if isinstance(error, httpx.RemoteProtocolError):
+        return "the server broke the HTTP exchange"
+    if isinstance(error, httpx.ProxyError):
+        return "the proxy refused the connection"
+    if isinstance(error, httpx.ConnectError) and str(error):
+        # The socket's own words ("[Errno 111] Connection refused"): nothing of the request.
+        return f"the connection failed: {str(error)[:200]}"
+    return "the connection failed or was cut"
+
+
 def outcome(call: Call[T], reply: Reply) -> T:
     """The call's result, or its ``KeyledgerAPIError``."""
     if reply.status in call.answers:
@@ -66,14 +86,50 @@ def outcome(call: Call[T], reply: Reply) -> T:
     raise calls.api_error(reply)
 
 
+# A service key as keyledger reads one: 1-1024 printable ASCII characters, no space.
+_SERVICE_KEY = re.compile(r"[\x21-\x7e]{1,1024}")
+# Errors no retry can mend: the request itself cannot be sent (a header, the URL's scheme).
+_NOT_RETRIED = (httpx.LocalProtocolError, httpx.UnsupportedProtocol)
+
+
+def checked_service_key(service_key: str) -> str:
+    """``service_key`` if keyledger could read it; ValueError (never quoting it) if not."""
+    if not _SERVICE_KEY.fullmatch(service_key or ""):  # None too: an unset variable
+        raise ValueError(
+            "service_key must be 1-1024 printable ASCII characters without spaces or "
+            f"line breaks (got {len(service_key or '')} characters: a trailing newline "
+            "from a file, or an unset variable?)"
+        )
+    return service_key
+
+
+def host_of(base_url: str) -> str:
+    """The host and port of ``base_url``, as errors name it (never a user or password)."""
+    try:
+        return httpx.URL(base_url).netloc.decode("ascii", "replace") or "(no host)"
+    except httpx.InvalidURL:
+        return "(not a URL)"
+
+
 class Connection:
     """What both clients hold: where keyledger is, as whom they call it, how they retry."""
 
     def __init__(self, base_url: str, service_key: str, retry: RetryPolicy | None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.service_key = service_key
+        self.host = host_of(self.base_url)
+        self.service_key = checked_service_key(service_key)
         self.retry = retry or RetryPolicy()
         self._headers = {"Authorization": f"Bearer {service_key}", "User-Agent": USER_AGENT}
+
+    def retries(self, error: httpx.TransportError, attempt: int) -> bool:
+        """Whether a call that failed with ``error`` at attempt ``attempt`` is sent again."""
+        return not isinstance(error, _NOT_RETRIED) and self.retry.after(attempt, None) is not None
+
+    def transport_error(self, error: httpx.TransportError, attempt: int) -> KeyledgerTransportError:
+        """``error`` as the client raises it: the host and the cause, never a header value
+        (httpx's text for a refused header quotes it, the service key included)."""
+        cause = type(error).__name__
+        return KeyledgerTransportError(self.host, cause, _reason(error), attempt + 1)
 
     def request_of(self, call: Call[Any]) -> dict[str, Any]:
         """The arguments of ``httpx``'s ``request`` for ``call``."""
@@ -118,11 +174,14 @@ class KeyledgerClient(Connection):
         attempt = 0
         while True:
             reply: Reply | None = None
+            failure: KeyledgerTransportError | None = None
             try:
                 reply = reply_of(await self._http.request(**self.request_of(call)))
-            except httpx.TransportError:
-                if self.retry.after(attempt, None) is None:
-                    raise
+            except httpx.TransportError as error:
+                if not self.retries(error, attempt):
+                    failure = self.transport_error(error, attempt)
+            if failure is not None:
+                raise failure  # outside the except: not even __context__ keeps httpx's text
             delay = self.retry.after(attempt, reply)
             if delay is None and reply is not None:
                 return outcome(call, reply)

@@ -14,8 +14,7 @@ nothing heard (NATS down, the connection cut, the consumer gone), or a hole in
 its delivery sequence, every cached verdict is dropped and every verify goes to
 keyledger until the consumer is live again (re-created when it was lost).
 
-Cache hits are reported in batches to ``POST /v1/usage`` so ``last_used_at``
-stays true.
+Cache hits are reported in batches (``UsageReports``) so ``last_used_at`` stays true.
 """
 
 from __future__ import annotations
@@ -30,21 +29,22 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
-from keyledger_client.calls import MAX_USES_PER_REPORT
 from keyledger_client.client import KeyledgerClient
-from keyledger_client.events.servers import nats_servers
+from keyledger_client.events.servers import nats_servers, shown_servers
 from keyledger_client.events.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, subject_filter
 from keyledger_client.models import VerifyResult
+from keyledger_client.usage_reports import UsageReports
 from keyledger_client.verdict_cache import VerdictCache, cache_key
 
 log = logging.getLogger(__name__)
 _HEARTBEAT_STATUS = "100"
+_STREAM_NOT_FOUND = 10059  # JetStream's error code for a stream it does not have
 
 
 class LocalVerifier:
@@ -60,6 +60,7 @@ class LocalVerifier:
         subject_prefix: str = DEFAULT_PREFIX,
         heartbeat: float = 0.5,
         silence_limit: float = 2.0,
+        connect_timeout: float = 2.0,
         usage_interval: float = 10.0,
         cache: VerdictCache | None = None,
         on_event: Callable[[str, int], None] | None = None,
@@ -70,7 +71,8 @@ class LocalVerifier:
         self.subject = subject_filter(org_id=org_id, prefix=subject_prefix)
         self.heartbeat = heartbeat
         self.silence_limit = silence_limit
-        self.usage_interval = usage_interval
+        # How long ``start`` waits for NATS (and an attempt to connect may take).
+        self.connect_timeout = connect_timeout
         self.cache = cache or VerdictCache()
         # Told (key id, log position) once an event has dropped that key's verdicts.
         self.on_event = on_event
@@ -80,9 +82,11 @@ class LocalVerifier:
         self._heard_at = float("-inf")  # monotonic time of the last message from the consumer
         self._delivered = 0  # the consumer's delivery sequence seen last
         self._position = 0  # the highest log position seen on the consumer
-        self._uses: dict[str, datetime] = {}
+        self.usage = UsageReports(client, usage_interval)
         self._tasks: list[asyncio.Task[None]] = []
         self._advanced = asyncio.Event()  # set (and replaced) whenever ``_position`` moves
+        self._nats_trouble: str | None = None  # the last NATS error logged (None: connected)
+        self._consumer_trouble: Exception | None = None  # why the last consumer did not open
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -96,20 +100,54 @@ class LocalVerifier:
         await self.stop()
 
     async def start(self) -> None:
-        """Connect to NATS, start the consumer, the watchdog and the usage reports."""
-        self._nc = await nats.connect(
-            servers=nats_servers(self.nats_url),
+        """Connect to NATS and open the consumer, within ``connect_timeout`` seconds; start
+        the watchdog and the usage reports.
+
+        NATS not reached by then is no error: until it is (the connection keeps being tried
+        in the background), every verify asks keyledger, as when NATS goes away later.
+        A stream that NATS does not have raises ``LookupError`` naming it: no consumer
+        could ever be opened, and the cache would never be used."""
+        servers = nats_servers(self.nats_url)  # InvalidServerList here, not in a task
+        self._nc = NATS()
+        # First in ``_tasks``: the watchdog leaves the consumer to it until it is done.
+        connecting = asyncio.create_task(self._connect(servers), name="keyledger-verifier-connect")
+        self._tasks = [
+            connecting,
+            asyncio.create_task(self._watch(), name="keyledger-verifier-watchdog"),
+            asyncio.create_task(self.usage.run(), name="keyledger-verifier-usage"),
+        ]
+        await asyncio.wait({connecting}, timeout=self.connect_timeout)
+        if isinstance(self._consumer_trouble, LookupError):
+            await self.stop()
+            raise self._consumer_trouble
+        if not connecting.done():
+            log.warning(
+                "keyledger_verifier_not_live: NATS %s not reached within %s s; verifying every "
+                "key with keyledger until it is (still trying)",
+                self.servers_shown,
+                self.connect_timeout,
+            )
+
+    async def _connect(self, servers: list[str]) -> None:
+        """Connect (trying again for as long as it takes), then open the consumer; what goes
+        wrong is logged, and the watchdog opens the consumer later if it could not now."""
+        assert self._nc is not None
+        # nats-py types these int; floats are what its asyncio timeouts take anyway.
+        timing: dict[str, Any] = {
+            "reconnect_time_wait": 0.5,
+            "connect_timeout": self.connect_timeout,
+        }
+        await self._nc.connect(
+            servers=servers,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
             error_cb=self._on_error,
+            **timing,
         )
-        await self._open_consumer()
-        self._tasks = [
-            asyncio.create_task(self._watch(), name="keyledger-verifier-watchdog"),
-            asyncio.create_task(self._report_usage(), name="keyledger-verifier-usage"),
-        ]
+        self._nats_trouble = None
+        log.info("keyledger_verifier_connected: NATS %s", self.servers_shown)
+        await self._try_open_consumer()
 
     async def stop(self) -> None:
         """Stop the tasks, report the last uses and close the NATS connection."""
@@ -124,8 +162,14 @@ class LocalVerifier:
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._close_consumer()
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # never connected: nothing to close
+                await self._nc.close()
             self._nc = None
+
+    @property
+    def servers_shown(self) -> str:
+        """The NATS servers, as logs name them: without credentials."""
+        return shown_servers(self.nats_url)
 
     # -- verification -------------------------------------------------------------
 
@@ -163,7 +207,7 @@ class LocalVerifier:
         if trusted and cached_cost:
             cached = self.cache.get(key, time.monotonic(), datetime.now(UTC))
             if cached is not None and cached.key is not None:
-                self._uses[cached.key.id] = datetime.now(UTC)
+                self.usage.note(cached.key.id)
                 return cached
         elif not trusted and len(self.cache):
             self.cache.clear()
@@ -184,6 +228,34 @@ class LocalVerifier:
         return result
 
     # -- the consumer -------------------------------------------------------------
+
+    async def _try_open_consumer(self) -> None:
+        """Open a consumer; on failure log why (once per new cause) and keep the cause."""
+        try:
+            await self._open_consumer()
+        except Exception as exc:
+            trouble = (
+                LookupError(
+                    f"NATS {self.servers_shown} has no JetStream stream {self.stream!r}: "
+                    "give LocalVerifier the stream keyledger publishes to (stream=, "
+                    "keyledger's KEYLEDGER_NATS_STREAM)"
+                )
+                if isinstance(exc, NotFoundError) and exc.err_code == _STREAM_NOT_FOUND
+                else exc
+            )
+            if str(trouble) != str(self._consumer_trouble):
+                log.error(
+                    "keyledger_verifier_consumer_failed: stream %r on NATS %s: %s: %s",
+                    self.stream,
+                    self.servers_shown,
+                    type(trouble).__name__,
+                    trouble,
+                )
+            self._consumer_trouble = trouble
+            with contextlib.suppress(Exception):
+                await self._close_consumer()
+        else:
+            self._consumer_trouble = None
 
     async def _open_consumer(self) -> None:
         assert self._nc is not None
@@ -265,58 +337,58 @@ class LocalVerifier:
         return self._position >= position
 
     def _lost(self, why: str) -> None:
-        log.warning("keyledger_verifier_cache_dropped", extra={"why": why})
+        log.warning("keyledger_verifier_cache_dropped: %s", why, extra={"why": why})
         self.cache.clear()
 
     async def _on_disconnected(self) -> None:
         self.cache.clear()
+        log.warning(
+            "keyledger_verifier_nats_disconnected: NATS %s; verifying every key with "
+            "keyledger until it is back",
+            self.servers_shown,
+            extra={"nats": self.servers_shown},
+        )
 
     async def _on_reconnected(self) -> None:
         # Deliveries while away are lost for good (no acks): start clean.
         self.cache.clear()
+        self._nats_trouble = None
+        log.info("keyledger_verifier_nats_reconnected: NATS %s", self.servers_shown)
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("keyledger_verifier_nats_error", extra={"error": repr(exc)})
+        # Called at every failed attempt (twice a second while NATS is down): a warning
+        # when the cause changes, the repeats at debug level.
+        cause = f"{type(exc).__name__}: {exc}"
+        level = logging.DEBUG if cause == self._nats_trouble else logging.WARNING
+        self._nats_trouble = cause
+        log.log(
+            level,
+            "keyledger_verifier_nats_error: NATS %s: %s",
+            self.servers_shown,
+            cause,
+            extra={"nats": self.servers_shown, "error": cause},
+        )
 
     async def _watch(self) -> None:
         """Re-create the consumer after a silence (the server lost it, or NATS came back)."""
         while True:
             await asyncio.sleep(self.heartbeat)
             nc = self._nc
+            connecting = self._tasks[0] if self._tasks else None
             if nc is None or not nc.is_connected or self.trusted:
                 continue
+            if connecting is not None and not connecting.done():
+                continue  # the first consumer is being opened: not a second one
             self.cache.clear()
-            try:
+            with contextlib.suppress(Exception):
                 await self._close_consumer()
-                await self._open_consumer()
-            except Exception as exc:  # NATS not answering yet: try again next round
-                log.warning("keyledger_verifier_consumer_retry", extra={"error": repr(exc)})
+            await self._try_open_consumer()  # NATS not answering yet: again next round
 
     # -- usage --------------------------------------------------------------------
 
     async def flush_usage(self) -> int:
         """Report the uses answered from the cache since the last report; how many keys."""
-        if not self._uses:
-            return 0
-        uses, self._uses = self._uses, {}
-        batch = list(uses.items())
-        try:
-            while batch:
-                await self.client.report_usage(dict(batch[:MAX_USES_PER_REPORT]))
-                del batch[:MAX_USES_PER_REPORT]
-        except BaseException:
-            for key_id, at in batch:  # keep what was not reported for the next report
-                self._uses.setdefault(key_id, at)
-            raise
-        return len(uses)
-
-    async def _report_usage(self) -> None:
-        while True:
-            await asyncio.sleep(self.usage_interval)
-            try:
-                await self.flush_usage()
-            except Exception as exc:
-                log.warning("keyledger_verifier_usage_report_failed", extra={"error": repr(exc)})
+        return await self.usage.flush()
 
 
 def _position_of(data: bytes) -> int:

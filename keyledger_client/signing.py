@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -90,6 +91,27 @@ def _raw_body(body: str | bytes | Mapping[str, Any] | None) -> str | None:
     return json.dumps(dict(body))
 
 
+# What a signed request's parts must look like for keyledger to verify it: an HTTP method
+# (RFC 9110's token), a path as sent on the wire (printable ASCII from "/"), a key id.
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_PATH = re.compile(r"/[\x21-\x7e]*")
+_KEY_ID = re.compile(r"key_[0-7][0-9A-HJKMNP-TV-Z]{25}")
+
+
+def _check_request(method: str, path: str, key_id: str) -> None:
+    """ValueError for a request no signature of which could verify (arguments swapped, a
+    full URL for the path…), before anything is signed. The messages quote no value."""
+    if not _METHOD.fullmatch(method):
+        raise ValueError("method must be an HTTP method such as GET or POST")
+    if not _PATH.fullmatch(path):
+        raise ValueError(
+            "path must start with / and be the path (and ?query) as sent, percent-encoded, "
+            "without the scheme and host"
+        )
+    if not _KEY_ID.fullmatch(key_id):
+        raise ValueError("key_id must be a signing key's id: key_ and a 26-character ULID")
+
+
 def sign_request(
     method: str,
     path: str,
@@ -105,7 +127,10 @@ def sign_request(
     as sent (a mapping is taken as ``json.dumps`` of it: send that same text).
     ``timestamp=True`` signs the current unix time (checked within ±300 s by the
     server), an ``int`` signs that time, ``False`` signs none (no replay protection).
+    ``ValueError`` for a ``method`` that is no HTTP method, a ``path`` not starting with
+    ``/`` (a full URL, say) or a ``key_id`` that is no key id.
     """
+    _check_request(method, path, key_id)
     stamp: str | None = None
     if timestamp is True:
         stamp = str(int(time.time()))

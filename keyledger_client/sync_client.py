@@ -23,6 +23,7 @@ from keyledger_client.client import (
     reply_of,
     split_options,
 )
+from keyledger_client.errors import KeyledgerTransportError
 from keyledger_client.events.vocabulary import Environment, KeyType, RevokeReason
 from keyledger_client.models import (
     AuthorizeResult,
@@ -73,11 +74,14 @@ class SyncKeyledgerClient(Connection):
         attempt = 0
         while True:
             reply: Reply | None = None
+            failure: KeyledgerTransportError | None = None
             try:
                 reply = reply_of(self._http.request(**self.request_of(call)))
-            except httpx.TransportError:
-                if self.retry.after(attempt, None) is None:
-                    raise
+            except httpx.TransportError as error:
+                if not self.retries(error, attempt):
+                    failure = self.transport_error(error, attempt)
+            if failure is not None:
+                raise failure  # outside the except: not even __context__ keeps httpx's text
             delay = self.retry.after(attempt, reply)
             if delay is None and reply is not None:
                 return outcome(call, reply)

@@ -218,6 +218,7 @@ In another shell, paste these first (keyledger commands run from this folder nee
   export KEYLEDGER_NATS_SUBJECT_PREFIX='{settings.nats_subject_prefix}'
   export KEYLEDGER_API_URL='{base_url}'
   export KEYLEDGER_ADMIN_KEY={secret}
+  export KEYLEDGER_SERVICE_KEY=$KEYLEDGER_ADMIN_KEY  # the key the Python client examples use
 
 Then try:
   curl -s -X POST {base_url}/v1/orgs/acme/keys \\

@@ -221,10 +221,12 @@ class RotateKeyBody(StrictBody):
         str, Field(json_schema_extra={"pattern": "^[0-9]{1,7}[smhd]$"}, description="0s-7d")
     ] = "24h"
 
-    @model_validator(mode="after")
-    def _grace(self) -> RotateKeyBody:
-        parse_grace_period(self.grace_period)
-        return self
+    # A field's validator, so a refusal's ``loc`` names ``grace_period`` (a model's is ``[]``).
+    @field_validator("grace_period")
+    @classmethod
+    def _grace(cls, value: str) -> str:
+        parse_grace_period(value)
+        return value
 
 
 def _key_id(value: str) -> str:

@@ -14,10 +14,13 @@ from aiohttp.test_utils import TestClient
 from keyledger_client import (
     KeyledgerAPIError,
     KeyledgerClient,
+    KeyledgerError,
+    KeyledgerTransportError,
     RetryPolicy,
     SyncKeyledgerClient,
 )
 from keyledger_client.events import Envelope, KeyGenerated, KeyRevoked, to_domain_event
+from service.embedded import free_port
 from tests.support.api import Api, new_org
 
 QUICK = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
@@ -92,6 +95,39 @@ async def test_list_keys_walks_every_page(kl: KeyledgerClient) -> None:
     assert [k.id async for k in kl.list_keys(org, status="revoked")] == []
 
 
+async def test_a_list_starts_at_the_cursor_it_is_given(
+    kl: KeyledgerClient, client: TestClient, admin_key: str
+) -> None:
+    org = new_org()
+    made = [await kl.generate_key(org, name=f"k{i}", type="secret") for i in range(5)]
+    raw = await client.get(
+        f"/v1/orgs/{org}/keys",
+        params={"limit": "2"},
+        headers={"Authorization": f"Bearer {admin_key}"},
+    )
+    cursor = (await raw.json())["next_cursor"]
+    rest = [key.id async for key in kl.list_keys(org, limit=2, cursor=cursor)]
+    assert rest == [m.key.id for m in reversed(made[:3])]  # after the first page of two
+    with pytest.raises(KeyledgerAPIError) as refused:
+        [key async for key in kl.list_keys(org, cursor="zzz")]
+    assert (refused.value.status, refused.value.code) == (422, "invalid_cursor")
+
+    history = [e.position async for e in kl.audit(org_id=org)]
+    after = [e.position async for e in kl.audit(org_id=org, after=history[1], limit=2)]
+    assert after == history[2:]
+
+
+async def test_a_bad_grace_period_is_named_in_the_refusal(kl: KeyledgerClient) -> None:
+    org = new_org()
+    made = await kl.generate_key(org, name="rotated", type="secret")
+    for wrong in ("8d", "soon"):
+        with pytest.raises(KeyledgerAPIError) as refused:
+            await kl.rotate_key(org, made.key.id, grace_period=wrong)
+        assert (refused.value.status, refused.value.code) == (422, "validation_error")
+        assert [problem["loc"] for problem in refused.value.details] == [["grace_period"]]
+        assert str(refused.value).endswith("(fields: grace_period)")
+
+
 async def test_refusals_raise_with_status_code_and_request_id(kl: KeyledgerClient) -> None:
     org = new_org()
     with pytest.raises(KeyledgerAPIError) as missing:
@@ -115,6 +151,46 @@ async def test_a_wrong_service_key_is_401(client: TestClient) -> None:
         with pytest.raises(KeyledgerAPIError) as refused:
             await stranger.verify(key="sk_live_nope")
     assert refused.value.status == 401
+
+
+def no_header_in(error: BaseException, *secrets: str) -> None:
+    """``error`` names none of ``secrets``, and carries no httpx error that could."""
+    text = str(error)
+    assert all(secret not in text for secret in secrets), text
+    assert error.__cause__ is None and error.__context__ is None
+
+
+async def test_an_unreachable_keyledger_is_a_transport_error_naming_the_host() -> None:
+    port = free_port()  # nothing listens there
+    url = f"http://127.0.0.1:{port}"
+    async with KeyledgerClient(url, "sk_live_service", retry=QUICK) as kl:
+        with pytest.raises(KeyledgerTransportError) as failed:
+            await kl.verify(key="sk_live_customer")
+    error = failed.value
+    assert isinstance(error, KeyledgerError)
+    assert (error.host, error.cause, error.attempts) == (
+        f"127.0.0.1:{port}",
+        "ConnectError",
+        QUICK.attempts,
+    )
+    assert f"127.0.0.1:{port}" in str(error) and "ConnectError" in str(error)
+    no_header_in(error, "sk_live_service", "sk_live_customer")
+    with (
+        SyncKeyledgerClient(url, "sk_live_service", retry=QUICK) as sync,
+        pytest.raises(KeyledgerTransportError) as sync_failed,
+    ):
+        sync.get_key("acme", "key_01JD0000000000000000000000")
+    no_header_in(sync_failed.value, "sk_live_service")
+
+
+async def test_a_header_httpx_cannot_send_is_an_error_without_its_value(
+    kl: KeyledgerClient, admin_key: str
+) -> None:
+    forwarded = "sk_live_customer\nX-Injected: 1"
+    with pytest.raises(KeyledgerTransportError) as failed:
+        await kl.authorize_headers({"Authorization": f"Bearer {forwarded}"})
+    assert (failed.value.cause, failed.value.attempts) == ("LocalProtocolError", 1)  # not retried
+    no_header_in(failed.value, admin_key, "sk_live_customer")
 
 
 class LosesFirstAnswer(httpx.AsyncBaseTransport):

@@ -51,7 +51,10 @@ async def test_the_example_service_lets_only_good_keys_through(
     async with KeyledgerClient(keyledger_url(app), app.admin_key) as kl:
         good = await kl.generate_key(org, name="reader", type="secret", scopes=["orders:read"])
         weak = await kl.generate_key(org, name="writer", type="secret", scopes=["orders:write"])
-        assert good.secret and weak.secret
+        test = await kl.generate_key(
+            org, name="tester", type="secret", scopes=["orders:read"], environment="test"
+        )
+        assert good.secret and weak.secret and test.secret
 
         status, body, _ = await call(f"{url}/orders", good.secret)
         assert (status, body) == (200, {"orders": [], "key_id": good.key.id, "org_id": org})
@@ -59,6 +62,9 @@ async def test_the_example_service_lets_only_good_keys_through(
 
         status, body, _ = await call(f"{url}/orders", weak.secret)
         assert (status, body["error"]["code"]) == (403, "INSUFFICIENT_SCOPE")
+        # The example runs live (ORDERS_ENVIRONMENT unset): a test key never gets in.
+        status, body, _ = await call(f"{url}/orders", test.secret)
+        assert (status, body["error"]["code"]) == (403, "WRONG_ENVIRONMENT")
         status, body, _ = await call(f"{url}/orders", None)
         assert (status, body["error"]["code"]) == (401, "MALFORMED")
         status, body, _ = await call(f"{url}/orders", "sk_live_nope")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from keyledger_client import KeyledgerClient
 from service.settings import Settings
 from tests.support.client_env import ROOT, client_environment
 
@@ -56,6 +57,13 @@ async def test_the_example_runs_and_prints_what_the_page_says(
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()[-3000:]
+    # A reader runs an example again and again: it leaves no key that would add up to the
+    # limit of active keys per org, or show in the next run's list.
+    async with KeyledgerClient(
+        environment["KEYLEDGER_API_URL"], environment["KEYLEDGER_SERVICE_KEY"]
+    ) as kl:
+        for org in ("acme", "acme-docs"):
+            assert [key.name async for key in kl.list_keys(org, status="active")] == []
     lines = out.decode().splitlines()
     assert len(lines) == len(EXPECTED[name]), lines
     for line, expected in zip(lines, EXPECTED[name], strict=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from nats.js import JetStreamContext
 
 from keyledger_client import KeyledgerClient, LocalVerifier
 from keyledger_client.events import nats_servers
+from service.embedded import free_port
 from service.http.context import KEYLEDGER
 from service.settings import Settings
 from tests.integration.test_client_api import QUICK, base_url
@@ -221,3 +224,48 @@ async def test_three_verifiers_each_refuse_a_revoked_key(setup: Setup) -> None:
     finally:
         for verifier in verifiers:
             await verifier.stop()
+
+
+async def test_start_returns_while_nats_is_unreachable_and_connects_later(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NATS down at start: start returns (after one connect attempt's timeout), every verify
+    asks keyledger, and once NATS answers the verifier goes live by itself."""
+    made = await setup.kl.generate_key(new_org(), name="early", type="secret")
+    assert made.secret
+    async with tcp_proxy(setup.nats_url) as proxy:
+        await proxy.cut()  # nothing listens on the proxy's port
+        with caplog.at_level(logging.WARNING, "keyledger_client.local_verifier"):
+            async with asyncio.timeout(60), setup.verifier(proxy.url) as verifier:  # a hang
+                assert not verifier.trusted
+                assert (await verifier.verify(made.secret)).code == "VALID"
+                assert await remote_verifies(setup, verifier, made.secret) == 1
+                assert len(verifier.cache) == 0
+                lines = [r.getMessage() for r in caplog.records]
+                assert any(f"127.0.0.1:{proxy.port}" in line for line in lines), lines
+                assert any("ConnectionRefusedError" in line for line in lines), lines
+
+                await proxy.restore()
+                await until(lambda: verifier.trusted)
+                await verifier.verify(made.secret)
+                assert await remote_verifies(setup, verifier, made.secret) == 0
+
+
+async def test_an_unreachable_nats_names_the_server_not_its_credentials(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    with caplog.at_level(logging.WARNING, "keyledger_client.local_verifier"):
+        async with asyncio.timeout(60), setup.verifier(f"nats://kl:hunter2@127.0.0.1:{port}"):
+            pass
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(f"nats://***@127.0.0.1:{port}" in line for line in lines), lines
+    assert not any("hunter2" in line for line in lines)
+
+
+async def test_a_stream_nats_does_not_have_is_an_error_naming_it(setup: Setup) -> None:
+    verifier = LocalVerifier(setup.kl, setup.nats_url, stream="NO_SUCH_STREAM")
+    with pytest.raises(LookupError, match="NO_SUCH_STREAM"):
+        async with asyncio.timeout(60):
+            await verifier.start()
+    assert verifier.consumer_name is None and not verifier.trusted

@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 async def client_environment(
     server_url: str, settings: Settings, nats_url: str
 ) -> AsyncIterator[tuple[IsolatedApp, dict[str, str]]]:
-    """The app, and ``KEYLEDGER_URL``, ``KEYLEDGER_SERVICE_KEY`` (admin), ``KEYLEDGER_NATS_*``."""
+    """The app, and what the banner exports for the client: ``KEYLEDGER_API_URL``,
+    ``KEYLEDGER_SERVICE_KEY`` (admin), ``KEYLEDGER_NATS_*``."""
     async with isolated_app_with_relay(server_url, settings, nats_url) as (app, _, stream):
         yield (
             app,
             {
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "PYTHONPATH": str(ROOT),
-                "KEYLEDGER_URL": str(app.client.make_url("")).rstrip("/"),
+                "KEYLEDGER_API_URL": str(app.client.make_url("")).rstrip("/"),
                 "KEYLEDGER_SERVICE_KEY": app.admin_key,
                 "KEYLEDGER_NATS_URL": nats_servers(nats_url)[0],
                 "KEYLEDGER_NATS_STREAM": stream.nats_stream,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from hypothesis import given
@@ -55,6 +56,21 @@ def test_errors_carry_status_code_and_request_id() -> None:
     assert (foreign.status, foreign.code, foreign.request_id) == (502, "http_502", "req-2")
 
 
+def test_a_422_names_the_fields_at_fault() -> None:
+    def refusal(*locs: list[object]) -> str:
+        details = [{"loc": loc, "msg": "bad", "type": "t"} for loc in locs]
+        body = {"error": {"code": "validation_error", "message": "invalid", "details": details}}
+        return str(api_error(Reply(422, {}, body)))
+
+    assert refusal(["name"]) == "422 validation_error: invalid (fields: name)"
+    assert refusal(["query", "limit"], ["query", "limit"]).endswith("(fields: query.limit)")
+    named = refusal(["a"], ["b"], ["c", 0], ["d"], ["e"])
+    assert named.endswith("(fields: a, b, c.0 and 2 more)")
+    assert refusal([]) == "422 validation_error: invalid"  # nothing to name
+    missing = api_error(Reply(404, {}, {"error": {"code": "key_not_found", "message": "no"}}))
+    assert str(missing) == "404 key_not_found: no"
+
+
 def test_every_command_carries_an_idempotency_key() -> None:
     first, second = command("/p", None), command("/p", None)
     assert first.headers["Idempotency-Key"] != second.headers["Idempotency-Key"]
@@ -90,6 +106,40 @@ def test_the_documented_payloads() -> None:
     assert canonical_body("[1]") is None and canonical_body("nope") is None
 
 
+KEY_ID = "key_01JD0000000000000000000000"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "key_id", "fault"),
+    [
+        ("POST", "https://api.example/orders", KEY_ID, "path"),  # a URL, not a path
+        ("POST", "orders", KEY_ID, "path"),
+        ("POST", "/orders with space", KEY_ID, "path"),
+        ("POST", "", KEY_ID, "path"),
+        ("/orders", "POST", KEY_ID, "method"),  # swapped
+        ("PO ST", "/orders", KEY_ID, "method"),
+        ("", "/orders", KEY_ID, "method"),
+        ("POST", "/orders", "key_1", "key_id"),
+        ("POST", "/orders", "sk_live_oops", "key_id"),  # a secret is no key id
+    ],
+)
+def test_sign_request_refuses_what_could_never_verify(
+    method: str, path: str, key_id: str, fault: str
+) -> None:
+    pem = (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    with pytest.raises(ValueError, match=f"^{fault} must") as refused:
+        sign_request(method, path, None, pem, key_id)
+    assert "sk_live_oops" not in str(refused.value)
+
+
 def test_sign_request_signs_as_each_algorithm_requires() -> None:
     ed = ed25519.Ed25519PrivateKey.generate()
     rs = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -99,8 +149,8 @@ def test_sign_request_signs_as_each_algorithm_requires() -> None:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ).decode()
-        headers = sign_request("GET", "/x", None, pem, "key_1", timestamp=1700000000)
-        assert headers["X-API-Key"] == "key_1" and headers["X-API-Timestamp"] == "1700000000"
+        headers = sign_request("GET", "/x", None, pem, KEY_ID, timestamp=1700000000)
+        assert headers["X-API-Key"] == KEY_ID and headers["X-API-Timestamp"] == "1700000000"
         signature = base64.b64decode(headers["X-API-Signature"])
         payload = b"GET:/x:1700000000"
         if isinstance(private, ed25519.Ed25519PrivateKey):
