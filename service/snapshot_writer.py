@@ -6,9 +6,15 @@ the others skip that tick). A new snapshot is the newest one that checks out
 folded in: the events after its position are read in pages, grouped by key,
 and the old snapshot is streamed chunk by chunk, each changed key's row folded
 with its events (``evolve``, as the index does), unchanged rows carried over.
-Keys born after it come last. So the writer holds one chunk and at most
+Keys born after it come last. A chunk none of whose keys changed is carried
+over as it is, without decoding it. So the writer holds one chunk and at most
 ``EVENTS_PER_SNAPSHOT`` events in memory, never the whole registry; a longer
 log is covered in several snapshots, each committed whole.
+
+The writer runs in a serving replica's event loop: it folds and encodes in
+slices of ``SLICE_KEYS`` keys and lets the loop run between them, so requests
+wait for a slice at most, never for a whole snapshot
+(``python -m bench.snapshot_load`` measures the longest stall).
 
 A key is set aside exactly as a replica's verification index sets it aside
 (its event does not decode, or ``evolve`` refuses it): its row leaves the
@@ -20,7 +26,7 @@ same ones, as one that folded the whole log (``tests`` check it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -30,6 +36,7 @@ from events.codec import to_domain_event
 from events.models import Envelope, LogEvent, is_identity_stream
 from service.domain.decider import evolve
 from service.domain.state import KeyState
+from service.store.chunk_builder import ChunkBuilder
 from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, UnreadableEvent
 from service.store.quarantine import (
@@ -39,16 +46,22 @@ from service.store.quarantine import (
 )
 from service.store.registry_snapshot import (
     CHUNK_KEYS,
-    Row,
     SetAside,
     SnapshotHeader,
-    SnapshotRefused,
     SnapshotStore,
-    encode_chunk,
     refused,
-    state_from_row,
-    state_row,
 )
+from service.store.snapshot_chunks import (
+    NO_RECORD,
+    Chunk,
+    chunk_key_ids,
+    cold_columns,
+    decode_chunk,
+    extras_by_row,
+    odd_states,
+    state_at,
+)
+from service.store.snapshot_rows import SnapshotRefused, state_row
 
 log = structlog.get_logger(__name__)
 # pg_try_advisory_lock(classid, objid): classid "ks" (keyledger snapshot), objid 1.
@@ -56,6 +69,8 @@ SNAPSHOT_LOCK_CLASS = 0x6B73
 # At most this many events are held (decoded) to advance a snapshot; more make several.
 EVENTS_PER_SNAPSHOT = 250_000
 _PAGE = 5000
+# Keys folded or encoded between two turns of the event loop.
+SLICE_KEYS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,11 +237,16 @@ class SnapshotWriter:
 
         async def chunks() -> AsyncIterator[tuple[bytes, int]]:
             if base is not None:
-                async for rows in self.snapshots.read_rows(conn, base):
-                    out = fold_chunk(rows, tail.by_key, quarantined)
-                    yield encode_chunk(out), len(out)
-            for rows in born_chunks(tail.by_key, quarantined):
-                yield encode_chunk(rows), len(rows)
+                async for body in self.snapshots.read_bodies(conn, base):
+                    key_ids = chunk_key_ids(body)
+                    if tail.by_key.keys().isdisjoint(key_ids):
+                        yield body, len(key_ids)  # nothing changed: carried over as it is
+                        continue
+                    folded = await fold_chunk(decode_chunk(body), tail.by_key, quarantined)
+                    if len(folded):
+                        yield folded.body(), len(folded)
+            async for builder in born_chunks(tail.by_key, quarantined):
+                yield builder.body(), len(builder)
 
         return await self.snapshots.write(
             conn,
@@ -238,39 +258,58 @@ class SnapshotWriter:
         )
 
 
-def fold_chunk(
-    rows: list[Row], changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
-) -> list[Row]:
+async def fold_chunk(
+    chunk: Chunk, changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
+) -> ChunkBuilder:
     """A chunk of the old snapshot with its changed keys folded (and taken out of
-    ``changes``); keys set aside leave it for ``quarantined``."""
-    out: list[Row] = []
-    for row in rows:
-        steps = changes.pop(row[0], None)
-        if steps is None:
-            out.append(row)
-            continue
-        folded = fold_steps(row[0], state_from_row(row), steps)
+    ``changes``); keys set aside leave it for ``quarantined``. Unchanged keys are
+    carried over column by column, without making their states."""
+    cold = cold_columns(chunk)
+    extras = extras_by_row(chunk)
+    builder = ChunkBuilder()
+
+    def fold(state: KeyState, steps: list[Step]) -> None:
+        folded = fold_steps(state.key_id, state, steps)
         if isinstance(folded, SetAside):
-            quarantined[row[0]] = folded
+            quarantined[state.key_id] = folded
         else:
-            out.append(state_row(folded))
-    return out
+            builder.add(folded)
+
+    for row, key_id in enumerate(chunk.key_ids):
+        steps = changes.pop(key_id, None)
+        record = extras.get(row)
+        if steps is None:
+            builder.carry(chunk, cold, row, record)
+        else:
+            fold(state_at(chunk, cold, row, record or NO_RECORD), steps)
+        if row % SLICE_KEYS == SLICE_KEYS - 1:
+            await asyncio.sleep(0)
+    for text, state in zip(chunk.odd_states, odd_states(chunk.odd_states), strict=True):
+        steps = changes.pop(state.key_id, None)
+        if steps is None:
+            builder.carry_odd(text)
+        else:
+            fold(state, steps)
+    return builder
 
 
-def born_chunks(
+async def born_chunks(
     changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
-) -> Iterator[list[Row]]:
-    """Rows of the keys the old snapshot did not hold (born since, or a stream that
-    begins wrongly and is set aside), after ``fold_chunk`` has taken the others."""
-    born: list[Row] = []
-    for key_id, steps in changes.items():
+) -> AsyncIterator[ChunkBuilder]:
+    """The keys the old snapshot did not hold (born since, or a stream that begins
+    wrongly and is set aside), after ``fold_chunk`` has taken the others: chunks of
+    up to ``CHUNK_KEYS`` states."""
+    builder = ChunkBuilder()
+    for number, (key_id, steps) in enumerate(changes.items(), start=1):
         folded = fold_steps(key_id, None, steps)
         if isinstance(folded, SetAside):
             quarantined[key_id] = folded
-            continue
-        born.append(state_row(folded))
-        if len(born) == CHUNK_KEYS:
-            yield born
-            born = []
-    if born:
-        yield born
+        else:
+            builder.add(folded)
+        if len(builder) == CHUNK_KEYS:
+            yield builder
+            builder = ChunkBuilder()
+        if number % SLICE_KEYS == 0:
+            await asyncio.sleep(0)
+    if len(builder):
+        yield builder

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import os
 import re
 import socket
@@ -144,6 +145,10 @@ def serve_app(settings: Settings, on_ready: str | None = None, ready_fd: int | N
 
 def _run(settings: Settings, on_ready: str | None, ready_fd: int | None) -> None:
     def ready(aiohttp_text: str) -> None:
+        # Serving: the verification index is loaded. Its million objects are never
+        # cyclic garbage; left to the collector, each full collection would walk them
+        # all (≈0.4 s at 1M keys) while requests wait. Frozen, they are not walked.
+        gc.freeze()
         if ready_fd is None:
             print(on_ready or _serving_line(aiohttp_text), flush=True)
         else:

@@ -24,8 +24,9 @@ from service.http.context import KEYLEDGER
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.snapshot_writer import SNAPSHOT_LOCK_CLASS, SnapshotWriter
+from service.store.chunk_builder import encode_chunk
 from service.store.event_store import EventStore
-from service.store.registry_snapshot import SnapshotStore, encode_chunk
+from service.store.registry_snapshot import SnapshotStore
 from service.verification.feed import IndexFeed
 from service.verification.index import IndexEntry, VerificationIndex
 from tests.support.api import indexed
@@ -138,8 +139,8 @@ async def _damage(conn: asyncpg.Connection, how: str, pool: asyncpg.Pool) -> Sna
     newest = (await store.newest(conn, 1))[0]
     if how == "chunk":
         await conn.execute(
-            "UPDATE registry_snapshot_chunks SET body = convert_to(replace("
-            "convert_from(body, 'UTF8'), 'renamed', 'hijacked'), 'UTF8') WHERE snapshot_id = $1",
+            "UPDATE registry_snapshot_chunks SET body = overlay(body placing '\\xff'::bytea"
+            " from length(body) / 2) WHERE snapshot_id = $1",
             newest.id,
         )
     elif how == "header":
