@@ -99,11 +99,16 @@ def _numbered(numbers: dict[Any, int], table: list[Any], value: Any) -> int:
     return number
 
 
+# What MessagePack cannot carry: text that is not UTF-8 (a lone surrogate: the log can
+# hold one) and integers past 64 bits (the models accept any size).
+_UNENCODABLE = (UnicodeEncodeError, OverflowError)
+
+
 def _encodable(state: KeyState) -> bool:
-    """Whether all of the state's text is UTF-8 (MessagePack's strings are)."""
+    """Whether MessagePack can carry all of the state."""
     try:
         _encoder.encode(state_row(state))
-    except UnicodeEncodeError:
+    except _UNENCODABLE:
         return False
     return True
 
@@ -200,9 +205,8 @@ class ChunkBuilder:
         """The chunk body of the keys appended."""
         try:
             return self._encode()
-        except UnicodeEncodeError:
-            # Some text is not UTF-8 (a lone surrogate: the log can hold one). Those keys
-            # go in as ASCII JSON rows; all the others as usual.
+        except _UNENCODABLE:
+            # Those keys go in as ASCII JSON rows; all the others as usual.
             clean = ChunkBuilder()
             clean.hot.odd_states.extend(self.hot.odd_states)
             extras = {record.row: record for record in self.hot.extras}

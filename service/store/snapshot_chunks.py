@@ -18,9 +18,11 @@ which checks every column's type as it decodes):
   them, a ``key_views`` rebuild and the snapshot writer do.
 
 Metadata, named rate limits and credits are kept as the JSON the log holds
-them in (MessagePack has no integers past 64 bits; JSON text round-trips
-whatever the log accepted). A secret hash that is not 64 lowercase hex digits
-(only a hand-written event makes one) is kept as text in ``extras``.
+them in (JSON text round-trips whatever the log accepted). A secret hash that
+is not 64 lowercase hex digits (only a hand-written event makes one) is kept
+as text in ``extras``. A key MessagePack cannot carry at all (text that is not
+UTF-8, such as a lone surrogate; an integer past 64 bits) is kept whole as an
+ASCII JSON row in ``odd_states`` (``service.store.snapshot_rows``).
 
 ``decode_chunk`` never returns part of a chunk: a body that does not decode
 whole, or whose columns disagree in length, raises ``SnapshotRefused``.
@@ -87,7 +89,7 @@ class Chunk(msgspec.Struct, array_like=True, frozen=True):
 
     format: int
     key_ids: list[str]
-    # Keys with text MessagePack cannot carry (a lone surrogate), as JSON rows.
+    # Keys MessagePack cannot carry (a lone surrogate, an integer past 64 bits), as JSON.
     odd_states: list[str]
     orgs: list[str]  # distinct org ids of the chunk
     org: list[int]  # per key: its org's place in ``orgs``
