@@ -35,7 +35,8 @@ from bench.rebuild import _server_url
 from bench.support import migrated_database
 from service.domain.ids import new_key_id
 from service.domain.state import KeyState
-from service.snapshot_writer import SLICE_KEYS, Step, fold_chunk
+from service.snapshot_tail import Step
+from service.snapshot_writer import LoopTurns, fold_chunk
 from service.store.chunk_builder import ChunkBuilder
 from service.store.registry_snapshot import CHUNK_KEYS, SnapshotHeader, SnapshotStore
 from service.store.snapshot_chunks import decode_chunk
@@ -111,15 +112,14 @@ async def _encode(states: list[KeyState]) -> tuple[list[bytes], float, float, Lo
     bodies = []
     with LoopLag() as lag:
         cpu = time.process_time()
-        builder = ChunkBuilder()
-        for number, state in enumerate(states, start=1):
+        builder, turns = ChunkBuilder(), LoopTurns()
+        for state in states:
             builder.add(state)
             if len(builder) == CHUNK_KEYS:
                 bodies.append(builder.body())
                 builder = ChunkBuilder()
                 await asyncio.sleep(0)  # the writer awaits its INSERT here
-            if number % SLICE_KEYS == 0:
-                await asyncio.sleep(0)
+            await turns.tick()
         if len(builder):
             bodies.append(builder.body())
         born = time.process_time() - cpu

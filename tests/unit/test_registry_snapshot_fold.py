@@ -38,8 +38,10 @@ from events.models import (
 from service.domain.decider import evolve
 from service.domain.key_material import new_signing_key_pair
 from service.domain.state import KeyState
-from service.snapshot_writer import Tail, born_chunks, fold_chunk
+from service.snapshot_tail import Tail
+from service.snapshot_writer import born_chunks, fold_chunk
 from service.store.chunk_builder import encode_chunk
+from service.store.event_rows import row_of
 from service.store.quarantine import INDEX_CONSUMER
 from service.store.registry_snapshot import quarantined_json
 from service.store.snapshot_chunks import chunk_states, decode_chunk
@@ -151,7 +153,7 @@ def _advance(
     then chunks of the keys born since (chunk bodies, as stored)."""
     tail = Tail(start, set(quarantined))
     for envelope in envelopes:
-        tail.add(envelope)
+        tail.add(row_of(envelope))  # as the writer reads it
 
     async def fold() -> list[bytes]:
         chunks = []
