@@ -94,22 +94,27 @@ def load_chunk(
 
 def key_extras(record: KeyExtrasRecord, key_type: str, intern: Interner) -> KeyExtras:
     """The ``KeyExtras`` of an extras record (``NO_EXTRAS`` when it sets none of them),
-    as ``entry_from_state`` makes them."""
+    as ``entry_from_state`` makes them.
+
+    Most records hold one or two things (a rotated key: its previous secret and
+    its grace), so each helper is called only for what the record holds."""
     limit, previous = record.rate_limit, record.previous_secret_hash
     if record.odd_previous_secret_hash:
         # Not a hex digest: a replica that folds the log refuses this key as well.
         previous = bytes.fromhex(record.odd_previous_secret_hash)
     extras = KeyExtras(
-        allowed_origins=intern(record.allowed_origins),
+        allowed_origins=intern(record.allowed_origins) if record.allowed_origins else (),
         resource=record.resource,
-        metadata=metadata_of(record.metadata) or None,
+        metadata=metadata_of(record.metadata) or None if record.metadata is not None else None,
         rate_limit=shared_rate_limit(intern, limit[0], limit[1]) if limit else None,
-        previous_hash=previous or None,
+        previous_hash=previous,  # b"" too, as entry_from_state makes of " "
         previous_valid_until=record.previous_valid_until,
         signer=signing_material(
             key_type, record.algorithm, record.public_key, record.previous_public_key, None
-        ),
-        rate_limits=intern(rate_limits_of(record.rate_limits)),
+        )
+        if record.public_key
+        else None,
+        rate_limits=intern(rate_limits_of(record.rate_limits)) if record.rate_limits else (),
         credits=credits_of(record.credits),
         credits_version=record.credits_version,
         allowed_cidrs=shared_networks(intern, record.allowed_cidrs),
