@@ -36,7 +36,7 @@ import asyncpg
 import structlog
 
 from service.domain.state import KeyState
-from service.snapshot_tail import READ_COLUMNS, Step, Tail, fold_steps, positioned
+from service.snapshot_tail import READ_COLUMNS, Step, StepsByKey, Tail, fold_steps, positioned
 from service.store.chunk_builder import ChunkBuilder
 from service.store.event_rows import missing_position
 from service.store.event_store import EventStore
@@ -200,7 +200,7 @@ class SnapshotWriter:
             if base is not None:
                 async for body in self.snapshots.read_bodies(conn, base):
                     key_ids = chunk_key_ids(body)
-                    if tail.by_key.keys().isdisjoint(key_ids):
+                    if tail.by_key.isdisjoint(key_ids):
                         yield body, len(key_ids)  # nothing changed: carried over as it is
                         continue
                     folded = await fold_chunk(decode_chunk(body), tail.by_key, quarantined)
@@ -220,7 +220,7 @@ class SnapshotWriter:
 
 
 async def fold_chunk(
-    chunk: Chunk, changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
+    chunk: Chunk, changes: StepsByKey, quarantined: dict[str, SetAside]
 ) -> ChunkBuilder:
     """A chunk of the old snapshot with its changed keys folded (and taken out of
     ``changes``); keys set aside leave it for ``quarantined``. Unchanged keys are
@@ -238,7 +238,7 @@ async def fold_chunk(
             builder.add(folded)
 
     for row, key_id in enumerate(chunk.key_ids):
-        steps = changes.pop(key_id, None)
+        steps = changes.pop(key_id)
         record = extras.get(row)
         if steps is None:
             builder.carry(chunk, cold, row, record)
@@ -246,7 +246,7 @@ async def fold_chunk(
             fold(state_at(chunk, cold, row, record or NO_RECORD), steps)
         await turns.tick()
     for text, state in zip(chunk.odd_states, odd_states(chunk.odd_states), strict=True):
-        steps = changes.pop(state.key_id, None)
+        steps = changes.pop(state.key_id)
         if steps is None:
             builder.carry_odd(text)
         else:
@@ -255,14 +255,14 @@ async def fold_chunk(
 
 
 async def born_chunks(
-    changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
+    changes: StepsByKey, quarantined: dict[str, SetAside]
 ) -> AsyncIterator[ChunkBuilder]:
     """The keys the old snapshot did not hold (born since, or a stream that begins
     wrongly and is set aside), after ``fold_chunk`` has taken the others: chunks of
     up to ``CHUNK_KEYS`` states."""
     builder = ChunkBuilder()
     turns = LoopTurns()
-    for key_id, steps in changes.items():
+    for key_id, steps in changes.drain():
         folded = fold_steps(key_id, None, steps)
         if isinstance(folded, SetAside):
             quarantined[key_id] = folded
