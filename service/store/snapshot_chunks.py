@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -46,6 +46,8 @@ from service.store.snapshot_rows import SnapshotRefused, state_from_row
 CHUNK_FORMAT = 2
 
 Kind = tuple[KeyType, Environment, Status]
+# A place in one of the chunk's tables (a negative one would read from its end).
+Place = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class KeyExtrasRecord(msgspec.Struct, array_like=True, frozen=True):
@@ -92,12 +94,12 @@ class Chunk(msgspec.Struct, array_like=True, frozen=True):
     # Keys MessagePack cannot carry (a lone surrogate, an integer past 64 bits), as JSON.
     odd_states: list[str]
     orgs: list[str]  # distinct org ids of the chunk
-    org: list[int]  # per key: its org's place in ``orgs``
+    org: list[Place]  # per key: its org's place in ``orgs``
     names: list[str]
     kinds: list[Kind]
-    kind: list[int]
+    kind: list[Place]
     scope_sets: list[tuple[str, ...]]
-    scopes: list[int]
+    scopes: list[Place]
     expires_at: list[datetime | None]
     secret_hash: list[bytes | None]  # raw 32-byte HMACs
     version: list[int]

@@ -217,6 +217,8 @@ def test_a_chunk_that_does_not_add_up_is_refused() -> None:
         decode_chunk(_altered(body, extras=chunk.extras * 2))
     with pytest.raises(SnapshotRefused):  # a column of the wrong type
         decode_chunk(_altered(body, version=["2"] * len(chunk.version)))
+    with pytest.raises(SnapshotRefused):  # a place before the start of its table
+        decode_chunk(_altered(body, scopes=[-1] * len(chunk.scopes)))
     # An org number past its table: the states and the index both refuse it.
     damaged = decode_chunk(_altered(body, org=[5] * len(chunk.org)))
     with pytest.raises(SnapshotRefused):
