@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import hashlib
 import os
 import secrets
 import sys
 import time
-import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +35,7 @@ import aiohttp
 import asyncpg
 
 from bench.rebuild import _server_url
+from bench.snapshot_load import LoopLag, index_bytes_per_key
 from bench.support import scratch_database
 from events.codec import GENESIS_HASH, canonical_json, chain_hash
 from events.models import (
@@ -59,7 +58,6 @@ from service.store.audit_chain import verify_chain
 from service.store.event_rows import stored_body
 from service.store.migrate import migrate
 from service.store.registry_snapshot import SnapshotStore
-from service.verification.index import VerificationIndex
 
 ACTOR_JSON = canonical_json(Actor(id="bench").model_dump(mode="json"))
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -229,6 +227,7 @@ async def _serve_until_ready(
                 await asyncio.sleep(0.02)
             ready = time.perf_counter() - started
             rss = _rss_bytes(process.pid)
+            cpu = _cpu_seconds(process.pid)
             right = 0
             auth = {"Authorization": f"Bearer {admin}"}
             for secret, expected in samples.secrets:
@@ -239,7 +238,20 @@ async def _serve_until_ready(
     finally:
         process.terminate()
         await process.wait()
-    return {"ready_s": ready, "rss": rss, "right": right, "samples": len(samples.secrets)}
+    return {
+        "ready_s": ready,
+        "cpu_s": cpu,
+        "rss": rss,
+        "right": right,
+        "samples": len(samples.secrets),
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far (user and system): what it took to get ready,
+    whatever else the machine was doing meanwhile."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_bytes(pid: int) -> float:
@@ -254,18 +266,7 @@ async def _index_bytes_per_key(pool: asyncpg.Pool, pepper: bytes) -> tuple[int, 
     store = SnapshotStore(pepper)
     async with pool.acquire() as conn:
         [header] = await store.newest(conn, 1)
-        chunks = [rows async for rows in store.read_rows(conn, header)]
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    index = VerificationIndex()
-    for rows in chunks:
-        index.load_rows(rows)
-    chunks.clear()
-    gc.collect()
-    used = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    return len(index), used / max(1, len(index))
+        return header.keys, await index_bytes_per_key(conn, store, header)
 
 
 async def run(
@@ -303,11 +304,13 @@ async def run(
                 pool, pepper.encode(), interval_seconds=1, events_per_snapshot=1_000_000
             )
             started = time.perf_counter()
-            header = await writer.write_once()
+            with LoopLag() as lag:
+                header = await writer.write_once()
             assert header is not None and header.position == head
             out.append(
                 f"snapshot of the whole log written in {time.perf_counter() - started:.1f} s "
-                f"({header.keys:,} keys)"
+                f"({header.keys:,} keys); longest event loop stall meanwhile "
+                f"{lag.worst_cpu * 1000:.0f} ms CPU ({lag.worst * 1000:.0f} ms wall)"
             )
             started = time.perf_counter()
             await rebuild(pool, KeyViews(), snapshots=SnapshotStore(pepper.encode()))
@@ -320,15 +323,16 @@ async def run(
             keys_loaded, per_key = await _index_bytes_per_key(pool, pepper.encode())
         out += [
             "",
-            "| replica start | to /readyz 200 | RSS at ready | sample verdicts right |",
-            "|---|---:|---:|---:|",
+            "| replica start | to /readyz 200 | its CPU until then | RSS at ready |"
+            " sample verdicts right |",
+            "|---|---:|---:|---:|---:|",
         ]
         runs = [("from the snapshot", True)] + ([] if skip_log_only else [("whole log", False)])
         for label, load in runs:
             result = await _serve_until_ready(url, pepper, load, samples, admin.secret)
             out.append(
-                f"| {label} | {result['ready_s']:.2f} s | {result['rss'] / 2**20:.0f} MiB | "
-                f"{result['right']}/{result['samples']} |"
+                f"| {label} | {result['ready_s']:.2f} s | {result['cpu_s']:.2f} s |"
+                f" {result['rss'] / 2**20:.0f} MiB | {result['right']}/{result['samples']} |"
             )
         out += [
             "",

@@ -46,7 +46,9 @@ from projections.runner import (
 )
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
 from service.store.quarantine import QuarantinedKey, QuarantineLog
-from service.store.registry_snapshot import Row, SnapshotStore, state_from_row
+from service.store.registry_snapshot import SnapshotStore
+from service.store.snapshot_chunks import Chunk, chunk_states
+from service.store.snapshot_rows import state_from_row
 
 log = structlog.get_logger(__name__)
 
@@ -179,8 +181,8 @@ async def _seed(
 ) -> int | None:
     """Fill the fresh table from the newest snapshot that checks out; its position."""
 
-    async def take(rows: list[Row]) -> None:
-        await target.seed(conn, [state_from_row(row) for row in rows])
+    async def take(chunk: Chunk) -> None:
+        await target.seed(conn, list(chunk_states(chunk)))
 
     async def reset() -> None:
         await conn.execute(f"TRUNCATE {fresh}")

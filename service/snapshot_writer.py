@@ -6,9 +6,18 @@ the others skip that tick). A new snapshot is the newest one that checks out
 folded in: the events after its position are read in pages, grouped by key,
 and the old snapshot is streamed chunk by chunk, each changed key's row folded
 with its events (``evolve``, as the index does), unchanged rows carried over.
-Keys born after it come last. So the writer holds one chunk and at most
+Keys born after it come last. A chunk none of whose keys changed is carried
+over as it is, without decoding it. So the writer holds one chunk and at most
 ``EVENTS_PER_SNAPSHOT`` events in memory, never the whole registry; a longer
 log is covered in several snapshots, each committed whole.
+
+The writer runs in a serving replica's event loop: it folds and encodes in
+slices of ``SLICE_SECONDS`` and lets the loop run between them, so requests
+wait for a slice (or the encoding of one chunk) at most, never for a whole
+snapshot. The events it holds are kept as read (``service.snapshot_tail``),
+which the cyclic collector stops tracking, so holding many does not lengthen
+the replica's full collections either (``python -m bench.snapshot_load`` and
+``bench.cold_start`` measure the longest stall).
 
 A key is set aside exactly as a replica's verification index sets it aside
 (its event does not decode, or ``evolve`` refuses it): its row leaves the
@@ -20,103 +29,60 @@ same ones, as one that folded the whole log (``tests`` check it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator
 
 import asyncpg
 import structlog
 
-from events.codec import to_domain_event
-from events.models import Envelope, LogEvent, is_identity_stream, is_webhook_stream
-from service.domain.decider import evolve
 from service.domain.state import KeyState
+from service.snapshot_tail import READ_COLUMNS, Step, StepsByKey, Tail, fold_steps, positioned
+from service.store.chunk_builder import ChunkBuilder
 from service.store.event_rows import missing_position
-from service.store.event_store import EventStore, UnreadableEvent
+from service.store.event_store import EventStore
 from service.store.quarantine import (
     INDEX_CONSUMER,
-    QuarantinedKey,
-    describe_failure,
 )
 from service.store.registry_snapshot import (
     CHUNK_KEYS,
-    Row,
     SetAside,
     SnapshotHeader,
-    SnapshotRefused,
     SnapshotStore,
-    encode_chunk,
     refused,
-    state_from_row,
-    state_row,
 )
+from service.store.snapshot_chunks import (
+    NO_RECORD,
+    Chunk,
+    chunk_key_ids,
+    cold_columns,
+    decode_chunk,
+    extras_by_row,
+    odd_states,
+    state_at,
+)
+from service.store.snapshot_rows import SnapshotRefused
 
 log = structlog.get_logger(__name__)
 # pg_try_advisory_lock(classid, objid): classid "ks" (keyledger snapshot), objid 1.
 SNAPSHOT_LOCK_CLASS = 0x6B73
-# At most this many events are held (decoded) to advance a snapshot; more make several.
+# At most this many events are held to advance a snapshot; more make several.
 EVENTS_PER_SNAPSHOT = 250_000
 _PAGE = 5000
+# Work done between two turns of the event loop while a snapshot is made.
+SLICE_SECONDS = 0.005
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One event of a key after the snapshot: decoded, or why it does not decode."""
+class LoopTurns:
+    """Lets the event loop run once ``SLICE_SECONDS`` of work have gone by."""
 
-    position: int
-    org_id: str
-    event_type: str
-    event: LogEvent | Exception
+    def __init__(self) -> None:
+        self._since = time.perf_counter()
 
-
-def fold_steps(key_id: str, state: KeyState | None, steps: Sequence[Step]) -> KeyState | SetAside:
-    """The key's state after ``steps`` (its ``position`` the last one's), or, at the
-    first step that fails, its quarantine and the state before it."""
-    for step in steps:
-        event = step.event
-        if isinstance(event, Exception):
-            failure = event
-        else:
-            try:
-                state = evolve(state, event).with_changes(position=step.position)
-                continue
-            except Exception as exc:  # whatever a poison event makes evolve raise
-                failure = exc
-        entry = QuarantinedKey(
-            INDEX_CONSUMER, key_id, step.org_id, step.position, step.event_type,
-            describe_failure(failure),
-        )  # fmt: skip
-        return SetAside(entry, state_row(state) if state is not None else None)
-    assert state is not None  # steps is never empty
-    return state
-
-
-class Tail:
-    """The log after a snapshot, grouped by key, in position order."""
-
-    def __init__(self, position: int, skip: set[str]) -> None:
-        self.skip = skip
-        self.by_key: dict[str, list[Step]] = {}
-        self.position = position
-
-    def add(self, row: Envelope | UnreadableEvent) -> None:
-        """Take the next row of the log (decoded as the index decodes it)."""
-        self.position = row.position
-        if row.key_id in self.skip or is_identity_stream(row.key_id):
-            # Identities are not keys: a cold start reads them from the log itself
-            # (``service.store.identity_log``), as of the snapshot's position.
-            return
-        if is_webhook_stream(row.key_id):
-            return  # a webhook endpoint's: the index keeps nothing of it
-        if isinstance(row, UnreadableEvent):
-            step = Step(row.position, row.org_id, row.event_type, row.error)
-        else:
-            event: LogEvent | Exception
-            try:
-                event = to_domain_event(row)
-            except Exception as exc:  # does not decode: the index sets the key aside too
-                event = exc
-            step = Step(row.position, row.org_id, row.event_type, event)
-        self.by_key.setdefault(row.key_id, []).append(step)
+    async def tick(self) -> None:
+        """Called after each step of work: gives the loop a turn when one is due."""
+        if time.perf_counter() - self._since >= SLICE_SECONDS:
+            await asyncio.sleep(0)
+            self._since = time.perf_counter()
 
 
 class SnapshotWriter:
@@ -213,8 +179,16 @@ class SnapshotWriter:
         tail = Tail(start, set(quarantined))
         while tail.position < until:
             after = tail.position
-            page = await self.store.read_envelopes_after(conn, after, min(_PAGE, until - after))
-            if not page or missing_position(after, page) is not None:
+            # Rows kept as read (untracked tuples), decoded when their key is folded.
+            page = await self.store.read_tolerantly(
+                conn,
+                READ_COLUMNS,
+                tuple,
+                "position > $1",
+                [after],
+                limit=min(_PAGE, until - after),
+            )
+            if not page or missing_position(after, [positioned(row) for row in page]) is not None:
                 # The index stops at a hole too (and refuses to verify): so does the snapshot.
                 log.warning("registry_snapshot_stopped_at_gap", after=after)
                 return None
@@ -224,11 +198,16 @@ class SnapshotWriter:
 
         async def chunks() -> AsyncIterator[tuple[bytes, int]]:
             if base is not None:
-                async for rows in self.snapshots.read_rows(conn, base):
-                    out = fold_chunk(rows, tail.by_key, quarantined)
-                    yield encode_chunk(out), len(out)
-            for rows in born_chunks(tail.by_key, quarantined):
-                yield encode_chunk(rows), len(rows)
+                async for body in self.snapshots.read_bodies(conn, base):
+                    key_ids = chunk_key_ids(body)
+                    if tail.by_key.isdisjoint(key_ids):
+                        yield body, len(key_ids)  # nothing changed: carried over as it is
+                        continue
+                    folded = await fold_chunk(decode_chunk(body), tail.by_key, quarantined)
+                    if len(folded):
+                        yield folded.body(), len(folded)
+            async for builder in born_chunks(tail.by_key, quarantined):
+                yield builder.body(), len(builder)
 
         return await self.snapshots.write(
             conn,
@@ -240,39 +219,58 @@ class SnapshotWriter:
         )
 
 
-def fold_chunk(
-    rows: list[Row], changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
-) -> list[Row]:
+async def fold_chunk(
+    chunk: Chunk, changes: StepsByKey, quarantined: dict[str, SetAside]
+) -> ChunkBuilder:
     """A chunk of the old snapshot with its changed keys folded (and taken out of
-    ``changes``); keys set aside leave it for ``quarantined``."""
-    out: list[Row] = []
-    for row in rows:
-        steps = changes.pop(row[0], None)
-        if steps is None:
-            out.append(row)
-            continue
-        folded = fold_steps(row[0], state_from_row(row), steps)
+    ``changes``); keys set aside leave it for ``quarantined``. Unchanged keys are
+    carried over column by column, without making their states."""
+    cold = cold_columns(chunk)
+    extras = extras_by_row(chunk)
+    builder = ChunkBuilder()
+    turns = LoopTurns()
+
+    def fold(state: KeyState, steps: list[Step]) -> None:
+        folded = fold_steps(state.key_id, state, steps)
         if isinstance(folded, SetAside):
-            quarantined[row[0]] = folded
+            quarantined[state.key_id] = folded
         else:
-            out.append(state_row(folded))
-    return out
+            builder.add(folded)
+
+    for row, key_id in enumerate(chunk.key_ids):
+        steps = changes.pop(key_id)
+        record = extras.get(row)
+        if steps is None:
+            builder.carry(chunk, cold, row, record)
+        else:
+            fold(state_at(chunk, cold, row, record or NO_RECORD), steps)
+        await turns.tick()
+    for text, state in zip(chunk.odd_states, odd_states(chunk.odd_states), strict=True):
+        steps = changes.pop(state.key_id)
+        if steps is None:
+            builder.carry_odd(text)
+        else:
+            fold(state, steps)
+    return builder
 
 
-def born_chunks(
-    changes: dict[str, list[Step]], quarantined: dict[str, SetAside]
-) -> Iterator[list[Row]]:
-    """Rows of the keys the old snapshot did not hold (born since, or a stream that
-    begins wrongly and is set aside), after ``fold_chunk`` has taken the others."""
-    born: list[Row] = []
-    for key_id, steps in changes.items():
+async def born_chunks(
+    changes: StepsByKey, quarantined: dict[str, SetAside]
+) -> AsyncIterator[ChunkBuilder]:
+    """The keys the old snapshot did not hold (born since, or a stream that begins
+    wrongly and is set aside), after ``fold_chunk`` has taken the others: chunks of
+    up to ``CHUNK_KEYS`` states."""
+    builder = ChunkBuilder()
+    turns = LoopTurns()
+    for key_id, steps in changes.drain():
         folded = fold_steps(key_id, None, steps)
         if isinstance(folded, SetAside):
             quarantined[key_id] = folded
-            continue
-        born.append(state_row(folded))
-        if len(born) == CHUNK_KEYS:
-            yield born
-            born = []
-    if born:
-        yield born
+        else:
+            builder.add(folded)
+        if len(builder) == CHUNK_KEYS:
+            yield builder
+            builder = ChunkBuilder()
+        await turns.tick()
+    if len(builder):
+        yield builder

@@ -13,75 +13,55 @@ unless all of these hold:
 - its ``seal`` holds: an HMAC, keyed from the pepper, over the header and the
   SHA-256 of every chunk, so that whoever can write to the database but does
   not hold the pepper cannot forge one (say, a revoked key made active again);
-- every chunk matches its digest and decodes (checked as the chunks are read:
-  ``read_rows`` raises ``SnapshotRefused`` part-way, and the caller discards
-  what it took).
+- every chunk matches its digest and decodes whole (checked as the chunks are
+  read: ``read_bodies`` and ``decode_chunk`` raise ``SnapshotRefused``
+  part-way, and the caller discards what it took).
 
 A snapshot holds what the log holds, no more: states as ``evolve`` folds them
 (secret hashes, never secrets; hints; public keys) and the keys set aside.
 
-Rows are JSON arrays of ``KeyState``'s fields in declaration order
-(``FIELDS``; instants as ISO-8601, tuples as arrays, the rate limit as
-``[limit, window]``), a few thousand per chunk.
+The keys are in chunks of up to ``CHUNK_KEYS``, in the columnar MessagePack
+layout of ``service.store.snapshot_chunks`` (format 2). Snapshots of format 1
+(JSON rows) have another ``format`` and are refused like any other version:
+the log is folded instead, and the writer makes a new snapshot from the log.
+The header lists the keys set aside with their last state as a JSON row
+(``state_row``: ``KeyState``'s fields in declaration order, instants as
+ISO-8601), which is rare enough for JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import hmac
 import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import dataclass
 from functools import cache
-from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import asyncpg
 import structlog
 
-from events.models import Credits, NamedRateLimit, RateLimit
 from keyledger_client.events import codec, models
 from service.domain import decider, state
-from service.domain.state import KeyState
+from service.store import chunk_builder, snapshot_chunks
 from service.store.pepper_fingerprint import pepper_fingerprint
 from service.store.quarantine import QuarantinedKey, is_transient
+from service.store.snapshot_chunks import Chunk, decode_chunk
+from service.store.snapshot_rows import FIELDS, Row, SnapshotRefused
 
 log = structlog.get_logger(__name__)
 
-# Bump when the encoding below changes; the fold's own code is fingerprinted as well.
-FORMAT_VERSION = 1
-# Keys per chunk: small enough to decode one at a time, large enough to be few.
-CHUNK_KEYS = 20_000
+# Bump when the encoding changes; its code and the fold's are fingerprinted as well.
+FORMAT_VERSION = 2
+# Keys per chunk: few enough that the writer's encoding of one (a single call) holds
+# a serving replica's event loop for about 15 ms, many enough that chunks are few.
+CHUNK_KEYS = 10_000
 _SEAL_LABEL = b"keyledger registry snapshot seal v1"
-
-FIELDS: tuple[str, ...] = tuple(f.name for f in fields(KeyState))
-COLUMN: dict[str, int] = {name: index for index, name in enumerate(FIELDS)}
-_INSTANTS = tuple(
-    COLUMN[name]
-    for name in (
-        "created_at",
-        "updated_at",
-        "expires_at",
-        "disabled_at",
-        "revoked_at",
-        "previous_valid_until",
-    )
-)
-_TUPLES = (COLUMN["scopes"], COLUMN["allowed_origins"], COLUMN["allowed_cidrs"])
-_RATE_LIMIT = COLUMN["rate_limit"]
-_RATE_LIMITS = COLUMN["rate_limits"]
-_CREDITS = COLUMN["credits"]
-_EXPIRY_WARNINGS = COLUMN["expiry_warnings"]
-_values = attrgetter(*FIELDS)
-
-Row = list[Any]
-
-
-class SnapshotRefused(ValueError):
-    """A snapshot this replica must not start from; the message says why (no data)."""
 
 
 @cache
@@ -89,87 +69,16 @@ def snapshot_format() -> str:
     """What a snapshot must have been made with to be read here.
 
     The encoding's version, ``KeyState``'s fields, and the source of the code
-    that folds events into states (event models and decoding, ``evolve``):
+    that folds events into states (event models and decoding, ``evolve``) and
+    of the chunk encoding:
     after an upgrade that changes any of them, older snapshots are refused and
     the log is folded once more, rather than a state being read that today's
     fold would not produce.
     """
     digest = hashlib.sha256(f"{FORMAT_VERSION}:{','.join(FIELDS)}".encode())
-    for module in (models, codec, decider, state):
+    for module in (models, codec, decider, state, snapshot_chunks, chunk_builder):
         digest.update(inspect.getsource(module).encode())
     return f"v{FORMAT_VERSION}-{digest.hexdigest()[:32]}"
-
-
-def _encode(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | dict):
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return [_encode(item) for item in value]
-    if isinstance(value, RateLimit):
-        return [value.limit, value.window]
-    if isinstance(value, NamedRateLimit | Credits):
-        return value.model_dump(mode="json")
-    if isinstance(value, frozenset):  # expiry_warnings: (lead, expires_at) pairs
-        return sorted([lead, at.isoformat()] for lead, at in value)
-    raise TypeError(f"a key state field of type {type(value).__name__} has no snapshot encoding")
-
-
-def state_row(key: KeyState) -> Row:
-    """``key`` as a snapshot row (``FIELDS`` order)."""
-    return [_encode(value) for value in _values(key)]
-
-
-def state_from_row(row: Row) -> KeyState:
-    """The state a snapshot row holds (``SnapshotRefused`` if it is not one)."""
-    if not isinstance(row, list) or len(row) != len(FIELDS):
-        raise SnapshotRefused("a row does not have the state's fields")
-    values = list(row)
-    for column in _INSTANTS:
-        if values[column] is not None:
-            values[column] = datetime.fromisoformat(values[column])
-    for column in _TUPLES:
-        values[column] = tuple(values[column])
-    limit = values[_RATE_LIMIT]
-    if limit is not None:
-        values[_RATE_LIMIT] = RateLimit(limit=limit[0], window=limit[1])
-    values[_RATE_LIMITS] = rate_limits_of(values[_RATE_LIMITS])
-    values[_CREDITS] = credits_of(values[_CREDITS])
-    values[_EXPIRY_WARNINGS] = frozenset(
-        (lead, datetime.fromisoformat(at)) for lead, at in values[_EXPIRY_WARNINGS]
-    )
-    return KeyState(*values)
-
-
-def rate_limits_of(column: list[dict[str, Any]]) -> tuple[NamedRateLimit, ...]:
-    """A row's ``rate_limits`` column as the state holds it."""
-    return tuple(NamedRateLimit.model_validate(limit) for limit in column)
-
-
-def credits_of(column: dict[str, Any] | None) -> Credits | None:
-    """A row's ``credits`` column as the state holds it."""
-    return None if column is None else Credits.model_validate(column)
-
-
-def encode_chunk(rows: Sequence[Row]) -> bytes:
-    """Rows as one chunk body (ASCII JSON: any text the log holds survives)."""
-    return json.dumps(rows, separators=(",", ":")).encode("ascii")
-
-
-def decode_chunk(body: bytes, digest: str) -> list[Row]:
-    """The rows of a chunk body, after checking it against its recorded digest."""
-    if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), digest):
-        raise SnapshotRefused("a chunk does not match its digest")
-    try:
-        rows = json.loads(body)
-    except ValueError:
-        raise SnapshotRefused("a chunk does not decode") from None
-    if not isinstance(rows, list) or not all(
-        isinstance(row, list) and len(row) == len(FIELDS) for row in rows
-    ):
-        raise SnapshotRefused("a chunk does not hold state rows")
-    return rows
 
 
 class SetAside(NamedTuple):
@@ -289,20 +198,23 @@ class SnapshotStore:
     async def load_newest(
         self,
         conn: asyncpg.Connection,
-        take: Callable[[list[Row]], Awaitable[None]],
+        take: Callable[[Chunk], Awaitable[None]],
         reset: Callable[[], Awaitable[None]],
+        *,
+        prefetch: bool = False,
     ) -> SnapshotHeader | None:
-        """Give ``take`` the rows of the newest snapshot that checks out, chunk by chunk.
+        """Give ``take`` the chunks of the newest snapshot that checks out, one by one.
 
         A snapshot that does not (``check``, or a chunk found damaged part-way, or
-        rows ``take`` refuses) is logged as a warning, ``reset`` undoes what
+        a chunk ``take`` refuses) is logged as a warning, ``reset`` undoes what
         ``take`` got, and the next older one is tried. None: start from the log.
+        ``prefetch``: see ``read_bodies`` (``take`` must not use ``conn`` then).
         """
         for header in await self.newest(conn):
             try:
                 await self.check(conn, header)
-                async for rows in self.read_rows(conn, header):
-                    await take(rows)
+                async for body in self.read_bodies(conn, header, prefetch=prefetch):
+                    await take(decode_chunk(body))
                 header.quarantines("")  # it decodes
                 return header
             except Exception as exc:
@@ -312,20 +224,53 @@ class SnapshotStore:
                 refused(header, exc)
         return None
 
-    async def read_rows(
-        self, conn: asyncpg.Connection, header: SnapshotHeader
-    ) -> AsyncIterator[list[Row]]:
-        """The rows of a checked snapshot, one chunk at a time (``SnapshotRefused`` part-way
-        if a chunk is missing or damaged)."""
-        for number, digest in enumerate(header.chunk_digests):
-            body = await conn.fetchval(
-                "SELECT body FROM registry_snapshot_chunks WHERE snapshot_id = $1 AND chunk = $2",
-                header.id,
-                number,
-            )
-            if body is None:
-                raise SnapshotRefused(f"chunk {number} is missing")
-            yield decode_chunk(body, digest)
+    async def read_bodies(
+        self, conn: asyncpg.Connection, header: SnapshotHeader, *, prefetch: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The chunk bodies of a checked snapshot, each matching its digest, in order
+        (``SnapshotRefused`` part-way if one is missing or does not match).
+
+        ``prefetch``: the next chunk is asked for before this one is handed over, so
+        PostgreSQL reads and sends it while the caller decodes this one; the caller
+        must not use ``conn`` until the iteration ends.
+        """
+        count = len(header.chunk_digests)
+
+        def fetch(number: int) -> asyncio.Task[bytes | None]:
+            async def body() -> bytes | None:
+                found: bytes | None = await conn.fetchval(
+                    "SELECT body FROM registry_snapshot_chunks"
+                    " WHERE snapshot_id = $1 AND chunk = $2",
+                    header.id,
+                    number,
+                )
+                return found
+
+            return asyncio.ensure_future(body())
+
+        pending = fetch(0) if prefetch and count else None
+        try:
+            for number, digest in enumerate(header.chunk_digests):
+                body: bytes | None
+                if pending is not None:
+                    body = await pending
+                    pending = None
+                    if number + 1 < count:
+                        pending = fetch(number + 1)
+                        await asyncio.sleep(0)  # the query goes out now
+                else:
+                    body = await fetch(number)
+                if body is None:
+                    raise SnapshotRefused(f"chunk {number} is missing")
+                if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), digest):
+                    raise SnapshotRefused(f"chunk {number} does not match its digest")
+                yield body
+        finally:
+            if pending is not None:
+                # Let the query in flight finish (its body is dropped): ``conn`` is
+                # then free for whatever the caller does next, such as an older snapshot.
+                with contextlib.suppress(Exception):
+                    await pending
 
     async def write(
         self,
@@ -337,7 +282,7 @@ class SnapshotStore:
         quarantined: Callable[[], Sequence[SetAside]] = tuple,
     ) -> SnapshotHeader:
         """Store a snapshot in one transaction: ``chunks`` are (body from ``encode_chunk``,
-        rows in it); ``quarantined`` is asked for the keys set aside once they are written."""
+        keys in it); ``quarantined`` is asked for the keys set aside once they are written."""
         async with conn.transaction():
             snapshot_id = await conn.fetchval(
                 """INSERT INTO registry_snapshots (position, log_hash, format,

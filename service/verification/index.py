@@ -38,15 +38,16 @@ from events.models import (
 from service.domain.decider import evolve
 from service.store.event_store import UnreadableEvent
 from service.store.quarantine import INDEX_CONSUMER, QuarantinedKey, set_aside
-from service.store.registry_snapshot import Row, SnapshotRefused
+from service.store.snapshot_chunks import Chunk
+from service.store.snapshot_rows import SnapshotRefused
 from service.verification.entries import (
     IndexEntry,
     Interner,
     SigningMaterial,
     entry_from_state,
 )
-from service.verification.entry_rows import entry_from_row
 from service.verification.rate_limits import Shared
+from service.verification.snapshot_entries import load_chunk
 
 __all__ = [
     "IndexEntry",
@@ -54,7 +55,6 @@ __all__ = [
     "SigningMaterial",
     "SingleKey",
     "VerificationIndex",
-    "entry_from_row",
     "entry_from_state",
 ]
 
@@ -140,25 +140,18 @@ class VerificationIndex:
         for event in configured:
             self.identities[event.key_id] = (event.key_id, tuple(event.rate_limits))
 
-    def load_rows(self, rows: list[Row]) -> None:
-        """Add the keys of a chunk of snapshot rows (a cold start, before ``start_at``).
+    def load_chunk(self, chunk: Chunk) -> None:
+        """Add the keys of a snapshot chunk (a cold start, before ``start_at``).
 
-        A row that does not make an entry raises ``SnapshotRefused``: the caller
+        A chunk that does not make entries raises ``SnapshotRefused``: the caller
         then ``clear``s the index and folds the log instead.
         """
         if self.position:
-            raise RuntimeError("only an index that has applied nothing takes snapshot rows")
-        by_id, by_hash, intern = self._by_id, self._by_hash, self._intern
+            raise RuntimeError("only an index that has applied nothing takes snapshot chunks")
         try:
-            for row in rows:
-                entry = entry_from_row(row, intern)
-                by_id[entry.key_id] = entry
-                if entry.secret_hash is not None:
-                    by_hash[entry.secret_hash] = entry
-                if entry.previous_hash is not None:
-                    by_hash[entry.previous_hash] = entry
-        except Exception as exc:  # whatever a damaged row makes building an entry raise
-            raise SnapshotRefused(f"a row does not make an entry ({type(exc).__name__})") from None
+            load_chunk(chunk, self._intern, self._by_id, self._by_hash)
+        except Exception as exc:  # whatever a damaged chunk makes building an entry raise
+            raise SnapshotRefused(f"a chunk does not make entries ({type(exc).__name__})") from None
 
     def start_at(self, position: int, quarantined: list[QuarantinedKey]) -> None:
         """Finish loading a snapshot: it stood at ``position``, with these keys set aside."""

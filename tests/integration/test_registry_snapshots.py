@@ -9,14 +9,13 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bench.support import migrated_database
-from events.models import Actor, Envelope, IdentityConfigured, NamedRateLimit, identity_stream_id
+from events.models import Actor, IdentityConfigured, NamedRateLimit, identity_stream_id
 from projections.key_views import KeyViews
 from projections.rebuild import rebuild
 from service.http.app import create_app
@@ -24,13 +23,14 @@ from service.http.context import KEYLEDGER
 from service.service_keys import issue_service_key
 from service.settings import Settings
 from service.snapshot_writer import SNAPSHOT_LOCK_CLASS, SnapshotWriter
+from service.store.chunk_builder import encode_chunk
 from service.store.event_store import EventStore
-from service.store.registry_snapshot import SnapshotStore, encode_chunk
+from service.store.registry_snapshot import SnapshotStore
 from service.verification.feed import IndexFeed
-from service.verification.index import IndexEntry, VerificationIndex
+from service.verification.index import VerificationIndex
 from tests.support.api import indexed
-from tests.support.event_log import TEST_ACTOR, append_rename, generated
-from tests.support.poison import inject
+from tests.support.event_log import TEST_ACTOR
+from tests.support.snapshot_log import grow, loaded, picture, snapshot_log_database
 
 _store = EventStore()
 PEPPER = ("snapshots-" + secrets.token_hex(16)).encode()
@@ -39,67 +39,8 @@ PEPPER = ("snapshots-" + secrets.token_hex(16)).encode()
 @pytest.fixture
 async def log_db(postgres_server_url: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     """A database of its own with a few keys, renames and a poison event in its log."""
-    async with migrated_database(postgres_server_url, prefix="keyledger_snap") as (url, pool):
-        async with pool.acquire() as conn:
-            await _grow(conn, "org-a", 5)
+    async with snapshot_log_database(postgres_server_url) as (url, pool):
         yield url, pool
-
-
-async def _append_key(conn: asyncpg.Connection, org: str, name: str) -> Envelope:
-    """A ``KeyGenerated`` with a secret hash of its own (as real keys have)."""
-    event = generated(org, name).model_copy(update={"secret_hash": secrets.token_hex(32)})
-    async with conn.transaction():
-        await _store.lock(conn)
-        [envelope] = await _store.append(conn, [event], actor=TEST_ACTOR, expected_version=0)
-    return envelope
-
-
-async def _grow(conn: asyncpg.Connection, org: str, keys: int) -> None:
-    for number in range(keys):
-        key = await _append_key(conn, org, f"key {number}")
-        await append_rename(conn, key, 1, f"renamed {number}")
-    # A key whose second event is impossible: every consumer sets it aside.
-    poisoned = await _append_key(conn, org, "poisoned")
-    await inject(
-        conn,
-        org,
-        event_type="KeyEnabled",
-        data={},
-        key_id=poisoned.key_id,
-        stream_version=2,
-    )
-
-
-async def _loaded(pool: asyncpg.Pool, url: str, snapshots: SnapshotStore | None) -> IndexFeed:
-    feed = IndexFeed(VerificationIndex(), pool, url, snapshots=snapshots)
-    await feed.start(follow_postgres=False)
-    return feed
-
-
-def _picture(index: VerificationIndex) -> dict[str, Any]:
-    """Everything an index holds (signers by their PEMs), to compare two indexes."""
-    entries = {}
-    for key_id, entry in index._by_id.items():
-        values = {name: getattr(entry, name) for name in IndexEntry.FIELDS}
-        values["signer"] = entry.signer.pem if entry.signer else None
-        entries[key_id] = values
-    # Two keys with one secret hash exist only in hand-written rows (the registry refuses
-    # them); which of them a lookup finds is left out of the comparison.
-    holders: dict[bytes, int] = {}
-    for entry in index._by_id.values():
-        for digest in {entry.secret_hash, entry.previous_hash} - {None}:
-            assert digest is not None
-            holders[digest] = holders.get(digest, 0) + 1
-    return {
-        "position": index.position,
-        "entries": entries,
-        "hashes": {
-            digest: entry.key_id
-            for digest, entry in index._by_hash.items()
-            if holders.get(digest) == 1
-        },
-        "quarantined": {k: (q.position, q.event_type) for k, q in index.quarantined.items()},
-    }
 
 
 async def test_a_snapshot_and_the_log_after_it_hold_what_the_whole_log_holds(
@@ -111,13 +52,13 @@ async def test_a_snapshot_and_the_log_after_it_hold_what_the_whole_log_holds(
     assert header is not None and header.keys == 5
     assert await writer.write_once() is None  # already at the head
     async with pool.acquire() as conn:
-        await _grow(conn, "org-b", 3)
+        await grow(conn, "org-b", 3)
         head = await conn.fetchval("SELECT max(position) FROM events")
 
-    from_snapshot = await _loaded(pool, url, SnapshotStore(PEPPER))
-    whole_log = await _loaded(pool, url, None)
+    from_snapshot = await loaded(pool, url, SnapshotStore(PEPPER))
+    whole_log = await loaded(pool, url, None)
     assert from_snapshot.index.position == head
-    assert _picture(from_snapshot.index) == _picture(whole_log.index)
+    assert picture(from_snapshot.index) == picture(whole_log.index)
     assert len(from_snapshot.index.quarantined) == 2
 
     # Advanced (from the newest snapshot and the log after it): the same again.
@@ -126,7 +67,7 @@ async def test_a_snapshot_and_the_log_after_it_hold_what_the_whole_log_holds(
     index = VerificationIndex()
     feed = IndexFeed(index, pool, url, snapshots=SnapshotStore(PEPPER))
     assert await feed.load_snapshot() == head
-    assert _picture(index) == _picture(whole_log.index)
+    assert picture(index) == picture(whole_log.index)
     async with pool.acquire() as conn:
         kept = await conn.fetchval("SELECT count(*) FROM registry_snapshots")
     assert kept == 2  # the default keep
@@ -138,8 +79,8 @@ async def _damage(conn: asyncpg.Connection, how: str, pool: asyncpg.Pool) -> Sna
     newest = (await store.newest(conn, 1))[0]
     if how == "chunk":
         await conn.execute(
-            "UPDATE registry_snapshot_chunks SET body = convert_to(replace("
-            "convert_from(body, 'UTF8'), 'renamed', 'hijacked'), 'UTF8') WHERE snapshot_id = $1",
+            "UPDATE registry_snapshot_chunks SET body = overlay(body placing '\\xff'::bytea"
+            " from length(body) / 2) WHERE snapshot_id = $1",
             newest.id,
         )
     elif how == "header":
@@ -201,7 +142,7 @@ async def test_a_snapshot_that_does_not_check_out_is_refused_and_the_log_folded(
     assert warnings and all(w["level"] == "warning" for w in warnings)
 
     await feed.start(follow_postgres=False)
-    assert _picture(feed.index) == _picture((await _loaded(pool, url, None)).index)
+    assert picture(feed.index) == picture((await loaded(pool, url, None)).index)
 
 
 async def test_an_older_snapshot_serves_when_the_newest_is_damaged(
@@ -211,7 +152,7 @@ async def test_an_older_snapshot_serves_when_the_newest_is_damaged(
     writer = SnapshotWriter(pool, PEPPER, interval_seconds=60)
     older = await writer.write_once()
     async with pool.acquire() as conn:
-        await _grow(conn, "org-b", 1)
+        await grow(conn, "org-b", 1)
         assert await writer.write_once() is not None
         await _damage(conn, "chunk", pool)
     feed = IndexFeed(VerificationIndex(), pool, url, snapshots=SnapshotStore(PEPPER))
@@ -306,7 +247,7 @@ async def test_key_views_rebuilt_from_a_snapshot_match_a_rebuild_from_the_first_
     _, pool = log_db
     await SnapshotWriter(pool, PEPPER, interval_seconds=60).write_once()
     async with pool.acquire() as conn:
-        await _grow(conn, "org-b", 2)
+        await grow(conn, "org-b", 2)
     views = KeyViews()
     whole = await rebuild(pool, views)
     async with pool.acquire() as conn:
@@ -340,11 +281,11 @@ async def test_the_sessions_hostile_log_snapshots_and_folds_like_the_whole_log(
     writer = SnapshotWriter(pool, settings.pepper_bytes, interval_seconds=60)
     for _ in range(5):
         await writer.write_once()
-        from_snapshot = await _loaded(pool, database_url, SnapshotStore(settings.pepper_bytes))
-        whole_log = await _loaded(pool, database_url, None)
+        from_snapshot = await loaded(pool, database_url, SnapshotStore(settings.pepper_bytes))
+        whole_log = await loaded(pool, database_url, None)
         if from_snapshot.index.position == whole_log.index.position:
             break
-    assert _picture(from_snapshot.index) == _picture(whole_log.index)
+    assert picture(from_snapshot.index) == picture(whole_log.index)
     async with pool.acquire() as conn:
         await conn.execute("DELETE FROM registry_snapshots")
 
@@ -380,9 +321,9 @@ async def test_identities_survive_a_cold_start_from_a_snapshot(
         await _configure(conn, "org-a", "cus_1", 11, 1)  # changed after the snapshot
         await _configure(conn, "org-a", "cus_3", 30, 0)  # new after it
 
-    from_snapshot = await _loaded(pool, url, SnapshotStore(PEPPER))
-    whole_log = await _loaded(pool, url, None)
-    assert _picture(from_snapshot.index) == _picture(whole_log.index)
+    from_snapshot = await loaded(pool, url, SnapshotStore(PEPPER))
+    whole_log = await loaded(pool, url, None)
+    assert picture(from_snapshot.index) == picture(whole_log.index)
     limits = {
         stream: [limit.limit for limit in shared[1]]
         for stream, shared in from_snapshot.index.identities.items()

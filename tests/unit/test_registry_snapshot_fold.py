@@ -1,8 +1,10 @@
-"""Registry snapshots, pure: rows round-trip, and a snapshot plus the log after it is the
-whole log folded (the same keys, entries and quarantines as the index makes)."""
+"""Registry snapshots, pure: a snapshot plus the log after it is the whole log folded
+(the same keys, entries and quarantines as the index makes). The chunk encoding itself:
+``test_snapshot_chunks.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,23 +37,16 @@ from events.models import (
 )
 from service.domain.decider import evolve
 from service.domain.key_material import new_signing_key_pair
-from service.snapshot_writer import Tail, born_chunks, fold_chunk
+from service.domain.state import KeyState
+from service.snapshot_tail import Tail
+from service.snapshot_writer import born_chunks, fold_chunk
+from service.store.chunk_builder import encode_chunk
+from service.store.event_rows import row_of
 from service.store.quarantine import INDEX_CONSUMER
-from service.store.registry_snapshot import (
-    SnapshotRefused,
-    decode_chunk,
-    encode_chunk,
-    quarantined_json,
-    state_from_row,
-    state_row,
-)
-from service.verification.entries import Interner
-from service.verification.index import (
-    IndexEntry,
-    VerificationIndex,
-    entry_from_row,
-    entry_from_state,
-)
+from service.store.registry_snapshot import quarantined_json
+from service.store.snapshot_chunks import chunk_states, decode_chunk
+from service.store.snapshot_rows import SnapshotRefused, state_from_row, state_row
+from service.verification.index import IndexEntry, VerificationIndex
 
 KEYS = [f"key_01J{n:023d}" for n in range(4)]
 START = datetime(2030, 1, 1, tzinfo=UTC)
@@ -152,20 +147,32 @@ log_steps = st.lists(
 
 
 def _advance(
-    rows: list[list[Any]], quarantined: dict[str, Any], envelopes: list[Envelope], start: int
-) -> list[list[Any]]:
-    """What the writer does: the old snapshot's rows with the log after it folded in."""
+    body: bytes | None, quarantined: dict[str, Any], envelopes: list[Envelope], start: int
+) -> list[bytes]:
+    """What the writer does: the old snapshot's chunk with the log after it folded in,
+    then chunks of the keys born since (chunk bodies, as stored)."""
     tail = Tail(start, set(quarantined))
     for envelope in envelopes:
-        tail.add(envelope)
-    out = fold_chunk(rows, tail.by_key, quarantined)
-    for chunk in born_chunks(tail.by_key, quarantined):
-        out += chunk
-    # Through the chunk encoding, as stored.
-    body = encode_chunk(out)
-    import hashlib
+        tail.add(row_of(envelope))  # as the writer reads it
 
-    return decode_chunk(body, hashlib.sha256(body).hexdigest())
+    async def fold() -> list[bytes]:
+        chunks = []
+        if body is not None:
+            folded = await fold_chunk(decode_chunk(body), tail.by_key, quarantined)
+            chunks.append(folded.body())
+        async for born in born_chunks(tail.by_key, quarantined):
+            chunks.append(born.body())
+        return chunks
+
+    return asyncio.run(fold())
+
+
+def _one_chunk(chunks: list[bytes]) -> bytes:
+    """The chunks as one (a few keys fit in one chunk: the next snapshot folds into it)."""
+    states: list[KeyState] = []
+    for chunk in chunks:
+        states += chunk_states(decode_chunk(chunk))
+    return encode_chunk(states)
 
 
 def _picture(index: VerificationIndex) -> dict[str, Any]:
@@ -206,10 +213,11 @@ def test_a_snapshot_and_the_log_after_it_fold_like_the_whole_log(
     first = data.draw(st.integers(0, len(envelopes)))
     second = data.draw(st.integers(first, len(envelopes)))
     quarantined: dict[str, Any] = {}
-    rows = _advance([], quarantined, envelopes[:first], 0)
-    rows = _advance(rows, quarantined, envelopes[first:second], first)
+    chunk = _one_chunk(_advance(None, quarantined, envelopes[:first], 0))
+    chunks = _advance(chunk, quarantined, envelopes[first:second], first)
     started = VerificationIndex()
-    started.load_rows(rows)
+    for body in chunks:
+        started.load_chunk(decode_chunk(body))
     started.start_at(second, [aside.entry for aside in quarantined.values()])
     for envelope in envelopes[second:]:
         started.offer(envelope)
@@ -217,41 +225,7 @@ def test_a_snapshot_and_the_log_after_it_fold_like_the_whole_log(
     assert _picture(started) == _picture(whole)
 
 
-@settings(max_examples=100, deadline=None)
-@given(log_steps)
-def test_rows_round_trip_and_make_the_entries_states_make(
-    steps: list[tuple[str, int, int]],
-) -> None:
-    states: dict[str, Any] = {}
-    for envelope in _log(steps):
-        try:
-            from events.codec import to_domain_event
-
-            event = to_domain_event(envelope)
-            states[event.key_id] = evolve(states.get(event.key_id), event)
-        except Exception:
-            states.pop(envelope.key_id, None)
-    for state in states.values():
-        row = state_row(state)
-        assert state_from_row(row) == state
-        built, expected = entry_from_row(row, Interner()), entry_from_state(state)
-        for slot in IndexEntry.FIELDS:
-            if slot != "signer":
-                assert getattr(built, slot) == getattr(expected, slot), slot
-        assert (built.signer is None) == (expected.signer is None)
-
-
-def test_a_damaged_chunk_is_refused() -> None:
-    body = encode_chunk([state_row(_state())])
-    import hashlib
-
-    digest = hashlib.sha256(body).hexdigest()
-    assert decode_chunk(body, digest)
-    with pytest.raises(SnapshotRefused, match="digest"):
-        decode_chunk(body.replace(b"active", b"revoke"), digest)
-    for junk in (b"[1, 2]", b"{", b'{"a": 1}'):
-        with pytest.raises(SnapshotRefused):
-            decode_chunk(junk, hashlib.sha256(junk).hexdigest())
+def test_a_damaged_header_row_is_refused() -> None:
     with pytest.raises(SnapshotRefused):
         state_from_row(["too", "short"])
 
