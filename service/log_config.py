@@ -212,7 +212,7 @@ def _access_fields(
 def _request_id_text(request_id: str) -> str:
     """The request id as a JSON string: as it is when nothing in it needs escaping or
     scrubbing (printable ASCII, no quote or backslash, not secret-shaped), as every
-    id the middleware lets through is; else by ``_json_text``."""
+    id ``service.http.request_context`` lets through is; else by ``_json_text``."""
     if (
         request_id.isascii()
         and request_id.isprintable()

@@ -10,7 +10,7 @@ transport write. It skips aiohttp's per-response header work (a
 ``CIMultiDict`` filled with defaults, checked and serialised for every
 response): the status line and the fixed headers are bytes made once, the
 ``Date``/``Server`` pair once a second. Headers added to it after it is made
-(the request id the middleware sets, a route's ``X-Keyledger-*``) are still
+(the request id ``in_context`` sets, a route's ``X-Keyledger-*``) are still
 sent, checked as aiohttp checks them.
 """
 
@@ -102,7 +102,7 @@ class EncodedResponse(web.StreamResponse):
         super().__init__(status=status, headers=headers)
         self.encoded_body = body
         self.head = head
-        # ``X-Request-Id``, set by the middleware: an id it generated or checked
+        # ``X-Request-Id``, set by ``in_context``: an id it generated or checked
         # (``REQUEST_ID``: letters, digits and ``._:-``), so written without a header map.
         self.request_id: str | None = None
 

@@ -33,7 +33,7 @@ from service.errors import KeyledgerError
 from service.http.body import model_from_bytes, read_bytes
 from service.http.context import SETTINGS, authenticate, bearer_token, credential_header, keyledger
 from service.http.encoded import EncodedJson, EncodedResponse, header_lines
-from service.http.middleware import context_of
+from service.http.request_context import context_of
 from service.verification.index import IndexEntry
 from service.verification.ip_allowlist import client_address, parse_address
 from service.verification.policy import (

@@ -239,6 +239,11 @@ async def test_unknown_routes_and_methods_answer_json(client: TestClient, api: A
     response = await client.delete(f"/v1/orgs/{new_org()}/keys", headers=api.headers())
     body = await response.json()
     assert response.status == 405 and body["error"]["code"] == "method_not_allowed"
+    # The methods the path has, as aiohttp's router gathers them; the request's id, as always.
+    assert response.headers["Allow"] == "GET,HEAD,POST"
+    assert response.headers["X-Request-Id"] == body["error"]["request_id"]
+    response = await client.get("/v1/verify", headers=api.headers())
+    assert (response.status, response.headers["Allow"]) == (405, "POST")
 
 
 async def test_bad_headers(api: Api) -> None:
