@@ -165,8 +165,8 @@ def serve_routes(
             if not isinstance(definition, web.RouteDef):
                 raise TypeError(f"only plain routes are served, not {definition!r}")
             # The route's resource, made first for its template (adding the route reuses it).
-            route = router.add_resource(definition.path, name=definition.kwargs.get("name"))
-            handler = in_context(definition.handler, route.canonical, observe)
+            resource = router.add_resource(definition.path, name=definition.kwargs.get("name"))
+            handler = in_context(definition.handler, resource.canonical, observe)
             wrapped = web.RouteDef(definition.method, definition.path, handler, definition.kwargs)
             wrapped.register(router)
     router.register_resource(NoSuchRoute(in_context(_no_such_route, UNMATCHED, observe)))
