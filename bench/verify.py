@@ -102,7 +102,7 @@ async def bench_same_loop(
         )
         rows = [bare.row("bare aiohttp handler (same loop)", None)]
         targets = [
-            ("GET /healthz (middleware only)", "/healthz", lua_script("GET")),
+            ("GET /healthz (request context only)", "/healthz", lua_script("GET")),
             ("POST /v1/verify bearer", "/v1/verify", lua_script(body=bearer_body, headers=auth)),
         ]
         for algorithm, signed in ready["signed"].items():

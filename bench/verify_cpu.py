@@ -3,7 +3,7 @@
 Raw HTTP requests are fed to the server's protocol objects (aiohttp's
 ``RequestHandler``) over an in-memory transport, and the answers are counted
 as they are written: what is measured is the Python work of a request (parser,
-routing, middleware, handler, answer), without the kernel's share, which
+routing, request context, handler, answer), without the kernel's share, which
 ``bench.verify`` includes but which varies with the machine's load. Each round
 sends one request on each of ``--connections`` connections and waits for all
 the answers; one connection is the worst case for per-turn costs (the access

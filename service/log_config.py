@@ -140,19 +140,16 @@ def _json_text(value: str, recurring: bool = True) -> str:
 
 
 class _Clock:
-    """The UTC timestamp of the access line, with its seconds part formatted once a second."""
+    """The seconds part of the access line's UTC timestamp, formatted once a second."""
 
     second = -1
     prefix = ""
 
     @classmethod
-    def timestamp(cls) -> str:
-        now = time.time()
-        second = int(now)
-        if second != cls.second:
-            cls.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            cls.second = second
-        return f"{cls.prefix}.{int((now - second) * 1_000_000):06d}Z"
+    def turn(cls, second: int) -> None:
+        """Format ``second`` (a time.time() second) as the current prefix."""
+        cls.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        cls.second = second
 
 
 def log_access(
@@ -168,25 +165,41 @@ def log_access(
 
     This is the fast path of the busiest log line (every verify writes one):
     it skips structlog's processor chain and ``json.dumps`` of a dict (≈5×
-    cheaper). Its fields are fixed: ``status``/``duration_ms`` are numbers;
-    every string goes through the secret-value scrubber (``request_id`` and
-    ``method`` come from the client) and is JSON-quoted, recurring ones from
-    a memo. One line per request (docs/api.md#logs), whatever the status,
-    written and flushed with the other lines of the same event-loop turn
-    (``_AccessLog``). ``outcome``, when given (a verify's verdict code), is
-    one more field.
+    cheaper), and makes one Python call where a helper per field would cost
+    as much as the formatting. Its fields are fixed: ``status``/``duration_ms``
+    are numbers; every string goes through the secret-value scrubber
+    (``request_id`` and ``method`` come from the client) and is JSON-quoted,
+    recurring ones from a memo. One line per request (docs/api.md#logs),
+    whatever the status, written and flushed with the other lines of the same
+    event-loop turn (``_AccessLog``). ``outcome``, when given (a verify's
+    verdict code), is one more field.
     """
     if _AccessLog.stream is None:
         return
-    key = (method, route, status, caller_key_id, outcome)
-    fields = _ACCESS_FIELDS.get(key)
+    fields = _ACCESS_FIELDS.get((method, route, status, caller_key_id, outcome))
     if fields is None:
-        fields = _access_fields(*key)
-    # Rounded to the µs as a fixed-point number: no float rounding and repr per line.
+        fields = _access_fields(method, route, status, caller_key_id, outcome)
+    # As it is when nothing in it needs escaping or scrubbing (printable ASCII, no quote
+    # or backslash, not secret-shaped), as every id service.http.request_context lets
+    # through is; else escaped and scrubbed (the JSON string without its quotes).
+    if not (
+        request_id.isascii()
+        and request_id.isprintable()
+        and '"' not in request_id
+        and "\\" not in request_id
+        and "k_" not in request_id
+        and "-----" not in request_id
+    ):
+        request_id = _json_text(request_id, False)[1:-1]
+    now = time.time()
+    second = int(now)
+    if second != _Clock.second:
+        _Clock.turn(second)
+    # Fixed-point formats: no float repr per line, the microseconds truncated as time.time's.
     _AccessLog.write(
-        f'{{"event": "request", "request_id": {_request_id_text(request_id)}, {fields[0]}'
-        f'"duration_ms": {float(duration_ms):.3f}, {fields[1]}'
-        f'"timestamp": "{_Clock.timestamp()}"}}\n'
+        f'{{"event": "request", "request_id": "{request_id}", {fields[0]}'
+        f'"duration_ms": {duration_ms:.3f}, {fields[1]}'
+        f'"timestamp": "{_Clock.prefix}.{int((now - second) * 1_000_000):06d}Z"}}\n'
     )
 
 
@@ -207,22 +220,6 @@ def _access_fields(
     if len(_ACCESS_FIELDS) < _QUOTED_MAX:
         _ACCESS_FIELDS[(method, route, status, caller_key_id, outcome)] = fields
     return fields
-
-
-def _request_id_text(request_id: str) -> str:
-    """The request id as a JSON string: as it is when nothing in it needs escaping or
-    scrubbing (printable ASCII, no quote or backslash, not secret-shaped), as every
-    id the middleware lets through is; else by ``_json_text``."""
-    if (
-        request_id.isascii()
-        and request_id.isprintable()
-        and '"' not in request_id
-        and "\\" not in request_id
-        and "k_" not in request_id
-        and "-----" not in request_id
-    ):
-        return f'"{request_id}"'
-    return _json_text(request_id, False)
 
 
 class _LibraryLogHandler(logging.StreamHandler[TextIO]):

@@ -1,1 +1,1 @@
-"""The aiohttp entrypoint: routes, middlewares, request bodies."""
+"""The aiohttp entrypoint: routes, the request context, request bodies."""

@@ -15,6 +15,7 @@ from service.http import (
     key_routes,
     key_usage_routes,
     leak_routes,
+    metrics,
     openapi,
     query_routes,
     usage_routes,
@@ -24,8 +25,8 @@ from service.http import (
 from service.http.body import MAX_BODY_BYTES
 from service.http.context import KEYLEDGER, SETTINGS
 from service.http.metrics import install_metrics
-from service.http.middleware import request_context
 from service.http.protocol_errors import redact_refused_requests
+from service.http.request_context import serve_routes
 from service.settings import Settings
 
 
@@ -50,21 +51,25 @@ def create_app(settings: Settings) -> web.Application:
     """The keyledger API, ready to be run by ``web.run_app`` or a test server."""
     settings.pepper_bytes  # noqa: B018 - fail at construction, not on the first request
     redact_refused_requests()
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[request_context])
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_service)
     app.on_shutdown.append(_end_streams)
-    install_metrics(app)
-    app.add_routes(health_routes.routes)
-    app.add_routes(openapi.routes)
-    app.add_routes(key_routes.routes)
-    app.add_routes(identity_routes.routes)
-    app.add_routes(verify_routes.routes)
-    app.add_routes(query_routes.routes)
-    app.add_routes(webhook_routes.routes)
-    app.add_routes(leak_routes.routes)
-    app.add_routes(usage_routes.routes)
-    app.add_routes(key_usage_routes.routes)
-    app.add_routes(event_stream_routes.routes)
-    app.add_routes(console_routes.routes)
+    observe = install_metrics(app)
+    tables = (
+        metrics.routes,
+        health_routes.routes,
+        openapi.routes,
+        key_routes.routes,
+        identity_routes.routes,
+        verify_routes.routes,
+        query_routes.routes,
+        webhook_routes.routes,
+        leak_routes.routes,
+        usage_routes.routes,
+        key_usage_routes.routes,
+        event_stream_routes.routes,
+        console_routes.routes,
+    )
+    serve_routes(app, tables, observe)
     return app

@@ -9,7 +9,7 @@ from multidict import CIMultiDictProxy
 
 from service.bootstrap import Keyledger
 from service.errors import KeyledgerError
-from service.http.middleware import context_of
+from service.http.request_context import context_of
 from service.settings import Settings
 from service.verification.callers import Caller
 

@@ -10,7 +10,7 @@ transport write. It skips aiohttp's per-response header work (a
 ``CIMultiDict`` filled with defaults, checked and serialised for every
 response): the status line and the fixed headers are bytes made once, the
 ``Date``/``Server`` pair once a second. Headers added to it after it is made
-(the request id the middleware sets, a route's ``X-Keyledger-*``) are still
+(the request id ``in_context`` sets, a route's ``X-Keyledger-*``) are still
 sent, checked as aiohttp checks them.
 """
 
@@ -27,11 +27,15 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion
 from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 JSON_CONTENT_TYPE = b"Content-Type: application/json; charset=utf-8\r\n"
 # What aiohttp refuses in a header name or value (a response-splitting guard).
 _UNSAFE_HEADER_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS_LINES: dict[tuple[HttpVersion, int], bytes] = {}
+# The header map of the answers made without headers, until one is asked for: empty,
+# read-only (a write that missed ``EncodedResponse.headers`` fails, it is not shared).
+_NO_HEADERS = CIMultiDictProxy(CIMultiDict[str]())
 
 
 class EncodedJson(NamedTuple):
@@ -99,12 +103,27 @@ class EncodedResponse(web.StreamResponse):
         head: bytes = b"",
     ) -> None:
         """``head``: more header lines, made by ``header_lines`` (and so checked) beforehand."""
-        super().__init__(status=status, headers=headers)
+        if headers is None and status == 200:
+            # What StreamResponse.__init__ sets (aiohttp is pinned), without a header map
+            # made for each answer nor a status lookup, ≈ 0.35 µs of every verify: the
+            # usual answer has no header of its own (``headers`` makes one when asked).
+            self._state = {}
+            self._headers = _NO_HEADERS  # type: ignore[assignment]  # replaced before a write
+            self._status, self._reason = 200, "OK"
+        else:
+            super().__init__(status=status, headers=headers)
         self.encoded_body = body
         self.head = head
-        # ``X-Request-Id``, set by the middleware: an id it generated or checked
+        # ``X-Request-Id``, set by ``in_context``: an id it generated or checked
         # (``REQUEST_ID``: letters, digits and ``._:-``), so written without a header map.
         self.request_id: str | None = None
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The answer's own headers (a map of its own from the first time they are asked for)."""
+        if self._headers is _NO_HEADERS:
+            self._headers = CIMultiDict()
+        return self._headers
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
         """As ``StreamResponse.prepare``, but the head is written with the body (``write_eof``)."""

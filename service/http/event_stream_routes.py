@@ -35,7 +35,7 @@ from service.event_stream import EventFanout, Watcher, public_envelope
 from service.http import query_params as q
 from service.http.context import authenticate, keyledger
 from service.http.key_routes import visible_org
-from service.http.middleware import request_id_of
+from service.http.request_context import request_id_of
 from service.queries import audit_filter
 from service.verification.callers import Caller
 

@@ -20,7 +20,7 @@ from service.domain.vocabulary import HEADER_TEXT
 from service.errors import KeyledgerError
 from service.http.body import read_model
 from service.http.context import authenticate, keyledger
-from service.http.middleware import request_id_of
+from service.http.request_context import request_id_of
 from service.http.schemas import (
     DisableKeyBody,
     EnableKeyBody,

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from service.http.context import KEYLEDGER, SETTINGS
 from service.http.health_routes import assess_readiness
-from service.http.middleware import REQUEST_OBSERVER
+from service.http.request_context import RequestObserver
 from service.http.vitals import read_vitals
 
 routes = web.RouteTableDef()
@@ -57,7 +57,7 @@ class RequestLatency(Collector):
         self._by_status: dict[tuple[str, str, int], _Series] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one request (called by the middleware for every request)."""
+        """Count one request (called around every request, by service.http.request_context)."""
         series = self._by_status.get((route, method, status))
         if series is None:
             series = self._new_status(route, method, status)
@@ -202,9 +202,9 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def install_metrics(app: web.Application) -> None:
-    """Give ``app`` its own registry and have the middleware observe every request into it."""
+def install_metrics(app: web.Application) -> RequestObserver:
+    """Give ``app`` its own registry; what observes every request into it (its routes
+    are served with ``routes``, this module's)."""
     app_metrics = AppMetrics(app)
     app[METRICS] = app_metrics
-    app[REQUEST_OBSERVER] = app_metrics.latency.observe
-    app.add_routes(routes)
+    return app_metrics.latency.observe

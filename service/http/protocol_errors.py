@@ -1,7 +1,7 @@
 """Requests that aiohttp refuses before any handler runs: the JSON error, one log line.
 
 A malformed request line or header (a control character, a line over 8190
-bytes) is refused by aiohttp's HTTP parser itself: no middleware sees it.
+bytes) is refused by aiohttp's HTTP parser itself: no handler sees it.
 aiohttp then calls ``RequestHandler.handle_error``, which would answer a
 plain-text 400 quoting the offending line (perhaps ``Authorization: Bearer
 sk_live_…``) and log "Error handling request" at error level. That one method
@@ -20,7 +20,7 @@ from aiohttp import http_exceptions, web_protocol
 
 from service.errors import ErrorCode
 from service.http.errors import STATUS_BY_CODE, error_response
-from service.http.middleware import new_request_id
+from service.http.request_context import new_request_id
 from service.log_config import log_access
 
 _ORIGINAL_HANDLE_ERROR = web_protocol.RequestHandler.handle_error

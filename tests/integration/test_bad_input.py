@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -64,6 +65,38 @@ async def test_malformed_bodies(
     assert (got_status, body["error"]["code"]) == (status, code)
     assert body["error"]["request_id"] and body["error"]["message"]
     assert await count_events(pool, org) == 0
+
+
+async def _post_in_parts(client: TestClient, api: Api, path: str, parts: list[bytes]) -> int:
+    """POST the body in ``parts``, each written after the server had a moment with the last;
+    the status of the answer."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    size = sum(len(part) for part in parts)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+        f"Authorization: Bearer {api.service_key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {size}\r\n\r\n"
+    )
+    for number, part in enumerate(parts):
+        writer.write(head.encode() + part if number == 0 else part)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # not an assertion: lets the server read the head alone
+    answer = await reader.read()
+    writer.close()
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["with-the-head", "after-the-head"])
+async def test_64_kib_bodies_whether_they_come_with_the_head_or_after(
+    client: TestClient, api: Api, split: bool
+) -> None:
+    # A body that arrived whole is taken from the buffer, one still coming is awaited:
+    # the limit is the same either way.
+    opening = b'{"key": "sk_live_bad"'
+    for size, status in ((64 * 1024, 200), (64 * 1024 + 1, 413)):
+        body = opening + b" " * (size - len(opening) - 1) + b"}"
+        parts = [b"", body] if split else [body]
+        assert await _post_in_parts(client, api, "/v1/verify", parts) == status
 
 
 @pytest.mark.parametrize(
@@ -206,6 +239,11 @@ async def test_unknown_routes_and_methods_answer_json(client: TestClient, api: A
     response = await client.delete(f"/v1/orgs/{new_org()}/keys", headers=api.headers())
     body = await response.json()
     assert response.status == 405 and body["error"]["code"] == "method_not_allowed"
+    # The methods the path has, as aiohttp's router gathers them; the request's id, as always.
+    assert response.headers["Allow"] == "GET,HEAD,POST"
+    assert response.headers["X-Request-Id"] == body["error"]["request_id"]
+    response = await client.get("/v1/verify", headers=api.headers())
+    assert (response.status, response.headers["Allow"]) == (405, "POST")
 
 
 async def test_bad_headers(api: Api) -> None:
