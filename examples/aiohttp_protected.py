@@ -23,6 +23,7 @@ from aiohttp import web
 
 from keyledger_client import KeyledgerClient, LocalVerifier
 from keyledger_client.aiohttp import VERIFIED_KEY, auth_middleware
+from keyledger_client.events.vocabulary import ENVIRONMENTS
 
 
 async def orders(request: web.Request) -> web.Response:
@@ -40,7 +41,7 @@ def make_app() -> web.Application:
     only for keys of the environment it runs in."""
     # Always named: without environment= a key of either one verifies (sk_test_ on live).
     environment = os.environ.get("ORDERS_ENVIRONMENT", "live")
-    if environment not in ("live", "test"):  # refused at start, not at every request
+    if environment not in ENVIRONMENTS:  # refused at start, not at every request
         raise SystemExit(f"ORDERS_ENVIRONMENT must be live or test, not {environment!r}")
     client = KeyledgerClient(os.environ["KEYLEDGER_API_URL"], os.environ["KEYLEDGER_SERVICE_KEY"])
     verifier = LocalVerifier(

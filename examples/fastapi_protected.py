@@ -28,6 +28,7 @@ from fastapi import Depends, FastAPI, Request
 
 from keyledger_client import KeyledgerClient, LocalVerifier, VerifiedKey
 from keyledger_client.asgi import KeyledgerAuth, verified_key
+from keyledger_client.events.vocabulary import ENVIRONMENTS
 
 
 def caller(request: Request) -> VerifiedKey:
@@ -43,7 +44,7 @@ def make_app() -> FastAPI:
     only for keys of the environment it runs in."""
     # Always named: without environment= a key of either one verifies (sk_test_ on live).
     environment = os.environ.get("ORDERS_ENVIRONMENT", "live")
-    if environment not in ("live", "test"):  # refused at start, not at every request
+    if environment not in ENVIRONMENTS:  # refused at start, not at every request
         raise SystemExit(f"ORDERS_ENVIRONMENT must be live or test, not {environment!r}")
     client = KeyledgerClient(os.environ["KEYLEDGER_API_URL"], os.environ["KEYLEDGER_SERVICE_KEY"])
     verifier = LocalVerifier(
