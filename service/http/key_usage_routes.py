@@ -1,4 +1,7 @@
-"""``GET /v1/orgs/{org}/keys/{key_id}/usage``: verifications over time (docs/api.md#usage)."""
+"""``GET /v1/orgs/{org}/keys/{key_id}/usage``: verifications over time.
+
+See docs/api.md#usage-analytics.
+"""
 
 from __future__ import annotations
 

@@ -67,6 +67,21 @@ def limit_of(query: Mapping[str, str], *, default: int, maximum: int) -> int:
     return value
 
 
+def attempt_id_of(query: Mapping[str, str]) -> int | None:
+    """``before`` of a delivery listing: a delivery attempt's ``id`` (its ``next_before``)."""
+    raw = query.get("before")
+    if raw is None:
+        return None
+    value = ascii_integer(raw)
+    if value is None:
+        raise _invalid(
+            "invalid_cursor",
+            "before",
+            "before must be a delivery attempt id (the next_before of the previous page)",
+        )
+    return value
+
+
 def position_of(query: Mapping[str, str], name: str, code: ErrorCode) -> int | None:
     """A non-negative log position (``min_position``, ``after``), or None when absent."""
     raw = query.get(name)

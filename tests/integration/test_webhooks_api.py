@@ -211,3 +211,31 @@ async def test_hostile_webhook_bodies_get_a_clear_answer(
         assert "error" in answer and answer["error"]["code"]
         return
     assert answer["secret"].startswith("whsec_")
+
+
+async def test_refusals_say_what_is_wrong(api: Api) -> None:
+    org = new_org()
+    expected = {
+        "https://bücher.example/h": ("invalid_webhook_url", "punycode"),
+        "https://a.example/a b": ("invalid_webhook_url", "percent-encode"),
+        "https://1.2.3.999/h": ("invalid_webhook_url", "no IPv4 address"),
+    }
+    for url, (code, words) in expected.items():
+        _, _, body = await api.post(f"/v1/orgs/{org}/webhooks", {"url": url})
+        assert body["error"]["code"] == code and words in body["error"]["message"], body
+    for event_type, words in (
+        ("WebhookRegistered", "events about webhook endpoints are not sent"),
+        ("KeyMelted", "is not an event type"),
+    ):
+        status, _, body = await api.post(
+            f"/v1/orgs/{org}/webhooks",
+            {"url": "https://a.example/h", "event_types": ["KeyRevoked", event_type]},
+        )
+        assert (status, body["error"]["code"]) == (422, "unknown_event_type"), body
+        assert body["error"]["message"].startswith("event_types[1] "), body
+        assert words in body["error"]["message"], body
+    _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+    status, _, body = await api.get(
+        f"/v1/orgs/{org}/webhooks/{created['webhook']['id']}/deliveries?before=abc"
+    )
+    assert status == 422 and "delivery attempt id" in json.dumps(body), body
