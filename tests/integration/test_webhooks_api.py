@@ -239,3 +239,25 @@ async def test_refusals_say_what_is_wrong(api: Api) -> None:
         f"/v1/orgs/{org}/webhooks/{created['webhook']['id']}/deliveries?before=abc"
     )
     assert status == 422 and "delivery attempt id" in json.dumps(body), body
+
+
+async def test_registration_and_removal_answer_their_events_positions(
+    api: Api, client: TestClient, pool: Any
+) -> None:
+    """As every command does: a min_position for the reads that should see the change."""
+    org = new_org()
+    _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+    webhook_id = created["webhook"]["id"]
+    path = f"/v1/orgs/{org}/webhooks/{webhook_id}"
+    removed = await (await client.delete(path, headers=api.headers())).json()
+    again = await (await client.delete(path, headers=api.headers())).json()
+    logged = await pool.fetch(
+        "SELECT event_type, position FROM events WHERE key_id = $1 ORDER BY position", webhook_id
+    )
+    assert [(row["event_type"], row["position"]) for row in logged] == [
+        ("WebhookRegistered", created["position"]),
+        ("WebhookRemoved", removed["position"]),
+    ]
+    assert again["position"] == removed["position"]  # nothing new written
+    status, _, events = await api.get(f"/v1/audit?org_id={org}&min_position={removed['position']}")
+    assert status == 200 and [e["event_type"] for e in events["data"]][-1] == "WebhookRemoved"
