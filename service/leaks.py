@@ -43,8 +43,11 @@ from service.key_commands import KeyCommandHandler
 from service.redaction import redact_text
 from service.store.key_registry import KeyRegistry
 
-LEAK_ACTOR = Actor(id="keyledger:leak-report")
+LEAK_ACTOR_ID = "keyledger:leak-report"
 MAX_ENTRIES = 1000
+# A report's own body limit: 1000 entries as GitHub sends them (a URL to a
+# file at a commit, ~200-300 bytes each) are far over the API's 64 KiB.
+MAX_REPORT_BYTES = 1024 * 1024
 Label = Literal["true_positive", "false_positive"]
 LeakAction = Literal["revoke", "disable", "report"]
 
@@ -103,17 +106,36 @@ def check_signature(
     pem = next((k.key for k in published.public_keys if k.key_identifier == key_id), None)
     if pem is None:
         raise _unauthenticated("unknown public key identifier")
+    public_key = _published_key(key_id, pem)
     try:
-        public_key = serialization.load_pem_public_key(pem.encode())
-        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
-            public_key.curve, ec.SECP256R1
-        ):
-            raise _unauthenticated("the scanner's key is not an ECDSA P-256 key")
         public_key.verify(
             base64.b64decode(signature, validate=True), body, ec.ECDSA(hashes.SHA256())
         )
-    except (InvalidSignature, binascii.Error, ValueError, UnsupportedAlgorithm):
+    except (InvalidSignature, binascii.Error, ValueError):
         raise _unauthenticated("the leak report's signature does not verify") from None
+
+
+def _published_key(key_identifier: str, pem: str) -> ec.EllipticCurvePublicKey:
+    """The ECDSA P-256 key the keys file publishes as ``pem``; 503 ``unavailable`` if it is not.
+
+    A key that cannot be read is the file's fault, not the report's: answered
+    and logged like an unreadable file (the identifier, never the key), so the
+    operator sees why every report fails instead of a silent 401.
+    """
+    try:
+        public_key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, UnsupportedAlgorithm, TypeError):
+        public_key = None
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+        public_key.curve, ec.SECP256R1
+    ):
+        log.error(
+            "leak_report_keys_unreadable",
+            key_identifier=key_identifier,
+            error="not a PEM ECDSA P-256 public key",
+        )
+        raise KeyledgerError("unavailable", "the scanners' public keys cannot be read")
+    return public_key
 
 
 def parse_report(body: bytes) -> list[LeakEntry]:
@@ -145,14 +167,18 @@ class LeakReports:
         self.action = action
         self.registry = KeyRegistry()
 
-    async def handle(self, entries: list[LeakEntry]) -> list[dict[str, Any]]:
-        """GitHub's answer: one ``{token_hash, token_type, label}`` per entry, in order."""
+    async def handle(self, entries: list[LeakEntry], request_id: str) -> list[dict[str, Any]]:
+        """GitHub's answer: one ``{token_hash, token_type, label}`` per entry, in order.
+
+        ``request_id``: the report's, in the actor of every event it causes and its log lines.
+        """
         answers = []
+        actor = Actor(id=LEAK_ACTOR_ID, request_id=request_id)
         for entry in entries:
             label: Label = "false_positive"
             # Format and checksum first: garbage never reaches the database.
             if is_well_formed(entry.token):
-                label = await self._act(entry)
+                label = await self._act(entry, actor)
             answers.append(
                 {
                     "token_hash": hashlib.sha256(entry.token.encode()).hexdigest(),
@@ -162,7 +188,7 @@ class LeakReports:
             )
         return answers
 
-    async def _act(self, entry: LeakEntry) -> Label:
+    async def _act(self, entry: LeakEntry, actor: Actor) -> Label:
         async with self.pool.acquire() as conn:
             key_id = await self.registry.find_by_secret_hash(
                 conn, secret_hash(self.pepper, entry.token), utc_now()
@@ -175,7 +201,13 @@ class LeakReports:
         if key_id is None or org_id is None:
             return "false_positive"
         url = _storable_url(entry.url)
-        log.warning("leak_reported", key_id=key_id, org_id=org_id, action=self.action)
+        log.warning(
+            "leak_reported",
+            key_id=key_id,
+            org_id=org_id,
+            action=self.action,
+            request_id=actor.request_id,
+        )
         now = utc_now()
         command: RevokeKey | DisableKey | None = None
         if self.action == "revoke":
@@ -184,10 +216,15 @@ class LeakReports:
             command = DisableKey(key_id=key_id, issued_at=now, reason="leaked", leak_url=url)
         if command is not None:
             try:
-                await self.commands.handle(command, org_id=org_id, actor=LEAK_ACTOR)
+                await self.commands.handle(command, org_id=org_id, actor=actor)
             except KeyledgerError as exc:
                 # Already expired (disable refused) or set aside: still a real leaked key.
-                log.warning("leak_action_refused", key_id=key_id, code=exc.code)
+                log.warning(
+                    "leak_action_refused",
+                    key_id=key_id,
+                    code=exc.code,
+                    request_id=actor.request_id,
+                )
         return "true_positive"
 
 

@@ -73,7 +73,7 @@ class Settings(BaseModel):
     snapshot_interval_seconds: float = Field(300.0, ge=0)
     snapshot_keep: int = Field(2, ge=1, le=100)
     snapshot_load: bool = True
-    # Usage analytics (docs/api.md#usage): verifications per key, minute and code.
+    # Usage analytics (docs/api.md#usage-analytics): verifications per key, minute and code.
     usage_analytics: bool = True
     usage_retention_days: int = Field(90, ge=1, le=3650)
     # /readyz: how many events the index, projections and outbox relay may trail the log head.

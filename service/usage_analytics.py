@@ -10,6 +10,7 @@ than the retention are deleted at most once an hour by each replica.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -40,28 +41,26 @@ _UPSERT_COUNTS = """
     ON CONFLICT (key_id, minute, code) DO UPDATE
         SET count = key_usage_minutes.count + EXCLUDED.count
 """
-_SERIES = """
-    WITH buckets AS (
-        SELECT generate_series($2::timestamptz, $3::timestamptz, $4::interval) AS t
-    ), counted AS (
-        SELECT date_trunc($5, minute, 'UTC') AS t,
-               sum(count) FILTER (WHERE code = 'VALID') AS valid,
-               sum(count) FILTER (WHERE code = 'RATE_LIMITED') AS rate_limited,
-               sum(count) FILTER (WHERE code = 'USAGE_EXCEEDED') AS usage_exceeded,
-               sum(count) FILTER (
-                   WHERE code NOT IN ('VALID', 'RATE_LIMITED', 'USAGE_EXCEEDED')
-               ) AS denied
-        FROM key_usage_minutes
-        WHERE key_id = $1 AND minute >= $2 AND minute < $3 + $4::interval
-        GROUP BY 1
-    )
-    SELECT b.t, coalesce(c.valid, 0)::bigint AS valid,
-           coalesce(c.rate_limited, 0)::bigint AS rate_limited,
-           coalesce(c.usage_exceeded, 0)::bigint AS usage_exceeded,
-           coalesce(c.denied, 0)::bigint AS denied
-    FROM buckets AS b LEFT JOIN counted AS c ON c.t = b.t
-    ORDER BY b.t
+# The buckets themselves are listed in Python (``UsageWindow.buckets``): a
+# ``generate_series`` over the window ran unbounded when a bound was year 1's
+# first instant, which asyncpg sends as ``-infinity``. This query only sums the
+# minutes that exist; ``$2``/``$3`` may be ``-infinity``/``infinity``, which
+# still bound the range correctly.
+_COUNTS = """
+    SELECT date_trunc($4, minute, 'UTC') AS t,
+           sum(count) FILTER (WHERE code = 'VALID')::bigint AS valid,
+           sum(count) FILTER (WHERE code = 'RATE_LIMITED')::bigint AS rate_limited,
+           sum(count) FILTER (WHERE code = 'USAGE_EXCEEDED')::bigint AS usage_exceeded,
+           sum(count) FILTER (
+               WHERE code NOT IN ('VALID', 'RATE_LIMITED', 'USAGE_EXCEEDED')
+           )::bigint AS denied
+    FROM key_usage_minutes
+    WHERE key_id = $1 AND minute >= $2 AND minute < $3
+    GROUP BY 1
 """
+COUNTED = ("valid", "rate_limited", "usage_exceeded", "denied")
+FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
+LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
 
 # (key_id, minute, code) → verifications.
 Counts = dict[tuple[str, datetime, str], int]
@@ -132,17 +131,41 @@ class UsageWindow:
         until: datetime | None,
         now: datetime,
     ) -> UsageWindow:
-        """The window a query asks for, with defaults; 422 ``invalid_time_range`` if too big."""
-        end = _floor(until or now, granularity)
-        start = _floor(since, granularity) if since else end - DEFAULT_SPAN[granularity]
-        if start > end:
+        """The window a query asks for, with defaults; 422 ``invalid_time_range`` if too big.
+
+        Computed in Python, bounded before any query: a default ``since``
+        before year 1 starts at year 1's first instant.
+        """
+        if since is not None and since > (until or now):
+            # Compared before rounding: 10:30 to 10:10 is backwards, same hour or not.
             raise KeyledgerError("invalid_time_range", "since is after until")
-        if (end - start) / STEP[granularity] >= MAX_BUCKETS:
+        end = _floor(until or now, granularity)
+        if since is not None:
+            start = _floor(since, granularity)
+        else:
+            try:
+                start = end - DEFAULT_SPAN[granularity]
+            except OverflowError:
+                start = FIRST_INSTANT
+        if (end - start) // STEP[granularity] + 1 > MAX_BUCKETS:
             raise KeyledgerError(
                 "invalid_time_range",
                 f"at most {MAX_BUCKETS} {granularity}s per query; narrow since/until",
             )
         return cls(granularity, start, end)
+
+    def buckets(self) -> list[datetime]:
+        """The start of every bucket, ``since`` to ``until`` inclusive (≤ ``MAX_BUCKETS``)."""
+        step = STEP[self.granularity]
+        count = (self.until - self.since) // step + 1
+        return [self.since + step * index for index in range(count)]
+
+    def end(self) -> datetime:
+        """Where the last bucket ends (exclusive), or the last instant of year 9999."""
+        try:
+            return self.until + STEP[self.granularity]
+        except OverflowError:
+            return LAST_INSTANT
 
 
 def _floor(moment: datetime, granularity: Granularity) -> datetime:
@@ -172,21 +195,19 @@ async def _series(
         owner = await conn.fetchval("SELECT org_id FROM key_registry WHERE key_id = $1", key_id)
         if owner != org_id:
             raise KeyledgerError("key_not_found", "no such key")
-        rows = await conn.fetch(
-            _SERIES,
-            key_id,
-            window.since,
-            window.until,
-            STEP[window.granularity],
-            window.granularity,
-        )
-    return [
-        {
-            "t": row["t"].isoformat().replace("+00:00", "Z"),
-            "valid": row["valid"],
-            "rate_limited": row["rate_limited"],
-            "usage_exceeded": row["usage_exceeded"],
-            "denied": row["denied"],
-        }
-        for row in rows
-    ]
+        rows = await conn.fetch(_COUNTS, key_id, window.since, window.end(), window.granularity)
+    return usage_series(window, {row["t"]: row for row in rows})
+
+
+def usage_series(
+    window: UsageWindow, counted: Mapping[datetime, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every bucket of ``window`` with its counts (zeros where nothing was counted)."""
+    series = []
+    for bucket in window.buckets():
+        row = counted.get(bucket)
+        point: dict[str, Any] = {"t": bucket.isoformat().replace("+00:00", "Z")}
+        for name in COUNTED:
+            point[name] = (row[name] or 0) if row is not None else 0
+        series.append(point)
+    return series

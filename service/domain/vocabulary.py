@@ -287,16 +287,25 @@ def bounded_instant(moment: datetime) -> datetime:
     range once converted would raise OverflowError wherever it is compared,
     formatted or stored.
     """
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("an instant needs a timezone (e.g. 2030-01-01T00:00:00Z)")
-    try:
-        utc = moment.astimezone(UTC)
-    except OverflowError as exc:
-        raise ValueError("an instant must be within years 1-9999 in UTC") from exc
+    utc = instant_in_range(moment)
     if utc.replace(tzinfo=None) in (datetime.min, datetime.max):
         # asyncpg writes these two as -infinity/infinity and reads them back naive.
         raise ValueError("an instant must be strictly inside years 1-9999 in UTC")
     return moment
+
+
+def instant_in_range(moment: datetime) -> datetime:
+    """``moment`` in UTC, if it has a timezone and is within years 1–9999 in UTC, ends included.
+
+    Else ValueError. The ends are fit for a range bound that is never stored
+    (a query's ``since``/``until``), not for a value written to the log.
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("an instant needs a timezone (e.g. 2030-01-01T00:00:00Z)")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("an instant must be within years 1-9999 in UTC") from exc
 
 
 _INSTANT_TEXT = re.compile(
@@ -305,8 +314,12 @@ _INSTANT_TEXT = re.compile(
 )
 
 
-def parse_instant(raw: str) -> datetime:
-    """An ISO-8601 instant with a timezone (``bounded_instant``); ValueError otherwise."""
+def parse_instant(raw: str, *, ends_allowed: bool = False) -> datetime:
+    """An ISO-8601 instant with a timezone (``bounded_instant``); ValueError otherwise.
+
+    ``ends_allowed``: year 1's first and year 9999's last instant are accepted
+    too (``instant_in_range``), for range bounds that are never stored.
+    """
     # ``datetime.fromisoformat`` stops at a NUL and ignores what follows: match it whole first.
     if not _INSTANT_TEXT.fullmatch(raw):
         raise ValueError("an instant is ISO-8601 with a timezone, e.g. …Z")
@@ -314,6 +327,9 @@ def parse_instant(raw: str) -> datetime:
         moment = datetime.fromisoformat(raw)
     except ValueError as exc:
         raise ValueError("an instant is ISO-8601 with a timezone, e.g. …Z") from exc
+    if ends_allowed:
+        instant_in_range(moment)
+        return moment
     return bounded_instant(moment)
 
 

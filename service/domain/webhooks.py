@@ -17,11 +17,17 @@ An endpoint of another org is, for its caller, none.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from events.models import WebhookEvent, WebhookRegistered, WebhookRemoved
+from events.models import (
+    EVENT_TYPES,
+    WEBHOOK_EVENT_TYPES,
+    WebhookEvent,
+    WebhookRegistered,
+    WebhookRemoved,
+)
 from service.errors import KeyledgerError
 
 
@@ -50,6 +56,30 @@ class RemoveWebhook:
 
 
 WebhookCommand = RegisterWebhook | RemoveWebhook
+# What an endpoint can be sent: every event type but those about endpoints themselves.
+DELIVERED_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t not in WEBHOOK_EVENT_TYPES)
+
+
+def subscribed_event_types(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` without repeats, if each can be sent to endpoints; else ``unknown_event_type``.
+
+    The message tells an event type that exists but is never sent (those
+    about endpoints) from a name that is no event type at all.
+    """
+    known = ", ".join(DELIVERED_EVENT_TYPES)
+    for index, name in enumerate(names):
+        if name in WEBHOOK_EVENT_TYPES:
+            raise KeyledgerError(
+                "unknown_event_type",
+                f"event_types[{index}] is an event type, but events about webhook endpoints"
+                f" are not sent to endpoints; subscribe to any of: {known}",
+            )
+        if name not in DELIVERED_EVENT_TYPES:
+            raise KeyledgerError(
+                "unknown_event_type",
+                f"event_types[{index}] is not an event type; known: {known}",
+            )
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,12 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def read_bytes(request: web.Request) -> bytes | None:
-    """The raw body after the content-type and size checks; None when there is none."""
+async def read_bytes(request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> bytes | None:
+    """The raw body after the content-type and size checks; None when there is none.
+
+    ``max_bytes``: a route whose documented bodies are larger than the
+    application's limit (``MAX_BODY_BYTES``) gives its own.
+    """
     if not request.body_exists:
         return None
     # The exact header needs no parsing (the common case, on the verify hot path).
@@ -39,13 +43,17 @@ async def read_bytes(request: web.Request) -> bytes | None:
         # its copy into a bytearray. A body read before is ``read``'s to answer again; one
         # taken here is gone for ``read`` (bodies are read here only, once a request).
         raw = content.read_nowait()
-        if len(raw) > MAX_BODY_BYTES:
-            raise KeyledgerError("payload_too_large", "the body is over 64 KiB")
+        if len(raw) > max_bytes:
+            raise KeyledgerError("payload_too_large", f"the body is over {max_bytes // 1024} KiB")
         return raw
+    if max_bytes != MAX_BODY_BYTES:
+        request = request.clone(client_max_size=max_bytes)
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise KeyledgerError("payload_too_large", "the body is over 64 KiB") from exc
+        raise KeyledgerError(
+            "payload_too_large", f"the body is over {max_bytes // 1024} KiB"
+        ) from exc
 
 
 def decode_json(raw: bytes | None) -> Any:

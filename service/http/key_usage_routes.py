@@ -1,4 +1,7 @@
-"""``GET /v1/orgs/{org}/keys/{key_id}/usage``: verifications over time (docs/api.md#usage)."""
+"""``GET /v1/orgs/{org}/keys/{key_id}/usage``: verifications over time.
+
+See docs/api.md#usage-analytics.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ async def key_usage(request: web.Request) -> web.Response:
     q.reject_unknown(query, USAGE_PARAMS)
     granularity = q.choice_of(query, "granularity", GRANULARITIES, "validation_error") or "hour"
     window = UsageWindow.of(
-        granularity, q.timestamp_of(query, "since"), q.timestamp_of(query, "until"), utc_now()
+        granularity,
+        q.timestamp_of(query, "since", ends_allowed=True),
+        q.timestamp_of(query, "until", ends_allowed=True),
+        utc_now(),
     )
     series = await keyledger(request).analytics.series(org_id, key_id, window)
     return web.json_response({"granularity": granularity, "series": series})

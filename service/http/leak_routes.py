@@ -11,7 +11,8 @@ from aiohttp import web
 from service.errors import KeyledgerError
 from service.http.body import read_bytes
 from service.http.context import keyledger
-from service.leaks import check_signature, parse_report
+from service.http.request_context import request_id_of
+from service.leaks import MAX_REPORT_BYTES, check_signature, parse_report
 
 routes = web.RouteTableDef()
 KEY_ID_HEADER = "Github-Public-Key-Identifier"
@@ -27,9 +28,10 @@ async def report_leaks(request: web.Request) -> web.Response:
         raise KeyledgerError(
             "not_found", "leak reports are not enabled here (KEYLEDGER_LEAK_REPORT_KEYS)"
         )
-    body = await read_bytes(request) or b""  # the signed bytes, as sent
+    # The signed bytes, as sent, up to a report's own limit.
+    body = await read_bytes(request, MAX_REPORT_BYTES) or b""
     check_signature(
         keys_file, body, request.headers.get(KEY_ID_HEADER), request.headers.get(SIGNATURE_HEADER)
     )
     entries = parse_report(body)
-    return web.json_response(await service.leaks.handle(entries))
+    return web.json_response(await service.leaks.handle(entries, request_id_of(request)))

@@ -67,6 +67,21 @@ def limit_of(query: Mapping[str, str], *, default: int, maximum: int) -> int:
     return value
 
 
+def attempt_id_of(query: Mapping[str, str]) -> int | None:
+    """``before`` of a delivery listing: a delivery attempt's ``id`` (its ``next_before``)."""
+    raw = query.get("before")
+    if raw is None:
+        return None
+    value = ascii_integer(raw)
+    if value is None:
+        raise _invalid(
+            "invalid_cursor",
+            "before",
+            "before must be a delivery attempt id (the next_before of the previous page)",
+        )
+    return value
+
+
 def position_of(query: Mapping[str, str], name: str, code: ErrorCode) -> int | None:
     """A non-negative log position (``min_position``, ``after``), or None when absent."""
     raw = query.get(name)
@@ -102,18 +117,25 @@ def choice_of(
     raise _invalid(code, name, f"{name} must be one of {', '.join(choices)}")
 
 
-def timestamp_of(query: Mapping[str, str], name: str) -> datetime | None:
-    """An ISO-8601 instant with a timezone (within years 1-9999 in UTC), or None when absent."""
+def timestamp_of(
+    query: Mapping[str, str], name: str, *, ends_allowed: bool = False
+) -> datetime | None:
+    """An ISO-8601 instant with a timezone (within years 1-9999 in UTC), or None when absent.
+
+    ``ends_allowed``: 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z
+    themselves are accepted (``parse_instant``).
+    """
     raw = query.get(name)
     if raw is None:
         return None
     try:
-        return parse_instant(raw)
+        return parse_instant(raw, ends_allowed=ends_allowed)
     except ValueError as exc:
         raise _invalid(
             "invalid_timestamp",
             name,
-            f"{name} must be ISO-8601 with a timezone, within years 1-9999 in UTC, e.g. …Z",
+            f"{name} must be ISO-8601 with a timezone, within years 1-9999 in UTC, e.g. …Z"
+            " (write a + offset as %2B)",
         ) from exc
 
 

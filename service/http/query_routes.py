@@ -171,8 +171,8 @@ def _audit_filter(caller: Caller, query: Any) -> AuditFilter:
         key_id=q.audit_key_of(query),
         event_type=q.audit_event_type_of(query),
         actor=q.audit_actor_of(query),
-        since=q.timestamp_of(query, "since"),
-        until=q.timestamp_of(query, "until"),
+        since=q.timestamp_of(query, "since", ends_allowed=True),
+        until=q.timestamp_of(query, "until", ends_allowed=True),
     )
 
 

@@ -260,6 +260,8 @@ class Webhook(_Shape):
 
 class WebhookCreated(_Shape):
     webhook: Webhook
+    # The WebhookRegistered event's log position, a min_position for reads.
+    position: int = Field(ge=0)
     # The signing secret, shown this once: null in a replay for a retried Idempotency-Key.
     secret: str | None
     replayed: bool | None = None
@@ -267,6 +269,14 @@ class WebhookCreated(_Shape):
 
 class WebhookOne(_Shape):
     webhook: Webhook
+    replayed: bool | None = None
+
+
+class WebhookRemoval(_Shape):
+    """A removal's answer: the endpoint, and its WebhookRemoved event's log position."""
+
+    webhook: Webhook
+    position: int = Field(ge=0)
     replayed: bool | None = None
 
 
@@ -343,6 +353,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Readiness,
     WebhookCreated,
     WebhookOne,
+    WebhookRemoval,
     WebhookList,
     DeliveryPage,
     LeakLabels,

@@ -23,8 +23,6 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from events.models import (
-    EVENT_TYPES,
-    WEBHOOK_EVENT_TYPES,
     CreditRefill,
     Credits,
     NamedRateLimit,
@@ -280,18 +278,8 @@ class RevokeKeysBody(StrictBody):
 
 class RegisterWebhookBody(StrictBody):
     url: Annotated[StrictStr, Field(min_length=1, max_length=2048)]
-    # Empty or absent: every event type.
+    # Empty or absent: every event type. Which types: ``subscribed_event_types`` (its own code).
     event_types: Annotated[list[StrictStr], Field(max_length=32)] = Field(default_factory=list)
-
-    @field_validator("event_types")
-    @classmethod
-    def _known_types(cls, value: list[str]) -> list[str]:
-        # An endpoint is never sent the events about endpoints themselves.
-        delivered = [name for name in EVENT_TYPES if name not in WEBHOOK_EVENT_TYPES]
-        unknown = [name for name in value if name not in delivered]
-        if unknown:
-            raise ValueError(f"unknown event types; known: {', '.join(delivered)}")
-        return list(dict.fromkeys(value))
 
 
 class ConfigureIdentityBody(StrictBody):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.domain.webhooks import subscribed_event_types
 from service.errors import KeyledgerError
 from service.http import query_params as q
 from service.http.body import read_model
@@ -49,9 +50,10 @@ async def register_webhook(request: web.Request) -> web.Response:
     body, raw = await read_model(request, RegisterWebhookBody)
     service = keyledger(request)
     url = checked_url(body.url, allow_private=service.settings.webhooks_allow_private)
+    event_types = subscribed_event_types(body.event_types)
     issuer = ctx.issuer_of(request, raw)
     # The first answer is the only time the signing secret is handed out (a replay: null).
-    return _response(await service.registrations.register(issuer, url, tuple(body.event_types)))
+    return _response(await service.registrations.register(issuer, url, event_types))
 
 
 @routes.get("/v1/orgs/{org_id}/webhooks")
@@ -85,7 +87,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     query = request.query
     q.reject_unknown(query, DELIVERY_PARAMS)
     limit = q.limit_of(query, default=50, maximum=500)
-    before = q.position_of(query, "before", "invalid_cursor")
+    before = q.attempt_id_of(query)
     attempts = await keyledger(request).deliveries.listing(
         endpoint.webhook_id, limit=limit, before=before
     )

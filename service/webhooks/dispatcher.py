@@ -37,12 +37,13 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from nats.js import JetStreamContext
 
-from events.codec import envelope_to_json
+from events.codec import canonical_json
 from events.models import Envelope, KeyEvent
 from events.subjects import subject_filter
 from events.subscriber import EventConsumer, RetryLater
 from events.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, signature_header
 from service.clock import utc_now
+from service.event_stream import public_envelope
 from service.outbox.relay import relay_consumer
 from service.settings import Settings
 from service.webhooks.attempts import Backoff, DeliveryAttempts
@@ -277,7 +278,9 @@ class WebhookDispatcher:
             secret = self._secret(endpoint)
         except InvalidTag:
             return None, "the signing secret cannot be opened (was the pepper changed?)"
-        body = envelope_to_json(envelope).encode()
+        # As the event stream shows it: no secret hash (useless without the pepper, yet no
+        # receiver's business), so no chain hash either (it could not be checked).
+        body = canonical_json(public_envelope(envelope)).encode()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "keyledger-webhooks/1",

@@ -29,8 +29,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from events.codec import format_timestamp, to_domain_event
 from events.models import (
-    EVENT_TYPES,
-    WEBHOOK_EVENT_TYPES,
     WEBHOOK_STREAM_PREFIX,
     Actor,
     Envelope,
@@ -38,12 +36,11 @@ from events.models import (
     WebhookRemoved,
 )
 from service.domain.ids import new_ulid
-from service.domain.webhooks import WebhookState
+from service.domain.webhooks import DELIVERED_EVENT_TYPES, WebhookState
 from service.errors import KeyledgerError
 
 # Every event type but the ones about webhook endpoints themselves (not key events: an
 # endpoint is not sent its own registration, nor any other endpoint's).
-DELIVERED_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t not in WEBHOOK_EVENT_TYPES)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SEAL_CONTEXT = b"keyledger webhook signing secrets v1"
 _NONCE_BYTES = 12

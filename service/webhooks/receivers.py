@@ -4,19 +4,20 @@ A webhook makes keyledger send requests to an address a caller chose: without
 care, a caller could reach services inside the deployment's network (cloud
 metadata at 169.254.169.254, an admin port on localhost). So a URL must be
 http(s), without credentials, and by default its host must not be, or
-resolve to, a loopback, private, link-local or otherwise non-public address.
-The check runs at registration (literal addresses, ``localhost``) and again
-before every delivery (what the name resolves to now).
+resolve to, a loopback, private, link-local, multicast or otherwise non-public
+address (``service.webhooks.addresses``). The check runs at registration
+(literal addresses in any spelling, ``localhost``) and again before every
+delivery (what the name resolves to now).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from urllib.parse import urlsplit
 
 from service.errors import KeyledgerError
+from service.webhooks.addresses import address_refusal, host_address
 
 MAX_URL_LENGTH = 2048
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
@@ -28,8 +29,7 @@ def _refused(message: str) -> KeyledgerError:
 
 def checked_url(url: str, *, allow_private: bool) -> str:
     """``url`` if keyledger may deliver to it; else ``invalid_webhook_url``."""
-    if len(url) > MAX_URL_LENGTH or not url.isascii() or not url.isprintable() or " " in url:
-        raise _refused(f"a webhook URL is at most {MAX_URL_LENGTH} printable ASCII characters")
+    _check_characters(url)
     try:
         parts = urlsplit(url)
         port = parts.port  # ValueError for a port out of range
@@ -50,17 +50,31 @@ def checked_url(url: str, *, allow_private: bool) -> str:
         host = parts.hostname.rstrip(".").lower()
         if host in _LOCAL_NAMES or host.endswith(".localhost"):
             raise _refused("webhooks to local addresses are refused")
-        address = _literal_address(host)
-        if address is not None and not address.is_global:
-            raise _refused("webhooks to loopback, private or link-local addresses are refused")
+        try:
+            address = host_address(host)
+        except ValueError:
+            raise _refused(
+                "the webhook URL's host ends in a number but is no IPv4 address"
+            ) from None
+        refusal = address_refusal(address) if address is not None else None
+        if refusal is not None:
+            raise _refused(refusal)
     return url
 
 
-def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
+def _check_characters(url: str) -> None:
+    """``invalid_webhook_url`` saying which characters are wrong, if any is."""
+    if len(url) > MAX_URL_LENGTH:
+        raise _refused(f"a webhook URL is at most {MAX_URL_LENGTH} characters")
+    if not url.isascii():
+        raise _refused(
+            "a webhook URL is ASCII: give an international host name punycode-encoded"
+            " (xn--…) and percent-encode other characters"
+        )
+    if " " in url:
+        raise _refused("a webhook URL has no spaces: percent-encode them (%20)")
+    if not url.isprintable():
+        raise _refused("a webhook URL has no control characters")
 
 
 async def refusal_before_sending(url: str, *, allow_private: bool) -> str | None:
@@ -80,7 +94,13 @@ async def refusal_before_sending(url: str, *, allow_private: bool) -> str | None
     except OSError as exc:
         return f"cannot resolve the host: {exc.strerror or exc.__class__.__name__}"
     for info in infos:
-        address = _literal_address(str(info[4][0]).split("%")[0])
-        if address is None or not address.is_global:
-            return "the host resolves to a non-public address"
+        try:
+            address = host_address(str(info[4][0]).split("%")[0])
+        except ValueError:
+            address = None
+        if address is None:
+            return "the host resolves to something that is not an IP address"
+        refusal = address_refusal(address)
+        if refusal is not None:
+            return f"the host resolves to a refused address: {refusal}"
     return None

@@ -62,6 +62,9 @@ class WebhookOutcome:
 
     webhook: dict[str, Any]
     registered: bool
+    # The log position of the event written (or, when nothing was, of the endpoint's last):
+    # a min_position for reads, as every command answers.
+    position: int
     secret: str | None = None
     replayed: bool = False
 
@@ -72,7 +75,7 @@ class WebhookOutcome:
 
     def answer(self) -> dict[str, Any]:
         """The answer as callers get it; a replayed registration's ``secret`` is null."""
-        body: dict[str, Any] = {"webhook": self.webhook}
+        body: dict[str, Any] = {"webhook": self.webhook, "position": self.position}
         if self.registered:
             body["secret"] = self.secret
         if self.replayed:
@@ -81,14 +84,22 @@ class WebhookOutcome:
 
     def remembered(self, fingerprint: str) -> StoredAnswer:
         """This outcome as kept for retries: never the secret."""
-        return StoredAnswer(fingerprint, self.status, {"webhook": self.webhook})
+        return StoredAnswer(
+            fingerprint, self.status, {"webhook": self.webhook, "position": self.position}
+        )
 
     @staticmethod
     def replay(stored: StoredAnswer, fingerprint: str) -> WebhookOutcome:
         """The first outcome again, for a retry sent with ``fingerprint`` (422
         ``idempotency_key_reused`` if it was another request)."""
         answer = stored.replayed(fingerprint, "webhook")
-        return WebhookOutcome(answer["webhook"], stored.status == _REGISTERED, replayed=True)
+        return WebhookOutcome(
+            answer["webhook"],
+            stored.status == _REGISTERED,
+            # Answers remembered before they carried a position: 0, reached by any read.
+            position=answer.get("position", 0),
+            replayed=True,
+        )
 
 
 def _evolve(state: WebhookState | None, event: LogEvent) -> WebhookState:
@@ -139,7 +150,7 @@ class WebhookRegistrations:
             )
             if stored is not None:
                 return WebhookOutcome.replay(stored, idempotent.fingerprint), []
-        state = await self._state(conn, command.webhook_id)
+        state, last_position = await self._state(conn, command.webhook_id)
         events = decide_webhook(command, state)
         sealed = seal_after(
             events,
@@ -157,7 +168,10 @@ class WebhookRegistrations:
         endpoint = await self.endpoints.find(conn, command.webhook_id)
         assert endpoint is not None  # registered now, or found by the decider
         registered = isinstance(command, RegisterWebhook)
-        outcome = WebhookOutcome(endpoint.public(), registered, secret if registered else None)
+        position = sealed[-1].position if sealed else last_position or head.position
+        outcome = WebhookOutcome(
+            endpoint.public(), registered, position, secret if registered else None
+        )
         if idempotent is not None:
             # In the append's transaction: remembered if and only if it was recorded.
             await self.handler.idempotency.remember_answer(
@@ -165,19 +179,22 @@ class WebhookRegistrations:
             )
         return outcome, sealed
 
-    async def _state(self, conn: asyncpg.Connection, webhook_id: str) -> WebhookState | None:
+    async def _state(
+        self, conn: asyncpg.Connection, webhook_id: str
+    ) -> tuple[WebhookState | None, int | None]:
         """The endpoint folded from its stream (from its row, for one registered before
-        endpoints had events); None without a row; 409 ``webhook_quarantined`` if its
-        stream does not fold."""
+        endpoints had events), and its last event's position; None without a row or
+        events; 409 ``webhook_quarantined`` if its stream does not fold."""
         endpoint = await self.endpoints.find(conn, webhook_id)
         if endpoint is None:
             # A new id; or one whose row and sealed secret are gone (a log repaired from
             # NATS gets its events back, never a secret): nothing to deliver with either.
-            return None
+            return None, None
         try:
             stream = await self.handler.store.load_stream(conn, webhook_id)
             start = endpoint.state_before_events(has_events=bool(stream))
-            return fold_own_stream(stream, _evolve, start)
+            state = fold_own_stream(stream, _evolve, start)
+            return state, stream[-1].position if stream else None
         except UnfoldableStream as exc:
             raise KeyledgerError(
                 "webhook_quarantined",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -78,6 +79,7 @@ async def report(
     signer: Scanner = SCANNER,
     key_id: str = KEY_ID,
     body: bytes | None = None,
+    request_id: str | None = None,
 ) -> tuple[int, Any]:
     raw = body if body is not None else json.dumps(entries).encode()
     response = await client.post(
@@ -87,6 +89,7 @@ async def report(
             "Content-Type": "application/json",
             "GitHub-Public-Key-Identifier": key_id,
             "GitHub-Public-Key-Signature": signer.sign(raw),
+            **({"X-Request-Id": request_id} if request_id else {}),
         },
     )
     return response.status, await response.json()
@@ -148,7 +151,6 @@ async def test_forged_tampered_and_unsigned_reports_are_refused(
     cases = [
         await report(reporter, entries, signer=FORGER),
         await report(reporter, entries, key_id="unknown-identifier"),
-        await report(reporter, entries, key_id="old"),  # a published key that is not a PEM
     ]
     tampered = await reporter.post(
         "/v1/leaks",
@@ -230,3 +232,71 @@ async def test_hostile_signed_reports_get_a_clear_answer(
     assert status in (200, 400, 422), (status, answer)
     if status == 200:
         assert all(item["label"] == "false_positive" for item in answer)
+
+
+def github_entry(token: str, number: int) -> dict[str, str]:
+    """An entry as GitHub sends it: a URL to the file at a commit (about 250 bytes in all)."""
+    commit = hashlib.sha1(str(number).encode()).hexdigest()
+    return {
+        "token": token,
+        "type": "keyledger_secret",
+        "url": f"https://github.com/some-organisation/some-repository/blob/{commit}"
+        f"/services/payments/config/settings_{number}.py",
+        "source": "content",
+    }
+
+
+async def test_a_report_of_1000_github_entries_is_taken_whole(
+    reporter: TestClient, api: Api, pool: asyncpg.Pool
+) -> None:
+    """The documented 1000 tokens fit: the body is far over the API's 64 KiB."""
+    issued = await api.generate(new_org())
+    entries = [github_entry(f"sk_live_{number:040d}", number) for number in range(999)]
+    entries.append(github_entry(issued["secret"], 999))
+    assert len(json.dumps(entries)) > 200 * 1000
+    status, answer = await report(reporter, entries)
+    assert status == 200, answer
+    assert len(answer) == 1000
+    assert answer[-1]["label"] == "true_positive"
+    assert [e["event_type"] for e in await key_events(pool, issued["key"]["id"])] == [
+        "KeyGenerated",
+        "KeyRevoked",
+    ]
+    # Its own limit still stands: a body over 1 MiB is refused before any work.
+    status, answer = await report(reporter, None, body=b"[" + b" " * (1024 * 1024) + b"]")
+    assert (status, answer["error"]["code"]) == (413, "payload_too_large")
+
+
+async def test_an_unparsable_published_key_is_503_and_logged_by_its_identifier(
+    reporter: TestClient, captured_logs: io.StringIO
+) -> None:
+    logged_before = len(captured_logs.getvalue())
+    status, answer = await report(reporter, [], key_id="old")  # its "key" is "not a pem"
+    assert (status, answer["error"]["code"]) == (503, "unavailable"), answer
+    lines = [json.loads(line) for line in captured_logs.getvalue()[logged_before:].splitlines()]
+    unreadable = [line for line in lines if line.get("event") == "leak_report_keys_unreadable"]
+    assert unreadable and unreadable[0]["key_identifier"] == "old"
+    assert "not a pem" not in captured_logs.getvalue()[logged_before:]
+
+
+async def test_a_leak_revocation_carries_the_reports_request_id(
+    reporter: TestClient, api: Api, pool: asyncpg.Pool, captured_logs: io.StringIO
+) -> None:
+    issued = await api.generate(new_org())
+    logged_before = len(captured_logs.getvalue())
+    status, _ = await report(
+        reporter, [github_entry(issued["secret"], 1)], request_id="req_github_delivery_7"
+    )
+    assert status == 200
+    actor = await pool.fetchval(
+        "SELECT actor::text FROM events WHERE key_id = $1 AND event_type = 'KeyRevoked'",
+        issued["key"]["id"],
+    )
+    assert json.loads(actor) == {
+        "id": "keyledger:leak-report",
+        "on_behalf_of": None,
+        "request_id": "req_github_delivery_7",
+    }
+    lines = [json.loads(line) for line in captured_logs.getvalue()[logged_before:].splitlines()]
+    reported = [line for line in lines if line.get("event") == "leak_reported"]
+    assert [line["request_id"] for line in reported] == ["req_github_delivery_7"]

@@ -276,3 +276,11 @@ async def test_a_cursor_of_another_org_or_filter_is_refused(api: Api) -> None:
     assert status == 422 and body["error"]["code"] == "invalid_cursor"
     status, _, body = await api.get(f"/v1/orgs/{org}/keys?cursor={cursor}")
     assert status == 200 and len(body["data"]) == 2
+
+
+async def test_the_audit_trail_takes_the_first_and_last_instants_too(api: Api) -> None:
+    status, _, body = await api.get(
+        "/v1/audit?since=0001-01-01T00:00:00Z&until=9999-12-31T23:59:59.999999Z&limit=1"
+    )
+    assert status == 200, body
+    assert len(body["data"]) == 1

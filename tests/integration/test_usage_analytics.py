@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from service.clock import utc_now
 from service.http.context import KEYLEDGER
+from service.usage_analytics import MAX_BUCKETS
 from tests.support import hostile
 from tests.support.api import Api, new_org
 
@@ -122,3 +123,96 @@ async def test_hostile_query_values_get_a_clear_answer(
         headers=api.headers(),
     )
     assert response.status in (400, 404, 422), await response.text()
+
+
+@pytest.mark.parametrize(
+    ("query", "buckets"),
+    [
+        # generate_series from year 1's first instant (sent as -infinity) never ended.
+        ("since=0001-01-01T00:30:00Z&until=0001-01-01T02:00:00Z&granularity=hour", 3),
+        # The default since fell before year 1: OverflowError, 500.
+        ("until=0001-01-01T05:00:00Z&granularity=day", 1),
+        ("until=0001-01-01T00:05:00Z&granularity=minute", 6),
+        # The documented extremes themselves.
+        ("since=0001-01-01T00:00:00Z&until=0001-01-03T00:00:00Z&granularity=day", 3),
+        ("since=9999-12-31T00:00:00Z&until=9999-12-31T23:59:59.999999Z&granularity=hour", 24),
+        ("until=9999-12-31T23:59:59.999999Z&granularity=day", 31),
+    ],
+)
+async def test_ranges_at_the_ends_of_time_answer_every_bucket(
+    api: Api, pool, query: str, buckets: int
+) -> None:  # type: ignore[no-untyped-def]
+    org = new_org()
+    issued = await api.generate(org)
+    key_id = issued["key"]["id"]
+    # A count at year 1's first minute and one at year 9999's last: both inside their bucket.
+    await pool.execute(
+        "INSERT INTO key_usage_minutes (key_id, minute, code, count) VALUES"
+        " ($1, '0001-01-01T00:00:00Z', 'VALID', 2), ($1, '9999-12-31T23:59:00Z', 'EXPIRED', 3)",
+        key_id,
+    )
+    status, _, usage = await api.get(f"/v1/orgs/{org}/keys/{key_id}/usage?{query}")
+    assert status == 200, usage
+    assert len(usage["series"]) == buckets
+    first, last = usage["series"][0], usage["series"][-1]
+    if first["t"].startswith("0001-01-01T00:00"):
+        assert first["valid"] == 2
+    if last["t"].startswith("9999-12-31"):
+        assert last["denied"] == 3
+
+
+async def test_since_after_until_in_one_bucket_is_422(api: Api) -> None:
+    org = new_org()
+    issued = await api.generate(org)
+    status, _, body = await api.get(
+        f"/v1/orgs/{org}/keys/{issued['key']['id']}/usage"
+        "?since=2026-01-01T10:30:00Z&until=2026-01-01T10:10:00Z&granularity=hour"
+    )
+    assert (status, body["error"]["code"]) == (422, "invalid_time_range")
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    granularity=st.sampled_from(["minute", "hour", "day"]),
+    since=st.none() | st.datetimes(timezones=st.just(UTC)),
+    until=st.none() | st.datetimes(timezones=st.just(UTC)),
+    offset=st.sampled_from(["Z", "+00:00", "-00:00"]),
+)
+@example(
+    granularity="hour",
+    since=datetime(1, 1, 1, 0, 30, tzinfo=UTC),
+    until=datetime(1, 1, 1, 2, tzinfo=UTC),
+    offset="Z",
+)
+@example(granularity="day", since=datetime.min.replace(tzinfo=UTC), until=None, offset="Z")
+@example(granularity="minute", since=None, until=datetime.max.replace(tzinfo=UTC), offset="Z")
+async def test_any_range_in_years_1_to_9999_is_bounded_or_refused(
+    api: Api,
+    client: TestClient,
+    usage_key: tuple[str, str],
+    granularity: str,
+    since: datetime | None,
+    until: datetime | None,
+    offset: str,
+) -> None:
+    org, key_id = usage_key
+    params = {"granularity": granularity}
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None:
+            params[name] = moment.replace(tzinfo=None).isoformat() + offset
+    response = await client.get(
+        f"/v1/orgs/{org}/keys/{key_id}/usage", params=params, headers=api.headers()
+    )
+    body = await response.json()
+    if response.status == 422:
+        assert body["error"]["code"] == "invalid_time_range", (params, body)
+        return
+    assert response.status == 200, (params, body)
+    assert 1 <= len(body["series"]) <= MAX_BUCKETS
+
+
+@pytest.fixture
+async def usage_key(api: Api) -> tuple[str, str]:
+    org = new_org()
+    issued = await api.generate(org)
+    return org, issued["key"]["id"]

@@ -150,6 +150,14 @@ async def test_a_failing_receiver_recovers_and_gets_every_event_in_order(
         assert [item.envelope["event_type"] for item in receiver.delivered("/revoked")] == [
             "KeyRevoked"
         ]
+        # As the event stream shows them: the secret's HMAC (and so the chain hash) stays home.
+        generated = [
+            item.envelope
+            for item in receiver.delivered("/flaky")
+            if item.envelope["event_type"] == "KeyGenerated"
+        ]
+        assert len(generated) == 2
+        assert all("secret_hash" not in e["data"] and "hash" not in e for e in generated)
 
         deliveries = await call(
             app.client, app, "GET", f"/v1/orgs/{org}/webhooks/{webhook_id}/deliveries"

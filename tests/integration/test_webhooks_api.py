@@ -116,6 +116,14 @@ REFUSED_URLS = [
     "http://[::1]/",
     "http://[fd00::1]/",
     "http://0.0.0.0/",
+    # Multicast, and loopback through NAT64, 6to4, and inet_aton's shorthands.
+    "http://224.0.0.1/x",
+    "http://[64:ff9b::7f00:1]/x",
+    "http://[2002:7f00:1::]/x",
+    "http://127.1",
+    "http://2130706433",
+    "http://0x7f000001",
+    "http://0177.0.0.1",
     "https://example.com:99999/",
     "https://example.com/#frag",
     "https://exa mple.com/",
@@ -203,3 +211,53 @@ async def test_hostile_webhook_bodies_get_a_clear_answer(
         assert "error" in answer and answer["error"]["code"]
         return
     assert answer["secret"].startswith("whsec_")
+
+
+async def test_refusals_say_what_is_wrong(api: Api) -> None:
+    org = new_org()
+    expected = {
+        "https://bücher.example/h": ("invalid_webhook_url", "punycode"),
+        "https://a.example/a b": ("invalid_webhook_url", "percent-encode"),
+        "https://1.2.3.999/h": ("invalid_webhook_url", "no IPv4 address"),
+    }
+    for url, (code, words) in expected.items():
+        _, _, body = await api.post(f"/v1/orgs/{org}/webhooks", {"url": url})
+        assert body["error"]["code"] == code and words in body["error"]["message"], body
+    for event_type, words in (
+        ("WebhookRegistered", "events about webhook endpoints are not sent"),
+        ("KeyMelted", "is not an event type"),
+    ):
+        status, _, body = await api.post(
+            f"/v1/orgs/{org}/webhooks",
+            {"url": "https://a.example/h", "event_types": ["KeyRevoked", event_type]},
+        )
+        assert (status, body["error"]["code"]) == (422, "unknown_event_type"), body
+        assert body["error"]["message"].startswith("event_types[1] "), body
+        assert words in body["error"]["message"], body
+    _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+    status, _, body = await api.get(
+        f"/v1/orgs/{org}/webhooks/{created['webhook']['id']}/deliveries?before=abc"
+    )
+    assert status == 422 and "delivery attempt id" in json.dumps(body), body
+
+
+async def test_registration_and_removal_answer_their_events_positions(
+    api: Api, client: TestClient, pool: Any
+) -> None:
+    """As every command does: a min_position for the reads that should see the change."""
+    org = new_org()
+    _, _, created = await api.post(f"/v1/orgs/{org}/webhooks", {"url": "https://a.example/h"})
+    webhook_id = created["webhook"]["id"]
+    path = f"/v1/orgs/{org}/webhooks/{webhook_id}"
+    removed = await (await client.delete(path, headers=api.headers())).json()
+    again = await (await client.delete(path, headers=api.headers())).json()
+    logged = await pool.fetch(
+        "SELECT event_type, position FROM events WHERE key_id = $1 ORDER BY position", webhook_id
+    )
+    assert [(row["event_type"], row["position"]) for row in logged] == [
+        ("WebhookRegistered", created["position"]),
+        ("WebhookRemoved", removed["position"]),
+    ]
+    assert again["position"] == removed["position"]  # nothing new written
+    status, _, events = await api.get(f"/v1/audit?org_id={org}&min_position={removed['position']}")
+    assert status == 200 and [e["event_type"] for e in events["data"]][-1] == "WebhookRemoved"

@@ -92,7 +92,7 @@ WEBHOOKS: tuple[Operation, ...] = (
         " again changes nothing",
         "webhooks",
         parameters=[ORG_PATH, _HOOK_PATH, IDEMPOTENCY_KEY, ON_BEHALF_OF],
-        answers={"200": shapes.WebhookOne},
+        answers={"200": shapes.WebhookRemoval},
         errors=(*READ, "409"),
         name="removeWebhook",
     ),
