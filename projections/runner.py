@@ -16,6 +16,13 @@ The runner catches up from the log, then follows it with a
 channel every append notifies, plus ``wake()`` for callers in this process. A
 slow fallback poll is only a safety net for a lost notification.
 
+This replica's own commits are handed over as they commit (``hand_over``, a
+commit observer): a batch that continues the checkpoint with them applies
+them as they are, without reading the rows back and decoding them again
+(``service.store.handed_over``), and their NOTIFY, heard once they are
+applied, costs no transaction. Everything else (another replica's events,
+a runner that fell behind) is read from the log, the one path for them.
+
 Positions are dense (appends are serialized by one advisory lock, see
 ``service.store.event_store``), so an event that commits late cannot be
 overtaken. The runner still checks that every batch starts at checkpoint + 1
@@ -34,9 +41,11 @@ from typing import NamedTuple, Protocol
 import asyncpg
 import structlog
 
+from events.models import Envelope
 from service.domain.state import KeyState
 from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
+from service.store.handed_over import HandedOver, logged_events
 from service.store.log_follower import LogFollower
 from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
 from service.store.quarantine import set_aside as set_aside_key
@@ -237,16 +246,23 @@ class BatchOutcome:
 
 
 async def apply_next_batch(
-    conn: asyncpg.Connection, projection: Projection, store: EventStore, batch_size: int
+    conn: asyncpg.Connection,
+    projection: Projection,
+    store: EventStore,
+    batch_size: int,
+    handed: HandedOver | None = None,
 ) -> BatchOutcome:
     """One exactly-once step, in its own transaction; poison events quarantine their key.
 
     The quarantine is read under the checkpoint's row lock, so replicas
-    taking turns on a projection agree on which keys are set aside.
+    taking turns on a projection agree on which keys are set aside. The
+    events after the checkpoint come from ``handed`` when it holds them
+    (committed by this replica), else from the log.
     """
     async with conn.transaction():
         checkpoint = await lock_checkpoint(conn, projection.name, durable=False)
-        rows = await store.read_events_after(conn, checkpoint, batch_size)
+        taken = handed.take(after=checkpoint, limit=batch_size) if handed is not None else []
+        rows = logged_events(taken) or await store.read_events_after(conn, checkpoint, batch_size)
         if not rows:
             return BatchOutcome(checkpoint, 0, [])
         check_contiguous(projection.name, checkpoint, rows)
@@ -263,6 +279,8 @@ class _Follower:
     """The runner's view of one projection."""
 
     projection: Projection
+    # This replica's commits not applied yet (``ProjectionRunner.hand_over``).
+    handed: HandedOver
     position: int = 0
     failure: str | None = None
     task: asyncio.Task[None] | None = None
@@ -285,7 +303,9 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.fallback_poll_seconds = fallback_poll_seconds
         self.store = EventStore()
-        self._followers = {p.name: _Follower(p) for p in projections}
+        self._followers = {
+            p.name: _Follower(p, HandedOver(limit=2 * batch_size)) for p in projections
+        }
         self._progress = asyncio.Condition()
         self._log_head = 0
         self._log = LogFollower(
@@ -320,6 +340,15 @@ class ProjectionRunner:
     def wake(self, position: int | None = None) -> None:
         """Tell every projection that the log has grown (to ``position`` if known)."""
         self._log.wake(position)
+
+    async def hand_over(self, committed: Sequence[Envelope]) -> None:
+        """Take this replica's newly committed events (a commit observer), in order, and
+        apply them now rather than when their NOTIFY comes back."""
+        if not committed:
+            return
+        for follower in self._followers.values():
+            follower.handed.add(committed, leading=True)
+        self.wake(committed[-1].position)
 
     def position(self, name: str) -> int:
         """The last position projection ``name`` has applied."""
@@ -359,8 +388,13 @@ class ProjectionRunner:
         async def step(_head: int) -> None:
             await self._catch_up(follower)
 
+        def applied(head: int) -> bool:
+            return follower.position >= head
+
         try:
-            await self._log.follow(step, what=f"projection {name}", fatal=(ProjectionGap,))
+            await self._log.follow(
+                step, what=f"projection {name}", fatal=(ProjectionGap,), applied=applied
+            )
         except ProjectionGap as exc:
             follower.failure = str(exc)
             log.error("projection_gap", projection=name, expected=exc.expected, found=exc.found)
@@ -369,7 +403,7 @@ class ProjectionRunner:
         while True:
             async with self.pool.acquire() as conn:
                 outcome = await apply_next_batch(
-                    conn, follower.projection, self.store, self.batch_size
+                    conn, follower.projection, self.store, self.batch_size, follower.handed
                 )
             follower.position = outcome.position
             self._log_head = max(self._log_head, outcome.position)

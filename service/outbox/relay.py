@@ -36,12 +36,12 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from events.models import Envelope
-from service.outbox.handed_over import HandedOver
 from service.outbox.messages import is_event_fault, message_of
 from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
 from service.store.event_store import EventStore, UnreadableEvent
-from service.store.log_follower import LogFollower, RetryPolicy
+from service.store.handed_over import HandedOver
+from service.store.log_follower import HAND_OVER_TURNS, LogFollower, RetryPolicy
 from service.store.log_witnesses import jetstream_witness, read_witness_report
 from service.store.outbox_checkpoint import outbox_lag, read_checkpoint, save_checkpoint
 from service.store.quarantine import QuarantinedKey, QuarantineLog, set_aside
@@ -142,7 +142,7 @@ class OutboxRelay:
     async def hand_over(self, committed: Sequence[Envelope]) -> None:
         """Take this replica's newly committed events (a commit observer), in order.
 
-        Kept only while leading (see ``service.outbox.handed_over``).
+        Kept only while leading (see ``service.store.handed_over``).
         """
         self._handed.add(committed, leading=self.is_leader)
 
@@ -284,6 +284,9 @@ class OutboxRelay:
 
         A stop request ends the loop early, unless ``draining`` (the last pass on stop).
         """
+        # Woken by notifications alone: once everything they named is published, a read
+        # would find nothing (the poll, a reconnect or a retry reads until the log is done).
+        notified = not draining and self._wakeups.positioned
         while draining or not self._stopping:
             try:
                 js = await self._jetstream()
@@ -298,9 +301,11 @@ class OutboxRelay:
                 return False
             if not self._stream_checked and not await self._stream_agrees(conn, js):
                 return False
-            batch: Sequence[Envelope | UnreadableEvent] = self._handed.take(
-                after=self.published_position, limit=self.tuning.batch_size
-            ) or await self.store.read_envelopes_after(
+            if notified and self.published_position >= self._log.head:
+                self.problem = None
+                return True
+            batch: Sequence[Envelope | UnreadableEvent] = await self._take_handed()
+            batch = batch or await self.store.read_envelopes_after(
                 conn, self.published_position, self.tuning.batch_size
             )
             if not batch:
@@ -317,6 +322,18 @@ class OutboxRelay:
             if settled < len(batch):
                 return False
         return True
+
+    async def _take_handed(self) -> list[Envelope]:
+        """The handed-over events that continue the checkpoint. With none yet while events
+        were notified past it, a few loop turns are waited first: the notification of this
+        replica's commit can come before the commit's observers hand its events over, and
+        reading them back from the log costs more."""
+        for _ in range(HAND_OVER_TURNS):
+            taken = self._handed.take(after=self.published_position, limit=self.tuning.batch_size)
+            if taken or self.published_position >= self._log.head:
+                return taken
+            await asyncio.sleep(0)
+        return self._handed.take(after=self.published_position, limit=self.tuning.batch_size)
 
     async def _stream_agrees(self, conn: asyncpg.Connection, js: JetStreamContext) -> bool:
         """Whether the log holds the event the stream published last (once per leadership).
