@@ -45,6 +45,7 @@ from bench.wrk import cpu_seconds
 from events.models import Actor
 from service.bootstrap import Keyledger
 from service.event_loop import loop_factory
+from service.garbage_collection import settle_after_start
 from service.http.app import create_app
 from service.http.context import KEYLEDGER
 from service.log_config import configure_logging
@@ -191,6 +192,7 @@ async def measure(
         server = runner.server
         assert server is not None
         await cpu_per_key(server, service, headers, 5, args.connections, None)  # warm-up
+        settle_after_start()  # as ``keyledger serve`` does once it listens
         ours, theirs, transactions = [], [], []
         profile = None
         for repeat in range(args.repeats):

@@ -15,6 +15,7 @@ from service.cli.command_settings import cli_settings, settings_help
 from service.cli.failures import UsageError
 from service.cli.workers import READY, die_with_parent, run_workers
 from service.event_loop import loop_factory, resolved_loop
+from service.garbage_collection import settle_after_start
 from service.http.app import create_app
 from service.log_config import configure_logging
 from service.settings import Settings, SettingsError
@@ -144,6 +145,8 @@ def serve_app(settings: Settings, on_ready: str | None = None, ready_fd: int | N
 
 def _run(settings: Settings, on_ready: str | None, ready_fd: int | None) -> None:
     def ready(aiohttp_text: str) -> None:
+        # Started (the index loaded): what the start made lives as long as the process.
+        settle_after_start()
         if ready_fd is None:
             print(on_ready or _serving_line(aiohttp_text), flush=True)
         else:
