@@ -42,13 +42,13 @@ import asyncpg
 import structlog
 
 from events.models import Envelope
+from projections.isolation import BatchRefused, apply_isolated, apply_or_refuse
 from service.domain.state import KeyState
 from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
 from service.store.handed_over import HandedOver, logged_events
 from service.store.log_follower import LogFollower
-from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
-from service.store.quarantine import set_aside as set_aside_key
+from service.store.quarantine import QuarantinedKey, QuarantineLog
 
 log = structlog.get_logger(__name__)
 _quarantine = QuarantineLog()
@@ -154,88 +154,6 @@ async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) ->
     )
 
 
-async def apply_isolated(
-    conn: asyncpg.Connection,
-    projection: Projection,
-    rows: Sequence[LoggedEvent | UnreadableEvent],
-    set_aside: dict[str, QuarantinedKey],
-) -> list[QuarantinedKey]:
-    """Apply ``rows`` to ``projection``; quarantine, rather than fail on, an event at fault.
-
-    Events of keys in ``set_aside`` are skipped; keys quarantined here are
-    added to it and returned. The batch is applied at once in a savepoint;
-    only if that fails is it applied again event by event, each in its own
-    savepoint, so every good event of the batch still applies. An error that
-    says nothing about the event (``is_transient``) is raised, never
-    quarantined. Call inside a transaction.
-    """
-    name = projection.name
-    newly: list[QuarantinedKey] = []
-
-    def quarantine(
-        key_id: str, org_id: str, position: int, event_type: str, exc: Exception
-    ) -> None:
-        entry = set_aside_key(
-            name,
-            key_id=key_id,
-            org_id=org_id,
-            position=position,
-            event_type=event_type,
-            failure=exc,
-        )
-        set_aside[key_id] = entry
-        newly.append(entry)
-
-    events: list[LoggedEvent] = []
-    for row in rows:
-        if isinstance(row, UnreadableEvent):
-            if row.key_id not in set_aside:
-                quarantine(row.key_id, row.org_id, row.position, row.event_type, row.error)
-        elif row.event.key_id not in set_aside:
-            events.append(row)
-    if not events:
-        return newly
-    try:
-        async with conn.transaction():
-            await projection.apply(conn, events)
-        return newly
-    except Exception as exc:
-        if is_transient(exc):
-            raise
-    for logged in events:
-        event = logged.event
-        if event.key_id in set_aside:
-            continue
-        try:
-            async with conn.transaction():
-                await projection.apply(conn, [logged])
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            quarantine(event.key_id, event.org_id, logged.position, event.event_type, exc)
-    return newly
-
-
-def refusals_set_aside(
-    name: str, refused: Mapping[str, Refusal] | None, set_aside: dict[str, QuarantinedKey]
-) -> list[QuarantinedKey]:
-    """Quarantine the keys whose rows a ``flush`` could not write (not already set aside)."""
-    newly = []
-    for key_id, refusal in (refused or {}).items():
-        if key_id not in set_aside:
-            entry = set_aside_key(
-                name,
-                key_id=key_id,
-                org_id=refusal.org_id,
-                position=refusal.position,
-                event_type="(row)",
-                failure=refusal.error,
-            )
-            set_aside[key_id] = entry
-            newly.append(entry)
-    return newly
-
-
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
     """What one exactly-once step did."""
@@ -257,8 +175,27 @@ async def apply_next_batch(
     The quarantine is read under the checkpoint's row lock, so replicas
     taking turns on a projection agree on which keys are set aside. The
     events after the checkpoint come from ``handed`` when it holds them
-    (committed by this replica), else from the log.
+    (committed by this replica), else from the log. The batch is applied
+    without a savepoint (two round trips fewer); should that fail, the
+    transaction is rolled back and the step run again with each event
+    isolated (``projections.isolation.apply_isolated``).
     """
+    try:
+        return await _apply_batch(conn, projection, store, batch_size, handed, savepoints=False)
+    except BatchRefused:
+        # Rolled back whole: again, the events in savepoints, so the good ones still apply.
+        return await _apply_batch(conn, projection, store, batch_size, None, savepoints=True)
+
+
+async def _apply_batch(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    store: EventStore,
+    batch_size: int,
+    handed: HandedOver | None,
+    *,
+    savepoints: bool,
+) -> BatchOutcome:
     async with conn.transaction():
         checkpoint = await lock_checkpoint(conn, projection.name, durable=False)
         taken = handed.take(after=checkpoint, limit=batch_size) if handed is not None else []
@@ -267,7 +204,10 @@ async def apply_next_batch(
             return BatchOutcome(checkpoint, 0, [])
         check_contiguous(projection.name, checkpoint, rows)
         set_aside = await _quarantine.of_consumer(conn, projection.name)
-        newly = await apply_isolated(conn, projection, rows, set_aside)
+        if savepoints:
+            newly = await apply_isolated(conn, projection, rows, set_aside)
+        else:
+            newly = await apply_or_refuse(conn, projection, rows, set_aside)
         await _quarantine.record(conn, newly)
         position = rows[-1].position
         await save_checkpoint(conn, projection.name, position)
