@@ -47,6 +47,7 @@ from service.domain.state import KeyState
 from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
 from service.store.handed_over import HandedOver, logged_events
+from service.store.held_connection import HeldConnection
 from service.store.log_follower import LogFollower
 from service.store.quarantine import QuarantinedKey, QuarantineLog
 
@@ -221,6 +222,8 @@ class _Follower:
     projection: Projection
     # This replica's commits not applied yet (``ProjectionRunner.hand_over``).
     handed: HandedOver
+    # Its connection, held from batch to batch while batches keep coming.
+    conn: HeldConnection
     position: int = 0
     failure: str | None = None
     task: asyncio.Task[None] | None = None
@@ -244,7 +247,8 @@ class ProjectionRunner:
         self.fallback_poll_seconds = fallback_poll_seconds
         self.store = EventStore()
         self._followers = {
-            p.name: _Follower(p, HandedOver(limit=2 * batch_size)) for p in projections
+            p.name: _Follower(p, HandedOver(limit=2 * batch_size), HeldConnection(pool))
+            for p in projections
         }
         self._progress = asyncio.Condition()
         self._log_head = 0
@@ -273,6 +277,8 @@ class ProjectionRunner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for follower in self._followers.values():
+            await follower.conn.release()
         await self._log.stop()
 
     # -- what others ask -----------------------------------------------------
@@ -341,10 +347,15 @@ class ProjectionRunner:
 
     async def _catch_up(self, follower: _Follower) -> None:
         while True:
-            async with self.pool.acquire() as conn:
+            conn = await follower.conn.acquire()
+            try:
                 outcome = await apply_next_batch(
                     conn, follower.projection, self.store, self.batch_size, follower.handed
                 )
+            except BaseException:
+                await follower.conn.release()  # it may be broken: the next batch takes another
+                raise
+            follower.conn.done()
             follower.position = outcome.position
             self._log_head = max(self._log_head, outcome.position)
             async with self._progress:

@@ -45,6 +45,7 @@ import structlog
 
 from service.errors import KeyledgerError
 from service.store.event_rows import UnstorableValue
+from service.store.held_connection import HeldConnection
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +144,7 @@ class GroupCommit(Generic[Item, Result]):
         self._writer: asyncio.Task[None] | None = None
         # The writer's connection, kept from batch to batch while commands keep coming:
         # giving it back to the pool costs a round trip (its reset) every time.
-        self._conn: asyncpg.Connection | None = None
+        self._conn = HeldConnection(pool)
         # Items committed per second, smoothed over recent batches (for Retry-After).
         self._rate = 0.0
         # Items refused since the last log line about it, and when that was.
@@ -205,11 +206,7 @@ class GroupCommit(Generic[Item, Result]):
     async def _write_all(self) -> None:
         """The writer: batch after batch until nobody waits. It never strands a caller."""
         try:
-            while self._waiting:  # again if one came while the connection was given back
-                try:
-                    await self._write_while_waiting()
-                finally:
-                    await self._release()
+            await self._write_while_waiting()
         except BaseException as exc:
             waiting, self._waiting = self._waiting, []
             _settle_all(waiting, exc)
@@ -282,27 +279,22 @@ class GroupCommit(Generic[Item, Result]):
         batch that hears of it.
         """
         choose = not batch
-        if self._conn is None:
-            self._conn = await self.pool.acquire()
+        conn = await self._conn.acquire()
         try:
-            async with self._conn.transaction():
+            async with conn.transaction():
                 try:
-                    await self.work.open(self._conn)
+                    await self.work.open(conn)
                 finally:
                     if choose:
                         self._take(batch)
                 items = [pending.item for pending in batch]
-                written = await self.work.write(self._conn, items) if items else []
+                written = await self.work.write(conn, items) if items else []
         except BaseException:
             # Whatever failed may have broken the connection: the next batch takes another.
-            await self._release()
+            await self._conn.release()
             raise
+        self._conn.done()
         return [error_for(r) if isinstance(r, Exception) else r for r in written]
-
-    async def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self.pool.release(conn)
 
     async def _deliver(
         self, batch: list[_Pending[Item, Result]], results: list[Outcome[Result]]
