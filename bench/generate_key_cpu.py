@@ -12,11 +12,13 @@ head, so their share of the work counts too.
 Reported per key made: this process's CPU µs (user + system: the Python work
 of the request, the commit and everything that follows it, without the
 kernel's share of HTTP sockets, which ``bench.generate_key`` includes but
-which varies with the machine's load), and the CPU µs of the database's
-server processes serving this run's connections. Repeats interleave with
-nothing else; the minimum is the least disturbed by other processes on a
-shared machine, and ``--profile`` prints where the time of the last repeat
-went (cProfile, by own time).
+which varies with the machine's load), the CPU µs of the database's server
+processes serving this run's connections (those open from the start of a
+repeat to its end: a connection the pool opens meanwhile is not counted),
+and the database's transactions. Repeats interleave with nothing else; the
+minimum is the least disturbed by other processes on a shared machine, and
+``--profile`` prints where the time of the last repeat went (cProfile, by
+own time).
 
 Needs ``KEYLEDGER_TEST_DATABASE_URL`` (a scratch database is made and dropped);
 ``KEYLEDGER_TEST_NATS_URL`` too, or the relay does not run (``--no-nats``).
@@ -98,9 +100,21 @@ async def _backends(pool: asyncpg.Pool) -> list[int]:
     return [row[0] for row in rows]
 
 
-def _alive_cpu(pids: list[int]) -> float:
-    """``cpu_seconds`` of those of ``pids`` that are still running."""
-    return cpu_seconds([pid for pid in pids if os.path.exists(f"/proc/{pid}/stat")])
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """``cpu_seconds`` of each of ``pids`` still running."""
+    used = {}
+    for pid in pids:
+        try:
+            used[pid] = cpu_seconds([pid])
+        except FileNotFoundError:  # ended (a connection the pool closed)
+            continue
+    return used
+
+
+def _cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds the backends of ``before`` used since, those alive at both ends."""
+    after = _cpu_by_pid(list(before))
+    return sum(after[pid] - before[pid] for pid in after)
 
 
 async def _settled(service: Keyledger) -> None:
@@ -142,7 +156,7 @@ async def cpu_per_key(
     backends = await _backends(service.pool)
     await _settled(service)
     transactions = await _transactions(service.pool)
-    started, database_started = time.process_time(), _alive_cpu(backends)
+    started, database_started = time.process_time(), _cpu_by_pid(backends)
     if profile is not None:
         profile.enable()
     for number, batch in enumerate(requests, start=1):
@@ -156,7 +170,7 @@ async def cpu_per_key(
     if profile is not None:
         profile.disable()
     used = time.process_time() - started
-    database = _alive_cpu(backends) - database_started
+    database = _cpu_since(database_started)
     # Less the two of the counting itself.
     transactions = await _transactions(service.pool) - transactions - 2
     for protocol, _transport in pairs:
