@@ -14,7 +14,7 @@ from __future__ import annotations
 from nats import errors as nats_errors
 from nats.js import errors as js_errors
 
-from events.codec import envelope_to_json
+from events.codec import envelope_to_bytes
 from events.models import Envelope
 from events.subjects import event_subject, is_subject_token
 
@@ -53,7 +53,7 @@ def message_of(envelope: Envelope, prefix: str) -> tuple[str, bytes, dict[str, s
         subject_token(envelope.event_type, "event type"),
         prefix,
     )
-    return subject, envelope_to_json(envelope).encode(), {MSG_ID_HEADER: str(envelope.event_id)}
+    return subject, envelope_to_bytes(envelope), {MSG_ID_HEADER: str(envelope.event_id)}
 
 
 def is_event_fault(exc: BaseException) -> bool:
