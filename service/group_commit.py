@@ -2,8 +2,9 @@
 
 Appends are serialized by the log's advisory lock, so a transaction per
 command would cap throughput at one commit (one WAL flush) at a time. A
-``GroupCommit`` runs one writer task that opens a transaction, takes the lock
-(``BatchWork.open``), and only then takes every command waiting (up to
+``GroupCommit`` runs one writer task that opens a transaction and takes the lock
+(``BatchWork.opening``, sent with the ``BEGIN``: one round trip), and only then
+takes every command waiting (up to
 ``max_batch``: the batch grows with the queue, and with the time the lock was
 held elsewhere, by another replica) and hands them to the ``BatchWork`` in
 that one transaction. The work is set-based
@@ -98,8 +99,10 @@ WorkItem = TypeVar("WorkItem", contravariant=True)
 class BatchWork(Protocol[WorkItem, Result]):
     """What a ``GroupCommit`` runs: one transaction of items, under the caller's lock."""
 
-    async def open(self, conn: asyncpg.Connection) -> None:
-        """First statements of each transaction (take the lock), before its items are chosen."""
+    @property
+    def opening(self) -> str:
+        """The first statements of each transaction (take the lock), sent with its ``BEGIN``
+        in one round trip, before its items are chosen; no parameters, no rows."""
 
     async def write(
         self, conn: asyncpg.Connection, items: Sequence[WorkItem]
@@ -281,15 +284,18 @@ class GroupCommit(Generic[Item, Result]):
         choose = not batch
         conn = await self._conn.acquire()
         try:
-            async with conn.transaction():
-                try:
-                    await self.work.open(conn)
-                finally:
-                    if choose:
-                        self._take(batch)
-                items = [pending.item for pending in batch]
-                written = await self.work.write(conn, items) if items else []
+            try:
+                # BEGIN and the opening (the lock) in one round trip: asyncpg's transaction
+                # block would send BEGIN alone first.
+                await conn.execute(f"BEGIN; {self.work.opening}")
+            finally:
+                if choose:
+                    self._take(batch)
+            items = [pending.item for pending in batch]
+            written = await self.work.write(conn, items) if items else []
+            await conn.execute("COMMIT")
         except BaseException:
+            await _roll_back(conn)
             # Whatever failed may have broken the connection: the next batch takes another.
             await self._conn.release()
             raise
@@ -313,6 +319,17 @@ class GroupCommit(Generic[Item, Result]):
                 pending.outcome.set_exception(result)
             else:
                 pending.outcome.set_result(result)
+
+
+async def _roll_back(conn: asyncpg.Connection) -> None:
+    """End the batch's transaction, if it is still open, before the connection goes back."""
+    try:
+        if not conn.is_closed() and conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+    except Exception:
+        # Lost (the pool may have taken the proxy back already) or busy (a cancelled
+        # statement): there is nothing to roll back, or the pool's reset finishes it.
+        log.debug("group_commit_rollback_failed", exc_info=True)
 
 
 def error_for(exc: BaseException) -> KeyledgerError:
