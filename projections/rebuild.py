@@ -36,14 +36,8 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from projections.runner import (
-    Projection,
-    apply_isolated,
-    check_contiguous,
-    lock_checkpoint,
-    refusals_set_aside,
-    save_checkpoint,
-)
+from projections.isolation import apply_isolated, refusals_set_aside
+from projections.runner import Projection, check_contiguous, lock_checkpoint, save_checkpoint
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
 from service.store.quarantine import QuarantinedKey, QuarantineLog
 from service.store.registry_snapshot import SnapshotStore

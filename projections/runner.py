@@ -16,6 +16,13 @@ The runner catches up from the log, then follows it with a
 channel every append notifies, plus ``wake()`` for callers in this process. A
 slow fallback poll is only a safety net for a lost notification.
 
+This replica's own commits are handed over as they commit (``hand_over``, a
+commit observer): a batch that continues the checkpoint with them applies
+them as they are, without reading the rows back and decoding them again
+(``service.store.handed_over``), and their NOTIFY, heard once they are
+applied, costs no transaction. Everything else (another replica's events,
+a runner that fell behind) is read from the log, the one path for them.
+
 Positions are dense (appends are serialized by one advisory lock, see
 ``service.store.event_store``), so an event that commits late cannot be
 overtaken. The runner still checks that every batch starts at checkpoint + 1
@@ -34,12 +41,15 @@ from typing import NamedTuple, Protocol
 import asyncpg
 import structlog
 
+from events.models import Envelope
+from projections.isolation import BatchRefused, apply_isolated, apply_or_refuse
 from service.domain.state import KeyState
 from service.store.event_rows import missing_position
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
+from service.store.handed_over import HandedOver, logged_events
+from service.store.held_connection import HeldConnection
 from service.store.log_follower import LogFollower
-from service.store.quarantine import QuarantinedKey, QuarantineLog, is_transient
-from service.store.quarantine import set_aside as set_aside_key
+from service.store.quarantine import QuarantinedKey, QuarantineLog
 
 log = structlog.get_logger(__name__)
 _quarantine = QuarantineLog()
@@ -145,88 +155,6 @@ async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) ->
     )
 
 
-async def apply_isolated(
-    conn: asyncpg.Connection,
-    projection: Projection,
-    rows: Sequence[LoggedEvent | UnreadableEvent],
-    set_aside: dict[str, QuarantinedKey],
-) -> list[QuarantinedKey]:
-    """Apply ``rows`` to ``projection``; quarantine, rather than fail on, an event at fault.
-
-    Events of keys in ``set_aside`` are skipped; keys quarantined here are
-    added to it and returned. The batch is applied at once in a savepoint;
-    only if that fails is it applied again event by event, each in its own
-    savepoint, so every good event of the batch still applies. An error that
-    says nothing about the event (``is_transient``) is raised, never
-    quarantined. Call inside a transaction.
-    """
-    name = projection.name
-    newly: list[QuarantinedKey] = []
-
-    def quarantine(
-        key_id: str, org_id: str, position: int, event_type: str, exc: Exception
-    ) -> None:
-        entry = set_aside_key(
-            name,
-            key_id=key_id,
-            org_id=org_id,
-            position=position,
-            event_type=event_type,
-            failure=exc,
-        )
-        set_aside[key_id] = entry
-        newly.append(entry)
-
-    events: list[LoggedEvent] = []
-    for row in rows:
-        if isinstance(row, UnreadableEvent):
-            if row.key_id not in set_aside:
-                quarantine(row.key_id, row.org_id, row.position, row.event_type, row.error)
-        elif row.event.key_id not in set_aside:
-            events.append(row)
-    if not events:
-        return newly
-    try:
-        async with conn.transaction():
-            await projection.apply(conn, events)
-        return newly
-    except Exception as exc:
-        if is_transient(exc):
-            raise
-    for logged in events:
-        event = logged.event
-        if event.key_id in set_aside:
-            continue
-        try:
-            async with conn.transaction():
-                await projection.apply(conn, [logged])
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            quarantine(event.key_id, event.org_id, logged.position, event.event_type, exc)
-    return newly
-
-
-def refusals_set_aside(
-    name: str, refused: Mapping[str, Refusal] | None, set_aside: dict[str, QuarantinedKey]
-) -> list[QuarantinedKey]:
-    """Quarantine the keys whose rows a ``flush`` could not write (not already set aside)."""
-    newly = []
-    for key_id, refusal in (refused or {}).items():
-        if key_id not in set_aside:
-            entry = set_aside_key(
-                name,
-                key_id=key_id,
-                org_id=refusal.org_id,
-                position=refusal.position,
-                event_type="(row)",
-                failure=refusal.error,
-            )
-            set_aside[key_id] = entry
-            newly.append(entry)
-    return newly
-
-
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
     """What one exactly-once step did."""
@@ -237,21 +165,50 @@ class BatchOutcome:
 
 
 async def apply_next_batch(
-    conn: asyncpg.Connection, projection: Projection, store: EventStore, batch_size: int
+    conn: asyncpg.Connection,
+    projection: Projection,
+    store: EventStore,
+    batch_size: int,
+    handed: HandedOver | None = None,
 ) -> BatchOutcome:
     """One exactly-once step, in its own transaction; poison events quarantine their key.
 
     The quarantine is read under the checkpoint's row lock, so replicas
-    taking turns on a projection agree on which keys are set aside.
+    taking turns on a projection agree on which keys are set aside. The
+    events after the checkpoint come from ``handed`` when it holds them
+    (committed by this replica), else from the log. The batch is applied
+    without a savepoint (two round trips fewer); should that fail, the
+    transaction is rolled back and the step run again with each event
+    isolated (``projections.isolation.apply_isolated``).
     """
+    try:
+        return await _apply_batch(conn, projection, store, batch_size, handed, savepoints=False)
+    except BatchRefused:
+        # Rolled back whole: again, the events in savepoints, so the good ones still apply.
+        return await _apply_batch(conn, projection, store, batch_size, None, savepoints=True)
+
+
+async def _apply_batch(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    store: EventStore,
+    batch_size: int,
+    handed: HandedOver | None,
+    *,
+    savepoints: bool,
+) -> BatchOutcome:
     async with conn.transaction():
         checkpoint = await lock_checkpoint(conn, projection.name, durable=False)
-        rows = await store.read_events_after(conn, checkpoint, batch_size)
+        taken = handed.take(after=checkpoint, limit=batch_size) if handed is not None else []
+        rows = logged_events(taken) or await store.read_events_after(conn, checkpoint, batch_size)
         if not rows:
             return BatchOutcome(checkpoint, 0, [])
         check_contiguous(projection.name, checkpoint, rows)
         set_aside = await _quarantine.of_consumer(conn, projection.name)
-        newly = await apply_isolated(conn, projection, rows, set_aside)
+        if savepoints:
+            newly = await apply_isolated(conn, projection, rows, set_aside)
+        else:
+            newly = await apply_or_refuse(conn, projection, rows, set_aside)
         await _quarantine.record(conn, newly)
         position = rows[-1].position
         await save_checkpoint(conn, projection.name, position)
@@ -263,6 +220,10 @@ class _Follower:
     """The runner's view of one projection."""
 
     projection: Projection
+    # This replica's commits not applied yet (``ProjectionRunner.hand_over``).
+    handed: HandedOver
+    # Its connection, held from batch to batch while batches keep coming.
+    conn: HeldConnection
     position: int = 0
     failure: str | None = None
     task: asyncio.Task[None] | None = None
@@ -285,7 +246,10 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.fallback_poll_seconds = fallback_poll_seconds
         self.store = EventStore()
-        self._followers = {p.name: _Follower(p) for p in projections}
+        self._followers = {
+            p.name: _Follower(p, HandedOver(limit=2 * batch_size), HeldConnection(pool))
+            for p in projections
+        }
         self._progress = asyncio.Condition()
         self._log_head = 0
         self._log = LogFollower(
@@ -313,6 +277,8 @@ class ProjectionRunner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for follower in self._followers.values():
+            await follower.conn.release()
         await self._log.stop()
 
     # -- what others ask -----------------------------------------------------
@@ -320,6 +286,15 @@ class ProjectionRunner:
     def wake(self, position: int | None = None) -> None:
         """Tell every projection that the log has grown (to ``position`` if known)."""
         self._log.wake(position)
+
+    async def hand_over(self, committed: Sequence[Envelope]) -> None:
+        """Take this replica's newly committed events (a commit observer), in order, and
+        apply them now rather than when their NOTIFY comes back."""
+        if not committed:
+            return
+        for follower in self._followers.values():
+            follower.handed.add(committed, leading=True)
+        self.wake(committed[-1].position)
 
     def position(self, name: str) -> int:
         """The last position projection ``name`` has applied."""
@@ -359,18 +334,28 @@ class ProjectionRunner:
         async def step(_head: int) -> None:
             await self._catch_up(follower)
 
+        def applied(head: int) -> bool:
+            return follower.position >= head
+
         try:
-            await self._log.follow(step, what=f"projection {name}", fatal=(ProjectionGap,))
+            await self._log.follow(
+                step, what=f"projection {name}", fatal=(ProjectionGap,), applied=applied
+            )
         except ProjectionGap as exc:
             follower.failure = str(exc)
             log.error("projection_gap", projection=name, expected=exc.expected, found=exc.found)
 
     async def _catch_up(self, follower: _Follower) -> None:
         while True:
-            async with self.pool.acquire() as conn:
+            conn = await follower.conn.acquire()
+            try:
                 outcome = await apply_next_batch(
-                    conn, follower.projection, self.store, self.batch_size
+                    conn, follower.projection, self.store, self.batch_size, follower.handed
                 )
+            except BaseException:
+                await follower.conn.release()  # it may be broken: the next batch takes another
+                raise
+            follower.conn.done()
             follower.position = outcome.position
             self._log_head = max(self._log_head, outcome.position)
             async with self._progress:

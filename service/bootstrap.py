@@ -245,6 +245,8 @@ async def running(settings: Settings) -> AsyncIterator[Keyledger]:
             service.commands.committed.append(service.relay.hand_over)
         await service.projections.start()
         stack.push_async_callback(service.projections.stop)
+        # What this replica commits, the projections apply without reading it back.
+        service.commands.committed.append(service.projections.hand_over)
         _in_background(stack, service.sweeper.run(), "expiry-sweeper")
         if service.snapshot_writer is not None:
             _in_background(stack, service.snapshot_writer.run(), "registry-snapshots")

@@ -2,8 +2,9 @@
 
 Appends are serialized by the log's advisory lock, so a transaction per
 command would cap throughput at one commit (one WAL flush) at a time. A
-``GroupCommit`` runs one writer task that opens a transaction, takes the lock
-(``BatchWork.open``), and only then takes every command waiting (up to
+``GroupCommit`` runs one writer task that opens a transaction and takes the lock
+(``BatchWork.opening``, sent with the ``BEGIN``: one round trip), and only then
+takes every command waiting (up to
 ``max_batch``: the batch grows with the queue, and with the time the lock was
 held elsewhere, by another replica) and hands them to the ``BatchWork`` in
 that one transaction. The work is set-based
@@ -45,6 +46,7 @@ import structlog
 
 from service.errors import KeyledgerError
 from service.store.event_rows import UnstorableValue
+from service.store.held_connection import HeldConnection
 
 log = structlog.get_logger(__name__)
 
@@ -97,8 +99,10 @@ WorkItem = TypeVar("WorkItem", contravariant=True)
 class BatchWork(Protocol[WorkItem, Result]):
     """What a ``GroupCommit`` runs: one transaction of items, under the caller's lock."""
 
-    async def open(self, conn: asyncpg.Connection) -> None:
-        """First statements of each transaction (take the lock), before its items are chosen."""
+    @property
+    def opening(self) -> str:
+        """The first statements of each transaction (take the lock), sent with its ``BEGIN``
+        in one round trip, before its items are chosen; no parameters, no rows."""
 
     async def write(
         self, conn: asyncpg.Connection, items: Sequence[WorkItem]
@@ -143,7 +147,7 @@ class GroupCommit(Generic[Item, Result]):
         self._writer: asyncio.Task[None] | None = None
         # The writer's connection, kept from batch to batch while commands keep coming:
         # giving it back to the pool costs a round trip (its reset) every time.
-        self._conn: asyncpg.Connection | None = None
+        self._conn = HeldConnection(pool)
         # Items committed per second, smoothed over recent batches (for Retry-After).
         self._rate = 0.0
         # Items refused since the last log line about it, and when that was.
@@ -205,11 +209,7 @@ class GroupCommit(Generic[Item, Result]):
     async def _write_all(self) -> None:
         """The writer: batch after batch until nobody waits. It never strands a caller."""
         try:
-            while self._waiting:  # again if one came while the connection was given back
-                try:
-                    await self._write_while_waiting()
-                finally:
-                    await self._release()
+            await self._write_while_waiting()
         except BaseException as exc:
             waiting, self._waiting = self._waiting, []
             _settle_all(waiting, exc)
@@ -282,27 +282,25 @@ class GroupCommit(Generic[Item, Result]):
         batch that hears of it.
         """
         choose = not batch
-        if self._conn is None:
-            self._conn = await self.pool.acquire()
+        conn = await self._conn.acquire()
         try:
-            async with self._conn.transaction():
-                try:
-                    await self.work.open(self._conn)
-                finally:
-                    if choose:
-                        self._take(batch)
-                items = [pending.item for pending in batch]
-                written = await self.work.write(self._conn, items) if items else []
+            try:
+                # BEGIN and the opening (the lock) in one round trip: asyncpg's transaction
+                # block would send BEGIN alone first.
+                await conn.execute(f"BEGIN; {self.work.opening}")
+            finally:
+                if choose:
+                    self._take(batch)
+            items = [pending.item for pending in batch]
+            written = await self.work.write(conn, items) if items else []
+            await conn.execute("COMMIT")
         except BaseException:
+            await _roll_back(conn)
             # Whatever failed may have broken the connection: the next batch takes another.
-            await self._release()
+            await self._conn.release()
             raise
+        self._conn.done()
         return [error_for(r) if isinstance(r, Exception) else r for r in written]
-
-    async def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self.pool.release(conn)
 
     async def _deliver(
         self, batch: list[_Pending[Item, Result]], results: list[Outcome[Result]]
@@ -321,6 +319,17 @@ class GroupCommit(Generic[Item, Result]):
                 pending.outcome.set_exception(result)
             else:
                 pending.outcome.set_result(result)
+
+
+async def _roll_back(conn: asyncpg.Connection) -> None:
+    """End the batch's transaction, if it is still open, before the connection goes back."""
+    try:
+        if not conn.is_closed() and conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+    except Exception:
+        # Lost (the pool may have taken the proxy back already) or busy (a cancelled
+        # statement): there is nothing to roll back, or the pool's reset finishes it.
+        log.debug("group_commit_rollback_failed", exc_info=True)
 
 
 def error_for(exc: BaseException) -> KeyledgerError:

@@ -160,9 +160,10 @@ class KeyCommandHandler:
 
     # -- the batch (service.group_commit.BatchWork) ---------------------------
 
-    async def open(self, conn: asyncpg.Connection) -> None:
+    @property
+    def opening(self) -> str:
         """Take the append lock, waiting ``lock_timeout_seconds`` at most."""
-        await self.store.lock(conn, wait_seconds=self.lock_timeout_seconds)
+        return self.store.lock_sql(self.lock_timeout_seconds)
 
     async def write(
         self, conn: asyncpg.Connection, requests: Sequence[CommandRequest]

@@ -102,6 +102,12 @@ def _plain(value: Any) -> bool:
     return True
 
 
+def actor_json(actor: Actor) -> dict[str, Any]:
+    """``actor.model_dump(mode="json")``, made directly: its fields are text or null (JSON
+    already), and this runs for every event sealed, stored and published."""
+    return {"id": actor.id, "on_behalf_of": actor.on_behalf_of, "request_id": actor.request_id}
+
+
 def envelope_body(envelope: Envelope) -> dict[str, Any]:
     """The envelope as a JSON object, without ``hash``."""
     return {
@@ -113,7 +119,7 @@ def envelope_body(envelope: Envelope) -> dict[str, Any]:
         "stream_version": envelope.stream_version,
         "position": envelope.position,
         "occurred_at": format_timestamp(envelope.occurred_at),
-        "actor": envelope.actor.model_dump(mode="json"),
+        "actor": actor_json(envelope.actor),
         "data": envelope.data,
     }
 
@@ -145,7 +151,7 @@ def seal(
         "stream_version": stream_version,
         "position": position,
         "occurred_at": format_timestamp(event.occurred_at),
-        "actor": actor.model_dump(mode="json"),
+        "actor": actor_json(actor),
         "data": data,
     }
     return Envelope(
@@ -165,7 +171,12 @@ def seal(
 
 def envelope_to_json(envelope: Envelope) -> str:
     """The envelope as one line of JSON, hash included (what NATS carries)."""
-    return canonical_json({**envelope_body(envelope), "hash": envelope.hash})
+    return envelope_to_bytes(envelope).decode()
+
+
+def envelope_to_bytes(envelope: Envelope) -> bytes:
+    """``envelope_to_json`` encoded as UTF-8 (a NATS message's payload)."""
+    return canonical_bytes({**envelope_body(envelope), "hash": envelope.hash})
 
 
 def envelope_from_json(raw: str | bytes) -> Envelope:

@@ -16,6 +16,7 @@ from service.cli.command_settings import cli_settings, settings_help
 from service.cli.failures import UsageError
 from service.cli.workers import READY, die_with_parent, run_workers
 from service.event_loop import loop_factory, resolved_loop
+from service.garbage_collection import settle_after_start
 from service.http.app import create_app
 from service.log_config import configure_logging
 from service.settings import Settings, SettingsError
@@ -150,9 +151,9 @@ def _run(settings: Settings, on_ready: str | None, ready_fd: int | None) -> None
     gc.disable()
 
     def ready(aiohttp_text: str) -> None:
-        # Serving. What the start made is frozen out of the collector: a full
-        # collection walking a 1M-key index would hold requests for ≈0.4 s.
-        gc.freeze()
+        # Serving. What the start made is frozen out of the collector (a full
+        # collection walking a 1M-key index would hold requests for ≈0.4 s).
+        settle_after_start()
         gc.enable()
         if ready_fd is None:
             print(on_ready or _serving_line(aiohttp_text), flush=True)

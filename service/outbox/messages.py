@@ -1,4 +1,5 @@
-"""The NATS message of an event, and whose fault a failed publish is (docs/security.md §5).
+"""The NATS message of an event, publishing a batch of them, and whose fault a failed
+publish is (docs/security.md §5).
 
 The relay must tell two failures apart. One belongs to the event: its org id
 is not a subject token (``nl\\n``, ``a.b``, ``*``), its envelope does not
@@ -11,12 +12,19 @@ retried forever and never quarantined, so an outage loses nothing.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from nats import errors as nats_errors
+from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 
-from events.codec import envelope_to_json
+from events.codec import envelope_to_bytes
 from events.models import Envelope
 from events.subjects import event_subject, is_subject_token
+from service.store.event_rows import UnreadableEvent
+from service.store.quarantine import QuarantinedKey, set_aside
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 # JetStream: "message size exceeds maximum allowed" (the stream's max_msg_size).
@@ -53,7 +61,7 @@ def message_of(envelope: Envelope, prefix: str) -> tuple[str, bytes, dict[str, s
         subject_token(envelope.event_type, "event type"),
         prefix,
     )
-    return subject, envelope_to_json(envelope).encode(), {MSG_ID_HEADER: str(envelope.event_id)}
+    return subject, envelope_to_bytes(envelope), {MSG_ID_HEADER: str(envelope.event_id)}
 
 
 def is_event_fault(exc: BaseException) -> bool:
@@ -61,3 +69,67 @@ def is_event_fault(exc: BaseException) -> bool:
     if isinstance(exc, (*_EVENT_FAULTS, Unpublishable)):
         return True
     return isinstance(exc, js_errors.APIError) and exc.err_code == _MESSAGE_TOO_LARGE
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What publishing a batch settled."""
+
+    # How many leading events are settled: acknowledged by JetStream, or quarantined.
+    settled: int
+    # The quarantines among them.
+    quarantined: list[QuarantinedKey]
+    # NATS's failure (not the event's) that ended the settled run, if one did.
+    failure: BaseException | None = None
+
+
+async def publish_batch(
+    js: JetStreamContext,
+    batch: Sequence[Envelope | UnreadableEvent],
+    *,
+    prefix: str,
+    stream: str,
+    consumer: str,
+    ack_timeout: float,
+) -> Published:
+    """Publish ``batch`` pipelined, every event awaiting its PubAck.
+
+    An event at fault (unreadable, unpublishable, refused for itself) is
+    quarantined for ``consumer`` and counts as settled; the first failure that
+    is NATS's ends the settled run there.
+    """
+    faults: dict[int, tuple[BaseException, bool]] = {}
+    sends = {}
+    for at, item in enumerate(batch):
+        if isinstance(item, UnreadableEvent):
+            faults[at] = (item.error, True)
+            continue
+        try:
+            subject, payload, headers = message_of(item, prefix)
+        except Exception as exc:  # whatever this one event makes encoding raise
+            faults[at] = (exc, True)
+            continue
+        sends[at] = js.publish(
+            subject, payload, timeout=ack_timeout, stream=stream, headers=headers
+        )
+    results = await asyncio.gather(*sends.values(), return_exceptions=True)
+    for at, result in zip(sends, results, strict=True):
+        if isinstance(result, BaseException):
+            faults[at] = (result, is_event_fault(result))
+    quarantined: list[QuarantinedKey] = []
+    for at in sorted(faults):
+        error, events_fault = faults[at]
+        item = batch[at]
+        if not events_fault:
+            return Published(at, quarantined, error)
+        quarantined.append(
+            set_aside(
+                consumer,
+                key_id=item.key_id,
+                org_id=item.org_id,
+                position=item.position,
+                event_type=item.event_type,
+                failure=error,
+            )
+        )
+    return Published(len(batch), quarantined)

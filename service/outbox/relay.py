@@ -36,15 +36,15 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from events.models import Envelope
-from service.outbox.handed_over import HandedOver
-from service.outbox.messages import is_event_fault, message_of
+from service.outbox.messages import publish_batch
 from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
 from service.store.event_store import EventStore, UnreadableEvent
-from service.store.log_follower import LogFollower, RetryPolicy
+from service.store.handed_over import HandedOver
+from service.store.log_follower import HAND_OVER_TURNS, LogFollower, RetryPolicy
 from service.store.log_witnesses import jetstream_witness, read_witness_report
 from service.store.outbox_checkpoint import outbox_lag, read_checkpoint, save_checkpoint
-from service.store.quarantine import QuarantinedKey, QuarantineLog, set_aside
+from service.store.quarantine import QuarantinedKey, QuarantineLog
 
 # pg_try_advisory_lock(classid, objid): classid "kr" (keyledger relay), objid from the stream name.
 RELAY_LOCK_CLASS = 0x6B72
@@ -142,7 +142,7 @@ class OutboxRelay:
     async def hand_over(self, committed: Sequence[Envelope]) -> None:
         """Take this replica's newly committed events (a commit observer), in order.
 
-        Kept only while leading (see ``service.outbox.handed_over``).
+        Kept only while leading (see ``service.store.handed_over``).
         """
         self._handed.add(committed, leading=self.is_leader)
 
@@ -284,6 +284,9 @@ class OutboxRelay:
 
         A stop request ends the loop early, unless ``draining`` (the last pass on stop).
         """
+        # Woken by notifications alone: once everything they named is published, a read
+        # would find nothing (the poll, a reconnect or a retry reads until the log is done).
+        notified = not draining and self._wakeups.positioned
         while draining or not self._stopping:
             try:
                 js = await self._jetstream()
@@ -298,9 +301,11 @@ class OutboxRelay:
                 return False
             if not self._stream_checked and not await self._stream_agrees(conn, js):
                 return False
-            batch: Sequence[Envelope | UnreadableEvent] = self._handed.take(
-                after=self.published_position, limit=self.tuning.batch_size
-            ) or await self.store.read_envelopes_after(
+            if notified and self.published_position >= self._log.head:
+                self.problem = None
+                return True
+            batch: Sequence[Envelope | UnreadableEvent] = await self._take_handed()
+            batch = batch or await self.store.read_envelopes_after(
                 conn, self.published_position, self.tuning.batch_size
             )
             if not batch:
@@ -308,15 +313,36 @@ class OutboxRelay:
                 return True
             settled, quarantined = await self._publish(js, batch)
             if settled:
-                async with conn.transaction():
-                    await self.quarantine.record(conn, quarantined)
-                    await save_checkpoint(
-                        conn, self.settings.nats_stream, batch[settled - 1].position
-                    )
+                await self._settle(conn, quarantined, batch[settled - 1].position)
                 self.published_position = batch[settled - 1].position
             if settled < len(batch):
                 return False
         return True
+
+    async def _settle(
+        self, conn: asyncpg.Connection, quarantined: list[QuarantinedKey], position: int
+    ) -> None:
+        """Move the checkpoint to ``position``, with the quarantines met on the way."""
+        if not quarantined:
+            # One statement needs no transaction of its own (BEGIN and COMMIT: two round
+            # trips per batch); this is every batch but one that meets a poison event.
+            await save_checkpoint(conn, self.settings.nats_stream, position)
+            return
+        async with conn.transaction():
+            await self.quarantine.record(conn, quarantined)
+            await save_checkpoint(conn, self.settings.nats_stream, position)
+
+    async def _take_handed(self) -> list[Envelope]:
+        """The handed-over events that continue the checkpoint. With none yet while events
+        were notified past it, a few loop turns are waited first: the notification of this
+        replica's commit can come before the commit's observers hand its events over, and
+        reading them back from the log costs more."""
+        for _ in range(HAND_OVER_TURNS):
+            taken = self._handed.take(after=self.published_position, limit=self.tuning.batch_size)
+            if taken or self.published_position >= self._log.head:
+                return taken
+            await asyncio.sleep(0)
+        return self._handed.take(after=self.published_position, limit=self.tuning.batch_size)
 
     async def _stream_agrees(self, conn: asyncpg.Connection, js: JetStreamContext) -> bool:
         """Whether the log holds the event the stream published last (once per leadership).
@@ -353,56 +379,26 @@ class OutboxRelay:
     async def _publish(
         self, js: JetStreamContext, batch: Sequence[Envelope | UnreadableEvent]
     ) -> tuple[int, list[QuarantinedKey]]:
-        """Publish a batch pipelined.
-
-        Returns how many leading events are settled (acknowledged by JetStream,
-        or quarantined as unpublishable) and the quarantines among them. The
-        first failure that is NATS's, not the event's, ends the settled run.
-        """
-        prefix, stream = self.settings.nats_subject_prefix, self.settings.nats_stream
-        faults: dict[int, tuple[BaseException, bool]] = {}
-        sends = {}
-        for at, item in enumerate(batch):
-            if isinstance(item, UnreadableEvent):
-                faults[at] = (item.error, True)
-                continue
-            try:
-                subject, payload, headers = message_of(item, prefix)
-            except Exception as exc:  # whatever this one event makes encoding raise
-                faults[at] = (exc, True)
-                continue
-            sends[at] = js.publish(
-                subject,
-                payload,
-                timeout=self.tuning.ack_timeout_seconds,
-                stream=stream,
-                headers=headers,
+        """Publish a batch (``publish_batch``): how many leading events are settled, and
+        the quarantines among them."""
+        published = await publish_batch(
+            js,
+            batch,
+            prefix=self.settings.nats_subject_prefix,
+            stream=self.settings.nats_stream,
+            consumer=self.consumer,
+            ack_timeout=self.tuning.ack_timeout_seconds,
+        )
+        if published.failure is not None:
+            self.problem = f"publish: {published.failure!r}"
+            # The stream may have vanished (a wiped NATS store): provision it again.
+            self._stream_ready = False
+            log.warning(
+                "outbox_publish_failed",
+                position=batch[published.settled].position,
+                error=repr(published.failure),
             )
-        results = await asyncio.gather(*sends.values(), return_exceptions=True)
-        for at, result in zip(sends, results, strict=True):
-            if isinstance(result, BaseException):
-                faults[at] = (result, is_event_fault(result))
-        quarantined: list[QuarantinedKey] = []
-        for at in sorted(faults):
-            error, events_fault = faults[at]
-            item = batch[at]
-            if not events_fault:
-                self.problem = f"publish: {error!r}"
-                # The stream may have vanished (a wiped NATS store): provision it again.
-                self._stream_ready = False
-                log.warning("outbox_publish_failed", position=item.position, error=repr(error))
-                return at, quarantined
-            quarantined.append(
-                set_aside(
-                    self.consumer,
-                    key_id=item.key_id,
-                    org_id=item.org_id,
-                    position=item.position,
-                    event_type=item.event_type,
-                    failure=error,
-                )
-            )
-        return len(batch), quarantined
+        return published.settled, published.quarantined
 
     async def _pause(self, seconds: float) -> None:
         """Sleep up to ``seconds``; a commit, a reconnect or ``stop`` ends it early."""

@@ -18,7 +18,7 @@ from uuid import uuid4
 
 import asyncpg
 
-from events.codec import canonical_json, decode_event, seal, to_domain_event
+from events.codec import actor_json, canonical_json, decode_event, seal, to_domain_event
 from events.models import Actor, DomainEvent, Envelope, LogEvent
 from service.domain.vocabulary import is_unicode
 from service.errors import KeyledgerError
@@ -297,7 +297,7 @@ def row_of(envelope: Envelope) -> tuple[Any, ...]:
         envelope.key_id,
         envelope.stream_version,
         envelope.occurred_at,
-        canonical_json(envelope.actor.model_dump(mode="json")),
+        canonical_json(actor_json(envelope.actor)),
         canonical_json(envelope.data),
         envelope.hash,
     )

@@ -111,13 +111,16 @@ class EventStore:
         so one stuck transaction cannot stall every writer. The setting stays
         for the rest of the transaction (one round trip for both statements).
         """
+        await conn.execute(self.lock_sql(wait_seconds))
+
+    @staticmethod
+    def lock_sql(wait_seconds: float | None = None) -> str:
+        """The statements of ``lock``, to send after ``BEGIN`` in the same round trip."""
+        lock = f"SELECT pg_advisory_xact_lock({LOG_LOCK:d})"
         if wait_seconds is None:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
-            return
+            return lock
         milliseconds = max(1, round(wait_seconds * 1000))  # 0 would mean "wait forever"
-        await conn.execute(
-            f"SET LOCAL lock_timeout = {milliseconds:d}; SELECT pg_advisory_xact_lock({LOG_LOCK:d})"
-        )
+        return f"SET LOCAL lock_timeout = {milliseconds:d}; {lock}"
 
     async def append(
         self,

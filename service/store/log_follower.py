@@ -82,9 +82,15 @@ class Wakeups:
         self._follower = follower
         self._woken = asyncio.Event()
         self._woken.set()  # a consumer catches up first, then waits
+        self._positioned = False
+        #: Whether the last ``wait`` ended only by wake-ups that each named a position
+        #: (notifications), not by the poll or a wake-up that knows nothing (a reconnect).
+        self.positioned = False
 
-    def wake(self) -> None:
-        """Make the next (or current) ``wait`` return at once."""
+    def wake(self, *, positioned: bool = False) -> None:
+        """Make the next (or current) ``wait`` return at once; ``positioned``: the wake-up
+        names the position the log has reached."""
+        self._positioned = positioned and (self._positioned or not self._woken.is_set())
         self._woken.set()
 
     async def wait(self, seconds: float | None = None) -> int:
@@ -96,7 +102,9 @@ class Wakeups:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._woken.wait()
+        self.positioned = self._woken.is_set() and self._positioned
         self._woken.clear()
+        self._positioned = False
         return self._follower.head
 
     def close(self) -> None:
@@ -108,6 +116,27 @@ class Wakeups:
 
     async def __anext__(self) -> int:
         return await self.wait()
+
+
+# Event-loop turns a notification waits for its commit's observers (see ``_handed``).
+# (Public: the outbox relay, which waits on its own, waits as long.)
+HAND_OVER_TURNS = 3
+
+
+async def _handed(applied: Callable[[int], bool], head: int) -> bool:
+    """Whether the events up to ``head`` are (or, within a few loop turns, will be)
+    applied already.
+
+    The notification of this replica's own commit races the commit's answer on
+    the writer's connection, and its observers hand the events over a turn or
+    two after that answer: waiting those turns rather than reading saves the
+    catch-up reading and decoding them from the log (the usual case under load).
+    """
+    for _ in range(HAND_OVER_TURNS):
+        if applied(head):
+            return True
+        await asyncio.sleep(0)
+    return applied(head)
 
 
 class LogFollower:
@@ -171,7 +200,7 @@ class LogFollower:
         if position is not None and position > self.head:
             self.head = position
         for wakeups in self._subscribers:
-            wakeups.wake()
+            wakeups.wake(positioned=position is not None)
 
     def subscribe(self) -> Wakeups:
         """Wake-ups for one consumer; ``close`` them when done."""
@@ -194,18 +223,27 @@ class LogFollower:
         *,
         what: str,
         fatal: tuple[type[Exception], ...] = (),
+        applied: Callable[[int], bool] | None = None,
     ) -> None:
         """Run ``step(head)`` at once, then after every wake-up, until cancelled.
 
         A failing step is logged and run again after the retry policy's
         backoff (reset by a success). An exception of a ``fatal`` type is not
         retried: it ends following and propagates.
+
+        ``applied(head)``: whether the consumer has everything up to ``head``
+        already (handed over by this replica's commits). A wake-up made only of
+        notifications up to such a head then skips the step: it would read
+        nothing. The poll and a wake-up without a position (a reconnect) always
+        run it, the safety net for a notification lost.
         """
         wakeups = self.subscribe()
         backoff = self.retry.backoff()
         try:
             while True:
                 head = await wakeups.wait()
+                if applied is not None and wakeups.positioned and await _handed(applied, head):
+                    continue
                 try:
                     await step(head)
                 except fatal:

@@ -317,7 +317,12 @@ class IndexFeed:
             self._heard(head)
             await self.catch_up()
 
-        await self._log.follow(step, what="verification_index")
+        def applied(head: int) -> bool:
+            # This replica's own commits are applied before their NOTIFY is heard: a
+            # catch-up for them would read nothing (a quarantine to save still needs one).
+            return self.index.position >= head and not self.index.unsaved_quarantines
+
+        await self._log.follow(step, what="verification_index", applied=applied)
 
     async def _follow_jetstream(self) -> None:
         import nats

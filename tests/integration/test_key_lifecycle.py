@@ -243,7 +243,11 @@ async def test_issue_service_key_runs_the_same_use_case(
 
 async def test_bootstrap_runs_and_stops_one_wired_replica(settings: Settings) -> None:
     async with running(settings) as service:
-        assert service.commands.committed == [service.feed.apply_committed]
+        # No relay without NATS: the index and the projections are handed each commit.
+        assert service.commands.committed == [
+            service.feed.apply_committed,
+            service.projections.hand_over,
+        ]
         assert service.commands.write_guard is not None and service.index.following
         issued = await service.keys.generate(issuer(), NewKey(name="k", type="secret"))
         assert issued.outcome.state is not None

@@ -67,24 +67,26 @@ async def statements_for(
             await handler.handle(existing, org_id=org, actor=ACTOR)
             rename = RenameKey(key_id=existing.key_id, name="renamed", issued_at=utc_now())
             requests.append(CommandRequest(rename, org, ACTOR))
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn:
         counting = CountingConnection(conn)
-        await handler.open(counting)  # type: ignore[arg-type]
+        # As the group commit sends them.
+        await counting.execute(f"BEGIN; {handler.opening}")
         outcomes = await handler.write(counting, requests)  # type: ignore[arg-type]
+        await counting.execute("COMMIT")
     assert all(not isinstance(o, Exception) for o in outcomes), outcomes
     return counting.statements
 
 
 async def test_a_batch_costs_the_same_round_trips_whatever_its_size(pool: asyncpg.Pool) -> None:
     handler = KeyCommandHandler(pool, max_active_keys=1000, lock_timeout_seconds=5)
-    # The lock (before the batch is chosen); one read (head, taken key ids, counts,
-    # idempotency, callers); one write
-    # (events, registry, idempotency, NOTIFY).
+    # BEGIN with the lock (before the batch is chosen); one read (head, taken key ids,
+    # counts, idempotency, callers); one write (events, registry, idempotency, NOTIFY);
+    # COMMIT.
     for size in (1, 2, 64):
-        assert await statements_for(handler, pool, size, renames=False) == 3
+        assert await statements_for(handler, pool, size, renames=False) == 4
     # With commands on existing keys, one more read: their streams.
     for size in (1, 32):
-        assert await statements_for(handler, pool, size, renames=True) == 4
+        assert await statements_for(handler, pool, size, renames=True) == 5
     async with pool.acquire() as conn:
         assert (await verify_chain(conn)).ok
 

@@ -28,7 +28,7 @@ from events import (
     subject_filter,
     to_domain_event,
 )
-from events.codec import canonical_bytes, format_timestamp
+from events.codec import actor_json, canonical_bytes, envelope_to_bytes, format_timestamp
 from events.models import DomainEvent
 
 AT = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -165,3 +165,29 @@ def test_seal_hashes_the_body_of_the_envelope_it_returns() -> None:
     envelope = revoked_envelope(previous_hash="f" * 64, position=7)
     assert envelope.hash == chain_hash("f" * 64, envelope_body(envelope))
     assert envelope == envelope.model_validate_json(envelope.model_dump_json())
+
+
+@pytest.mark.parametrize(
+    "actor",
+    [Actor(id="a"), Actor(id="key_1", on_behalf_of="user:7", request_id="r-1"), Actor(id="é")],
+)
+def test_an_actor_is_made_json_as_pydantic_would(actor: Actor) -> None:
+    # actor_json spells the fields out: a field added to Actor must be added there too.
+    assert set(Actor.model_fields) == {"id", "on_behalf_of", "request_id"}
+    assert actor_json(actor) == actor.model_dump(mode="json")
+
+
+def test_a_message_payload_is_the_envelope_json_encoded() -> None:
+    event = KeyRevoked(
+        key_id="key_x", org_id="acme", occurred_at=datetime(2026, 5, 1, tzinfo=UTC), reason="leaked"
+    )
+    envelope = seal(
+        event,
+        event_id=uuid4(),
+        stream_version=1,
+        position=1,
+        actor=Actor(id="a", request_id="ü"),
+        previous_hash=GENESIS_HASH,
+    )
+    assert envelope_to_bytes(envelope) == envelope_to_json(envelope).encode()
+    assert json.loads(envelope_to_bytes(envelope))["hash"] == envelope.hash

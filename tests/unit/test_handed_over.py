@@ -1,13 +1,14 @@
-"""The relay's handed-over commits: taken only where they continue what it published."""
+"""Handed-over commits: taken only where they continue what a follower has applied."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from events.codec import GENESIS_HASH, seal
+from events.codec import GENESIS_HASH, seal, to_domain_event
 from events.models import Actor, Envelope, KeyRevoked
-from service.outbox.handed_over import HandedOver
+from service.store.event_rows import LoggedEvent, UnreadableEvent
+from service.store.handed_over import HandedOver, logged_events
 
 AT = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -64,3 +65,16 @@ def test_nothing_is_kept_while_not_leading_or_past_the_limit() -> None:
     handed.add(at(1, 2, 3), leading=True)
     handed.add(at(4), leading=True)  # over the limit: what was kept goes
     assert handed.take(after=0, limit=10) == []
+
+
+def test_handed_envelopes_become_the_events_a_log_read_gives() -> None:
+    envelopes = at(5, 6)
+    unknown = envelopes[1].model_copy(update={"event_type": "KeyTeleported"})
+    logged = logged_events([envelopes[0], unknown])
+    first, second = logged
+    assert isinstance(first, LoggedEvent)
+    assert first.position == 5
+    assert first.event == to_domain_event(envelopes[0])
+    # One that does not decode is unreadable in its place, as a row of the log would be.
+    assert isinstance(second, UnreadableEvent)
+    assert (second.position, second.key_id, second.event_type) == (6, "key_x", "KeyTeleported")
