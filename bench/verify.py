@@ -11,7 +11,9 @@
 (c) revocation propagation across three ``keyledger serve`` replicas;
 (d) index memory per key at 1M keys (tracemalloc, live bytes);
 (e) ``keyledger serve --workers N`` for N = 1, 2: bearer verify throughput,
-    CPU per request over all workers, resident memory per worker.
+    CPU per request over all workers, resident memory per worker;
+(f) cold start at 1M keys (``bench.cold_start``, from a registry snapshot): the
+    time from a replica's process start to ``/readyz`` 200, its CPU and RSS.
 
 Needs PostgreSQL (``KEYLEDGER_TEST_DATABASE_URL``, else embedded) and, for
 (c), NATS (``KEYLEDGER_TEST_NATS_URL``, else embedded); ``wrk`` on PATH.
@@ -38,6 +40,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.cold_start import run as cold_start
 from bench.support import running_replicas, scratch_database
 from bench.wrk import TABLE_HEAD, Load, lua_script, rss_mib, run_wrk
 from events.models import Actor, KeyGenerated
@@ -328,7 +331,7 @@ def bench_memory(keys: int) -> list[str]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="abcde", help="which of a, b, c, d, e to run")
+    parser.add_argument("--parts", default="abcdef", help="which of a, b, c, d, e, f to run")
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration per target")
     parser.add_argument(
         "--loops", default="asyncio,uvloop", help="event loops for (a)/(b), comma-separated"
@@ -341,7 +344,7 @@ async def main() -> None:
         " default)",
     )
     parser.add_argument("--rounds", type=int, default=200, help="revocations for (c)")
-    parser.add_argument("--keys", type=int, default=1_000_000, help="index size for (d)")
+    parser.add_argument("--keys", type=int, default=1_000_000, help="index size for (d), (f)")
     args = parser.parse_args()
     if set("abe") & set(args.parts) and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -376,6 +379,9 @@ async def main() -> None:
                 "",
                 "(e) " + "\n".join(await bench_workers(server_url, counts, args.seconds)),
             ]
+        if "f" in args.parts:
+            started = await cold_start(server_url, args.keys, False, skip_log_only=True)
+            report += ["", "(f) cold start " + "\n".join(started)]
     finally:
         if embedded_nats:
             embedded_nats.stop()
