@@ -22,13 +22,17 @@ from keyledger_client.models import (
     BulkRevocation,
     ChainReport,
     CommandResult,
+    Delivery,
     Identity,
     IdentityResult,
     Key,
+    KeyUsage,
     LogEntry,
+    Me,
     UnreadableEvent,
     UsageRecorded,
     VerifyResult,
+    Webhook,
     WebhookResult,
 )
 
@@ -222,11 +226,6 @@ def configure_identity(
     return Call("PUT", path, _model(IdentityResult), json=body, headers=headers)
 
 
-def get_identity(org_id: str, identity_id: str) -> Call[Identity]:
-    """``GET /v1/orgs/{org}/identities/{id}`` (read from the log: always current)."""
-    return Call("GET", identity_path(org_id, identity_id), _model(Identity))
-
-
 def register_webhook(
     org_id: str, url: str, event_types: Sequence[str] | None, **options: Any
 ) -> Call[WebhookResult]:
@@ -234,14 +233,19 @@ def register_webhook(
     types = list(event_types) if event_types is not None else None
     body = without_none({"url": url, "event_types": types})
     headers = command_headers(**options)
-    path = f"/v1/orgs/{org_id}/webhooks"
-    return Call("POST", path, _model(WebhookResult), json=body, headers=headers)
+    return Call("POST", webhook_path(org_id), _model(WebhookResult), json=body, headers=headers)
 
 
 def remove_webhook(org_id: str, webhook_id: str, **options: Any) -> Call[WebhookResult]:
     """``DELETE /v1/orgs/{org}/webhooks/{id}``: no event is sent to the endpoint any more."""
-    path = f"/v1/orgs/{org_id}/webhooks/{quote(webhook_id, safe='')}"
+    path = webhook_path(org_id, webhook_id)
     return Call("DELETE", path, _model(WebhookResult), headers=command_headers(**options))
+
+
+def webhook_path(org_id: str, webhook_id: str | None = None) -> str:
+    """``/v1/orgs/{org}/webhooks[/{id}]`` (the id percent-encoded: it comes from a caller)."""
+    path = f"/v1/orgs/{org_id}/webhooks"
+    return path if webhook_id is None else f"{path}/{quote(webhook_id, safe='')}"
 
 
 def keys_path(org_id: str, key_id: str | None = None, action: str | None = None) -> str:
@@ -304,6 +308,64 @@ def audit_page(filters: Mapping[str, Any], cursor: Cursor) -> Call[Page[LogEntry
 def audit_verify() -> Call[ChainReport]:
     """``GET /v1/audit/verify``."""
     return Call("GET", "/v1/audit/verify", _model(ChainReport))
+
+
+def get_identity(org_id: str, identity_id: str) -> Call[Identity]:
+    """``GET /v1/orgs/{org}/identities/{id}`` (read from the log: always current)."""
+    return Call("GET", identity_path(org_id, identity_id), _model(Identity))
+
+
+def list_webhooks(org_id: str) -> Call[list[Webhook]]:
+    """``GET /v1/orgs/{org}/webhooks``: the endpoints not removed, newest first (one answer:
+    an org has few endpoints, so the API does not page them)."""
+    return Call(
+        "GET",
+        webhook_path(org_id),
+        lambda reply: [Webhook.model_validate(raw) for raw in reply.body["data"]],
+    )
+
+
+def get_webhook(org_id: str, webhook_id: str) -> Call[Webhook]:
+    """``GET /v1/orgs/{org}/webhooks/{id}`` (a removed endpoint too)."""
+    return Call(
+        "GET",
+        webhook_path(org_id, webhook_id),
+        lambda reply: Webhook.model_validate(reply.body["webhook"]),
+    )
+
+
+def delivery_page(
+    org_id: str, webhook_id: str, limit: int | None, cursor: Cursor
+) -> Call[Page[Delivery]]:
+    """One page of ``GET …/webhooks/{id}/deliveries``, newest first: the attempts before the
+    attempt id ``cursor`` (the previous page's ``next_before``; None: the newest)."""
+    params = _text(without_none({"limit": limit, "before": cursor}))
+
+    def parse(reply: Reply) -> Page[Delivery]:
+        items = [Delivery.model_validate(raw) for raw in reply.body["data"]]
+        return Page(items, reply.body.get("next_before"))
+
+    path = webhook_path(org_id, webhook_id) + "/deliveries"
+    return Call("GET", path, parse, params=params)
+
+
+def key_usage(
+    org_id: str,
+    key_id: str,
+    since: datetime | None,
+    until: datetime | None,
+    granularity: str | None,
+) -> Call[KeyUsage]:
+    """``GET /v1/orgs/{org}/keys/{id}/usage``: verifications per bucket (``since`` and
+    ``until`` need a timezone; the server's defaults for any not given)."""
+    fields = {"since": since, "until": until, "granularity": granularity}
+    params = _text(without_none(fields))
+    return Call("GET", keys_path(org_id, key_id, "usage"), _model(KeyUsage), params=params)
+
+
+def me() -> Call[Me]:
+    """``GET /v1/me``: the calling service key's id, scopes and orgs."""
+    return Call("GET", "/v1/me", _model(Me))
 
 
 def _text(params: Mapping[str, Any]) -> dict[str, str]:

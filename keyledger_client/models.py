@@ -108,8 +108,28 @@ class WebhookResult(_Answer):
     in a registration's first answer only (None in a replay of a retried one)."""
 
     webhook: Webhook
+    # The log position of the event written (a ``min_position`` for reads); None from a
+    # server older than this field.
+    position: int | None = None
     secret: str | None = None
     replayed: bool | None = None
+
+
+class Delivery(_Answer):
+    """One attempt at delivering an event to a webhook endpoint (never the receiver's answer).
+
+    ``outcome``: ``delivered`` (2xx), ``failed`` (to be retried) or ``dead_lettered``."""
+
+    id: int
+    event_id: str
+    event_type: str
+    key_id: str
+    position: int
+    attempt: int
+    attempted_at: datetime
+    outcome: Literal["delivered", "failed", "dead_lettered"]
+    status_code: int | None = None
+    error: str | None = None
 
 
 class UnreadableEvent(_Answer):
@@ -174,6 +194,31 @@ class ChainReport(_Answer):
     broken_at: int | None = None
     reason: str | None = None
     log_truncated: bool = False
+
+
+class UsageBucket(_Answer):
+    """A key's verifications in the bucket starting at ``t`` (UTC), per kind of verdict."""
+
+    t: datetime
+    valid: int
+    rate_limited: int
+    usage_exceeded: int
+    denied: int
+
+
+class KeyUsage(_Answer):
+    """A key's verifications over time: every bucket of the range, zeros included."""
+
+    granularity: Literal["minute", "hour", "day"]
+    series: list[UsageBucket]
+
+
+class Me(_Answer):
+    """The calling service key: its ``id``, ``scopes`` and ``orgs`` (None: every org)."""
+
+    id: str
+    scopes: list[str]
+    orgs: list[str] | None = None
 
 
 class UsageRecorded(_Answer):

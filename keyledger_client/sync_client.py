@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
 
@@ -30,12 +30,16 @@ from keyledger_client.models import (
     BulkRevocation,
     ChainReport,
     CommandResult,
+    Delivery,
     Identity,
     IdentityResult,
     Key,
+    KeyUsage,
     LogEntry,
+    Me,
     UsageRecorded,
     VerifyResult,
+    Webhook,
     WebhookResult,
 )
 
@@ -220,6 +224,38 @@ class SyncKeyledgerClient(Connection):
     def get_identity(self, org_id: str, identity_id: str) -> Identity:
         """``GET /v1/orgs/{org}/identities/{id}``."""
         return self.send(calls.get_identity(org_id, identity_id))
+
+    def list_webhooks(self, org_id: str) -> list[Webhook]:
+        """``GET /v1/orgs/{org}/webhooks``: the endpoints not removed, newest first."""
+        return self.send(calls.list_webhooks(org_id))
+
+    def get_webhook(self, org_id: str, webhook_id: str) -> Webhook:
+        """``GET /v1/orgs/{org}/webhooks/{id}`` (a removed endpoint too)."""
+        return self.send(calls.get_webhook(org_id, webhook_id))
+
+    def webhook_deliveries(
+        self, org_id: str, webhook_id: str, *, limit: int | None = None
+    ) -> Iterator[Delivery]:
+        """Every delivery attempt at the endpoint, newest first, page after page
+        (``limit`` per page)."""
+        return self._pages(lambda before: calls.delivery_page(org_id, webhook_id, limit, before))
+
+    def key_usage(
+        self,
+        org_id: str,
+        key_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        granularity: Literal["minute", "hour", "day"] = "hour",
+    ) -> KeyUsage:
+        """``GET …/keys/{id}/usage``: the key's verifications per ``granularity`` bucket from
+        ``since`` to ``until`` (timezone-aware; ``until`` defaults to now, ``since`` to a day
+        before it: an hour for ``minute``, 30 days for ``day``)."""
+        return self.send(calls.key_usage(org_id, key_id, since, until, granularity))
+
+    def me(self) -> Me:
+        """``GET /v1/me``: the service key this client calls with (id, scopes, orgs)."""
+        return self.send(calls.me())
 
     # -- verification -------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,10 +17,16 @@ from keyledger_client.calls import (
     Reply,
     api_error,
     command,
+    delivery_page,
+    get_webhook,
+    key_usage,
+    list_webhooks,
+    me,
     register_webhook,
     remove_webhook,
     retry_after_of,
 )
+from keyledger_client.models import WebhookResult
 from keyledger_client.signing import canonical_body, signing_payload
 
 
@@ -94,6 +101,107 @@ def test_webhook_commands_carry_an_idempotency_key_too() -> None:
         None,
     )
     assert removed.headers == {"Idempotency-Key": "mine"}
+
+
+WEBHOOK = {
+    "id": "wh_01JC0000000000000000000000",
+    "org_id": "acme",
+    "url": "https://hooks.example.com/kl",
+    "event_types": ["KeyRevoked"],
+    "created_at": "2026-11-30T04:57:48.878351Z",
+    "created_by": {"id": "key_01JD0000000000000000000000", "request_id": "req_1"},
+    "removed_at": None,
+    "removed_by": None,
+}
+
+
+def test_webhook_reads_send_nothing_but_the_path_and_read_the_endpoint() -> None:
+    listed = list_webhooks("acme")
+    assert (listed.method, listed.path, listed.params, listed.json) == (
+        "GET",
+        "/v1/orgs/acme/webhooks",
+        {},
+        None,
+    )
+    endpoints = listed.parse(Reply(200, {}, {"data": [WEBHOOK]}))
+    assert [(w.id, w.event_types) for w in endpoints] == [(WEBHOOK["id"], ["KeyRevoked"])]
+    one = get_webhook("acme", "wh/../x")  # a caller's id cannot leave its path segment
+    assert (one.method, one.path) == ("GET", "/v1/orgs/acme/webhooks/wh%2F..%2Fx")
+    webhook = one.parse(Reply(200, {}, {"webhook": WEBHOOK}))
+    assert webhook.created_at == datetime(2026, 11, 30, 4, 57, 48, 878351, tzinfo=UTC)
+    assert webhook.created_by is not None and webhook.created_by.request_id == "req_1"
+
+
+def test_a_webhook_answer_carries_its_position_when_the_server_sends_one() -> None:
+    assert WebhookResult.model_validate({"webhook": WEBHOOK, "position": 1043}).position == 1043
+    assert WebhookResult.model_validate({"webhook": WEBHOOK}).position is None  # older server
+
+
+def test_deliveries_page_backwards_by_attempt_id() -> None:
+    first = delivery_page("acme", "wh_1", None, None)
+    assert (first.path, first.params) == ("/v1/orgs/acme/webhooks/wh_1/deliveries", {})
+    later = delivery_page("acme", "wh_1", 2, 17)
+    assert later.params == {"limit": "2", "before": "17"}
+    attempt = {
+        "id": 17,
+        "event_id": "0b7f7a2e-3c1e-4d5c-9a7e-2f1f9c1b5e11",
+        "event_type": "KeyRevoked",
+        "key_id": "key_01JD0000000000000000000000",
+        "position": 812,
+        "attempt": 2,
+        "attempted_at": "2026-11-30T04:57:48.878351Z",
+        "outcome": "failed",
+        "status_code": 500,
+        "error": "HTTP 500",
+    }
+    page = later.parse(Reply(200, {}, {"data": [attempt], "next_before": 17}))
+    assert page.next_cursor == 17 and page.items[0].outcome == "failed"
+    assert page.items[0].attempted_at.tzinfo is not None
+    last = later.parse(Reply(200, {}, {"data": [], "next_before": None}))
+    assert (last.items, last.next_cursor) == ([], None)
+
+
+def test_key_usage_sends_the_range_given_with_its_timezone() -> None:
+    plain = key_usage("acme", "key_1", None, None, None)
+    assert (plain.method, plain.path, plain.params) == ("GET", "/v1/orgs/acme/keys/key_1/usage", {})
+    east = timezone(timedelta(hours=2))
+    ranged = key_usage(
+        "acme",
+        "key_1",
+        datetime(2026, 11, 30, 9, tzinfo=east),
+        datetime(2026, 11, 30, 8, tzinfo=UTC),
+        "minute",
+    )
+    assert ranged.params == {
+        "since": "2026-11-30T09:00:00+02:00",
+        "until": "2026-11-30T08:00:00+00:00",
+        "granularity": "minute",
+    }
+    body = {
+        "granularity": "minute",
+        "series": [
+            {
+                "t": "2026-11-30T07:00:00Z",
+                "valid": 3,
+                "rate_limited": 1,
+                "usage_exceeded": 0,
+                "denied": 2,
+            }
+        ],
+    }
+    usage = ranged.parse(Reply(200, {}, body))
+    bucket = usage.series[0]
+    assert bucket.t == datetime(2026, 11, 30, 7, tzinfo=UTC)
+    assert (bucket.valid, bucket.rate_limited, bucket.usage_exceeded, bucket.denied) == (3, 1, 0, 2)
+
+
+def test_me_reads_the_calling_key() -> None:
+    call = me()
+    assert (call.method, call.path, call.params) == ("GET", "/v1/me", {})
+    everywhere = call.parse(Reply(200, {}, {"id": "key_1", "scopes": ["admin"], "orgs": None}))
+    assert (everywhere.id, everywhere.scopes, everywhere.orgs) == ("key_1", ["admin"], None)
+    scoped = call.parse(Reply(200, {}, {"id": "key_2", "scopes": [], "orgs": ["acme"]}))
+    assert scoped.orgs == ["acme"]
 
 
 def test_the_documented_payloads() -> None:
