@@ -12,7 +12,6 @@
 It imports nothing of the keyledger service, and installs no generic top-level name.
 """
 
-from keyledger_client.calls import RetryPolicy
 from keyledger_client.client import KeyledgerClient
 from keyledger_client.errors import KeyledgerAPIError, KeyledgerError, KeyledgerTransportError
 from keyledger_client.local_verifier import LocalVerifier
@@ -21,16 +20,21 @@ from keyledger_client.models import (
     BulkRevocation,
     ChainReport,
     CommandResult,
+    Delivery,
     Identity,
     IdentityResult,
     Key,
+    KeyUsage,
+    Me,
     UnreadableEvent,
+    UsageBucket,
     UsageRecorded,
     VerifiedKey,
     VerifyResult,
     Webhook,
     WebhookResult,
 )
+from keyledger_client.retries import RetryPolicy
 from keyledger_client.signing import sign_request
 from keyledger_client.sync_client import SyncKeyledgerClient
 
@@ -39,17 +43,21 @@ __all__ = [
     "BulkRevocation",
     "ChainReport",
     "CommandResult",
+    "Delivery",
     "Identity",
     "IdentityResult",
     "Key",
+    "KeyUsage",
     "KeyledgerAPIError",
     "KeyledgerClient",
     "KeyledgerError",
     "KeyledgerTransportError",
     "LocalVerifier",
+    "Me",
     "RetryPolicy",
     "SyncKeyledgerClient",
     "UnreadableEvent",
+    "UsageBucket",
     "UsageRecorded",
     "VerifiedKey",
     "VerifyResult",

@@ -6,7 +6,6 @@ described once here and is one short method on each client. Nothing here does I/
 
 from __future__ import annotations
 
-import random
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from keyledger_client.models import (
     ChainReport,
     CommandResult,
     Delivery,
+    Granularity,
     Identity,
     IdentityResult,
     Key,
@@ -35,6 +35,7 @@ from keyledger_client.models import (
     Webhook,
     WebhookResult,
 )
+from keyledger_client.retries import retry_after_of
 
 T = TypeVar("T")
 Cursor = str | int | None
@@ -69,49 +70,6 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: Cursor
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """When and how long to wait before sending a call again.
-
-    A call is sent again only when doing so cannot do anything twice: reads and
-    verifications change nothing, and every command carries an
-    ``Idempotency-Key`` that the server answers a repeat of with the first result.
-    """
-
-    attempts: int = 4
-    base_delay: float = 0.1
-    max_delay: float = 5.0
-    # 429: over the caller's rate limit; 502-504: the server or a proxy is overloaded.
-    statuses: frozenset[int] = frozenset({429, 502, 503, 504})
-
-    def after(self, attempt: int, reply: Reply | None) -> float | None:
-        """Seconds to wait before sending again after attempt ``attempt`` (0-based) got
-        ``reply`` (None: a connection error); None when the answer stands as it is."""
-        if attempt + 1 >= self.attempts:
-            return None
-        if reply is None:
-            return self.delay(attempt)
-        if reply.status in self.statuses:
-            return self.delay(attempt, retry_after_of(reply.headers))
-        return None
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before attempt ``attempt + 1``: ``Retry-After`` when given,
-        else exponential backoff with full jitter (replicas do not retry in step)."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
-
-
-def retry_after_of(headers: Mapping[str, str]) -> float | None:
-    """The ``Retry-After`` header in seconds (the delta form; a date is ignored)."""
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def api_error(reply: Reply) -> KeyledgerAPIError:
@@ -354,7 +312,7 @@ def key_usage(
     key_id: str,
     since: datetime | None,
     until: datetime | None,
-    granularity: str | None,
+    granularity: Granularity | None,
 ) -> Call[KeyUsage]:
     """``GET /v1/orgs/{org}/keys/{id}/usage``: verifications per bucket (``since`` and
     ``until`` need a timezone; the server's defaults for any not given)."""

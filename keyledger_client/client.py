@@ -18,12 +18,12 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
 from keyledger_client import calls
-from keyledger_client.calls import Call, Cursor, Page, Reply, RetryPolicy
+from keyledger_client.calls import Call, Cursor, Page, Reply
 from keyledger_client.errors import KeyledgerTransportError
 from keyledger_client.events.vocabulary import Environment, KeyType, RevokeReason
 from keyledger_client.models import (
@@ -32,6 +32,7 @@ from keyledger_client.models import (
     ChainReport,
     CommandResult,
     Delivery,
+    Granularity,
     Identity,
     IdentityResult,
     Key,
@@ -43,6 +44,7 @@ from keyledger_client.models import (
     Webhook,
     WebhookResult,
 )
+from keyledger_client.retries import RetryPolicy
 
 T = TypeVar("T")
 USER_AGENT = "keyledger-client-python/0.1"
@@ -347,8 +349,7 @@ class KeyledgerClient(Connection):
     def webhook_deliveries(
         self, org_id: str, webhook_id: str, *, limit: int | None = None
     ) -> AsyncIterator[Delivery]:
-        """Every delivery attempt at the endpoint, newest first, page after page
-        (``limit`` per page)."""
+        """Every delivery attempt at the endpoint, newest first, page after page (``limit``)."""
         return self._pages(lambda before: calls.delivery_page(org_id, webhook_id, limit, before))
 
     async def key_usage(
@@ -357,11 +358,10 @@ class KeyledgerClient(Connection):
         key_id: str,
         since: datetime | None = None,
         until: datetime | None = None,
-        granularity: Literal["minute", "hour", "day"] = "hour",
+        granularity: Granularity = "hour",
     ) -> KeyUsage:
-        """``GET …/keys/{id}/usage``: the key's verifications per ``granularity`` bucket from
-        ``since`` to ``until`` (timezone-aware; ``until`` defaults to now, ``since`` to a day
-        before it: an hour for ``minute``, 30 days for ``day``)."""
+        """``GET …/keys/{id}/usage``: verifications per bucket from ``since`` (default: a day,
+        an hour or 30 days earlier) to ``until`` (default: now), both timezone-aware."""
         return await self.send(calls.key_usage(org_id, key_id, since, until, granularity))
 
     async def me(self) -> Me:

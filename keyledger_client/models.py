@@ -196,6 +196,10 @@ class ChainReport(_Answer):
     log_truncated: bool = False
 
 
+# The bucket sizes of ``GET …/keys/{id}/usage``.
+Granularity = Literal["minute", "hour", "day"]
+
+
 class UsageBucket(_Answer):
     """A key's verifications in the bucket starting at ``t`` (UTC), per kind of verdict."""
 
@@ -209,7 +213,7 @@ class UsageBucket(_Answer):
 class KeyUsage(_Answer):
     """A key's verifications over time: every bucket of the range, zeros included."""
 
-    granularity: Literal["minute", "hour", "day"]
+    granularity: Granularity
     series: list[UsageBucket]
 
 

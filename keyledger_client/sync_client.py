@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
 from keyledger_client import calls
-from keyledger_client.calls import Call, Cursor, Page, Reply, RetryPolicy
+from keyledger_client.calls import Call, Cursor, Page, Reply
 from keyledger_client.client import (
     Connection,
     json_ready,
@@ -31,6 +31,7 @@ from keyledger_client.models import (
     ChainReport,
     CommandResult,
     Delivery,
+    Granularity,
     Identity,
     IdentityResult,
     Key,
@@ -42,6 +43,7 @@ from keyledger_client.models import (
     Webhook,
     WebhookResult,
 )
+from keyledger_client.retries import RetryPolicy
 
 T = TypeVar("T")
 
@@ -236,8 +238,7 @@ class SyncKeyledgerClient(Connection):
     def webhook_deliveries(
         self, org_id: str, webhook_id: str, *, limit: int | None = None
     ) -> Iterator[Delivery]:
-        """Every delivery attempt at the endpoint, newest first, page after page
-        (``limit`` per page)."""
+        """Every delivery attempt at the endpoint, newest first, page after page (``limit``)."""
         return self._pages(lambda before: calls.delivery_page(org_id, webhook_id, limit, before))
 
     def key_usage(
@@ -246,11 +247,10 @@ class SyncKeyledgerClient(Connection):
         key_id: str,
         since: datetime | None = None,
         until: datetime | None = None,
-        granularity: Literal["minute", "hour", "day"] = "hour",
+        granularity: Granularity = "hour",
     ) -> KeyUsage:
-        """``GET …/keys/{id}/usage``: the key's verifications per ``granularity`` bucket from
-        ``since`` to ``until`` (timezone-aware; ``until`` defaults to now, ``since`` to a day
-        before it: an hour for ``minute``, 30 days for ``day``)."""
+        """``GET …/keys/{id}/usage``: verifications per bucket from ``since`` (default: a day,
+        an hour or 30 days earlier) to ``until`` (default: now), both timezone-aware."""
         return self.send(calls.key_usage(org_id, key_id, since, until, granularity))
 
     def me(self) -> Me:

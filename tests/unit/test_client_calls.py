@@ -24,9 +24,9 @@ from keyledger_client.calls import (
     me,
     register_webhook,
     remove_webhook,
-    retry_after_of,
 )
 from keyledger_client.models import WebhookResult
+from keyledger_client.retries import retry_after_of
 from keyledger_client.signing import canonical_body, signing_payload
 
 
