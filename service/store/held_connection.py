@@ -58,6 +58,11 @@ class HeldConnection:
 
     def _release_later(self) -> None:
         self._timer = None
-        task = asyncio.create_task(self.release(), name="held-connection-release")
+        # Let go of it here, not in the task: a use that comes before the task runs must
+        # take another connection, never this one while the pool resets it.
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        task = asyncio.create_task(self.pool.release(conn), name="held-connection-release")
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)

@@ -49,3 +49,24 @@ async def test_an_unused_connection_goes_back_to_the_pool_after_its_linger(
     # Given back through the pool: its reset ran, its proxy is closed to us.
     with pytest.raises(asyncpg.InterfaceError):
         await conn.execute("SELECT 1")
+
+
+async def test_a_use_between_the_linger_and_the_release_takes_another_connection(
+    pool: asyncpg.Pool,
+) -> None:
+    """The linger's timer has fired but its release has not run yet: a use that comes in
+    that moment must not be handed the connection the pool is about to reset."""
+    held = HeldConnection(pool, linger_seconds=0)
+    first = await held.acquire()
+    held.done()
+    timer = held._timer
+    assert timer is not None
+    timer.cancel()
+    held._release_later()  # the timer's callback, without a turn of the loop after it
+    taken = await held.acquire()
+    assert taken is not first
+    # The release of the first runs meanwhile; the new use is not disturbed by it.
+    for _ in range(20):
+        assert await taken.fetchval("SELECT 1") == 1
+        await asyncio.sleep(0)
+    await held.release()
