@@ -27,6 +27,7 @@ from service.http.api_operations import (
     reads,
     verification,
 )
+from service.http.api_operations.headers import HEADERS, REQUEST_ID, header_ref
 from service.http.schemas import EnableKeyBody
 
 __all__ = ["OPERATIONS", "Operation", "build_openapi", "routes"]
@@ -47,6 +48,12 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 # authorize answers 401/403/429 with the verdict, or with an error about the proxy's own key.
 _VERDICT_OR_ERROR = ("401", "403", "429")
+# Headers of an error status, whichever operation answers it: 429 is only ever
+# ``rate_limited`` (the caller's service key over its limit), whose details carry the
+# ``retry_after`` that ``errors.json_error`` turns into Retry-After.
+_ERROR_HEADERS: dict[str, dict[str, dict[str, str]]] = {
+    "429": {"Retry-After": header_ref("RetryAfter")},
+}
 
 
 def _schema_ref(model: type[BaseModel]) -> dict[str, str]:
@@ -83,9 +90,13 @@ def _responses(op: Operation) -> dict[str, Any]:
                 {"anyOf": [_schema_ref(shapes.VerifyResult), error]},
                 "The verdict (customer key refused) or an error (proxy's service key refused)",
             )
-    if op.answer_headers:
-        out["200"]["headers"] = op.answer_headers
     out["default"] = _json(error, "Any other error (same shape)")
+    for status, response in out.items():
+        # request_context.in_context gives every answer of every route its X-Request-Id.
+        headers = {**REQUEST_ID, **op.answer_headers.get(status, {})}
+        if status in op.errors:
+            headers |= _ERROR_HEADERS.get(status, {})
+        response["headers"] = headers
     return out
 
 
@@ -127,6 +138,7 @@ def build_openapi() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components.get("$defs", {}),
+            "headers": HEADERS,
             "securitySchemes": {
                 "ServiceKey": {
                     "type": "http",

@@ -82,8 +82,9 @@ class Operation:
     name: str | None = None
     # A 200 that is not JSON: its media types (an asset may be any of several) and description.
     media: tuple[tuple[str, ...], str] | None = None
-    # Headers of the 200 worth declaring, by name: OpenAPI header objects.
-    answer_headers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Headers worth declaring, by status then name: OpenAPI header objects or references
+    # (``api_operations.headers``). Every answer's ``X-Request-Id`` is added by the renderer.
+    answer_headers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 AUTHENTICATED = ("400", "401", "403", "422", "429")

@@ -20,6 +20,7 @@ from service.http.api_operations import (
     Operation,
     param,
 )
+from service.http.api_operations.headers import ETAG
 from service.http.schemas import ConfigureIdentityBody, RegisterWebhookBody
 from service.leaks import LeakReport
 
@@ -33,6 +34,7 @@ IDENTITIES: tuple[Operation, ...] = (
         body=ConfigureIdentityBody,
         parameters=[ORG_PATH, IDENTITY_PATH, *COMMAND_HEADERS],
         answers={"200": shapes.IdentityResult, "201": shapes.IdentityResult},
+        answer_headers={"200": ETAG, "201": ETAG},
         errors=COMMAND,
         name="configureIdentity",
     ),
@@ -43,6 +45,7 @@ IDENTITIES: tuple[Operation, ...] = (
         "queries",
         parameters=[ORG_PATH, IDENTITY_PATH],
         answers={"200": shapes.Identity},
+        answer_headers={"200": ETAG},
         errors=(*READ, "409"),
         name="getIdentity",
     ),

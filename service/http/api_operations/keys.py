@@ -15,6 +15,7 @@ from service.http.api_operations import (
     ORG_PATH,
     Operation,
 )
+from service.http.api_operations.headers import ETAG
 from service.http.schemas import (
     DisableKeyBody,
     EnableKeyBody,
@@ -45,6 +46,7 @@ def _command(
         body=body,
         parameters=params,
         answers={status: shapes.CommandResult},
+        answer_headers={status: ETAG},  # key_routes._response: the key's new version
         errors=COMMAND,
         name=name,
     )

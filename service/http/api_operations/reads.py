@@ -19,6 +19,7 @@ from service.http.api_operations import (
     Operation,
     param,
 )
+from service.http.api_operations.headers import ETAG
 from service.http.event_stream_routes import HEARTBEAT_HEADER
 from service.settings import Settings
 
@@ -70,6 +71,8 @@ KEY_READS: tuple[Operation, ...] = (
             param("header", "If-None-Match", {"type": "string"}, "304 when it matches."),
         ],
         answers={"200": shapes.Key, "304": None},
+        # get_key: the ETag on the answer and on its 304 alike.
+        answer_headers={"200": ETAG, "304": ETAG},
         errors=(*READ, "409"),  # 409 key_quarantined: not even the log folds (docs/security.md §5)
         name="getKey",
     ),
@@ -112,11 +115,13 @@ KEY_READS: tuple[Operation, ...] = (
         errors=READ,
         media=(("text/event-stream",), "The stream (never ends by itself)"),
         answer_headers={
-            HEARTBEAT_HEADER: {
-                "description": "Seconds between heartbeats (KEYLEDGER_EVENT_STREAM_HEARTBEAT"
-                "_SECONDS): a stream silent much longer than this has stalled; reconnect.",
-                "required": True,
-                "schema": _HEARTBEAT_SECONDS,
+            "200": {
+                HEARTBEAT_HEADER: {
+                    "description": "Seconds between heartbeats (KEYLEDGER_EVENT_STREAM_HEARTBEAT"
+                    "_SECONDS): a stream silent much longer than this has stalled; reconnect.",
+                    "required": True,
+                    "schema": _HEARTBEAT_SECONDS,
+                }
             }
         },
         name="streamEvents",

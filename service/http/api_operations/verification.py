@@ -5,6 +5,7 @@ from __future__ import annotations
 from events.vocabulary import ENVIRONMENTS
 from service.http import response_shapes as shapes
 from service.http.api_operations import AUTHENTICATED, MIN_POSITION, WITH_BODY, Operation, param
+from service.http.api_operations.headers import RATE_LIMIT, header_ref
 from service.http.usage_routes import UsageReport
 from service.http.verify_routes import VerifyBody
 
@@ -54,6 +55,13 @@ OPERATIONS: tuple[Operation, ...] = (
             param("header", "X-Forwarded-Uri", {"type": "string"}, "The proxied path+query."),
         ],
         answers={"200": shapes.VerifyResult},
+        # verify_routes.authorize: the rate-limit headers whenever the key has limits;
+        # Retry-After on RATE_LIMITED (and the proxy's own key over its limit), not on
+        # USAGE_EXCEEDED.
+        answer_headers={
+            "200": RATE_LIMIT,
+            "429": {**RATE_LIMIT, "Retry-After": header_ref("VerdictRetryAfter")},
+        },
         errors=("400", "422", "503"),
         name="authorize",
     ),
