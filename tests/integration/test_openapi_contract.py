@@ -19,7 +19,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    response_headers_conformance,
+    response_schema_conformance,
+)
 
 from bench.support import scratch_database
 from service.http.openapi import OPERATIONS
@@ -70,7 +73,7 @@ def _check_operation(operation: schemathesis.APIOperation, server: Served) -> No
         case.call_and_validate(
             base_url=server.url,
             headers={"Authorization": f"Bearer {key}", "X-Keyledger-Service-Key": key},
-            checks=[no_server_error, response_schema_conformance],
+            checks=[no_server_error, response_schema_conformance, response_headers_conformance],
             timeout=10,
         )
 
