@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import structlog
 
 from projections.catalog import all_projections
 from projections.runner import ProjectionRunner
@@ -69,6 +70,12 @@ from service.webhooks.attempts import DeliveryAttempts
 from service.webhooks.dispatcher import WebhookDispatcher
 from service.webhooks.endpoints import WebhookEndpoints
 from service.webhooks.registration import WebhookRegistrations
+
+log = structlog.get_logger(__name__)
+# How long a stopping background task, or the pool's connections, may take to let go
+# before the stop moves on without them: a stop that waits for ever would keep a
+# replica (or a test) from ever exiting, and whatever is left is cut when the process is.
+STOP_GRACE_SECONDS = 10.0
 
 __all__ = ["Keyledger", "build", "connect_database", "database", "running"]
 
@@ -225,7 +232,12 @@ async def database(settings: Settings, *, bounded: bool = True) -> AsyncIterator
     try:
         yield pool
     finally:
-        await pool.close()
+        try:
+            await asyncio.wait_for(pool.close(), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            # A connection still held (a task that did not stop): cut it, and say so.
+            log.warning("database_pool_close_timed_out", seconds=STOP_GRACE_SECONDS)
+            pool.terminate()
 
 
 @contextlib.asynccontextmanager
@@ -292,6 +304,10 @@ def _in_background(
 
     async def stop() -> None:
         task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+        if not done:
+            log.warning("background_task_did_not_stop", task=name, seconds=STOP_GRACE_SECONDS)
+            return
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
