@@ -31,8 +31,6 @@ ISO-8601), which is rare enough for JSON.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -200,20 +198,17 @@ class SnapshotStore:
         conn: asyncpg.Connection,
         take: Callable[[Chunk], Awaitable[None]],
         reset: Callable[[], Awaitable[None]],
-        *,
-        prefetch: bool = False,
     ) -> SnapshotHeader | None:
         """Give ``take`` the chunks of the newest snapshot that checks out, one by one.
 
         A snapshot that does not (``check``, or a chunk found damaged part-way, or
         a chunk ``take`` refuses) is logged as a warning, ``reset`` undoes what
         ``take`` got, and the next older one is tried. None: start from the log.
-        ``prefetch``: see ``read_bodies`` (``take`` must not use ``conn`` then).
         """
         for header in await self.newest(conn):
             try:
                 await self.check(conn, header)
-                async for body in self.read_bodies(conn, header, prefetch=prefetch):
+                async for body in self.read_bodies(conn, header):
                     await take(decode_chunk(body))
                 header.quarantines("")  # it decodes
                 return header
@@ -225,52 +220,21 @@ class SnapshotStore:
         return None
 
     async def read_bodies(
-        self, conn: asyncpg.Connection, header: SnapshotHeader, *, prefetch: bool = False
+        self, conn: asyncpg.Connection, header: SnapshotHeader
     ) -> AsyncIterator[bytes]:
         """The chunk bodies of a checked snapshot, each matching its digest, in order
-        (``SnapshotRefused`` part-way if one is missing or does not match).
-
-        ``prefetch``: the next chunk is asked for before this one is handed over, so
-        PostgreSQL reads and sends it while the caller decodes this one; the caller
-        must not use ``conn`` until the iteration ends.
-        """
-        count = len(header.chunk_digests)
-
-        def fetch(number: int) -> asyncio.Task[bytes | None]:
-            async def body() -> bytes | None:
-                found: bytes | None = await conn.fetchval(
-                    "SELECT body FROM registry_snapshot_chunks"
-                    " WHERE snapshot_id = $1 AND chunk = $2",
-                    header.id,
-                    number,
-                )
-                return found
-
-            return asyncio.ensure_future(body())
-
-        pending = fetch(0) if prefetch and count else None
-        try:
-            for number, digest in enumerate(header.chunk_digests):
-                body: bytes | None
-                if pending is not None:
-                    body = await pending
-                    pending = None
-                    if number + 1 < count:
-                        pending = fetch(number + 1)
-                        await asyncio.sleep(0)  # the query goes out now
-                else:
-                    body = await fetch(number)
-                if body is None:
-                    raise SnapshotRefused(f"chunk {number} is missing")
-                if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), digest):
-                    raise SnapshotRefused(f"chunk {number} does not match its digest")
-                yield body
-        finally:
-            if pending is not None:
-                # Let the query in flight finish (its body is dropped): ``conn`` is
-                # then free for whatever the caller does next, such as an older snapshot.
-                with contextlib.suppress(Exception):
-                    await pending
+        (``SnapshotRefused`` part-way if one is missing or does not match)."""
+        for number, digest in enumerate(header.chunk_digests):
+            body: bytes | None = await conn.fetchval(
+                "SELECT body FROM registry_snapshot_chunks WHERE snapshot_id = $1 AND chunk = $2",
+                header.id,
+                number,
+            )
+            if body is None:
+                raise SnapshotRefused(f"chunk {number} is missing")
+            if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), digest):
+                raise SnapshotRefused(f"chunk {number} does not match its digest")
+            yield body
 
     async def write(
         self,

@@ -180,8 +180,7 @@ class IndexFeed:
 
         async with self.pool.acquire() as conn:
             with collector_paused():
-                # ``take`` does not use the connection: the next chunk is fetched meanwhile.
-                header = await self.snapshots.load_newest(conn, take, reset, prefetch=True)
+                header = await self.snapshots.load_newest(conn, take, reset)
         if header is None:
             return None
         async with self.pool.acquire() as conn:
