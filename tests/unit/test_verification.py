@@ -6,6 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from events.codec import GENESIS_HASH, seal
 from events.models import (
@@ -112,10 +114,46 @@ def test_scope_wildcards() -> None:
 
 
 def test_malformed_is_decided_without_a_lookup() -> None:
-    secret = key_material.new_secret("secret", "live")
-    broken = secret[:-1] + ("A" if secret[-1] != "A" else "B")
-    for candidate in (broken, "sk_live_short", "x" * 10_000, ""):
+    # Wrong length or not ASCII: refused before the HMAC, let alone a lookup.
+    for candidate in ("sk_live_short", "x" * 10_000, "", "sk_live_" + "é" * 55, "\ud800" * 63):
         assert verify_bearer(NoLookups(), PEPPER, candidate, NONE, NOW).code == "MALFORMED"
+
+
+def test_a_bad_checksum_is_malformed_though_looked_up_first() -> None:
+    event, secret = generated()
+    broken = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    assert verify_bearer(indexed(event), PEPPER, broken, NONE, NOW).code == "MALFORMED"
+
+
+_SECRET_CHARACTERS = st.sampled_from("sklivetr_0189AZaz\u00e9\ud800 ")
+
+
+@given(
+    st.one_of(
+        st.text(_SECRET_CHARACTERS, min_size=60, max_size=66),
+        st.text(max_size=80),
+        st.builds(
+            lambda secret, at, char: secret[:at] + char + secret[at + 1 :],
+            st.sampled_from([key_material.new_secret("secret", "live") for _ in range(3)]),
+            st.integers(0, key_material.SECRET_LENGTH - 1),
+            _SECRET_CHARACTERS,
+        ),
+    )
+)
+def test_lookup_first_gives_the_documented_verdicts(candidate: str) -> None:
+    # The index is asked before the format (a key's secret is well formed): the verdict
+    # must still be the documented order's, MALFORMED first.
+    event, secret = generated()
+    index = indexed(event)
+    verdict = verify_bearer(index, PEPPER, candidate, NONE, NOW)
+    if candidate == secret:
+        expected = "VALID"
+    elif not key_material.is_well_formed(candidate):
+        expected = "MALFORMED"
+    else:
+        expected = "NOT_FOUND"
+    assert verdict.code == expected
+    assert verify_bearer(index, PEPPER, secret, NONE, NOW).code == "VALID"
 
 
 def test_unknown_secret_is_not_found() -> None:
