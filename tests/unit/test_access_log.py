@@ -63,7 +63,7 @@ def test_with_a_linger_lines_wait_until_4096_bytes_or_their_time_and_none_is_los
         for _ in range(3):
             await asyncio.sleep(0)
         assert stream.getvalue() == ""  # turns later, still waiting for company
-        for number in range(40):  # > 4096 bytes waiting: out at the end of this turn
+        for number in range(40):  # > 14 lines (≈ 4096 bytes) waiting: out at the end of this turn
             log_access(f"req_{number}", "POST", "/v1/verify", 200, 0.5, "key_x", "VALID")
         assert stream.getvalue() == ""
         await asyncio.sleep(0)
