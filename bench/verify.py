@@ -2,7 +2,9 @@
 
 (a) bearer ``POST /v1/verify`` beside a bare aiohttp handler served by the
     same event loop of one server process (``bench.verify_server``), once per
-    event loop (asyncio, uvloop), 32 connections, load from ``wrk`` in a
+    event loop (asyncio, uvloop) and per build of the verify path (these
+    sources interpreted, and a copy with it compiled: setup.py,
+    ``bench.compiled_tree``), 32 connections, load from ``wrk`` in a
     process of its own; each row has requests/s, p50/p99 and the server's CPU
     µs per request (``/proc/<pid>/stat``), the steadier figure on a shared
     machine; then a flood of random well-formed keys, with the database round
@@ -41,6 +43,7 @@ import aiohttp
 import asyncpg
 
 from bench.cold_start import run as cold_start
+from bench.compiled_tree import build as build_compiled_tree
 from bench.support import running_replicas, scratch_database
 from bench.wrk import TABLE_HEAD, Load, lua_script, rss_mib, run_wrk
 from events.models import Actor, KeyGenerated
@@ -60,9 +63,13 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _server(
-    database_url: str, loop: str, linger_ms: float = 0.0
+    database_url: str, loop: str, linger_ms: float = 0.0, tree: Path | None = None
 ) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
-    """``bench.verify_server`` on ``loop``, and its ready line (ports, credentials)."""
+    """``bench.verify_server`` on ``loop``, and its ready line (ports, credentials).
+
+    ``tree``: a copy of the sources to serve from (``bench.compiled_tree``), else this one.
+    """
+    environment = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -74,6 +81,8 @@ async def _server(
         str(linger_ms),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        cwd=tree,
+        env=environment,
     )
     assert process.stdout is not None
     line = await process.stdout.readline()
@@ -89,10 +98,11 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 async def bench_same_loop(
-    database_url: str, loop: str, seconds: int, linger_ms: float = 0.0
+    database_url: str, loop: str, seconds: int, linger_ms: float = 0.0, tree: Path | None = None
 ) -> list[str]:
-    """(a)/(b): the API and a bare aiohttp handler served by one process on one ``loop``."""
-    process, ready = await _server(database_url, loop, linger_ms)
+    """(a)/(b): the API and a bare aiohttp handler served by one process on one ``loop``
+    (from ``tree``, a compiled copy of the sources, when given)."""
+    process, ready = await _server(database_url, loop, linger_ms, tree)
     pids = [process.pid]
     base, auth = f"http://127.0.0.1:{ready['api']}", ready["auth"]
     bearer_body = {"key": ready["bearer"], "scopes": ["a:read"]}
@@ -118,7 +128,8 @@ async def bench_same_loop(
     finally:
         await _stop(process)
     linger = f", access log linger {linger_ms:g} ms" if linger_ms else ""
-    return [f"Event loop: {ready['loop']}{linger}", "", *TABLE_HEAD, *rows, "", flood]
+    heading = f"Event loop: {ready['loop']}, verify path {ready['hot_path']}{linger}"
+    return [heading, "", *TABLE_HEAD, *rows, "", flood]
 
 
 async def _flood(ready: dict[str, Any], seconds: int) -> str:
@@ -343,6 +354,12 @@ async def main() -> None:
         help="KEYLEDGER_ACCESS_LOG_LINGER_MS values for (a)/(b), comma-separated (0: production's"
         " default)",
     )
+    parser.add_argument(
+        "--hot-path",
+        default="interpreted,compiled",
+        help="verify path builds for (a)/(b), comma-separated: interpreted (these sources),"
+        " compiled (a copy built by setup.py with KEYLEDGER_COMPILE=1, ≈ 30 s)",
+    )
     parser.add_argument("--rounds", type=int, default=200, help="revocations for (c)")
     parser.add_argument("--keys", type=int, default=1_000_000, help="index size for (d), (f)")
     args = parser.parse_args()
@@ -361,10 +378,20 @@ async def main() -> None:
     try:
         if "a" in args.parts or "b" in args.parts:
             report += ["", "(a)/(b) verify over HTTP, wrk -t1 -c32 in its own process:"]
-            for loop in args.loops.split(","):
-                for linger in (float(ms) for ms in args.access_log_linger_ms.split(",")):
-                    async with scratch_database(server_url, prefix="keyledger_bench") as url:
-                        report += ["", *await bench_same_loop(url, loop, args.seconds, linger)]
+            trees = {
+                "interpreted": None,
+                "compiled": (workdir / "compiled") if "compiled" in args.hot_path else None,
+            }
+            if trees["compiled"] is not None:
+                build_compiled_tree(trees["compiled"])
+            for build in args.hot_path.split(","):
+                for loop in args.loops.split(","):
+                    for linger in (float(ms) for ms in args.access_log_linger_ms.split(",")):
+                        async with scratch_database(server_url, prefix="keyledger_bench") as url:
+                            rows = await bench_same_loop(
+                                url, loop, args.seconds, linger, trees[build]
+                            )
+                            report += ["", *rows]
         if "c" in args.parts:
             async with scratch_database(server_url, prefix="keyledger_bench") as url:
                 report += [

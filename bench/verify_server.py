@@ -35,6 +35,7 @@ from service.http.context import KEYLEDGER
 from service.log_config import configure_logging
 from service.service_keys import issue_service_key
 from service.settings import Settings
+from service.verification.build import hot_path
 from service.verification.signing import sign, signing_payload
 
 BARE_BODY = {"valid": True, "code": "VALID", "http_status": 200, "key": None}
@@ -132,6 +133,7 @@ async def serve(database_url: str) -> None:
             "api": ports[0],
             "bare": ports[1],
             "loop": type(loop).__module__.split(".")[0],
+            "hot_path": hot_path(),
             **await _credentials(api, f"http://127.0.0.1:{ports[0]}"),
         }
         print(json.dumps(ready), flush=True)

@@ -26,7 +26,7 @@ from service.http.body import MAX_BODY_BYTES
 from service.http.context import KEYLEDGER, SETTINGS
 from service.http.metrics import install_metrics
 from service.http.protocol_errors import redact_refused_requests
-from service.http.request_context import serve_routes
+from service.http.routing import serve_routes
 from service.settings import Settings
 
 

@@ -32,6 +32,7 @@ from service.http.context import KEYLEDGER, SETTINGS
 from service.http.health_routes import assess_readiness
 from service.http.request_context import RequestObserver
 from service.http.vitals import read_vitals
+from service.verification.build import hot_path
 
 routes = web.RouteTableDef()
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -160,6 +161,12 @@ class AppMetrics:
         self.degraded = gauge(
             "keyledger_degraded", "1 when /readyz reports a shared problem (status degraded)."
         )
+        build = gauge(
+            "keyledger_build_info",
+            "1, labelled with how this replica runs its verify path (compiled or interpreted).",
+            ("hot_path",),
+        )
+        build.labels(hot_path()).set(1)
 
     async def refresh(self, app: web.Application) -> None:
         """Read the current vitals into the gauges (unknown values are left out)."""

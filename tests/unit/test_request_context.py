@@ -7,7 +7,7 @@ The app has no aiohttp middleware: a route added with ``app.add_routes`` instead
 from __future__ import annotations
 
 from service.http.app import create_app
-from service.http.request_context import NoSuchRoute
+from service.http.routing import NoSuchRoute
 from service.settings import Settings
 
 
