@@ -36,6 +36,7 @@ HOT_PATH = [
     "service/verification/verifier.py",
     "service/verification/policy.py",
     "service/domain/key_material.py",
+    "service/log_config.py",
     "service/key_usage.py",
     "service/usage_analytics.py",
 ]

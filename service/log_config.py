@@ -10,7 +10,7 @@ import re
 import sys
 import time
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 import structlog
 
@@ -77,13 +77,13 @@ class _AccessLog:
     at most ``linger`` of lines; a normal exit writes them (``atexit``).
     """
 
-    stream: TextIO | None = None
-    pending: list[AccessRecord] = []  # noqa: RUF012 - the one shared buffer, by design
-    linger = 0.0
+    stream: ClassVar[TextIO | None] = None
+    pending: ClassVar[list[AccessRecord]] = []  # the one shared buffer, by design
+    linger: ClassVar[float] = 0.0
     # The queued flush, and the loop it is queued on (a test's loop may be closed since).
-    queued: asyncio.Handle | None = None
-    queued_on: asyncio.AbstractEventLoop | None = None
-    queued_soon = False
+    queued: ClassVar[asyncio.Handle | None] = None
+    queued_on: ClassVar[asyncio.AbstractEventLoop | None] = None
+    queued_soon: ClassVar[bool] = False
 
     @classmethod
     def note(cls, record: AccessRecord) -> None:
@@ -150,8 +150,8 @@ def _json_text(value: str, recurring: bool = True) -> str:
 class _Clock:
     """The seconds part of the access line's UTC timestamp, formatted once a second."""
 
-    second = -1
-    prefix = ""
+    second: ClassVar[int] = -1
+    prefix: ClassVar[str] = ""
 
     @classmethod
     def turn(cls, second: int) -> None:
