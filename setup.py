@@ -3,7 +3,7 @@
 Everything is configured in pyproject.toml; this file only adds the compiled
 modules, when asked for with ``KEYLEDGER_COMPILE=1``:
 
-    KEYLEDGER_COMPILE=1 pip install .          # a deployment
+    KEYLEDGER_COMPILE=1 pip install .          # a deployment (the Dockerfile builds this way)
     KEYLEDGER_COMPILE=1 python setup.py build_ext --inplace   # beside the sources
 
 Compiled, the modules every ``POST /v1/verify`` and ``GET /v1/authorize`` runs
