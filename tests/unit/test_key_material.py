@@ -114,3 +114,26 @@ def test_key_ids_are_ulids_and_sort_by_time() -> None:
     assert is_key_id(first) and len(first) == 30
     assert first[:14] <= second[:14]
     assert not is_key_id("key_123") and not is_key_id("key_" + "I" * 26)
+
+
+def _base62_digit_by_digit(value: int, width: int) -> str:
+    """The plain definition: one base-62 digit per division."""
+    digits = ""
+    while value:
+        value, digit = divmod(value, 62)
+        digits = key_material.BASE62[digit] + digits
+    return digits.rjust(width, "0")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, 1, 61, 62, 3843, 3844, 62**3, 62**42, 62**43 - 1, 2**256 - 1, 0x1234 << 200],
+)
+def test_base62_by_pairs_is_the_digit_by_digit_encoding(value: int) -> None:
+    assert key_material._base62(value, 43) == _base62_digit_by_digit(value, 43)
+
+
+def test_base62_refuses_a_value_wider_than_asked() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        key_material._base62(62**6, 6)
+    assert key_material._base62(62**6 - 1, 6) == "z" * 6
