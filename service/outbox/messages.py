@@ -23,7 +23,7 @@ from nats.js import errors as js_errors
 from events.codec import envelope_to_bytes
 from events.models import Envelope
 from events.subjects import event_subject, is_subject_token
-from service.store.event_rows import UnreadableEvent
+from service.store.event_rows import Committed, UnreadableEvent
 from service.store.quarantine import QuarantinedKey, set_aside
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -53,15 +53,22 @@ def subject_token(value: str, part: str) -> str:
     return value
 
 
-def message_of(envelope: Envelope, prefix: str) -> tuple[str, bytes, dict[str, str]]:
-    """(subject, payload, headers) of an event; raises when the event cannot be published."""
+def message_of(
+    envelope: Envelope, prefix: str, payload: bytes | None = None
+) -> tuple[str, bytes, dict[str, str]]:
+    """(subject, payload, headers) of an event; raises when the event cannot be published.
+
+    ``payload`` is the envelope's encoding when its writer made it already (``Committed``).
+    """
     subject = event_subject(
         subject_token(envelope.org_id, "org id"),
         subject_token(envelope.key_id, "key id"),
         subject_token(envelope.event_type, "event type"),
         prefix,
     )
-    return subject, envelope_to_bytes(envelope), {MSG_ID_HEADER: str(envelope.event_id)}
+    if payload is None:
+        payload = envelope_to_bytes(envelope)
+    return subject, payload, {MSG_ID_HEADER: str(envelope.event_id)}
 
 
 def is_event_fault(exc: BaseException) -> bool:
@@ -85,7 +92,7 @@ class Published:
 
 async def publish_batch(
     js: JetStreamContext,
-    batch: Sequence[Envelope | UnreadableEvent],
+    batch: Sequence[Committed | Envelope | UnreadableEvent],
     *,
     prefix: str,
     stream: str,
@@ -100,12 +107,17 @@ async def publish_batch(
     """
     faults: dict[int, tuple[BaseException, bool]] = {}
     sends = {}
-    for at, item in enumerate(batch):
+    items = [item.envelope if isinstance(item, Committed) else item for item in batch]
+    for at, item in enumerate(items):
         if isinstance(item, UnreadableEvent):
             faults[at] = (item.error, True)
             continue
+        handed = batch[at]
+        encoded = handed.encoded if isinstance(handed, Committed) else None
         try:
-            subject, payload, headers = message_of(item, prefix)
+            subject, payload, headers = message_of(
+                item, prefix, encoded.payload if encoded is not None else None
+            )
         except Exception as exc:  # whatever this one event makes encoding raise
             faults[at] = (exc, True)
             continue
@@ -119,7 +131,7 @@ async def publish_batch(
     quarantined: list[QuarantinedKey] = []
     for at in sorted(faults):
         error, events_fault = faults[at]
-        item = batch[at]
+        item = items[at]
         if not events_fault:
             return Published(at, quarantined, error)
         quarantined.append(

@@ -39,6 +39,7 @@ from events.models import Envelope
 from service.outbox.messages import publish_batch
 from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
+from service.store.event_rows import Committed
 from service.store.event_store import EventStore, UnreadableEvent
 from service.store.handed_over import HandedOver
 from service.store.log_follower import HAND_OVER_TURNS, LogFollower, RetryPolicy
@@ -139,7 +140,7 @@ class OutboxRelay:
                 else:
                     await self._nc.close()
 
-    async def hand_over(self, committed: Sequence[Envelope]) -> None:
+    async def hand_over(self, committed: Sequence[Committed]) -> None:
         """Take this replica's newly committed events (a commit observer), in order.
 
         Kept only while leading (see ``service.store.handed_over``).
@@ -304,7 +305,7 @@ class OutboxRelay:
             if notified and self.published_position >= self._log.head:
                 self.problem = None
                 return True
-            batch: Sequence[Envelope | UnreadableEvent] = await self._take_handed()
+            batch: Sequence[Committed | Envelope | UnreadableEvent] = await self._take_handed()
             batch = batch or await self.store.read_envelopes_after(
                 conn, self.published_position, self.tuning.batch_size
             )
@@ -332,7 +333,7 @@ class OutboxRelay:
             await self.quarantine.record(conn, quarantined)
             await save_checkpoint(conn, self.settings.nats_stream, position)
 
-    async def _take_handed(self) -> list[Envelope]:
+    async def _take_handed(self) -> list[Committed]:
         """The handed-over events that continue the checkpoint. With none yet while events
         were notified past it, a few loop turns are waited first: the notification of this
         replica's commit can come before the commit's observers hand its events over, and
@@ -377,7 +378,7 @@ class OutboxRelay:
         return True
 
     async def _publish(
-        self, js: JetStreamContext, batch: Sequence[Envelope | UnreadableEvent]
+        self, js: JetStreamContext, batch: Sequence[Committed | Envelope | UnreadableEvent]
     ) -> tuple[int, list[QuarantinedKey]]:
         """Publish a batch (``publish_batch``): how many leading events are settled, and
         the quarantines among them."""
