@@ -12,7 +12,6 @@ serializes appends.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,13 @@ from typing import Any, Protocol
 from events.codec import canonical_json
 from events.models import Actor, DomainEvent, Envelope
 from events.vocabulary import Environment
-from service.domain.commands import ActiveKeyQuota, Command, EnableKey, GenerateKey
+from service.domain.commands import (
+    ActiveKeyQuota,
+    Command,
+    EnableKey,
+    GenerateKey,
+    with_quota,
+)
 from service.domain.decider import decide
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
@@ -203,7 +208,7 @@ async def _with_quota(
     else:
         return command
     active = await session.count_active(org_id, environment, command.issued_at)
-    return dataclasses.replace(command, quota=ActiveKeyQuota(active=active, limit=max_active_keys))
+    return with_quota(command, ActiveKeyQuota(active=active, limit=max_active_keys))
 
 
 def _replay(stored: StoredOutcome, idempotent: IdempotentRequest) -> CommandOutcome:
