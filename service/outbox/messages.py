@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nats import errors as nats_errors
-from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 
 from events.codec import envelope_to_bytes
 from events.models import Envelope
 from events.subjects import event_subject, is_subject_token
+from service.outbox.acks import EXPECTED_STREAM_HEADER, AckedPublisher
 from service.store.event_rows import Committed, UnreadableEvent
 from service.store.quarantine import QuarantinedKey, set_aside
 
@@ -91,7 +91,7 @@ class Published:
 
 
 async def publish_batch(
-    js: JetStreamContext,
+    publisher: AckedPublisher,
     batch: Sequence[Committed | Envelope | UnreadableEvent],
     *,
     prefix: str,
@@ -99,14 +99,14 @@ async def publish_batch(
     consumer: str,
     ack_timeout: float,
 ) -> Published:
-    """Publish ``batch`` pipelined, every event awaiting its PubAck.
+    """Publish ``batch`` pipelined, then wait up to ``ack_timeout`` for every PubAck.
 
     An event at fault (unreadable, unpublishable, refused for itself) is
     quarantined for ``consumer`` and counts as settled; the first failure that
-    is NATS's ends the settled run there.
+    is NATS's (no acknowledgement in time among them) ends the settled run there.
     """
     faults: dict[int, tuple[BaseException, bool]] = {}
-    sends = {}
+    acks: dict[int, asyncio.Future[None]] = {}
     items = [item.envelope if isinstance(item, Committed) else item for item in batch]
     for at, item in enumerate(items):
         if isinstance(item, UnreadableEvent):
@@ -121,13 +121,21 @@ async def publish_batch(
         except Exception as exc:  # whatever this one event makes encoding raise
             faults[at] = (exc, True)
             continue
-        sends[at] = js.publish(
-            subject, payload, timeout=ack_timeout, stream=stream, headers=headers
-        )
-    results = await asyncio.gather(*sends.values(), return_exceptions=True)
-    for at, result in zip(sends, results, strict=True):
-        if isinstance(result, BaseException):
-            faults[at] = (result, is_event_fault(result))
+        try:
+            acks[at] = await publisher.send(
+                subject, payload, {**headers, EXPECTED_STREAM_HEADER: stream}
+            )
+        except Exception as exc:  # refused before it was sent: its fault, or NATS's
+            faults[at] = (exc, is_event_fault(exc))
+    if acks:
+        _, late = await asyncio.wait(acks.values(), timeout=ack_timeout)
+        if late:
+            publisher.forget(list(late))
+    for at, ack in acks.items():
+        if ack.cancelled():
+            faults[at] = (nats_errors.TimeoutError(), False)
+        elif (error := ack.exception()) is not None:
+            faults[at] = (error, is_event_fault(error))
     quarantined: list[QuarantinedKey] = []
     for at in sorted(faults):
         error, events_fault = faults[at]

@@ -36,6 +36,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from events.models import Envelope
+from service.outbox.acks import AckedPublisher
 from service.outbox.messages import publish_batch
 from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
@@ -91,6 +92,7 @@ class OutboxRelay:
         # The last reason the relay could not publish, for readiness checks; None when healthy.
         self.problem: str | None = None
         self._nc: NatsClient | None = None
+        self._publisher: AckedPublisher | None = None  # on ``_nc``
         self._stream_ready = False
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -193,6 +195,7 @@ class OutboxRelay:
             reconnected_cb=reconnected,
             error_cb=error,
         )
+        self._publisher = AckedPublisher(self._nc)
         log.info("nats_connected")
         backoff = self.retry.backoff()
         while not self._stream_ready:
@@ -312,7 +315,7 @@ class OutboxRelay:
             if not batch:
                 self.problem = None
                 return True
-            settled, quarantined = await self._publish(js, batch)
+            settled, quarantined = await self._publish(batch)
             if settled:
                 await self._settle(conn, quarantined, batch[settled - 1].position)
                 self.published_position = batch[settled - 1].position
@@ -378,12 +381,13 @@ class OutboxRelay:
         return True
 
     async def _publish(
-        self, js: JetStreamContext, batch: Sequence[Committed | Envelope | UnreadableEvent]
+        self, batch: Sequence[Committed | Envelope | UnreadableEvent]
     ) -> tuple[int, list[QuarantinedKey]]:
         """Publish a batch (``publish_batch``): how many leading events are settled, and
         the quarantines among them."""
+        assert self._publisher is not None, "publishing before connecting"  # _jetstream checks
         published = await publish_batch(
-            js,
+            self._publisher,
             batch,
             prefix=self.settings.nats_subject_prefix,
             stream=self.settings.nats_stream,
