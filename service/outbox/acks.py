@@ -70,6 +70,8 @@ class AckedPublisher:
 
     def forget(self, futures: list[asyncio.Future[None]]) -> None:
         """Stop waiting for these (timed out): an acknowledgement coming later is ignored."""
+        if not futures:
+            return
         unsettled = {id(future) for future in futures}
         for token, future in list(self._waiting.items()):
             if id(future) in unsettled:

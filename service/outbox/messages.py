@@ -127,10 +127,12 @@ async def publish_batch(
             )
         except Exception as exc:  # refused before it was sent: its fault, or NATS's
             faults[at] = (exc, is_event_fault(exc))
-    if acks:
-        _, late = await asyncio.wait(acks.values(), timeout=ack_timeout)
-        if late:
-            publisher.forget(list(late))
+    try:
+        if acks:
+            await asyncio.wait(acks.values(), timeout=ack_timeout)
+    finally:
+        # Those not acknowledged in time (or when the relay stops) are waited for no more.
+        publisher.forget([ack for ack in acks.values() if not ack.done()])
     for at, ack in acks.items():
         if ack.cancelled():
             faults[at] = (nats_errors.TimeoutError(), False)

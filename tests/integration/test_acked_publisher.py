@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import nats
 import pytest
@@ -15,9 +16,15 @@ from nats.aio.client import Client
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
+from events.codec import GENESIS_HASH
+from events.models import Actor, KeyRevoked
 from events.servers import nats_servers
 from service.outbox.acks import EXPECTED_STREAM_HEADER, AckedPublisher
+from service.outbox.messages import publish_batch
+from service.store.event_rows import seal_committed_after
 from tests.support.outbox import deleted_at_exit, stream_messages
+
+AT = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -109,3 +116,28 @@ async def test_a_message_nats_refuses_to_send_raises_and_is_not_waited_for(
         await publisher.send(f"acks.{stream}.k", too_large_for_nats, headers(stream, "id-0"))
     ack = await publisher.send(f"acks.{stream}.k", b"small", headers(stream, "id-1"))
     assert await ack is None
+
+
+async def test_a_batch_nobody_acknowledges_settles_nothing_and_fails_as_nats(
+    connection: Client, stream: str
+) -> None:
+    # Subscribed to by a plain subscriber, not a stream: the messages go out, no PubAck
+    # comes back. That is NATS's failure (retried), never the events' (quarantined).
+    prefix = f"silent.{stream}"
+    silent = await connection.subscribe(f"{prefix}.>")
+    event = KeyRevoked(key_id="key_x", org_id="acme", occurred_at=AT, reason="leaked")
+    batch = seal_committed_after(
+        [event], actor=Actor(id="a"), expected_version=1, position=0, previous_hash=GENESIS_HASH
+    )
+    published = await publish_batch(
+        AckedPublisher(connection),
+        batch,
+        prefix=prefix,
+        stream=stream,
+        consumer="test",
+        ack_timeout=0.05,
+    )
+    assert (published.settled, published.quarantined) == (0, [])
+    assert isinstance(published.failure, nats.errors.TimeoutError)
+    sent = await silent.next_msg(timeout=5)
+    assert batch[0].encoded is not None and sent.data == batch[0].encoded.payload
