@@ -7,11 +7,12 @@ Here every message of a batch is sent with a reply subject of its own under
 one wildcard subscription, and the batch waits once, ``ack_timeout`` at most,
 for every acknowledgement (``service.outbox.messages.publish_batch``).
 
-What an acknowledgement means is JetStream's, as with ``publish``: an answer
-without ``error`` is the message stored (or dropped as a duplicate of its
-``Nats-Msg-Id``), an ``error`` is ``APIError`` (its ``err_code`` says whose
-fault), no stream listening is ``NoStreamResponseError``; no answer within the
-timeout is NATS's failure, and the message is sent again with its batch.
+What an acknowledgement means is JetStream's, as with ``publish``: a PubAck
+(``stream`` and ``seq``) is the message stored (or dropped as a duplicate of
+its ``Nats-Msg-Id``), an ``error`` is ``APIError`` (its ``err_code`` says whose
+fault), no stream listening is ``NoStreamResponseError``, any other answer is
+an ``APIError`` too; no answer within the timeout is NATS's failure, and the
+message is sent again with its batch.
 """
 
 from __future__ import annotations
@@ -88,16 +89,19 @@ class AckedPublisher:
             return
         try:
             answer = json.loads(msg.data)
-            error = answer.get("error") if isinstance(answer, dict) else None
-        except ValueError as exc:
-            future.set_exception(APIError(description=f"unreadable acknowledgement: {exc}"))
-            return
-        if error is None:
-            future.set_result(None)
-            return
-        try:
-            APIError.from_error(error)  # raises the error's own class (as ``publish`` does)
-        except Exception as exc:
-            future.set_exception(exc)
-        else:  # pragma: no cover - from_error always raises
-            future.set_exception(APIError(description=str(error)))
+        except ValueError:
+            answer = None
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if error is not None:
+            try:
+                APIError.from_error(error)  # raises the error's own class (as ``publish`` does)
+            except Exception as exc:
+                future.set_exception(exc)
+            else:  # pragma: no cover - from_error always raises
+                future.set_exception(APIError(description=str(error)))
+        elif isinstance(answer, dict) and "stream" in answer and "seq" in answer:
+            future.set_result(None)  # stored, or a duplicate of its Nats-Msg-Id
+        else:
+            # Whoever answered, it was not JetStream storing the message (``publish`` fails
+            # such an answer too): not settled, so it is sent again.
+            future.set_exception(APIError(description="the answer is not a JetStream PubAck"))

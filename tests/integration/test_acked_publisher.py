@@ -141,3 +141,18 @@ async def test_a_batch_nobody_acknowledges_settles_nothing_and_fails_as_nats(
     assert isinstance(published.failure, nats.errors.TimeoutError)
     sent = await silent.next_msg(timeout=5)
     assert batch[0].encoded is not None and sent.data == batch[0].encoded.payload
+
+
+@pytest.mark.parametrize("answer", [b"{}", b"not json", b"[1]", b'{"stream":"S"}'])
+async def test_an_answer_that_is_not_a_puback_settles_nothing(
+    connection: Client, stream: str, answer: bytes
+) -> None:
+    # A plain subscriber that answers in JetStream's place: the message was not stored.
+    responder = await connection.subscribe(f"impostor.{stream}")
+    publisher = AckedPublisher(connection)
+    ack = await publisher.send(f"impostor.{stream}", b"x", headers(stream, "id-0"))
+    message = await responder.next_msg(timeout=5)
+    await connection.publish(message.reply, answer)
+    with pytest.raises(APIError) as failed:
+        await ack
+    assert failed.value.err_code is None  # not "too large": NATS's failure, retried
