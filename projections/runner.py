@@ -41,10 +41,9 @@ from typing import NamedTuple, Protocol
 import asyncpg
 import structlog
 
-from events.models import Envelope
 from projections.isolation import BatchRefused, apply_isolated, apply_or_refuse
 from service.domain.state import KeyState
-from service.store.event_rows import missing_position
+from service.store.event_rows import Committed, missing_position
 from service.store.event_store import EventStore, LoggedEvent, UnreadableEvent
 from service.store.handed_over import HandedOver, logged_events
 from service.store.held_connection import HeldConnection
@@ -287,7 +286,7 @@ class ProjectionRunner:
         """Tell every projection that the log has grown (to ``position`` if known)."""
         self._log.wake(position)
 
-    async def hand_over(self, committed: Sequence[Envelope]) -> None:
+    async def hand_over(self, committed: Sequence[Committed]) -> None:
         """Take this replica's newly committed events (a commit observer), in order, and
         apply them now rather than when their NOTIFY comes back."""
         if not committed:

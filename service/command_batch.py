@@ -32,7 +32,13 @@ from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.store.batch_statements import CountKey, OutcomeKey
-from service.store.event_rows import UnfoldableStream, UnstorableValue, check_storable, seal_after
+from service.store.event_rows import (
+    Committed,
+    UnfoldableStream,
+    UnstorableValue,
+    check_storable,
+    seal_committed_after,
+)
 from service.store.event_store import LogHead, fold_stream
 from service.store.idempotency import StoredOutcome
 from service.store.key_registry import CallerStanding
@@ -114,10 +120,16 @@ class BatchPlan:
     """The batch decided: each command's outcome (or failure) and what to write."""
 
     outcomes: list[CommandOutcome | Exception] = field(default_factory=list)
-    events: list[Envelope] = field(default_factory=list)
+    # The events to append, in position order, as sealed (``Committed``).
+    committed: list[Committed] = field(default_factory=list)
     # The registry row of each key the batch changed, as of its last command.
     registry: dict[str, KeyState] = field(default_factory=dict)
     remembered: dict[OutcomeKey, StoredOutcome] = field(default_factory=dict)
+
+    @property
+    def events(self) -> list[Envelope]:
+        """The envelopes to append."""
+        return [item.envelope for item in self.committed]
 
 
 def _holds_slot(state: KeyState | None, at: datetime) -> bool:
@@ -154,14 +166,16 @@ class _Batch:
 
     def keep(self, scratch: _CommandScratch) -> None:
         """Make one command's writes part of the batch (it succeeded)."""
-        for envelope in scratch.events:
+        for item in scratch.events:
+            envelope = item.envelope
             stream = self.streams.get(envelope.key_id)
             # An unfoldable stream takes no append (``_CommandScratch.append`` refuses it).
             kept = stream if isinstance(stream, list) else []
             self.streams[envelope.key_id] = [*kept, envelope]
         if scratch.events:
-            self.head = LogHead(scratch.events[-1].position, scratch.events[-1].hash)
-            self.plan.events.extend(scratch.events)
+            last = scratch.events[-1].envelope
+            self.head = LogHead(last.position, last.hash)
+            self.plan.committed.extend(scratch.events)
         for state in scratch.saved:
             if state.key_id not in self.plan.registry:
                 self.before[state.key_id] = self._state_before(state.key_id)
@@ -182,7 +196,7 @@ class _CommandScratch:
 
     def __init__(self, batch: _Batch) -> None:
         self.batch = batch
-        self.events: list[Envelope] = []
+        self.events: list[Committed] = []
         self.saved: list[KeyState] = []
         self.remembered: dict[OutcomeKey, StoredOutcome] = {}
 
@@ -201,7 +215,7 @@ class _CommandScratch:
 
     async def append(
         self, events: Sequence[DomainEvent], *, actor: Actor, expected_version: int
-    ) -> list[Envelope]:
+    ) -> list[Committed]:
         for event in events:
             stream = self.batch.streams.get(event.key_id)
             # The events table's unique (key_id, stream_version), checked before writing.
@@ -212,14 +226,15 @@ class _CommandScratch:
                 or len(stream or ()) > expected_version
             ):
                 raise KeyledgerError("version_mismatch", "the key changed concurrently; retry")
-        sealed = seal_after(
+        sealed = seal_committed_after(
             events,
             actor=actor,
             expected_version=expected_version,
             position=self.batch.head.position,
             previous_hash=self.batch.head.hash,
         )
-        for envelope in sealed:
+        for item in sealed:
+            envelope = item.envelope
             # Sealing hashed the whole envelope as UTF-8: no lone surrogate is left in it.
             # The json columns take an escaped NUL; the text columns refuse a NUL.
             check_storable(envelope.org_id, envelope.key_id, envelope.event_type)

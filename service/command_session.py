@@ -12,7 +12,6 @@ serializes appends.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,14 +21,20 @@ from typing import Any, Protocol
 from events.codec import canonical_json
 from events.models import Actor, DomainEvent, Envelope
 from events.vocabulary import Environment
-from service.domain.commands import ActiveKeyQuota, Command, EnableKey, GenerateKey
+from service.domain.commands import (
+    ActiveKeyQuota,
+    Command,
+    EnableKey,
+    GenerateKey,
+    with_quota,
+)
 from service.domain.decider import decide
 from service.domain.orgs import SYSTEM_ORG
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.key_view import render_key
-from service.store.event_rows import UnfoldableStream, storable_stream
-from service.store.event_store import fold_envelopes, fold_stream
+from service.store.event_rows import Committed, UnfoldableStream, storable_stream
+from service.store.event_store import fold_committed, fold_stream
 from service.store.idempotency import StoredOutcome
 from service.store.key_registry import CallerStanding
 from service.verification.callers import Caller
@@ -62,8 +67,14 @@ class CommandOutcome:
     # A new key was generated (HTTP answers 201 for it).
     created: bool
     state: KeyState | None
-    events: tuple[Envelope, ...]
+    # The events appended, with what their writer made of them (``Committed``).
+    committed: tuple[Committed, ...]
     replayed: bool = False
+
+    @property
+    def events(self) -> tuple[Envelope, ...]:
+        """The envelopes appended."""
+        return tuple(item.envelope for item in self.committed)
 
 
 @dataclass(eq=False, slots=True)
@@ -92,7 +103,7 @@ class CommandSession(Protocol):
 
     async def append(
         self, events: Sequence[DomainEvent], *, actor: Actor, expected_version: int
-    ) -> list[Envelope]:
+    ) -> list[Committed]:
         """Append to the key's stream, decided against ``expected_version``."""
 
     async def save(self, state: KeyState) -> None:
@@ -146,7 +157,7 @@ async def record_command(
     appended = await session.append(
         events, actor=actor, expected_version=state.version if state else 0
     )
-    new_state = fold_envelopes(appended, state)
+    new_state = fold_committed(appended, state)
     # Only a GenerateKey starts from no state, and it either appends or raises.
     assert new_state is not None, "a command without a key produced no event"
     if appended:
@@ -156,7 +167,7 @@ async def record_command(
         position=new_state.position,
         created=isinstance(command, GenerateKey),
         state=new_state,
-        events=tuple(appended),
+        committed=tuple(appended),
     )
     if idempotent is not None:
         await session.remember(
@@ -197,7 +208,7 @@ async def _with_quota(
     else:
         return command
     active = await session.count_active(org_id, environment, command.issued_at)
-    return dataclasses.replace(command, quota=ActiveKeyQuota(active=active, limit=max_active_keys))
+    return with_quota(command, ActiveKeyQuota(active=active, limit=max_active_keys))
 
 
 def _replay(stored: StoredOutcome, idempotent: IdempotentRequest) -> CommandOutcome:
@@ -211,6 +222,6 @@ def _replay(stored: StoredOutcome, idempotent: IdempotentRequest) -> CommandOutc
         position=stored.position,
         created=stored.created,
         state=None,
-        events=(),
+        committed=(),
         replayed=True,
     )

@@ -36,7 +36,7 @@ from service.revocation_session import (
     StreamAppend,
     record_revocations,
 )
-from service.store.event_rows import UnfoldableStream
+from service.store.event_rows import Committed, UnfoldableStream
 from service.store.event_store import fold_stream
 from service.store.idempotency import StoredAnswer, StoredOutcome
 from service.store.in_memory import InMemoryEventLog, InMemoryIdempotency, InMemoryKeyRegistry
@@ -125,10 +125,11 @@ class _InMemorySession:
 
     async def append(
         self, events: Sequence[DomainEvent], *, actor: Actor, expected_version: int
-    ) -> list[Envelope]:
-        return await self.commands.log.append(
+    ) -> list[Committed]:
+        appended = await self.commands.log.append(
             events, actor=actor, expected_version=expected_version
         )
+        return [Committed(envelope) for envelope in appended]
 
     async def save(self, state: KeyState) -> None:
         await self.commands.registry.save(state)

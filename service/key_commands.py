@@ -37,6 +37,7 @@ from service.key_revocations import revoke_in_postgres
 from service.revocation_session import RevocationOutcome, RevocationRequest
 from service.store.batch_statements import read_batch, write_batch
 from service.store.credit_balances import CreditBalances
+from service.store.event_rows import Committed
 from service.store.event_store import EventStore, LogHead, UnfoldableStream
 from service.store.idempotency import IdempotencyStore
 from service.store.key_registry import KeyRegistry
@@ -45,7 +46,8 @@ from service.verification.callers import Caller
 log = structlog.get_logger(__name__)
 
 
-CommitObserver = Callable[[Sequence[Envelope]], Awaitable[None]]
+# Handed each batch's appended events, in position order (see ``committed`` below).
+CommitObserver = Callable[[Sequence[Committed]], Awaitable[None]]
 _Result = TypeVar("_Result")
 
 
@@ -151,7 +153,7 @@ class KeyCommandHandler:
         except Exception as exc:
             # The transaction rolled back: nothing of it was written.
             raise error_for(exc) from exc
-        await self.observe(appended)
+        await self.observe([Committed(envelope) for envelope in appended])
         return result
 
     async def revoke_many(self, request: RevocationRequest) -> RevocationOutcome:
@@ -190,14 +192,14 @@ class KeyCommandHandler:
             outcomes=read.outcomes,
         )
         plan = await plan_batch(requests, snapshot, max_active_keys=self.max_active_keys)
-        if plan.events or plan.remembered:
-            await write_batch(conn, plan.events, plan.registry.values(), plan.remembered)
+        if plan.committed or plan.remembered:
+            await write_batch(conn, plan.committed, plan.registry.values(), plan.remembered)
         return plan.outcomes
 
     async def after_commit(self, outcomes: Sequence[CommandOutcome]) -> None:
-        await self.observe([e for outcome in outcomes for e in outcome.events])
+        await self.observe([item for outcome in outcomes for item in outcome.committed])
 
-    async def observe(self, appended: Sequence[Envelope]) -> None:
+    async def observe(self, appended: Sequence[Committed]) -> None:
         """Hand newly committed events to every observer (``committed``), in order."""
         if not appended:
             return

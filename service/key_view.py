@@ -17,6 +17,7 @@ def render_key(
     state: KeyState, now: datetime, last_used_at: datetime | None = None
 ) -> dict[str, Any]:
     """The key as callers see it at ``now``."""
+    created_at = _ts(state.created_at)
     return {
         "id": state.key_id,
         "org_id": state.org_id,
@@ -36,8 +37,9 @@ def render_key(
         "credits": state.credits.model_dump() if state.credits else None,
         "allowed_cidrs": list(state.allowed_cidrs),
         "identity_id": state.identity_id,
-        "created_at": _ts(state.created_at),
-        "updated_at": _ts(state.updated_at),
+        "created_at": created_at,
+        # A key not changed since it was made (every new one) has one instant for both.
+        "updated_at": created_at if state.updated_at == state.created_at else _ts(state.updated_at),
         "last_used_at": _ts(last_used_at),
         "expires_at": _ts(state.expires_at),
         "disabled_at": _ts(state.disabled_at),

@@ -7,9 +7,10 @@ command, so that ``decide`` stays a pure function.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import Enum
+from operator import attrgetter
 from typing import Any, Final
 
 from events.models import Credits, NamedRateLimit, RateLimit
@@ -163,3 +164,18 @@ Command = (
     | RefillCredits
     | WarnExpiry
 )
+
+
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in (GenerateKey, EnableKey)}
+_VALUES = {cls: attrgetter(*names) for cls, names in _FIELDS.items()}
+_QUOTA_AT = {cls: names.index("quota") for cls, names in _FIELDS.items()}
+
+
+def with_quota(command: GenerateKey | EnableKey, quota: ActiveKeyQuota) -> GenerateKey | EnableKey:
+    """``dataclasses.replace(command, quota=quota)``, the values passed positionally:
+    ``replace`` inspects every field's metadata on each call, and this runs on every
+    GenerateKey (half the cost of the copy)."""
+    cls = type(command)
+    values = list(_VALUES[cls](command))
+    values[_QUOTA_AT[cls]] = quota
+    return cls(*values)

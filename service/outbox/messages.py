@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nats import errors as nats_errors
-from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 
 from events.codec import envelope_to_bytes
 from events.models import Envelope
 from events.subjects import event_subject, is_subject_token
-from service.store.event_rows import UnreadableEvent
+from service.outbox.acks import EXPECTED_STREAM_HEADER, AckedPublisher
+from service.store.event_rows import Committed, UnreadableEvent
 from service.store.quarantine import QuarantinedKey, set_aside
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -53,15 +53,22 @@ def subject_token(value: str, part: str) -> str:
     return value
 
 
-def message_of(envelope: Envelope, prefix: str) -> tuple[str, bytes, dict[str, str]]:
-    """(subject, payload, headers) of an event; raises when the event cannot be published."""
+def message_of(
+    envelope: Envelope, prefix: str, payload: bytes | None = None
+) -> tuple[str, bytes, dict[str, str]]:
+    """(subject, payload, headers) of an event; raises when the event cannot be published.
+
+    ``payload`` is the envelope's encoding when its writer made it already (``Committed``).
+    """
     subject = event_subject(
         subject_token(envelope.org_id, "org id"),
         subject_token(envelope.key_id, "key id"),
         subject_token(envelope.event_type, "event type"),
         prefix,
     )
-    return subject, envelope_to_bytes(envelope), {MSG_ID_HEADER: str(envelope.event_id)}
+    if payload is None:
+        payload = envelope_to_bytes(envelope)
+    return subject, payload, {MSG_ID_HEADER: str(envelope.event_id)}
 
 
 def is_event_fault(exc: BaseException) -> bool:
@@ -84,42 +91,57 @@ class Published:
 
 
 async def publish_batch(
-    js: JetStreamContext,
-    batch: Sequence[Envelope | UnreadableEvent],
+    publisher: AckedPublisher,
+    batch: Sequence[Committed | Envelope | UnreadableEvent],
     *,
     prefix: str,
     stream: str,
     consumer: str,
     ack_timeout: float,
 ) -> Published:
-    """Publish ``batch`` pipelined, every event awaiting its PubAck.
+    """Publish ``batch`` pipelined, then wait up to ``ack_timeout`` for every PubAck.
 
     An event at fault (unreadable, unpublishable, refused for itself) is
     quarantined for ``consumer`` and counts as settled; the first failure that
-    is NATS's ends the settled run there.
+    is NATS's (no acknowledgement in time among them) ends the settled run there.
     """
     faults: dict[int, tuple[BaseException, bool]] = {}
-    sends = {}
-    for at, item in enumerate(batch):
+    acks: dict[int, asyncio.Future[None]] = {}
+    items = [item.envelope if isinstance(item, Committed) else item for item in batch]
+    for at, item in enumerate(items):
         if isinstance(item, UnreadableEvent):
             faults[at] = (item.error, True)
             continue
+        handed = batch[at]
+        encoded = handed.encoded if isinstance(handed, Committed) else None
         try:
-            subject, payload, headers = message_of(item, prefix)
+            subject, payload, headers = message_of(
+                item, prefix, encoded.payload if encoded is not None else None
+            )
         except Exception as exc:  # whatever this one event makes encoding raise
             faults[at] = (exc, True)
             continue
-        sends[at] = js.publish(
-            subject, payload, timeout=ack_timeout, stream=stream, headers=headers
-        )
-    results = await asyncio.gather(*sends.values(), return_exceptions=True)
-    for at, result in zip(sends, results, strict=True):
-        if isinstance(result, BaseException):
-            faults[at] = (result, is_event_fault(result))
+        try:
+            acks[at] = await publisher.send(
+                subject, payload, {**headers, EXPECTED_STREAM_HEADER: stream}
+            )
+        except Exception as exc:  # refused before it was sent: its fault, or NATS's
+            faults[at] = (exc, is_event_fault(exc))
+    try:
+        if acks:
+            await asyncio.wait(acks.values(), timeout=ack_timeout)
+    finally:
+        # Those not acknowledged in time (or when the relay stops) are waited for no more.
+        publisher.forget([ack for ack in acks.values() if not ack.done()])
+    for at, ack in acks.items():
+        if ack.cancelled():
+            faults[at] = (nats_errors.TimeoutError(), False)
+        elif (error := ack.exception()) is not None:
+            faults[at] = (error, is_event_fault(error))
     quarantined: list[QuarantinedKey] = []
     for at in sorted(faults):
         error, events_fault = faults[at]
-        item = batch[at]
+        item = items[at]
         if not events_fault:
             return Published(at, quarantined, error)
         quarantined.append(

@@ -36,9 +36,11 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from events.models import Envelope
+from service.outbox.acks import AckedPublisher
 from service.outbox.messages import publish_batch
 from service.outbox.stream import StreamConfigMismatch, ensure_stream
 from service.settings import Settings
+from service.store.event_rows import Committed
 from service.store.event_store import EventStore, UnreadableEvent
 from service.store.handed_over import HandedOver
 from service.store.log_follower import HAND_OVER_TURNS, LogFollower, RetryPolicy
@@ -90,6 +92,7 @@ class OutboxRelay:
         # The last reason the relay could not publish, for readiness checks; None when healthy.
         self.problem: str | None = None
         self._nc: NatsClient | None = None
+        self._publisher: AckedPublisher | None = None  # on ``_nc``
         self._stream_ready = False
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,7 +142,7 @@ class OutboxRelay:
                 else:
                     await self._nc.close()
 
-    async def hand_over(self, committed: Sequence[Envelope]) -> None:
+    async def hand_over(self, committed: Sequence[Committed]) -> None:
         """Take this replica's newly committed events (a commit observer), in order.
 
         Kept only while leading (see ``service.store.handed_over``).
@@ -192,6 +195,7 @@ class OutboxRelay:
             reconnected_cb=reconnected,
             error_cb=error,
         )
+        self._publisher = AckedPublisher(self._nc)
         log.info("nats_connected")
         backoff = self.retry.backoff()
         while not self._stream_ready:
@@ -304,14 +308,14 @@ class OutboxRelay:
             if notified and self.published_position >= self._log.head:
                 self.problem = None
                 return True
-            batch: Sequence[Envelope | UnreadableEvent] = await self._take_handed()
+            batch: Sequence[Committed | Envelope | UnreadableEvent] = await self._take_handed()
             batch = batch or await self.store.read_envelopes_after(
                 conn, self.published_position, self.tuning.batch_size
             )
             if not batch:
                 self.problem = None
                 return True
-            settled, quarantined = await self._publish(js, batch)
+            settled, quarantined = await self._publish(batch)
             if settled:
                 await self._settle(conn, quarantined, batch[settled - 1].position)
                 self.published_position = batch[settled - 1].position
@@ -332,7 +336,7 @@ class OutboxRelay:
             await self.quarantine.record(conn, quarantined)
             await save_checkpoint(conn, self.settings.nats_stream, position)
 
-    async def _take_handed(self) -> list[Envelope]:
+    async def _take_handed(self) -> list[Committed]:
         """The handed-over events that continue the checkpoint. With none yet while events
         were notified past it, a few loop turns are waited first: the notification of this
         replica's commit can come before the commit's observers hand its events over, and
@@ -377,12 +381,13 @@ class OutboxRelay:
         return True
 
     async def _publish(
-        self, js: JetStreamContext, batch: Sequence[Envelope | UnreadableEvent]
+        self, batch: Sequence[Committed | Envelope | UnreadableEvent]
     ) -> tuple[int, list[QuarantinedKey]]:
         """Publish a batch (``publish_batch``): how many leading events are settled, and
         the quarantines among them."""
+        assert self._publisher is not None, "publishing before connecting"  # _jetstream checks
         published = await publish_batch(
-            js,
+            self._publisher,
             batch,
             prefix=self.settings.nats_subject_prefix,
             stream=self.settings.nats_stream,

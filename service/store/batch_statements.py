@@ -22,17 +22,17 @@ from datetime import datetime
 import asyncpg
 
 from events.codec import GENESIS_HASH
-from events.models import Envelope
 from events.vocabulary import Environment
 from service.domain.state import KeyState
 from service.errors import KeyledgerError
 from service.store.credit_balances import upsert_columns as credits_upsert_columns
 from service.store.credit_balances import upsert_sql as credits_upsert_sql
+from service.store.event_rows import Committed
 from service.store.event_store import (
     NOTIFY_CHANNEL,
     VERSION_MISMATCH,
     LogHead,
-    event_columns,
+    committed_columns,
     insert_sql,
     version_taken,
 )
@@ -114,7 +114,7 @@ async def read_batch(
 
 async def write_batch(
     conn: asyncpg.Connection,
-    events: Sequence[Envelope],
+    events: Sequence[Committed],
     states: Collection[KeyState],
     remembered: Mapping[OutcomeKey, StoredOutcome],
 ) -> None:
@@ -128,7 +128,7 @@ async def write_batch(
     try:
         await conn.execute(
             _WRITE,
-            *event_columns(events),
+            *committed_columns(events),
             *upsert_columns(states),
             *remember_columns(remembered),
             NOTIFY_CHANNEL,

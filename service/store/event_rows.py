@@ -18,7 +18,15 @@ from uuid import uuid4
 
 import asyncpg
 
-from events.codec import actor_json, canonical_json, decode_event, seal, to_domain_event
+from events.codec import (
+    EncodedEnvelope,
+    actor_json,
+    canonical_json,
+    decode_event,
+    seal,
+    seal_encoded,
+    to_domain_event,
+)
 from events.models import Actor, DomainEvent, Envelope, LogEvent
 from service.domain.vocabulary import is_unicode
 from service.errors import KeyledgerError
@@ -286,8 +294,67 @@ def seal_after(
     return sealed
 
 
-def row_of(envelope: Envelope) -> tuple[Any, ...]:
-    """An envelope as an ``events`` row, in ``EVENT_COLUMNS`` order (for INSERT or COPY)."""
+class Committed(NamedTuple):
+    """An event this replica appended, with what its writer already made of it.
+
+    The group commit seals, decodes (to fold the key's state) and encodes (to
+    store it) every event it appends; its followers in this process (the
+    verification index, the projections, the outbox relay) take the decoded
+    event and the NATS payload from here rather than derive them from the
+    envelope again. Where only the envelope is known (events appended outside
+    the batch, or the in-memory store) they are None, and readers derive them
+    as they do for the log's rows.
+    """
+
+    envelope: Envelope
+    # ``to_domain_event(envelope)``.
+    event: LogEvent | None = None
+    encoded: EncodedEnvelope | None = None
+
+    @property
+    def position(self) -> int:
+        """The envelope's position in the log."""
+        return self.envelope.position
+
+    def decoded(self) -> LogEvent:
+        """The domain event (decoded here when the writer did not)."""
+        return self.event if self.event is not None else to_domain_event(self.envelope)
+
+
+def seal_committed_after(
+    events: Sequence[DomainEvent],
+    *,
+    actor: Actor,
+    expected_version: int,
+    position: int,
+    previous_hash: str,
+) -> list[Committed]:
+    """``seal_after``, each envelope with its decoded event and its encodings."""
+    sealed: list[Committed] = []
+    for version, event in enumerate(events, start=expected_version + 1):
+        position += 1
+        envelope, encoded = seal_encoded(
+            event,
+            event_id=uuid4(),
+            stream_version=version,
+            position=position,
+            actor=actor,
+            previous_hash=previous_hash,
+        )
+        previous_hash = envelope.hash
+        # Decoded from the envelope, as a reader of the log would: the state the writer
+        # folds is the state the log gives.
+        sealed.append(Committed(envelope, to_domain_event(envelope), encoded))
+    return sealed
+
+
+def row_of(envelope: Envelope, encoded: EncodedEnvelope | None = None) -> tuple[Any, ...]:
+    """An envelope as an ``events`` row, in ``EVENT_COLUMNS`` order (for INSERT or COPY);
+    its ``encoded`` texts when sealing made them."""
+    if encoded is not None:
+        actor, data = encoded.actor_json, encoded.data_json
+    else:
+        actor, data = canonical_json(actor_json(envelope.actor)), canonical_json(envelope.data)
     return (
         envelope.position,
         envelope.event_id,
@@ -297,7 +364,7 @@ def row_of(envelope: Envelope) -> tuple[Any, ...]:
         envelope.key_id,
         envelope.stream_version,
         envelope.occurred_at,
-        canonical_json(actor_json(envelope.actor)),
-        canonical_json(envelope.data),
+        actor,
+        data,
         envelope.hash,
     )

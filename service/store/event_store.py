@@ -25,6 +25,7 @@ from service.errors import KeyledgerError
 from service.store.event_rows import (
     EVENT_COLUMNS,
     EVENT_ONLY_COLUMNS,
+    Committed,
     LoggedEvent,
     UnfoldableStream,
     UnreadableEvent,
@@ -48,6 +49,15 @@ def fold_envelopes(envelopes: Sequence[Envelope], state: KeyState | None = None)
         state = evolve(state, to_domain_event(envelope))
     if state is not None and envelopes:
         state = state.with_changes(position=envelopes[-1].position)
+    return state
+
+
+def fold_committed(committed: Sequence[Committed], state: KeyState | None) -> KeyState | None:
+    """``fold_envelopes`` of events just appended, from the events their writer decoded."""
+    for item in committed:
+        state = evolve(state, item.decoded())
+    if state is not None and committed:
+        state = state.with_changes(position=committed[-1].position)
     return state
 
 
@@ -79,6 +89,12 @@ def insert_sql(first: int = 1) -> str:
 def event_columns(envelopes: Sequence[Envelope]) -> list[list[Any]]:
     """The arrays ``insert_sql`` takes: ``row_of`` each envelope, column by column."""
     rows = [row_of(envelope) for envelope in envelopes]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 11
+
+
+def committed_columns(committed: Sequence[Committed]) -> list[list[Any]]:
+    """``event_columns`` of events just appended, with the texts sealing encoded."""
+    rows = [row_of(item.envelope, item.encoded) for item in committed]
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 11
 
 

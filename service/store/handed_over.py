@@ -15,20 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from events.codec import to_domain_event
-from events.models import Envelope
-from service.store.event_rows import LoggedEvent, UnreadableEvent
+from service.store.event_rows import Committed, LoggedEvent, UnreadableEvent
 from service.store.quarantine import is_transient
 
 
 class HandedOver:
-    """Committed envelopes in position order, at most ``limit`` kept."""
+    """Committed events in position order, at most ``limit`` kept."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._envelopes: list[Envelope] = []
+        self._envelopes: list[Committed] = []
 
-    def add(self, committed: Sequence[Envelope], *, leading: bool) -> None:
+    def add(self, committed: Sequence[Committed], *, leading: bool) -> None:
         """Keep ``committed`` (one commit's events, in order) for a relay that ``leading``.
 
         A relay that does not lead publishes nothing, and one that does not keep up
@@ -39,7 +37,7 @@ class HandedOver:
         if leading:
             self._envelopes.extend(committed)
 
-    def take(self, *, after: int, limit: int) -> list[Envelope]:
+    def take(self, *, after: int, limit: int) -> list[Committed]:
         """The kept events at ``after + 1``, ``after + 2``… (up to ``limit``, no gap),
         removed from here; empty when the next position kept is not ``after + 1``."""
         kept = self._envelopes
@@ -47,7 +45,7 @@ class HandedOver:
         while stale < len(kept) and kept[stale].position <= after:
             stale += 1
         del kept[:stale]
-        taken: list[Envelope] = []
+        taken: list[Committed] = []
         for envelope in kept[:limit]:
             if envelope.position != after + 1 + len(taken):
                 break
@@ -59,13 +57,15 @@ class HandedOver:
         return taken
 
 
-def logged_events(envelopes: Sequence[Envelope]) -> list[LoggedEvent | UnreadableEvent]:
+def logged_events(committed: Sequence[Committed]) -> list[LoggedEvent | UnreadableEvent]:
     """What ``EventStore.read_events_after`` gives for these rows, made from their envelopes
-    (an event that does not decode is an ``UnreadableEvent`` in its place, as there)."""
+    and the events their writer decoded (an event that does not decode is an
+    ``UnreadableEvent`` in its place, as there)."""
     logged: list[LoggedEvent | UnreadableEvent] = []
-    for envelope in envelopes:
+    for item in committed:
+        envelope = item.envelope
         try:
-            logged.append(LoggedEvent(envelope.position, to_domain_event(envelope)))
+            logged.append(LoggedEvent(envelope.position, item.decoded()))
         except Exception as exc:
             if is_transient(exc):
                 raise

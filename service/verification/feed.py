@@ -38,7 +38,7 @@ import structlog
 from events.codec import envelope_from_json
 from events.models import Envelope
 from events.servers import nats_servers
-from service.store.event_rows import missing_position
+from service.store.event_rows import Committed, missing_position
 from service.store.event_store import EventStore, UnreadableEvent
 from service.store.identity_log import configured_identities
 from service.store.log_follower import LogFollower, RetryPolicy
@@ -264,15 +264,16 @@ class IndexFeed:
                 await asyncio.wait_for(advanced.wait(), remaining)
         return True
 
-    async def apply_committed(self, envelopes: Sequence[Envelope]) -> None:
+    async def apply_committed(self, committed: Sequence[Committed]) -> None:
         """Apply events this replica has just committed, before their command answers.
 
-        In order after the applied position they apply at once; otherwise the
-        index first catches up from PostgreSQL, so a key revoked through this
-        replica is refused here as soon as the revoke returns."""
-        for envelope in envelopes:
-            self._heard(envelope.position)
-            if self.index.offer(envelope) is Offer.GAP:
+        In order after the applied position they apply at once (as their writer
+        decoded them); otherwise the index first catches up from PostgreSQL, so
+        a key revoked through this replica is refused here as soon as the revoke
+        returns."""
+        for item in committed:
+            self._heard(item.position)
+            if self.index.offer(item.envelope, item.event) is Offer.GAP:
                 await self.catch_up()
                 break
         self._notify_advanced()

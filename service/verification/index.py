@@ -170,8 +170,11 @@ class VerificationIndex:
         self.unsaved_quarantines.clear()
         self.position = 0
 
-    def offer(self, envelope: Envelope) -> Offer:
-        """Apply ``envelope`` if it is the next position; say what happened."""
+    def offer(self, envelope: Envelope, event: LogEvent | None = None) -> Offer:
+        """Apply ``envelope`` if it is the next position; say what happened.
+
+        ``event`` is its domain event when already decoded (by its writer, in this
+        process), else it is decoded here."""
         if envelope.position <= self.position:
             return Offer.STALE
         if envelope.position != self.position + 1:
@@ -182,7 +185,7 @@ class VerificationIndex:
             outcome = Offer.SET_ASIDE
         else:
             try:
-                self.apply_event(to_domain_event(envelope))
+                self.apply_event(event if event is not None else to_domain_event(envelope))
             except Exception as exc:  # whatever this one event makes decoding or evolve raise
                 self.set_aside(key_id, envelope.org_id, envelope.position, envelope.event_type, exc)
                 outcome = Offer.SET_ASIDE

@@ -28,8 +28,14 @@ from events import (
     subject_filter,
     to_domain_event,
 )
-from events.codec import actor_json, canonical_bytes, envelope_to_bytes, format_timestamp
-from events.models import DomainEvent
+from events.codec import (
+    actor_json,
+    canonical_bytes,
+    envelope_to_bytes,
+    format_timestamp,
+    seal_encoded,
+)
+from events.models import DomainEvent, KeyGenerated
 
 AT = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -191,3 +197,48 @@ def test_a_message_payload_is_the_envelope_json_encoded() -> None:
     )
     assert envelope_to_bytes(envelope) == envelope_to_json(envelope).encode()
     assert json.loads(envelope_to_bytes(envelope))["hash"] == envelope.hash
+
+
+_metadata = st.dictionaries(st.text(max_size=6), _json_values, max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    metadata=_metadata,
+    name=st.text(max_size=12),
+    org_id=st.text(min_size=1, max_size=8),
+    actor_id=st.text(min_size=1, max_size=8),
+    moment=st.datetimes(timezones=st.timezones()),
+)
+def test_seal_encoded_gives_what_encoding_the_sealed_envelope_gives(
+    metadata: dict[str, object], name: str, org_id: str, actor_id: str, moment: datetime
+) -> None:
+    # The writer stores and publishes these instead of encoding the envelope again.
+    event = KeyGenerated(
+        key_id="key_x",
+        org_id=org_id,
+        occurred_at=moment,
+        name=name,
+        type="secret",
+        environment="live",
+        metadata=metadata,
+    )
+    actor = Actor(id=actor_id, request_id="r-1")
+    sealing = {
+        "event_id": uuid4(),
+        "stream_version": 2,
+        "position": 9,
+        "actor": actor,
+        "previous_hash": "e" * 64,
+    }
+    try:
+        envelope, encoded = seal_encoded(event, **sealing)  # type: ignore[arg-type]
+    except UnicodeEncodeError:  # a lone surrogate: no event holding one is sealed at all
+        with pytest.raises(UnicodeEncodeError):
+            chain_hash("e" * 64, {"data": event.data(), "org_id": org_id, "actor": actor_id})
+        return
+    assert envelope.hash == seal(event, **sealing).hash  # type: ignore[arg-type]
+    assert envelope.hash == chain_hash("e" * 64, envelope_body(envelope))
+    assert encoded.payload == envelope_to_bytes(envelope)
+    assert encoded.actor_json == canonical_json(actor_json(envelope.actor))
+    assert encoded.data_json == canonical_json(envelope.data)

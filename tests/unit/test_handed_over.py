@@ -7,13 +7,17 @@ from uuid import uuid4
 
 from events.codec import GENESIS_HASH, seal, to_domain_event
 from events.models import Actor, Envelope, KeyRevoked
-from service.store.event_rows import LoggedEvent, UnreadableEvent
+from service.store.event_rows import Committed, LoggedEvent, UnreadableEvent
 from service.store.handed_over import HandedOver, logged_events
 
 AT = datetime(2026, 5, 1, tzinfo=UTC)
 
 
-def at(*positions: int) -> list[Envelope]:
+def at(*positions: int) -> list[Committed]:
+    return [Committed(envelope) for envelope in envelopes_at(*positions)]
+
+
+def envelopes_at(*positions: int) -> list[Envelope]:
     event = KeyRevoked(key_id="key_x", org_id="acme", occurred_at=AT, reason="leaked")
     return [
         seal(
@@ -28,7 +32,7 @@ def at(*positions: int) -> list[Envelope]:
     ]
 
 
-def positions(envelopes: list[Envelope]) -> list[int]:
+def positions(envelopes: list[Committed]) -> list[int]:
     return [e.position for e in envelopes]
 
 
@@ -68,9 +72,9 @@ def test_nothing_is_kept_while_not_leading_or_past_the_limit() -> None:
 
 
 def test_handed_envelopes_become_the_events_a_log_read_gives() -> None:
-    envelopes = at(5, 6)
+    envelopes = envelopes_at(5, 6)
     unknown = envelopes[1].model_copy(update={"event_type": "KeyTeleported"})
-    logged = logged_events([envelopes[0], unknown])
+    logged = logged_events([Committed(envelopes[0]), Committed(unknown)])
     first, second = logged
     assert isinstance(first, LoggedEvent)
     assert first.position == 5
@@ -78,3 +82,11 @@ def test_handed_envelopes_become_the_events_a_log_read_gives() -> None:
     # One that does not decode is unreadable in its place, as a row of the log would be.
     assert isinstance(second, UnreadableEvent)
     assert (second.position, second.key_id, second.event_type) == (6, "key_x", "KeyTeleported")
+
+
+def test_the_event_its_writer_decoded_is_taken_as_it_is() -> None:
+    envelope = envelopes_at(5)[0]
+    decoded = to_domain_event(envelope)
+    [logged] = logged_events([Committed(envelope, decoded)])
+    assert isinstance(logged, LoggedEvent)
+    assert logged.event is decoded

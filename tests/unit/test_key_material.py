@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from service.domain import key_material
+from service.domain import ids, key_material
 from service.domain.ids import is_key_id, new_key_id
 
 
@@ -114,3 +114,41 @@ def test_key_ids_are_ulids_and_sort_by_time() -> None:
     assert is_key_id(first) and len(first) == 30
     assert first[:14] <= second[:14]
     assert not is_key_id("key_123") and not is_key_id("key_" + "I" * 26)
+
+
+def _base62_digit_by_digit(value: int, width: int) -> str:
+    """The plain definition: one base-62 digit per division."""
+    digits = ""
+    while value:
+        value, digit = divmod(value, 62)
+        digits = key_material.BASE62[digit] + digits
+    return digits.rjust(width, "0")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, 1, 61, 62, 3843, 3844, 62**3, 62**42, 62**43 - 1, 2**256 - 1, 0x1234 << 200],
+)
+def test_base62_by_pairs_is_the_digit_by_digit_encoding(value: int) -> None:
+    assert key_material._base62(value, 43) == _base62_digit_by_digit(value, 43)
+
+
+def test_base62_refuses_a_value_wider_than_asked() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        key_material._base62(62**6, 6)
+    assert key_material._base62(62**6 - 1, 6) == "z" * 6
+
+
+def _ulid_one_character_at_a_time(value: int) -> str:
+    """The plain definition: 26 Crockford characters of 5 bits, most significant first."""
+    return "".join(ids.CROCKFORD[(value >> (5 * n)) & 31] for n in reversed(range(26)))
+
+
+@pytest.mark.parametrize("random", [0, 1, 31, 1023, 2**80 - 1, 0x5A5A5A5A5A5A5A5A5A5A])
+@pytest.mark.parametrize("millis", [0, 1, 1_767_225_600_000, 2**48 - 1])
+def test_ulids_by_pairs_are_the_character_by_character_encoding(
+    monkeypatch: pytest.MonkeyPatch, millis: int, random: int
+) -> None:
+    monkeypatch.setattr(ids.secrets, "randbits", lambda bits: random)
+    expected = _ulid_one_character_at_a_time((millis << 80) | random)
+    assert ids.new_ulid(millis) == expected
