@@ -1,8 +1,8 @@
 # keyledger: a slim image that runs `keyledger serve` as a non-root user.
 # `keyledger serve` applies the database migrations on start, so no separate step is needed.
 
-# The build stage makes the wheel with the verify path compiled (KEYLEDGER_COMPILE=1: README,
-# "A compiled verify path"); it needs a C compiler, which the image it builds does not carry.
+# The build stage makes the wheel with its hot paths compiled (KEYLEDGER_COMPILE=1: README,
+# "A compiled build"); it needs a C compiler, which the image it builds does not carry.
 FROM python:3.12 AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -1,4 +1,4 @@
-"""A copy of the sources with the verification hot path compiled (setup.py, mypyc).
+"""A copy of the sources with the hot paths compiled (setup.py, mypyc).
 
 ``python -m bench.verify --compiled`` serves from such a copy, and
 ``tests/integration/test_compiled_hot_path.py`` runs the verification tests in
@@ -35,18 +35,18 @@ _COPIED = (
 _SKIPPED = shutil.ignore_patterns("__pycache__", "*.so", ".keyledger", "build")
 
 
-def hot_path_modules() -> list[str]:
-    """The dotted names of the modules setup.py compiles (its ``HOT_PATH``)."""
+def compiled_modules() -> list[str]:
+    """The dotted names of the modules setup.py compiles (its ``COMPILED``)."""
     # Read from setup.py's syntax tree: running it would run setup().
     for node in ast.parse((ROOT / "setup.py").read_text()).body:
-        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "HOT_PATH":
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "COMPILED":
             paths = ast.literal_eval(node.value)
             return [str(path).removesuffix(".py").replace("/", ".") for path in paths]
-    raise RuntimeError("setup.py has no HOT_PATH")
+    raise RuntimeError("setup.py has no COMPILED list")
 
 
 def build(destination: Path) -> Path:
-    """Copy the sources to ``destination`` and compile the hot path there; returns it.
+    """Copy the sources to ``destination`` and compile the hot paths there; returns it.
 
     Raises ``RuntimeError`` with the compiler's output when the build fails.
     """
@@ -75,9 +75,9 @@ def build(destination: Path) -> Path:
 
 
 def compiled_in(tree: Path) -> list[str]:
-    """The hot path's modules that ``tree`` holds compiled (all of them after ``build``)."""
+    """The modules of ``compiled_modules`` that ``tree`` holds compiled (all, after ``build``)."""
     found = []
-    for module in hot_path_modules():
+    for module in compiled_modules():
         folder = tree.joinpath(*module.split(".")[:-1])
         stem = module.rsplit(".", 1)[-1]
         if any(folder.glob(f"{stem}.*.so")):

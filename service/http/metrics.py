@@ -163,7 +163,7 @@ class AppMetrics:
         )
         build = gauge(
             "keyledger_build_info",
-            "1, labelled with how this replica runs its verify path (compiled or interpreted).",
+            "1, labelled with how this replica runs its hot paths (compiled or interpreted).",
             ("hot_path",),
         )
         build.labels(hot_path()).set(1)

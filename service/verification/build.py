@@ -1,4 +1,4 @@
-"""Whether this installation runs the verification hot path compiled (setup.py, mypyc)."""
+"""Whether this installation runs its hot paths compiled (setup.py, mypyc)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ HotPath = Literal["compiled", "interpreted"]
 
 
 def hot_path() -> HotPath:
-    """``compiled`` when the hot path was built with ``KEYLEDGER_COMPILE=1``.
+    """``compiled`` when the hot paths were built with ``KEYLEDGER_COMPILE=1``.
 
     Told by one of its modules: a compiled module is an extension (``.so``),
     and setup.py compiles them all or none.

@@ -1,12 +1,13 @@
-"""The compiled verify path (setup.py, ``KEYLEDGER_COMPILE=1``) behaves as the sources do.
+"""The compiled build (setup.py, ``KEYLEDGER_COMPILE=1``) behaves as the sources do.
 
 The suite runs on the interpreted sources. Here a copy of the tree is built
-with its hot path compiled (``bench.compiled_tree``, as ``bench.verify
---compiled`` does), every hot-path module is checked to be an extension, and
-the tests of what those modules do are run again in that copy: the verify
-decision and its check order, key material, the request context and access
-log, the verify and authorize routes over HTTP against PostgreSQL, and what
-must never leak.
+with its hot paths compiled (``bench.compiled_tree``, as ``bench.verify``
+does), every listed module is checked to be an extension, and the tests of
+what those modules do are run again in that copy: the verify decision and its
+check order, key material, the request context and access log, the verify
+and authorize routes over HTTP against PostgreSQL, what must never leak; the
+decider, batch planning, the key lifecycle, the index, the write path and
+the projections against PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.compiled_tree import build, compiled_in, hot_path_modules
+from bench.compiled_tree import build, compiled_in, compiled_modules
 
 # Tests of the compiled modules' behaviour that do not replace their functions (a
 # compiled module calls its own functions directly, so a monkeypatch there would
@@ -32,9 +33,23 @@ COMPILED_TESTS = [
     "tests/unit/test_verdict_cache.py",
     "tests/unit/test_truncation_guard.py",
     "tests/integration/test_verify_api.py",
-    "tests/integration/test_authority.py",
     "tests/integration/test_malformed_http.py",
     "tests/integration/test_no_secrets_in_logs.py",
+    # The write path.
+    "tests/unit/test_decider.py",
+    "tests/unit/test_decider_changes.py",
+    "tests/unit/test_bulk_revocation_decider.py",
+    "tests/unit/test_command_batch.py",
+    "tests/unit/test_command_quota.py",
+    "tests/unit/test_in_memory_use_cases.py",
+    "tests/unit/test_read_side.py",
+    "tests/integration/test_group_commit.py",
+    "tests/integration/test_key_commands_api.py",
+    "tests/integration/test_key_lifecycle.py",
+    "tests/integration/test_key_changes_api.py",
+    "tests/integration/test_write_path.py",
+    "tests/integration/test_projections.py",
+    "tests/integration/test_verification_index.py",
 ]
 
 
@@ -45,7 +60,7 @@ def compiled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_every_hot_path_module_is_compiled(compiled_tree: Path) -> None:
-    assert compiled_in(compiled_tree) == hot_path_modules()
+    assert compiled_in(compiled_tree) == compiled_modules()
     probe = subprocess.run(
         [
             sys.executable,
