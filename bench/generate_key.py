@@ -10,6 +10,10 @@ concurrency: pgbench (also a separate process) doing single-row autocommit
 
     python -m bench.generate_key [--seconds 10] [--clients 1 32 128] [--replicas 3]
         [--replica-clients 32] [--queue-limit N] [--workers N] [--event-loop uvloop]
+        [--hot-path interpreted,compiled]
+
+Each load runs once per build: these sources interpreted, and a copy with the
+hot paths compiled (setup.py, ``bench.compiled_tree``), against the same baseline.
 
 Rows: keys/s (201s only), p50 and p99 of every request, the server's CPU
 milliseconds per key made (user + system time of every ``serve`` process,
@@ -43,6 +47,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.compiled_tree import build as build_compiled_tree
 from bench.support import Replicas, running_replicas, scratch_database
 from bench.wrk import cpu_seconds, process_tree
 from events.models import Actor
@@ -188,10 +193,12 @@ async def measure(
     settings: dict[str, str],
     pepper: str,
     workers: int = 1,
+    tree: Path | None = None,
 ) -> list[Load]:
-    """GenerateKey at each concurrency of ``clients`` over ``replicas`` replicas."""
+    """GenerateKey at each concurrency of ``clients`` over ``replicas`` replicas (run from
+    ``tree``, a compiled copy of the sources, when given)."""
     async with running_replicas(
-        replicas, url, nats_url, pepper, workers=workers, **settings
+        replicas, url, nats_url, pepper, workers=workers, tree=tree, **settings
     ) as running:
         token = await _service_key(url, running)
         urls = list(running.urls)
@@ -233,6 +240,7 @@ async def main(args: argparse.Namespace) -> None:
     settings = {"max_active_keys_per_org": "10", "event_loop": args.event_loop}
     if args.queue_limit:
         settings["command_queue_limit"] = str(args.queue_limit)
+    scratch = tempfile.TemporaryDirectory(prefix="keyledger-")  # the compiled copy's place
     async with scratch_database(server_url, prefix="keyledger_bench") as url:
         conn = await asyncpg.connect(url)
         try:
@@ -246,32 +254,36 @@ async def main(args: argparse.Namespace) -> None:
         free = await free_connections(url)
         raw = {c: insert_load(url, c, args.seconds, free) for c in concurrencies}
         pepper = "bench-" + secrets.token_hex(16)
-        single = await measure(
-            url, nats_url, 1, args.clients, args.seconds, settings, pepper, args.workers
-        )
-        spread = []
-        if args.replicas:
-            spread = await measure(
-                url,
-                nats_url,
-                args.replicas,
-                [args.replica_clients],
-                args.seconds,
-                settings,
-                pepper,
-                args.workers,
-            )
+        builds: dict[str, Path | None] = {"interpreted": None}
+        if "compiled" in args.hot_path:
+            builds["compiled"] = build_compiled_tree(Path(scratch.name))
+        results = {}
+        for name in args.hot_path.split(","):
+            single = await measure(
+                url, nats_url, 1, args.clients, args.seconds, settings, pepper, args.workers,
+                builds[name],
+            )  # fmt: skip
+            spread = []
+            if args.replicas:
+                spread = await measure(
+                    url, nats_url, args.replicas, [args.replica_clients], args.seconds,
+                    settings, pepper, args.workers, builds[name],
+                )  # fmt: skip
+            results[name] = (single, spread)
+    scratch.cleanup()
     print(
         "| load | GenerateKey | p50 ms | p99 ms | server CPU ms/key"
         " | raw INSERT | p50 ms | p99 ms | ratio |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     shape = f" ({args.workers} workers)" if args.workers > 1 else ""
-    for clients, keys in zip(args.clients, single, strict=True):
-        print(_row(f"1 replica{shape}, {clients} clients", keys, raw[clients]))
-    for keys in spread:
-        what = f"{args.replicas} replicas, {args.replica_clients} clients in all"
-        print(_row(what, keys, raw[args.replica_clients]))
+    for name, (single, spread) in results.items():
+        build = ", compiled" if name == "compiled" else ""
+        for clients, keys in zip(args.clients, single, strict=True):
+            print(_row(f"1 replica{shape}{build}, {clients} clients", keys, raw[clients]))
+        for keys in spread:
+            what = f"{args.replicas} replicas{build}, {args.replica_clients} clients in all"
+            print(_row(what, keys, raw[args.replica_clients]))
 
 
 if __name__ == "__main__":
@@ -282,6 +294,12 @@ if __name__ == "__main__":
     parser.add_argument("--replica-clients", type=int, default=32)
     parser.add_argument("--queue-limit", type=int, help="KEYLEDGER_COMMAND_QUEUE_LIMIT")
     parser.add_argument("--workers", type=int, default=1, help="serve --workers, per replica")
+    parser.add_argument(
+        "--hot-path",
+        default="interpreted,compiled",
+        help="builds to run, comma-separated: interpreted (these sources), compiled (a copy"
+        " built by setup.py with KEYLEDGER_COMPILE=1, ≈ 1 min)",
+    )
     parser.add_argument(
         "--event-loop",
         default="auto",

@@ -108,10 +108,12 @@ async def running_replicas(
     nats_url: str | None,
     pepper: str | None = None,
     workers: int = 1,
+    tree: Path | None = None,
     **settings: str,
 ) -> AsyncIterator[Replicas]:
     """``count`` replicas of ``keyledger serve`` (each ``--workers workers``); stopped
-    (SIGTERM) on exit.
+    (SIGTERM) on exit. ``tree``: a copy of the sources to run (``bench.compiled_tree``),
+    else this one.
 
     ``pepper`` defaults to a new one: a database keeps the first pepper's fingerprint, so
     replicas started on it again must be given the same one.
@@ -136,12 +138,15 @@ async def running_replicas(
                 "KEYLEDGER_LOG_LEVEL": "warning",
                 **{f"KEYLEDGER_{name.upper()}": value for name, value in settings.items()},
             }
+            if tree is not None:
+                env["PYTHONPATH"] = str(tree)
             processes.append(
                 await asyncio.create_subprocess_exec(
                     str(executable),
                     "serve",
                     f"--workers={workers}",
                     env=env,
+                    cwd=tree,
                     stdout=asyncio.subprocess.DEVNULL,
                 )
             )
