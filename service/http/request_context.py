@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 
 from service.domain.vocabulary import REQUEST_ID as REQUEST_ID_TEXT
 from service.errors import KeyledgerError
@@ -110,6 +112,26 @@ def error_answer(
     if isinstance(exc, web.HTTPException):
         code = exc.reason.lower().replace(" ", "_")
         return json_error(code, exc.status, exc.reason, request_id)
+    if isinstance(exc, BadHttpMessage | RequestPayloadError):
+        # Raised by the body's read: bytes that do not decode as Content-Encoding says, or
+        # fewer than Content-Length or the chunks promised. The connection is closed after
+        # the answer: what follows on it cannot be told from the rest of this body. The
+        # body is ended here, or aiohttp would read on after the answer and log the same
+        # error as its own unhandled one.
+        answer = error_response(
+            "invalid_request",
+            "the body is not what its Content-Encoding, Content-Length or chunks say",
+            request_id,
+        )
+        answer.force_close()
+        request.content.feed_eof()
+        return answer
+    if isinstance(exc, ConnectionResetError):
+        # The client left while its body was read: nothing can be answered, and it is no
+        # failure of the server's. 499 in the access line and metrics, as nginx counts it.
+        return json_error(
+            "client_closed_request", 499, "the client closed the connection", request_id
+        )
     log.exception("unhandled_error", request_id=request_id, route=route)
     return error_response("internal_error", "internal error", request_id)
 

@@ -8,6 +8,7 @@ import json
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.support.api import Api
 from tests.support.raw_http import raw_request
 
 SECRET = "sk_live_" + "a" * 40
@@ -50,3 +51,19 @@ async def test_malformed_http_is_a_json_error_with_a_request_id(
     assert [(line["event"], line["status"]) for line in mine] == [("request", status)]
     assert not [line for line in lines if line.get("level") == "error"]
     assert SECRET not in captured_logs.getvalue()[before:]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400(
+    client: TestClient, api: Api, captured_logs: io.StringIO, encoding: str
+) -> None:
+    before = len(captured_logs.getvalue())
+    body = json.dumps({"key": SECRET}).encode()
+    headers = [f"Authorization: Bearer {api.service_key}".encode()]
+    headers.append(f"Content-Encoding: {encoding}".encode())
+    for path in ("/v1/verify", "/v1/orgs/acme/keys"):
+        answered, answer = await raw_request(client, "POST", path, headers, body)
+        assert answered == 400, answer
+        assert json.loads(answer)["error"]["code"] == "invalid_request"
+    lines = [json.loads(line) for line in captured_logs.getvalue()[before:].splitlines()]
+    assert not [line for line in lines if line.get("level") == "error"]
