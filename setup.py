@@ -4,7 +4,7 @@ Everything is configured in pyproject.toml; this file only adds the compiled
 modules, when asked for with ``KEYLEDGER_COMPILE=1``:
 
     KEYLEDGER_COMPILE=1 pip install .          # a deployment (the Dockerfile builds this way)
-    KEYLEDGER_COMPILE=1 python setup.py build_ext --inplace   # beside the sources
+    python -m bench.compiled_tree DIR          # a compiled copy of the tree, to try
 
 Compiled, the modules every ``POST /v1/verify`` and ``GET /v1/authorize`` runs
 through take bearer verification from ≈ 0.7× to ≈ 0.85× the throughput of a
@@ -19,6 +19,7 @@ an edited source is what runs.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,28 @@ COMPILED = [
 MYPY = "mypy==2.4.1"
 
 
+def compile_asked() -> bool:
+    """Whether KEYLEDGER_COMPILE asks for a compiled build (1/true/yes; 0/false/no/unset not)."""
+    value = os.environ.get("KEYLEDGER_COMPILE", "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise SystemExit(f"KEYLEDGER_COMPILE is 1 (a compiled build) or 0, not {value!r}")
+
+
 def compiled_build() -> dict[str, Any]:
     """``setup()``'s arguments for the compiled modules (none unless KEYLEDGER_COMPILE=1)."""
-    if os.environ.get("KEYLEDGER_COMPILE") != "1":
+    if not compile_asked():
         return {}
+    if {"editable_wheel", "develop"} & set(sys.argv):
+        # The compiled modules would land beside their sources and be imported instead of
+        # them: an edited source would not run, and a later plain install would not remove
+        # them.
+        raise SystemExit(
+            "KEYLEDGER_COMPILE=1 is for an install (pip install .), not an editable one:"
+            " an edited source would not be what runs (README, 'A compiled build')"
+        )
     here = Path(__file__).resolve().parent
     # mypyc compiles from the types it infers: the dependencies' type information
     # must be there too, or their values would be compiled as untyped objects.

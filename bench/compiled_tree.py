@@ -7,12 +7,16 @@ before its source, so an edit to the source would not run until it was built
 again.
 
     python -m bench.compiled_tree DIR     # build one in DIR, to look at or run from
+    PYTHONPATH=DIR keyledger serve        # run from it (from any folder but this checkout)
+
+It needs mypy, which the dev extras install (``pip install -e '.[dev]'``).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -50,6 +54,8 @@ def build(destination: Path) -> Path:
 
     Raises ``RuntimeError`` with the compiler's output when the build fails.
     """
+    if importlib.util.find_spec("mypyc") is None:
+        raise RuntimeError("a compiled build needs mypy (pip install -e '.[dev]')")
     destination.mkdir(parents=True, exist_ok=True)
     for name in _COPIED:
         source = ROOT / name
@@ -71,6 +77,9 @@ def build(destination: Path) -> Path:
         raise RuntimeError(
             f"the compiled build failed:\n{built.stdout[-4000:]}{built.stderr[-4000:]}"
         )
+    missing = sorted(set(compiled_modules()) - set(compiled_in(destination)))
+    if missing:
+        raise RuntimeError(f"the compiled build left these interpreted: {', '.join(missing)}")
     return destination
 
 
