@@ -33,6 +33,7 @@ from service.errors import KeyledgerError
 from service.http.body import model_from_bytes, read_bytes
 from service.http.context import SETTINGS, authenticate, bearer_token, credential_header, keyledger
 from service.http.encoded import EncodedJson, EncodedResponse, header_lines
+from service.http.query_params import reject_unknown
 from service.http.request_context import context_of
 from service.verification.index import IndexEntry
 from service.verification.ip_allowlist import client_address, parse_address
@@ -191,6 +192,8 @@ async def verify(request: web.Request) -> web.StreamResponse:
     caller.require("keys:verify")
     # Fail closed on a truncated log: a revocation cut off it would verify VALID.
     service.guard.require_intact()
+    if request.query_string:  # everything is in the body: a parameter here is a mistake
+        reject_unknown(request.query, ())
     body = await _verify_body(request)
     credential, requirements = body.credential(), body.requirements()
     verifier, min_position = service.verifier, body.min_position
@@ -300,8 +303,20 @@ def _encoded_verdict(code: VerifyCode, entry: IndexEntry | None) -> EncodedJson:
     return EncodedJson.of(Verdict(code, entry).key_fields())
 
 
+# What /v1/authorize reads from its query (any other parameter is ignored: a proxy may
+# pass the client's own along).
+_AUTHORIZE_PARAMS = ("scopes", "environment", "resource", "cost", "min_position")
+
+
 def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]:
     query = request.query
+    if len(query) > 1:
+        for name in _AUTHORIZE_PARAMS:
+            if len(query.getall(name, ())) > 1:
+                # First-wins would let the client's parameter overrule the proxy's.
+                message = f"{name} is given more than once"
+                problems = [{"loc": ["query", name], "msg": message}]
+                raise KeyledgerError("validation_error", message, problems)
     scopes = tuple(s for s in query.get("scopes", "").split(",") if s)
     raw_environment = query.get("environment") or None
     environment = next((e for e in ENVIRONMENTS if e == raw_environment), None)

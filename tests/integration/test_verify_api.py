@@ -289,6 +289,40 @@ async def test_authorize_for_reverse_proxies(api: Api, client: TestClient) -> No
     assert (response.status, (await response.json())["error"]["code"]) == (401, "unauthenticated")
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "scopes=orders:read&scopes=nope",
+        "environment=live&environment=test",
+        "resource=a&resource=b",
+        "cost=1&cost=2",
+        "min_position=1&min_position=2",
+    ],
+)
+async def test_authorize_refuses_a_parameter_it_uses_given_twice(
+    api: Api, client: TestClient, query: str
+) -> None:
+    # First-wins would let a proxy that appends its parameters to the client's query
+    # (?$args&scopes=…) be overruled by the client's own.
+    org = new_org()
+    created = await api.generate(org, scopes=["orders:*"])
+    headers = {
+        "X-Keyledger-Service-Key": api.service_key,
+        "Authorization": f"Bearer {created['secret']}",
+    }
+    response = await client.get(f"/v1/authorize?{query}&unused=1&unused=2", headers=headers)
+    error = (await response.json())["error"]
+    assert (response.status, error["code"]) == (422, "validation_error")
+    assert error["details"][0]["loc"] == ["query", query.partition("=")[0]]
+
+
+async def test_verify_takes_no_query_parameters(api: Api) -> None:
+    created = await api.generate(new_org())
+    status, _, payload = await api.post("/v1/verify?environment=test", {"key": created["secret"]})
+    assert (status, payload["error"]["code"]) == (422, "validation_error")
+    assert payload["error"]["details"][0]["loc"] == ["query", "environment"]
+
+
 async def test_authorize_signed_requests(api: Api, client: TestClient) -> None:
     created = await api.generate(new_org(), type="signing")
     key_id = created["key"]["id"]
