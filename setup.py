@@ -7,9 +7,10 @@ modules, when asked for with ``KEYLEDGER_COMPILE=1``:
     python -m bench.compiled_tree DIR          # a compiled copy of the tree, to try
 
 Compiled, the modules every ``POST /v1/verify`` and ``GET /v1/authorize`` runs
-through take bearer verification from ≈ 0.7× to ≈ 0.85× the throughput of a
-bare aiohttp handler, and the write path's spend ≈ 12 % less CPU per key made
-(docs/benchmarks.md; ``python -m bench.verify`` measures both builds). They
+through take bearer verification from ≈ 0.7× to 0.82–0.90× the throughput of
+a bare aiohttp handler, and the write path's spend 12–17 % less CPU per key
+made (docs/benchmarks.md; ``python -m bench.verify`` and
+``python -m bench.generate_key`` measure both builds). They
 behave the same either way: the suite runs on the pure Python sources, and
 ``tests/integration/test_compiled_hot_path.py`` runs the tests of the
 compiled modules again on a compiled build. Editable installs stay pure Python, so that
