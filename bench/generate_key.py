@@ -208,6 +208,7 @@ async def measure(
         await asyncio.sleep(2)
         loads = []
         for count in clients:
+            await _checkpoint(url)
             before = cpu_seconds(pids)
             load = await generate_load(urls, token, count, seconds)
             # The relay, projections and index work on after the last response: their
@@ -217,6 +218,19 @@ async def measure(
             cpu_ms = (cpu_seconds(pids) - before) / made * 1000 if made else None
             loads.append(dataclasses.replace(load, cpu_ms=cpu_ms))
         return loads
+
+
+async def _checkpoint(url: str) -> None:
+    """A CHECKPOINT, so that each load starts with none pending from the one before.
+
+    Otherwise the WAL of one load (or of the baseline's INSERTs) may bring a checkpoint
+    into the next and slow it: the loads of one run are compared with each other.
+    """
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
 
 
 def _row(what: str, keys: Load, rows: Load) -> str:
@@ -252,7 +266,10 @@ async def main(args: argparse.Namespace) -> None:
             await conn.close()
         concurrencies = sorted({*args.clients, *([args.replica_clients] if args.replicas else [])})
         free = await free_connections(url)
-        raw = {c: insert_load(url, c, args.seconds, free) for c in concurrencies}
+        raw = {}
+        for clients in concurrencies:
+            await _checkpoint(url)  # as before each GenerateKey load
+            raw[clients] = insert_load(url, clients, args.seconds, free)
         pepper = "bench-" + secrets.token_hex(16)
         builds: dict[str, Path | None] = {"interpreted": None}
         if "compiled" in args.hot_path:
