@@ -38,7 +38,7 @@ _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\S* +\[")
 
 
 # Helpers the benchmarks (and the tests) share; not a benchmark.
-NOT_BENCHMARKS = {"support", "verify_server", "wrk"}
+NOT_BENCHMARKS = {"compiled_tree", "support", "verify_server", "wrk"}
 
 
 def benchmark_modules() -> list[str]:
