@@ -56,6 +56,15 @@ async def database_connection(settings: Settings) -> AsyncIterator[asyncpg.Conne
         await conn.close()
 
 
+# Every statement planned for the values and table sizes of its own run. asyncpg prepares
+# each statement once per connection, and PostgreSQL then keeps a generic plan: one made
+# while the tables were nearly empty (a new database, before autovacuum's first ANALYZE)
+# scanned them whole on every batch as they grew — GenerateKey at 32 clients fell to half
+# its rate within a minute, every batch reading the whole key registry and log. Planning
+# each run costs tens of microseconds per batch statement.
+SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
+
 async def connect_database(settings: Settings, *, bounded: bool = True) -> asyncpg.Pool:
     """Apply migrations, check the pepper's fingerprint (when one is set), open the pool.
 
@@ -72,4 +81,5 @@ async def connect_database(settings: Settings, *, bounded: bool = True) -> async
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         command_timeout=settings.db_command_timeout_seconds if bounded else None,
+        server_settings=SERVER_SETTINGS,
     )
