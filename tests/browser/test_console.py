@@ -247,8 +247,13 @@ async def test_keyboard_only_generate_and_revoke(page: Page, admin_key: str) -> 
 
     await press_until_focused(page, "Actions for Keyboard key")
     await page.keyboard.press("Enter")
+    # Each key waits for what the one before opened (a key pressed before the menu or
+    # the dialog is there goes elsewhere: a CI run under load did that once).
+    await expect(page.get_by_role("menuitem").first).to_be_focused()
     await page.keyboard.press("ArrowUp")  # from the first item round to the last: Revoke
+    await expect(page.get_by_role("menuitem", name="Revoke")).to_be_focused()
     await page.keyboard.press("Enter")
+    await expect(page.get_by_role("dialog", name="Revoke Keyboard key")).to_be_visible()
     await press_until_focused(page, "Reason")
     await page.keyboard.press("ArrowDown")
     await press_until_focused(page, "I understand that this cannot be undone")
