@@ -11,7 +11,7 @@ skip it; a key whose stream holds one cannot be folded (``UnfoldableStream``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
 from uuid import uuid4
@@ -23,7 +23,6 @@ from events.codec import (
     actor_json,
     canonical_json,
     decode_event,
-    seal,
     seal_encoded,
     to_domain_event,
 )
@@ -278,10 +277,30 @@ def seal_after(
     Positions, stream versions (after ``expected_version``) and the hash chain
     (from ``previous_hash``) are assigned here, the same for every store.
     """
-    sealed: list[Envelope] = []
+    return [
+        envelope
+        for envelope, _ in _sealed(
+            events,
+            actor=actor,
+            expected_version=expected_version,
+            position=position,
+            previous_hash=previous_hash,
+        )
+    ]
+
+
+def _sealed(
+    events: Sequence[DomainEvent],
+    *,
+    actor: Actor,
+    expected_version: int,
+    position: int,
+    previous_hash: str,
+) -> Iterator[tuple[Envelope, EncodedEnvelope]]:
+    """Each of ``events`` sealed after ``position`` (``seal_after``), with its encodings."""
     for version, event in enumerate(events, start=expected_version + 1):
         position += 1
-        envelope = seal(
+        envelope, encoded = seal_encoded(
             event,
             event_id=uuid4(),
             stream_version=version,
@@ -290,8 +309,7 @@ def seal_after(
             previous_hash=previous_hash,
         )
         previous_hash = envelope.hash
-        sealed.append(envelope)
-    return sealed
+        yield envelope, encoded
 
 
 class Committed(NamedTuple):
@@ -330,22 +348,18 @@ def seal_committed_after(
     previous_hash: str,
 ) -> list[Committed]:
     """``seal_after``, each envelope with its decoded event and its encodings."""
-    sealed: list[Committed] = []
-    for version, event in enumerate(events, start=expected_version + 1):
-        position += 1
-        envelope, encoded = seal_encoded(
-            event,
-            event_id=uuid4(),
-            stream_version=version,
-            position=position,
+    # Decoded from the envelope, as a reader of the log would: the state the writer
+    # folds is the state the log gives.
+    return [
+        Committed(envelope, to_domain_event(envelope), encoded)
+        for envelope, encoded in _sealed(
+            events,
             actor=actor,
+            expected_version=expected_version,
+            position=position,
             previous_hash=previous_hash,
         )
-        previous_hash = envelope.hash
-        # Decoded from the envelope, as a reader of the log would: the state the writer
-        # folds is the state the log gives.
-        sealed.append(Committed(envelope, to_domain_event(envelope), encoded))
-    return sealed
+    ]
 
 
 def row_of(envelope: Envelope, encoded: EncodedEnvelope | None = None) -> tuple[Any, ...]:
