@@ -52,7 +52,13 @@ def reject_unknown(query: MultiMapping[str], allowed: Collection[str]) -> None:
     for name in set(query.keys()):
         if name not in allowed:
             raise _invalid("validation_error", name, f"unknown query parameter {name!r}")
-        if len(query.getall(name)) > 1:
+        reject_repeated(query, (name,))
+
+
+def reject_repeated(query: MultiMapping[str], names: Collection[str]) -> None:
+    """Refuse any of ``names`` given more than once (first-wins would hide the others)."""
+    for name in names:
+        if len(query.getall(name, ())) > 1:
             raise _invalid("validation_error", name, f"{name} is given more than once")
 
 

@@ -33,7 +33,7 @@ from service.errors import KeyledgerError
 from service.http.body import model_from_bytes, read_bytes
 from service.http.context import SETTINGS, authenticate, bearer_token, credential_header, keyledger
 from service.http.encoded import EncodedJson, EncodedResponse, header_lines
-from service.http.query_params import reject_unknown
+from service.http.query_params import reject_repeated, reject_unknown
 from service.http.request_context import context_of
 from service.verification.index import IndexEntry
 from service.verification.ip_allowlist import client_address, parse_address
@@ -311,12 +311,8 @@ _AUTHORIZE_PARAMS = ("scopes", "environment", "resource", "cost", "min_position"
 def _query_requirements(request: web.Request) -> tuple[Requirements, int | None]:
     query = request.query
     if len(query) > 1:
-        for name in _AUTHORIZE_PARAMS:
-            if len(query.getall(name, ())) > 1:
-                # First-wins would let the client's parameter overrule the proxy's.
-                message = f"{name} is given more than once"
-                problems = [{"loc": ["query", name], "msg": message}]
-                raise KeyledgerError("validation_error", message, problems)
+        # First-wins would let the client's parameter overrule the proxy's.
+        reject_repeated(query, _AUTHORIZE_PARAMS)
     scopes = tuple(s for s in query.get("scopes", "").split(",") if s)
     raw_environment = query.get("environment") or None
     environment = next((e for e in ENVIRONMENTS if e == raw_environment), None)
