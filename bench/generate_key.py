@@ -14,6 +14,8 @@ concurrency: pgbench (also a separate process) doing single-row autocommit
 
 Each load runs once per build: these sources interpreted, and a copy with the
 hot paths compiled (setup.py, ``bench.compiled_tree``), against the same baseline.
+Every load has new replicas on a new database (``measure_fresh``), so none runs
+on what the ones before it wrote.
 
 Rows: keys/s (201s only), p50 and p99 of every request, the server's CPU
 milliseconds per key made (user + system time of every ``serve`` process,
@@ -184,40 +186,56 @@ async def _service_key(database_url: str, replicas: Replicas) -> str:
     return issued.secret
 
 
-async def measure(
-    url: str,
+async def measure_fresh(
+    server_url: str,
     nats_url: str,
     replicas: int,
-    clients: list[int],
+    clients: int,
     seconds: float,
     settings: dict[str, str],
     pepper: str,
     workers: int = 1,
     tree: Path | None = None,
-) -> list[Load]:
-    """GenerateKey at each concurrency of ``clients`` over ``replicas`` replicas (run from
-    ``tree``, a compiled copy of the sources, when given)."""
-    async with running_replicas(
-        replicas, url, nats_url, pepper, workers=workers, tree=tree, **settings
-    ) as running:
-        token = await _service_key(url, running)
-        urls = list(running.urls)
-        pids = process_tree(running.pids)
-        await generate_load(urls, token, min(clients), min(seconds, 2.0))  # warm up
-        # wrk stops with requests in flight: let the server finish them first.
-        await asyncio.sleep(2)
-        loads = []
-        for count in clients:
+) -> Load:
+    """GenerateKey at ``clients`` over ``replicas`` new replicas (run from ``tree``, a
+    compiled copy of the sources, when given) on a new database.
+
+    Every load starts from the same empty log: one that followed another on the same
+    database would find a log, registry and index tens of thousands of keys larger, with
+    autovacuum working through them, and run slower for it (up to a fifth here), so that
+    the order of the loads, not their code, would decide their comparison.
+    """
+    async with scratch_database(server_url, prefix="keyledger_bench") as url:
+        await _migrate(url)
+        async with running_replicas(
+            replicas, url, nats_url, pepper, workers=workers, tree=tree, **settings
+        ) as running:
+            token = await _service_key(url, running)
+            urls = list(running.urls)
+            pids = process_tree(running.pids)
+            await generate_load(urls, token, min(clients, 32), min(seconds, 2.0))  # warm up
+            # wrk stops with requests in flight: let the server finish them first.
+            await asyncio.sleep(2)
             await _checkpoint(url)
             before = cpu_seconds(pids)
-            load = await generate_load(urls, token, count, seconds)
+            load = await generate_load(urls, token, clients, seconds)
             # The relay, projections and index work on after the last response: their
-            # share of the keys counts too (and the next load starts on a settled server).
+            # share of the keys counts too.
             await asyncio.sleep(2)
             made = load.rate * seconds
             cpu_ms = (cpu_seconds(pids) - before) / made * 1000 if made else None
-            loads.append(dataclasses.replace(load, cpu_ms=cpu_ms))
-        return loads
+            return dataclasses.replace(load, cpu_ms=cpu_ms)
+
+
+async def _migrate(url: str, *statements: str) -> None:
+    """The schema, then ``statements``, on the database at ``url``."""
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
 
 
 async def _checkpoint(url: str) -> None:
@@ -256,37 +274,31 @@ async def main(args: argparse.Namespace) -> None:
         settings["command_queue_limit"] = str(args.queue_limit)
     scratch = tempfile.TemporaryDirectory(prefix="keyledger-")  # the compiled copy's place
     async with scratch_database(server_url, prefix="keyledger_bench") as url:
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate(conn)
-            await conn.execute(
-                "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, org text, data jsonb)"
-            )
-        finally:
-            await conn.close()
+        await _migrate(
+            url, "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, org text, data jsonb)"
+        )
         concurrencies = sorted({*args.clients, *([args.replica_clients] if args.replicas else [])})
         free = await free_connections(url)
         raw = {}
         for clients in concurrencies:
             await _checkpoint(url)  # as before each GenerateKey load
             raw[clients] = insert_load(url, clients, args.seconds, free)
-        pepper = "bench-" + secrets.token_hex(16)
-        builds: dict[str, Path | None] = {"interpreted": None}
-        if "compiled" in args.hot_path:
-            builds["compiled"] = build_compiled_tree(Path(scratch.name))
-        results = {}
-        for name in args.hot_path.split(","):
-            single = await measure(
-                url, nats_url, 1, args.clients, args.seconds, settings, pepper, args.workers,
-                builds[name],
+    pepper = "bench-" + secrets.token_hex(16)
+    builds: dict[str, Path | None] = {"interpreted": None}
+    if "compiled" in args.hot_path:
+        builds["compiled"] = build_compiled_tree(Path(scratch.name))
+    results = {}
+    for name in args.hot_path.split(","):
+
+        async def load(replicas: int, clients: int, tree: Path | None = builds[name]) -> Load:
+            return await measure_fresh(
+                server_url, nats_url, replicas, clients, args.seconds, settings, pepper,
+                args.workers, tree,
             )  # fmt: skip
-            spread = []
-            if args.replicas:
-                spread = await measure(
-                    url, nats_url, args.replicas, [args.replica_clients], args.seconds,
-                    settings, pepper, args.workers, builds[name],
-                )  # fmt: skip
-            results[name] = (single, spread)
+
+        single = [await load(1, clients) for clients in args.clients]
+        spread = [await load(args.replicas, args.replica_clients)] if args.replicas else []
+        results[name] = (single, spread)
     scratch.cleanup()
     print(
         "| load | GenerateKey | p50 ms | p99 ms | server CPU ms/key"
