@@ -40,6 +40,7 @@ from events.models import Envelope
 from events.servers import nats_servers
 from service.store.event_rows import Committed, missing_position
 from service.store.event_store import EventStore, UnreadableEvent
+from service.store.held_connection import HeldConnection
 from service.store.identity_log import configured_identities
 from service.store.log_follower import LogFollower, RetryPolicy
 from service.store.quarantine import INDEX_CONSUMER, QuarantineLog, describe_failure
@@ -126,6 +127,9 @@ class IndexFeed:
         )
         self._advanced = asyncio.Event()
         self._catching_up = asyncio.Lock()
+        # Held between catch-ups while they keep coming (with several replicas, one per
+        # commit of another replica): giving it back each time costs the pool's reset.
+        self._conn = HeldConnection(pool)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, *, follow_postgres: bool = True) -> None:
@@ -199,13 +203,15 @@ class IndexFeed:
                 await task
         self._tasks.clear()
         await self._log.stop()
+        await self._conn.release()
 
     async def catch_up(self) -> int:
         """Apply every committed event after the applied position; returns how many."""
         applied = 0
         async with self._catching_up:
             while True:
-                async with self.pool.acquire() as conn:
+                conn = await self._conn.acquire()
+                try:
                     await self._save_quarantines(conn)
                     after = self.index.position
                     page = await self.store.read_envelopes_after(conn, after, 1000)
@@ -218,6 +224,10 @@ class IndexFeed:
                         if outcome is Offer.APPLIED or outcome is Offer.SET_ASIDE:
                             applied += 1
                     await self._save_quarantines(conn)
+                except BaseException:
+                    await self._conn.release()  # it may be broken: the next takes another
+                    raise
+                self._conn.done()
                 if page:
                     self._heard(page[-1].position)
                     self._notify_advanced()
