@@ -41,7 +41,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from bench.support import scratch_database
+from bench.support import delete_stream, scratch_database
 from bench.verify_cpu import MemoryTransport, raw_request
 from bench.wrk import cpu_seconds
 from events.models import Actor
@@ -220,6 +220,8 @@ async def measure(
             transactions.append(made)
     finally:
         await runner.cleanup()
+        if nats_url:
+            await delete_stream(nats_url, settings.nats_stream)
     text = ""
     if profile is not None:
         out = io.StringIO()

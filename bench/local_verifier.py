@@ -26,7 +26,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bench.support import benchmark_servers, scratch_database
+from bench.support import benchmark_servers, delete_stream, scratch_database
 from events.models import Actor
 from events.servers import nats_servers
 from keyledger_client import KeyledgerClient, LocalVerifier
@@ -58,6 +58,8 @@ async def _served(
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    # Run last: the stream outlives the server.
+    stack.push_async_callback(delete_stream, nats_url, settings.nats_stream)
     stack.push_async_callback(runner.cleanup)
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

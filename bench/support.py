@@ -20,7 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import nats
 
+from events.servers import nats_servers
 from service.embedded import free_port
 from service.store.migrate import migrate
 
@@ -167,6 +169,19 @@ async def running_replicas(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if nats_url:
+            await delete_stream(nats_url, f"REPLICAS_{token}")
+
+
+async def delete_stream(nats_url: str, stream: str) -> None:
+    """Delete a run's JetStream stream, if it is there: NATS keeps every message of a stream
+    on disk until it is deleted, and a benchmark's run leaves hundreds of thousands."""
+    client = await nats.connect(servers=nats_servers(nats_url))
+    try:
+        with contextlib.suppress(Exception):  # never made, or NATS gone: nothing to keep
+            await client.jetstream().delete_stream(stream)
+    finally:
+        await client.close()
 
 
 @contextlib.contextmanager

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
 from typing import Any
 
 import aiohttp
-import nats
 from aiohttp import web
 
-from bench.support import scratch_database
+from bench.support import delete_stream, scratch_database
 from bench.verify import _generate
 from bench.wrk import lua_script, run_wrk
 from events.models import Actor
-from events.servers import nats_servers
 from service.embedded import free_port
 from service.http.app import create_app
 from service.http.context import KEYLEDGER
@@ -102,7 +99,7 @@ async def bench(database_url: str, nats_url: str | None, seconds: int) -> list[s
     finally:
         await runner.cleanup()
         if nats_url:
-            await _delete_stream(nats_url, settings.nats_stream)
+            await delete_stream(nats_url, settings.nats_stream)
     sharing = "shared over NATS" if nats_url else "no NATS"
     out = [
         f"verify with usage limits, one replica ({sharing}), wrk -t1 -c32:",
@@ -114,15 +111,6 @@ async def bench(database_url: str, nats_url: str | None, seconds: int) -> list[s
         figures = f"{result.rps:.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f}"
         out.append(f"| {name} | {figures} | {result.cpu_us_per_request:.0f} | {ratio:.2f} |")
     return out
-
-
-async def _delete_stream(nats_url: str, stream: str) -> None:
-    client = await nats.connect(servers=nats_servers(nats_url))
-    try:
-        with contextlib.suppress(Exception):
-            await client.jetstream().delete_stream(stream)
-    finally:
-        await client.close()
 
 
 async def main() -> None:
