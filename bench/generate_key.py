@@ -4,9 +4,10 @@ The load is what users see: ``keyledger serve`` processes with the outbox
 relay (to a JetStream stream of the run's own), the projections and the
 verification index running; the clients are wrk (``bench/generate_key.lua``)
 in processes of their own, each request making a key in a fresh org. The
-baseline, measured in the same run on the same database at the same
-concurrency: pgbench (also a separate process) doing single-row autocommit
-``INSERT``s, the ceiling of one-row transactions on this PostgreSQL.
+baseline, measured in the same run on the same PostgreSQL (a database of its
+own, its table emptied before each concurrency) at the same concurrency:
+pgbench (also a separate process) doing single-row autocommit ``INSERT``s, the
+ceiling of one-row transactions on this PostgreSQL.
 
     python -m bench.generate_key [--seconds 10] [--clients 1 32 128] [--replicas 3]
         [--replica-clients 32] [--queue-limit N] [--workers N] [--event-loop uvloop]
@@ -73,6 +74,8 @@ class Load:
     clients: int | None = None
     # Server CPU milliseconds per key made (GenerateKey only).
     cpu_ms: float | None = None
+    # Keys made (201s) or rows inserted.
+    made: int = 0
 
 
 async def _wrk(url: str, token: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -121,6 +124,7 @@ async def generate_load(urls: list[str], token: str, clients: int, seconds: floa
                 " ".join(run["statuses"] for run in runs).split()
             ).most_common()
         ),
+        made=created,
     )
 
 
@@ -166,7 +170,9 @@ def insert_load(database_url: str, clients: int, seconds: float, free: int) -> L
         raise RuntimeError(f"pgbench logged no transaction: {done}")
     cut = statistics.quantiles(latencies, n=100)
     rate = len(latencies) / max(1, round(seconds))
-    return Load(rate, cut[49], cut[98], clients=clients if clients < asked else None)
+    return Load(
+        rate, cut[49], cut[98], clients=clients if clients < asked else None, made=len(latencies)
+    )
 
 
 def _run(argv: list[str]) -> str:
@@ -200,8 +206,8 @@ async def measure_fresh(
     """GenerateKey at ``clients`` over ``replicas`` new replicas (run from ``tree``, a
     compiled copy of the sources, when given) on a new database.
 
-    Every load starts from the same empty log: one that followed another on the same
-    database would find a log, registry and index tens of thousands of keys larger, with
+    Every load starts from the same log (the warm-up's keys): one that followed another on
+    the same database would find a log, registry and index tens of thousands of keys larger, with
     autovacuum working through them, and run slower for it (up to a fifth here), so that
     the order of the loads, not their code, would decide their comparison.
     """
@@ -222,8 +228,7 @@ async def measure_fresh(
             # The relay, projections and index work on after the last response: their
             # share of the keys counts too.
             await asyncio.sleep(2)
-            made = load.rate * seconds
-            cpu_ms = (cpu_seconds(pids) - before) / made * 1000 if made else None
+            cpu_ms = (cpu_seconds(pids) - before) / load.made * 1000 if load.made else None
             return dataclasses.replace(load, cpu_ms=cpu_ms)
 
 
@@ -238,14 +243,17 @@ async def _migrate(url: str, *statements: str) -> None:
         await conn.close()
 
 
-async def _checkpoint(url: str) -> None:
-    """A CHECKPOINT, so that each load starts with none pending from the one before.
+async def _checkpoint(url: str, *before: str) -> None:
+    """``before``'s statements, then a CHECKPOINT, so that each load starts with none
+    pending from the one before.
 
     Otherwise the WAL of one load (or of the baseline's INSERTs) may bring a checkpoint
     into the next and slow it: the loads of one run are compared with each other.
     """
     conn = await asyncpg.connect(url)
     try:
+        for statement in before:
+            await conn.execute(statement)
         await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
@@ -281,7 +289,8 @@ async def main(args: argparse.Namespace) -> None:
         free = await free_connections(url)
         raw = {}
         for clients in concurrencies:
-            await _checkpoint(url)  # as before each GenerateKey load
+            # An empty table and no checkpoint pending, as each GenerateKey load has.
+            await _checkpoint(url, "TRUNCATE bench_raw")
             raw[clients] = insert_load(url, clients, args.seconds, free)
     pepper = "bench-" + secrets.token_hex(16)
     builds: dict[str, Path | None] = {"interpreted": None}

@@ -33,7 +33,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from bench.support import scratch_database
+from bench.support import delete_stream, scratch_database
 from events.models import Actor
 from service.clock import utc_now
 from service.domain.commands import Command, GenerateKey, RevokeKey
@@ -191,10 +191,11 @@ async def run(rate: float, seconds: float, async_commit: bool) -> str:
         "KEYLEDGER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
     )
     token = uuid.uuid4().hex[:10]
+    nats_url = os.environ.get("KEYLEDGER_TEST_NATS_URL", "nats://127.0.0.1:4222")
     async with scratch_database(server, prefix="keyledger_bench") as url:
         settings = Settings(
             database_url=url,
-            nats_url=os.environ.get("KEYLEDGER_TEST_NATS_URL", "nats://127.0.0.1:4222"),
+            nats_url=nats_url,
             nats_stream=f"KLBENCH_{token.upper()}",
             nats_subject_prefix=f"klbench{token}",
         )
@@ -205,9 +206,7 @@ async def run(rate: float, seconds: float, async_commit: bool) -> str:
             relay_ms, achieved = await measure_relay(settings, rate, seconds, async_commit)
             baseline_ms = await measure_bare_publish(settings, rate, min(seconds, 5))
         finally:
-            nc = await nats.connect(servers=settings.nats_servers)
-            await nc.jetstream().delete_stream(settings.nats_stream)
-            await nc.close()
+            await delete_stream(nats_url, settings.nats_stream)
     return "\n".join(
         [
             f"commands: {int(rate * seconds)} at a target of {rate:g}/s"

@@ -122,6 +122,7 @@ async def running_replicas(
     """
     pepper = pepper or "replicas-" + secrets.token_hex(16)
     token = uuid.uuid4().hex[:10]
+    stream = settings.get("nats_stream", f"REPLICAS_{token}")
     executable = Path(sys.executable).parent / "keyledger"
     processes: list[asyncio.subprocess.Process] = []
     urls = []
@@ -135,7 +136,7 @@ async def running_replicas(
                 "KEYLEDGER_PEPPER": pepper,
                 "KEYLEDGER_HOST": "127.0.0.1",
                 "KEYLEDGER_PORT": str(port),
-                "KEYLEDGER_NATS_STREAM": f"REPLICAS_{token}",
+                "KEYLEDGER_NATS_STREAM": stream,
                 "KEYLEDGER_NATS_SUBJECT_PREFIX": f"replicas.{token}",
                 "KEYLEDGER_LOG_LEVEL": "warning",
                 **{f"KEYLEDGER_{name.upper()}": value for name, value in settings.items()},
@@ -170,18 +171,22 @@ async def running_replicas(
                 process.kill()
                 await process.wait()
         if nats_url:
-            await delete_stream(nats_url, f"REPLICAS_{token}")
+            await delete_stream(nats_url, stream)
 
 
 async def delete_stream(nats_url: str, stream: str) -> None:
     """Delete a run's JetStream stream, if it is there: NATS keeps every message of a stream
     on disk until it is deleted, and a benchmark's run leaves hundreds of thousands."""
-    client = await nats.connect(servers=nats_servers(nats_url))
-    try:
-        with contextlib.suppress(Exception):  # never made, or NATS gone: nothing to keep
+    # Once, briefly: this runs in cleanups, where NATS being down must neither hold the
+    # caller for minutes (nats-py's default retries) nor replace the caller's own error.
+    with contextlib.suppress(Exception):  # nats-py raises several unrelated types
+        client = await nats.connect(
+            servers=nats_servers(nats_url), connect_timeout=2, max_reconnect_attempts=0
+        )
+        try:
             await client.jetstream().delete_stream(stream)
-    finally:
-        await client.close()
+        finally:
+            await client.close()
 
 
 @contextlib.contextmanager

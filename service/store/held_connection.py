@@ -2,9 +2,10 @@
 
 Giving a connection back to an asyncpg pool costs a round trip (its reset:
 advisory locks, cursors, listeners, settings), and taking it again some
-Python work. The command writer and each projection use a connection for a
-short transaction, over and over under load: holding it for ``linger``
-seconds after a use spares both for every use but the last of a burst.
+Python work. The command writer, each projection and the verification
+index's catch-up use a connection for a short transaction or read, over and
+over under load: holding it for ``linger`` seconds after a use spares both
+for every use but the last of a burst.
 """
 
 from __future__ import annotations

@@ -203,7 +203,9 @@ class IndexFeed:
                 await task
         self._tasks.clear()
         await self._log.stop()
-        await self._conn.release()
+        # Under the lock: a commit observer may still be catching up on the connection.
+        async with self._catching_up:
+            await self._conn.release()
 
     async def catch_up(self) -> int:
         """Apply every committed event after the applied position; returns how many."""
