@@ -75,6 +75,8 @@ class Replicas:
     pepper: str
     # The replicas' process ids (for the CPU time they spend: ``bench.wrk.cpu_seconds``).
     pids: tuple[int, ...] = ()
+    # Their JetStream stream (None without NATS), deleted when they stop.
+    stream: str | None = None
 
     async def until_accepted(self, session: aiohttp.ClientSession, service_key: str) -> None:
         """Wait until every replica accepts ``service_key`` (its index has the new key)."""
@@ -158,7 +160,10 @@ async def running_replicas(
             for url, process in zip(urls, processes, strict=True):
                 await _wait_healthy(session, url, process)
         yield Replicas(
-            urls=tuple(urls), pepper=pepper, pids=tuple(process.pid for process in processes)
+            urls=tuple(urls),
+            pepper=pepper,
+            pids=tuple(process.pid for process in processes),
+            stream=stream if nats_url else None,
         )
     finally:
         for process in processes:

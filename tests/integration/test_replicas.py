@@ -9,10 +9,13 @@ from datetime import timedelta
 
 import aiohttp
 import asyncpg
+import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from bench.support import running_replicas, scratch_database
 from events.models import Actor
+from events.servers import nats_servers
 from service.clock import utc_now
 from service.domain import key_material
 from service.domain.commands import GenerateKey
@@ -97,6 +100,14 @@ async def test_a_revocation_reaches_every_replica(own_database: str, nats_url: s
             f"\nrevoke acknowledged after {acknowledged * 1000:.1f} ms; "
             "refused by the replicas after " + ", ".join(f"{d * 1000:.1f} ms" for d in delays)
         )
+    # Their stream goes with them: NATS would keep its every message on disk.
+    assert replicas.stream is not None
+    client = await nats.connect(servers=nats_servers(nats_url))
+    try:
+        with pytest.raises(NotFoundError):
+            await client.jetstream().stream_info(replicas.stream)
+    finally:
+        await client.close()
 
 
 async def test_racing_sweepers_write_one_key_expired_per_key(own_database: str) -> None:
