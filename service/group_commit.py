@@ -187,7 +187,9 @@ class GroupCommit(Generic[Item, Result]):
         """503 ``overloaded``; Retry-After is how long the queue takes to drain at the
         recent rate (within ``_RETRY_AFTER_RANGE``)."""
         low, high = _RETRY_AFTER_RANGE
-        drain = len(self._waiting) / self._rate if self._rate > 0 else high
+        # No batch finished yet (a replica just started): its first batch is usually under
+        # way and short; the longest wait would send every client away for the longest time.
+        drain = len(self._waiting) / self._rate if self._rate > 0 else low
         retry_after = min(high, max(low, math.ceil(drain)))
         self._refused += 1
         now = time.monotonic()
