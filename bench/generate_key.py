@@ -51,11 +51,10 @@ import aiohttp
 import asyncpg
 
 from bench.compiled_tree import build as build_compiled_tree
-from bench.support import Replicas, running_replicas, scratch_database
+from bench.support import Replicas, migrated_database, running_replicas
 from bench.wrk import cpu_seconds, process_tree
 from events.models import Actor
 from service.service_keys import issue_service_key
-from service.store.migrate import migrate
 
 LUA = Path(__file__).resolve().parent / "generate_key.lua"
 
@@ -211,36 +210,26 @@ async def measure_fresh(
     autovacuum working through them, and run slower for it (up to a fifth here), so that
     the order of the loads, not their code, would decide their comparison.
     """
-    async with scratch_database(server_url, prefix="keyledger_bench") as url:
-        await _migrate(url)
-        async with running_replicas(
+    async with (
+        migrated_database(server_url, prefix="keyledger_bench") as (url, _),
+        running_replicas(
             replicas, url, nats_url, pepper, workers=workers, tree=tree, **settings
-        ) as running:
-            token = await _service_key(url, running)
-            urls = list(running.urls)
-            pids = process_tree(running.pids)
-            await generate_load(urls, token, min(clients, 32), min(seconds, 2.0))  # warm up
-            # wrk stops with requests in flight: let the server finish them first.
-            await asyncio.sleep(2)
-            await _checkpoint(url)
-            before = cpu_seconds(pids)
-            load = await generate_load(urls, token, clients, seconds)
-            # The relay, projections and index work on after the last response: their
-            # share of the keys counts too.
-            await asyncio.sleep(2)
-            cpu_ms = (cpu_seconds(pids) - before) / load.made * 1000 if load.made else None
-            return dataclasses.replace(load, cpu_ms=cpu_ms)
-
-
-async def _migrate(url: str, *statements: str) -> None:
-    """The schema, then ``statements``, on the database at ``url``."""
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
+        ) as running,
+    ):
+        token = await _service_key(url, running)
+        urls = list(running.urls)
+        pids = process_tree(running.pids)
+        await generate_load(urls, token, min(clients, 32), min(seconds, 2.0))  # warm up
+        # wrk stops with requests in flight: let the server finish them first.
+        await asyncio.sleep(2)
+        await _checkpoint(url)
+        before = cpu_seconds(pids)
+        load = await generate_load(urls, token, clients, seconds)
+        # The relay, projections and index work on after the last response: their
+        # share of the keys counts too.
+        await asyncio.sleep(2)
+        cpu_ms = (cpu_seconds(pids) - before) / load.made * 1000 if load.made else None
+        return dataclasses.replace(load, cpu_ms=cpu_ms)
 
 
 async def _checkpoint(url: str, *before: str) -> None:
@@ -281,9 +270,9 @@ async def main(args: argparse.Namespace) -> None:
     if args.queue_limit:
         settings["command_queue_limit"] = str(args.queue_limit)
     scratch = tempfile.TemporaryDirectory(prefix="keyledger-")  # the compiled copy's place
-    async with scratch_database(server_url, prefix="keyledger_bench") as url:
-        await _migrate(
-            url, "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, org text, data jsonb)"
+    async with migrated_database(server_url, prefix="keyledger_bench") as (url, pool):
+        await pool.execute(
+            "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, org text, data jsonb)"
         )
         concurrencies = sorted({*args.clients, *([args.replica_clients] if args.replicas else [])})
         free = await free_connections(url)
